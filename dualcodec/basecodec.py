@@ -1,0 +1,228 @@
+"""The base layer: H.264 (libx264), HEVC (libx265) and AV1 (SVT-AV1 / dav1d) through PyAV.
+
+Frames cross this module as :class:`Planes` (integer Y'CbCr 4:2:0 code values, 8 or
+10 bit); colour conversion lives in :mod:`dualcodec.yuv`. The encoder wraps either a
+stand-alone PyAV codec context (training) or the codec context of an output stream
+(:mod:`dualcodec.container`), so training and files run the very same encoder
+settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from dualcodec.errors import DualcodecError
+from dualcodec.yuv import YUVFormat
+
+ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1"}
+DECODERS = {"h264": "h264", "hevc": "hevc", "av1": "libdav1d"}
+DEFAULT_PRESETS = {"h264": "medium", "hevc": "medium", "av1": "8"}
+MAX_QP = {"h264": 51, "hevc": 51, "av1": 63}
+
+# ITU-T H.273 code points written into the stream: BT.709 primaries, transfer, matrix.
+BT709 = 1
+RANGE_TV, RANGE_PC = 1, 2
+
+
+@dataclass(frozen=True)
+class BaseCodecSettings:
+    """How the base layer is coded. Exactly one of ``qp`` (constant QP) and ``crf``."""
+
+    codec: str = "h264"
+    qp: int | None = 32
+    crf: float | None = None
+    preset: str | None = None
+    gop: int = 32
+    bit_depth: int = 8
+    full_range: bool = False
+
+    def __post_init__(self) -> None:
+        if self.codec not in ENCODERS:
+            raise DualcodecError(f"unknown base codec {self.codec!r} (choose from {', '.join(ENCODERS)})")
+        if (self.qp is None) == (self.crf is None):
+            raise DualcodecError("set exactly one of qp and crf for the base layer")
+        top = MAX_QP[self.codec]
+        if self.qp is not None and not 0 <= self.qp <= top:
+            raise DualcodecError(f"qp {self.qp} is out of range for {self.codec} (0..{top})")
+        if self.crf is not None and not 0 <= self.crf <= top:
+            raise DualcodecError(f"crf {self.crf} is out of range for {self.codec} (0..{top})")
+        if self.bit_depth not in (8, 10):
+            raise DualcodecError(f"base layer bit depth must be 8 or 10, got {self.bit_depth}")
+        if self.gop < 1:
+            raise DualcodecError(f"gop must be at least 1, got {self.gop}")
+
+    @property
+    def yuv_format(self) -> YUVFormat:
+        return YUVFormat(bit_depth=self.bit_depth, full_range=self.full_range)
+
+    @property
+    def pix_fmt(self) -> str:
+        return "yuv420p" if self.bit_depth == 8 else "yuv420p10le"
+
+    @property
+    def encoder_options(self) -> dict[str, str]:
+        preset = self.preset or DEFAULT_PRESETS[self.codec]
+        rc = {"qp": str(self.qp)} if self.qp is not None else {"crf": str(self.crf)}
+        if self.codec == "h264":
+            return {"preset": preset, **rc}
+        if self.codec == "hevc":
+            key, value = next(iter(rc.items()))
+            return {"preset": preset, "x265-params": f"{key}={value}:keyint={self.gop}:log-level=error"}
+        return {"preset": preset, **rc, "svtav1-params": f"keyint={self.gop}"}
+
+
+@dataclass
+class Planes:
+    """One 4:2:0 frame: ``y`` is ``[H, W]``, ``u`` and ``v`` are ``[H/2, W/2]``; uint8 or uint16."""
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+    @property
+    def width(self) -> int:
+        return self.y.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.y.shape[0]
+
+
+def planes_from_tensors(y: torch.Tensor, uv: torch.Tensor, fmt: YUVFormat) -> list[Planes]:
+    """Rounded code-value tensors ``[B,1,H,W]``, ``[B,2,H/2,W/2]`` to one :class:`Planes` per frame."""
+    dtype = np.uint8 if fmt.bit_depth == 8 else np.uint16
+    y_np = y.detach().round().clamp(0, fmt.max_code).cpu().numpy().astype(dtype)
+    uv_np = uv.detach().round().clamp(0, fmt.max_code).cpu().numpy().astype(dtype)
+    return [Planes(y_np[i, 0], uv_np[i, 0], uv_np[i, 1]) for i in range(y_np.shape[0])]
+
+
+def planes_to_tensors(planes: Sequence[Planes]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`planes_from_tensors`: float code values."""
+    y = torch.from_numpy(np.stack([p.y for p in planes]).astype(np.float32)).unsqueeze(1)
+    uv = torch.from_numpy(np.stack([np.stack([p.u, p.v]) for p in planes]).astype(np.float32))
+    return y, uv
+
+
+def _frame_from_planes(planes: Planes, pix_fmt: str):
+    import av
+
+    flat = np.concatenate([planes.y.ravel(), planes.u.ravel(), planes.v.ravel()])
+    return av.VideoFrame.from_ndarray(flat.reshape(-1, planes.width), format=pix_fmt)
+
+
+def _planes_from_frame(frame, bit_depth: int) -> Planes:
+    pix_fmt = "yuv420p" if bit_depth == 8 else "yuv420p10le"
+    if frame.format.name != pix_fmt:
+        frame = frame.reformat(format=pix_fmt)
+    w, h = frame.width, frame.height
+    flat = frame.to_ndarray().ravel()
+    cw, ch = w // 2, h // 2
+    y = flat[: w * h].reshape(h, w)
+    u = flat[w * h : w * h + cw * ch].reshape(ch, cw)
+    v = flat[w * h + cw * ch : w * h + 2 * cw * ch].reshape(ch, cw)
+    return Planes(y.copy(), u.copy(), v.copy())
+
+
+class BaseEncoder:
+    """Encodes :class:`Planes` into packets with the settings' codec, QP/CRF, preset and GOP.
+
+    ``codec_context`` is an output stream's context when writing a file; otherwise a
+    stand-alone encoder is opened (training and tests).
+    """
+
+    def __init__(
+        self,
+        settings: BaseCodecSettings,
+        width: int,
+        height: int,
+        rate: Fraction = Fraction(25),
+        codec_context=None,
+    ) -> None:
+        import av
+
+        if width % 2 or height % 2:
+            raise DualcodecError(f"base layer needs even width and height, got {width}x{height}")
+        if settings.codec == "av1":
+            os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner unless told
+        self.settings = settings
+        cc = codec_context or av.CodecContext.create(ENCODERS[settings.codec], "w")
+        cc.width, cc.height = width, height
+        cc.pix_fmt = settings.pix_fmt
+        cc.time_base = 1 / Fraction(rate)
+        cc.framerate = Fraction(rate)
+        cc.gop_size = settings.gop
+        cc.colorspace = BT709
+        cc.color_primaries = BT709
+        cc.color_trc = BT709
+        cc.color_range = RANGE_PC if settings.full_range else RANGE_TV
+        cc.options = settings.encoder_options
+        self.codec_context = cc
+        self._pts = 0
+
+    def encode(self, planes: Planes | None) -> list:
+        """Queue one frame (``None`` flushes); returns the packets the encoder released."""
+        if planes is None:
+            return list(self.codec_context.encode(None))
+        frame = _frame_from_planes(planes, self.settings.pix_fmt)
+        frame.pts = self._pts
+        frame.time_base = self.codec_context.time_base
+        self._pts += 1
+        return list(self.codec_context.encode(frame))
+
+
+class BaseDecoder:
+    """Decodes base-layer packets back to :class:`Planes`, in display order."""
+
+    def __init__(self, codec: str, bit_depth: int, extradata: bytes | None = None) -> None:
+        import av
+
+        self.bit_depth = bit_depth
+        cc = av.CodecContext.create(DECODERS[codec], "r")
+        if extradata:
+            cc.extradata = extradata
+        cc.thread_type = "AUTO"
+        self.codec_context = cc
+
+    def decode(self, packet) -> list[Planes]:
+        """Decode one packet (``None`` flushes)."""
+        return [_planes_from_frame(f, self.bit_depth) for f in self.codec_context.decode(packet)]
+
+
+def roundtrip(settings: BaseCodecSettings, frames: Sequence[Planes]) -> tuple[list[Planes], list[int]]:
+    """Code each frame as its own intra picture; returns decoded frames and their sizes in bytes.
+
+    Used in training: the real codec, frame by frame, with exact packet sizes.
+    """
+    first = frames[0]
+    intra = BaseCodecSettings(
+        codec=settings.codec,
+        qp=settings.qp,
+        crf=settings.crf,
+        preset=settings.preset,
+        gop=1,
+        bit_depth=settings.bit_depth,
+        full_range=settings.full_range,
+    )
+    encoder = BaseEncoder(intra, first.width, first.height)
+    if settings.codec == "h264":
+        encoder.codec_context.max_b_frames = 0
+    packets = []
+    for planes in frames:
+        packets += encoder.encode(planes)
+    packets += encoder.encode(None)
+    if len(packets) != len(frames):
+        raise DualcodecError(f"base encoder returned {len(packets)} packets for {len(frames)} frames")
+    decoder = BaseDecoder(settings.codec, settings.bit_depth)
+    decoded: list[Planes] = []
+    for packet in packets:
+        decoded += decoder.decode(packet)
+    decoded += decoder.decode(None)
+    order = np.argsort([p.pts for p in packets])
+    sizes = [packets[i].size for i in order]
+    return decoded, sizes

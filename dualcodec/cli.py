@@ -1,0 +1,179 @@
+"""``dualcodec``: encode, decode, inspect and train. A thin layer over the package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dualcodec.errors import DualcodecError
+
+EPILOG = """examples:
+  dualcodec encode clip.y4m -o clip.mp4                 # 2x default model, H.264 QP 32
+  dualcodec encode clip.mp4 -o clip.mp4 --codec hevc --crf 28
+  dualcodec encode clip.y4m -o base.mp4 --baseline bicubic
+  dualcodec decode clip.mp4 -o clip_decoded.y4m         # lossless output, measure on it
+  dualcodec info clip.mp4 --json
+  dualcodec train experiments/default_x2.toml --set train.name=try
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from dualcodec import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="dualcodec",
+        description="Jointly learned dual-layer video coding: a standard-codec base layer at low "
+        "resolution plus a learned side stream, in one MP4.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"dualcodec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    enc = sub.add_parser("encode", help="encode a video or image into a dualcodec MP4",
+                         description="Encode any FFmpeg-readable video (mp4, mkv, avi, webm, y4m, raw .264/.265) "
+                         "or an image (one-frame video) into a dualcodec MP4.")
+    enc.add_argument("input", type=Path, help="input video or image")
+    enc.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
+    enc.add_argument("--codec", choices=["h264", "hevc", "av1"], default="h264", help="base-layer codec (default h264)")
+    rate = enc.add_mutually_exclusive_group()
+    rate.add_argument("--qp", type=int, help="constant QP for the base layer (default 32)")
+    rate.add_argument("--crf", type=float, help="constant rate factor instead of constant QP")
+    enc.add_argument("--preset", help="encoder preset (default: medium for h264/hevc, 8 for av1)")
+    enc.add_argument("--gop", type=int, default=32, help="key-frame interval in frames (default 32)")
+    enc.add_argument("--bit-depth", type=int, choices=[8, 10], default=8, help="base-layer bit depth (default 8)")
+    enc.add_argument("--scale", type=int, choices=[2, 4], help="downscaling factor (default: the model's; 2 for bicubic)")
+    enc.add_argument("--model", default="default", help="built-in model name or model file (default: default)")
+    enc.add_argument("--baseline", choices=["bicubic", "none"],
+                     help="no learned layers: bicubic down/up ('bicubic') or the plain codec at full resolution ('none')")
+    enc.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+
+    dec = sub.add_parser("decode", help="decode a dualcodec MP4 to y4m, PNG frames or MP4",
+                         description="Decode a dualcodec MP4. OUT.y4m (4:4:4 16-bit) and OUT_DIR/ (PNG frames) "
+                         "are lossless copies of the decoder's output; OUT.mp4 is a high-quality H.264 for viewing.")
+    dec.add_argument("input", type=Path, help="dualcodec .mp4")
+    dec.add_argument("-o", "--output", required=True, help="OUT.y4m, OUT.mp4 or OUT_DIR/")
+    dec.add_argument("--model", help="model to decode with (default: the one named in the file)")
+    dec.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    inf = sub.add_parser("info", help="describe a dualcodec MP4: header, frames and bytes per layer")
+    inf.add_argument("input", type=Path, help="dualcodec .mp4")
+    inf.add_argument("--json", action="store_true", help="print JSON")
+
+    tr = sub.add_parser("train", help="train a model end to end with DeepSpeed",
+                        description="Train a dual-layer model from an experiment file (TOML); the exported "
+                        "model lands in RUN_DIR/model.pt.")
+    tr.add_argument("config", type=Path, help="experiment file, e.g. experiments/default_x2.toml")
+    tr.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one setting (repeatable), e.g. --set loss.lmbda=0.02")
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _encode(args: argparse.Namespace) -> None:
+    from dualcodec.basecodec import BaseCodecSettings
+    from dualcodec.codec import make_codec
+
+    qp = args.qp if args.qp is not None or args.crf is not None else 32
+    settings = BaseCodecSettings(codec=args.codec, qp=qp, crf=args.crf, preset=args.preset, gop=args.gop,
+                                 bit_depth=args.bit_depth)
+    if args.output.suffix.lower() != ".mp4":
+        raise DualcodecError(f"output must be an .mp4 file, got {args.output}")
+    codec = make_codec(settings, args.baseline, args.model, args.scale)
+    report = codec.encode(args.input, args.output, progress=not args.quiet)
+    if not args.quiet:
+        pixels = report.frames * report.width * report.height
+        print(
+            f"{args.output}: {report.frames} frames {report.width}x{report.height}, base {report.base_width}x"
+            f"{report.base_height}; {report.file_bytes} bytes ({8 * report.file_bytes / pixels:.4f} bpp): "
+            f"base {report.base_bytes}, side {report.side_bytes}, other "
+            f"{report.file_bytes - report.base_bytes - report.side_bytes}; {report.seconds:.1f} s",
+            file=sys.stderr,
+        )
+
+
+def _decode(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from dualcodec.codec import decode
+    from dualcodec.video import atomic_path, open_writer, output_kind
+
+    kind = output_kind(args.output)
+    destination = Path(args.output.rstrip("/")) if kind == "dir" else Path(args.output)
+    video = decode(args.input, args.model)
+    header = video.header
+    with atomic_path(destination, is_dir=kind == "dir") as tmp:
+        writer = open_writer(kind, tmp, header.width, header.height, video.rate)
+        try:
+            for rgb in tqdm(video.frames, desc="decode", unit="frame", disable=args.quiet, leave=False):
+                writer.write(rgb)
+        finally:
+            writer.close()
+
+
+def _info(args: argparse.Namespace) -> None:
+    from dualcodec.container import ContainerReader
+
+    reader = ContainerReader(args.input)
+    sizes = reader.sizes()
+    header = reader.header_dict()
+    report = {
+        "file": str(args.input),
+        "frames": sizes.frames,
+        "width": header["width"],
+        "height": header["height"],
+        "base_width": header["base_width"],
+        "base_height": header["base_height"],
+        "scale": header["scale"],
+        "mode": header["mode"],
+        "codec": header["codec"],
+        "model": header["model"],
+        "bytes": {"total": sizes.file_bytes, "base": sizes.base_bytes, "side": sizes.side_bytes,
+                  "other": sizes.other_bytes},
+        "bpp": 8 * sizes.file_bytes / max(1, sizes.frames * header["width"] * header["height"]),
+        "header": header,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    model = header["model"]
+    print(f"{args.input}: dualcodec v{header['version']}, mode {header['mode']}, scale {header['scale']}x")
+    print(f"  frames {sizes.frames}, {header['width']}x{header['height']} from a {header['codec']} base layer "
+          f"{header['base_width']}x{header['base_height']} ({header['bit_depth']}-bit, range {header['color']['range']})")
+    if model:
+        print(f"  model {model['name']} (fingerprint {model['fingerprint']})")
+    print(f"  bytes {sizes.file_bytes}: base {sizes.base_bytes}, side {sizes.side_bytes}, other {sizes.other_bytes}"
+          f" ({report['bpp']:.4f} bpp)")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from dualcodec.config import load_experiment
+    from dualcodec.train import train
+
+    experiment = load_experiment(args.config, args.set)
+    path = train(experiment, args.config, progress=not args.quiet)
+    print(f"model written to {path}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # compressai scripts its entropy coder helpers with torch.jit, which torch now flags.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+    args = _parser().parse_args(argv)
+    handlers = {"encode": _encode, "decode": _decode, "info": _info, "train": _train}
+    try:
+        handlers[args.command](args)
+    except DualcodecError as exc:
+        print(f"dualcodec: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dualcodec: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""The closed loop from a video file to a dualcodec MP4 and back.
+
+Every codec, learned or not, is a :class:`LayeredCodec` with a different
+:class:`Layers` (the one seam):
+
+============  ==================  ======================  =======================
+mode          down (encoder)      side stream (encoder)   up (decoder)
+============  ==================  ======================  =======================
+``dual``      learned downsampler ``g_a`` + entropy coder spatially varying, learned
+``bicubic``   bicubic             none                    bicubic
+``plain``     identity (scale 1)  none                    identity
+============  ==================  ======================  =======================
+
+The encoder runs the decoder's loop: each base-layer packet is decoded as soon as
+the encoder releases it, and the side stream of a frame is computed from the original
+frame *and* the decoded base frame, exactly what the decoder will have.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+import torch
+
+from dualcodec.basecodec import BaseCodecSettings, BaseDecoder, BaseEncoder, Planes, planes_from_tensors, planes_to_tensors
+from dualcodec.container import ContainerReader, ContainerWriter, Header
+from dualcodec.errors import DualcodecError
+from dualcodec.model import LoadedModel, load_model, resolve_model_path
+from dualcodec.nets.common import bicubic_down, bicubic_up
+from dualcodec.video import VideoReader, atomic_path
+from dualcodec.yuv import rgb_to_yuv420, yuv420_to_rgb
+
+
+class Layers(Protocol):
+    """What turns full-resolution frames into a base frame and side bytes, and back."""
+
+    mode: str
+    scale: int
+
+    def down(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[1,3,H,W]`` to ``x_lr`` float ``[1,3,H/scale,W/scale]``."""
+
+    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> bytes | None:
+        """Side-stream bytes for one frame (``None``: this mode has no side stream)."""
+
+    def up(self, x_lr_hat: torch.Tensor, side: bytes | None) -> torch.Tensor:
+        """Decoded base frame (and side bytes) to ``x_hat`` float ``[1,3,H,W]``."""
+
+
+class ModelLayers:
+    mode = "dual"
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.model = loaded.model.to(memory_format=torch.channels_last)
+        self.scale = loaded.config.scale
+
+    def down(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.downsample(x)
+
+    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> bytes | None:
+        if not self.model.has_side_stream:
+            return b""
+        return self.model.compress_side(x, x_lr_hat)[0]
+
+    def up(self, x_lr_hat: torch.Tensor, side: bytes | None) -> torch.Tensor:
+        x_lr_hat = x_lr_hat.contiguous(memory_format=torch.channels_last)
+        y_hat = None
+        if self.model.has_side_stream:
+            y_hat = self.model.decompress_side([side], *x_lr_hat.shape[-2:])
+        return self.model.upsample(x_lr_hat, y_hat)
+
+
+class BicubicLayers:
+    mode = "bicubic"
+
+    def __init__(self, scale: int) -> None:
+        self.scale = scale
+
+    def down(self, x: torch.Tensor) -> torch.Tensor:
+        return bicubic_down(x.float() / 255.0, self.scale)
+
+    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> bytes | None:
+        return None
+
+    def up(self, x_lr_hat: torch.Tensor, side: bytes | None) -> torch.Tensor:
+        return bicubic_up(x_lr_hat, self.scale)
+
+
+class PlainLayers:
+    mode = "plain"
+    scale = 1
+
+    def down(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() / 255.0
+
+    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> bytes | None:
+        return None
+
+    def up(self, x_lr_hat: torch.Tensor, side: bytes | None) -> torch.Tensor:
+        return x_lr_hat
+
+
+@dataclass(frozen=True)
+class EncodeReport:
+    frames: int
+    width: int
+    height: int
+    base_width: int
+    base_height: int
+    base_bytes: int
+    side_bytes: int
+    file_bytes: int
+    seconds: float
+
+
+def _padded_size(width: int, height: int, scale: int) -> tuple[int, int]:
+    """Pad to a multiple of 2*scale so the base layer has even (4:2:0) dimensions."""
+    m = 2 * scale
+    return width + (-width) % m, height + (-height) % m
+
+
+def _to_tensor(rgb: np.ndarray, width: int, height: int) -> torch.Tensor:
+    h, w = rgb.shape[:2]
+    rgb = np.pad(rgb, ((0, height - h), (0, width - w), (0, 0)), mode="edge")
+    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def _to_rgb(x_hat: torch.Tensor, width: int, height: int) -> np.ndarray:
+    x = (x_hat[0, :, :height, :width].clamp(0, 1) * 255.0).round().to(torch.uint8)
+    return x.permute(1, 2, 0).contiguous().numpy()
+
+
+def _progress(total: int | None, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+class LayeredCodec:
+    """Encode files with a :class:`Layers` and a base codec; the one interface the CLI uses."""
+
+    def __init__(self, layers: Layers, settings: BaseCodecSettings) -> None:
+        self.layers = layers
+        self.settings = settings
+
+    def _header(self, width: int, height: int) -> Header:
+        scale = self.layers.scale
+        pw, ph = _padded_size(width, height, scale)
+        loaded = getattr(self.layers, "loaded", None)
+        return Header(
+            mode=self.layers.mode,
+            scale=scale,
+            width=width,
+            height=height,
+            base_width=pw // scale,
+            base_height=ph // scale,
+            codec=self.settings.codec,
+            bit_depth=self.settings.bit_depth,
+            full_range=self.settings.full_range,
+            model_name=loaded.name if loaded else None,
+            model_fingerprint=loaded.fingerprint if loaded else None,
+        )
+
+    @torch.inference_mode()
+    def encode(self, source: Path, destination: Path, progress: bool = False) -> EncodeReport:
+        start = time.time()
+        reader = VideoReader(source)
+        info = reader.info
+        header = self._header(info.width, info.height)
+        pw, ph = _padded_size(info.width, info.height, header.scale)
+        fmt = self.settings.yuv_format
+        frames = 0
+        with atomic_path(Path(destination)) as tmp:
+            writer = ContainerWriter(tmp, header, self.settings, info.rate)
+            try:
+                encoder = BaseEncoder(self.settings, header.base_width, header.base_height, info.rate,
+                                      writer.video_codec_context)
+                loop = _ClosedLoop(self.layers, writer, encoder, fmt)
+                with _progress(info.frames, "encode", progress) as bar:
+                    for rgb in reader.frames():
+                        if rgb.shape[:2] != (info.height, info.width):
+                            raise DualcodecError(
+                                f"{source}: frame {frames + 1} is {rgb.shape[1]}x{rgb.shape[0]}, "
+                                f"the first was {info.width}x{info.height}"
+                            )
+                        loop.push(_to_tensor(rgb, pw, ph))
+                        frames += 1
+                        bar.update()
+                    loop.finish()
+                if info.has_audio:
+                    writer.copy_audio(Path(source))
+            finally:
+                writer.close()
+            file_bytes = tmp.stat().st_size
+        return EncodeReport(frames, info.width, info.height, header.base_width, header.base_height,
+                            writer.base_bytes, writer.side_bytes, file_bytes, time.time() - start)
+
+
+class _ClosedLoop:
+    """Feeds frames to the base encoder, decodes its packets, writes side payloads."""
+
+    def __init__(self, layers: Layers, writer: ContainerWriter, encoder: BaseEncoder, fmt) -> None:
+        self.layers, self.writer, self.encoder, self.fmt = layers, writer, encoder, fmt
+        self.decoder: BaseDecoder | None = None
+        self.pending: deque[torch.Tensor] = deque()
+
+    def push(self, x: torch.Tensor) -> None:
+        x_lr = self.layers.down(x).clamp(0, 1)
+        planes = planes_from_tensors(*rgb_to_yuv420(x_lr, self.fmt), self.fmt)[0]
+        self.pending.append(x)
+        self._packets(self.encoder.encode(planes))
+
+    def finish(self) -> None:
+        self._packets(self.encoder.encode(None))
+        if self.decoder is not None:
+            self._decoded(self.decoder.decode(None))
+        if self.pending:
+            raise DualcodecError(f"base layer lost {len(self.pending)} frames in the encoder")
+
+    def _packets(self, packets: list) -> None:
+        for packet in packets:
+            if self.decoder is None:
+                s = self.encoder.settings
+                self.decoder = BaseDecoder(s.codec, s.bit_depth, self.encoder.codec_context.extradata)
+            self._decoded(self.decoder.decode(packet))  # decode before muxing: muxing consumes the packet
+            self.writer.mux_base([packet])
+
+    def _decoded(self, decoded: list[Planes]) -> None:
+        for planes in decoded:
+            x = self.pending.popleft()
+            side = self.layers.side(x, planes_to_rgb(planes, self.fmt))
+            if side is not None:
+                self.writer.mux_side(side)
+
+
+def planes_to_rgb(planes: Planes, fmt) -> torch.Tensor:
+    """A decoded base frame as R'G'B' ``[1,3,h,w]`` in [0, 1]."""
+    y, uv = planes_to_tensors([planes])
+    return yuv420_to_rgb(y, uv, fmt).clamp(0, 1)
+
+
+def layers_for_header(header: Header, model: str | None) -> Layers:
+    """The layers that decode a file, checking that the model matches the one it was made with."""
+    if header.mode == "bicubic":
+        return BicubicLayers(header.scale)
+    if header.mode == "plain":
+        return PlainLayers()
+    if model is None:
+        try:
+            model_path = resolve_model_path(header.model_name)
+        except DualcodecError:
+            raise DualcodecError(
+                f"the file was encoded with model {header.model_name!r}, which is not built in; pass it with --model PATH"
+            ) from None
+        loaded = load_model(str(model_path))
+    else:
+        loaded = load_model(model)
+    if loaded.fingerprint != header.model_fingerprint:
+        raise DualcodecError(
+            f"model mismatch: the file was encoded with model {header.model_name!r} "
+            f"(fingerprint {header.model_fingerprint}), but {loaded.name!r} has fingerprint "
+            f"{loaded.fingerprint}; pass the right one with --model"
+        )
+    if loaded.config.scale != header.scale:
+        raise DualcodecError(f"model {loaded.name!r} is {loaded.config.scale}x, the file is {header.scale}x")
+    return ModelLayers(loaded)
+
+
+@dataclass
+class DecodedVideo:
+    header: Header
+    rate: object
+    frames: Iterator[np.ndarray]
+
+
+def decode(source: Path, model: str | None = None) -> DecodedVideo:
+    """Open a dualcodec file; frames are RGB uint8 ``[H, W, 3]`` at the original size."""
+    reader = ContainerReader(source)
+    header = reader.header
+    layers = layers_for_header(header, model)
+    return DecodedVideo(header, reader.rate, _decode_frames(reader, layers))
+
+
+@torch.inference_mode()
+def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[np.ndarray]:
+    header = reader.header
+    fmt = BaseCodecSettings(codec=header.codec, bit_depth=header.bit_depth, full_range=header.full_range).yuv_format
+    payloads = reader.side_payloads() if header.mode == "dual" else None
+    for index, planes in enumerate(reader.base_frames()):
+        if (planes.width, planes.height) != (header.base_width, header.base_height):
+            raise DualcodecError(f"{reader.path}: base frame {index + 1} has the wrong size")
+        side = None
+        if payloads is not None:
+            side = next(payloads, None)
+            if side is None:
+                raise DualcodecError(f"{reader.path}: side stream ends before frame {index + 1}")
+        x_hat = layers.up(planes_to_rgb(planes, fmt), side)
+        yield _to_rgb(x_hat, header.width, header.height)
+
+
+def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, scale: int | None) -> LayeredCodec:
+    """The codec the command line asks for: a learned model, or a baseline."""
+    if baseline == "none":
+        return LayeredCodec(PlainLayers(), settings)
+    if baseline == "bicubic":
+        return LayeredCodec(BicubicLayers(scale or 2), settings)
+    loaded = load_model(model)
+    if scale is not None and scale != loaded.config.scale:
+        raise DualcodecError(f"model {loaded.name!r} is {loaded.config.scale}x, not {scale}x (pick a {scale}x model)")
+    return LayeredCodec(ModelLayers(loaded), settings)

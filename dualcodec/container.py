@@ -1,0 +1,282 @@
+"""The dualcodec file: a standard MP4 that any player opens.
+
+Layout (format version 1)
+-------------------------
+An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
+
+* Stream 0, **video**: the base layer, an ordinary H.264 / HEVC / AV1 track at the
+  low resolution (``base_width`` x ``base_height``), 4:2:0, BT.709 primaries, transfer
+  and matrix, with the range flag set (``tv`` or ``pc``). A legacy player shows it.
+* Stream 1, **data** (only when ``mode`` is ``"dual"``): the side stream, codec tag
+  ``bin_data``, one packet per video frame with the same presentation time stamp.
+  Each packet is::
+
+      offset  size  field
+      0       4     CRC-32 (IEEE, big-endian) of bytes 4..end
+      4       n     entropy-coded latents: CompressAI EntropyBottleneck range-coder
+                    string for one frame, latent shape [M, ceil(bh/8), ceil(bw/8)]
+                    (M and the coding tables come from the model file)
+
+* Further **audio** streams, copied unchanged from the input.
+* File-level metadata key ``dualcodec`` (an ``mdta`` tag): the header, compact JSON
+  with sorted keys::
+
+      format       "dualcodec"
+      version      1
+      mode         "dual" | "bicubic" | "plain"
+      scale        1 (plain), 2 or 4
+      width/height       size of the original frames (the decoder returns exactly this)
+      base_width/height  size of the base-layer frames (even; the padded original / scale)
+      codec        "h264" | "hevc" | "av1";  bit_depth 8 | 10
+      color        {"matrix","primaries","transfer": "bt709", "range": "tv"|"pc",
+                    "chroma": "420", "siting": "center"}
+      model        {"name", "fingerprint"} for mode "dual", else null
+
+A reader refuses a file whose ``format`` is not ``dualcodec`` or whose ``version`` it
+does not know. Rate accounting is exact: the base layer's bytes are the sizes of the
+video packets, the side stream's are the sizes of the data packets, and everything else
+(headers, indexes, audio) is the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+from dualcodec.basecodec import ENCODERS, BaseCodecSettings, BaseDecoder, Planes
+from dualcodec.errors import DualcodecError
+
+FORMAT_NAME = "dualcodec"
+FORMAT_VERSION = 1
+METADATA_KEY = "dualcodec"
+MODES = ("dual", "bicubic", "plain")
+
+
+@dataclass(frozen=True)
+class Header:
+    mode: str
+    scale: int
+    width: int
+    height: int
+    base_width: int
+    base_height: int
+    codec: str
+    bit_depth: int
+    full_range: bool
+    model_name: str | None = None
+    model_fingerprint: str | None = None
+
+    def to_json(self) -> str:
+        tree = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "mode": self.mode,
+            "scale": self.scale,
+            "width": self.width,
+            "height": self.height,
+            "base_width": self.base_width,
+            "base_height": self.base_height,
+            "codec": self.codec,
+            "bit_depth": self.bit_depth,
+            "color": {
+                "matrix": "bt709",
+                "primaries": "bt709",
+                "transfer": "bt709",
+                "range": "pc" if self.full_range else "tv",
+                "chroma": "420",
+                "siting": "center",
+            },
+            "model": (
+                {"name": self.model_name, "fingerprint": self.model_fingerprint}
+                if self.mode == "dual"
+                else None
+            ),
+        }
+        return json.dumps(tree, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Header":
+        try:
+            tree = json.loads(text)
+            if tree.get("format") != FORMAT_NAME:
+                raise DualcodecError("the header does not name the dualcodec format")
+            if tree.get("version") != FORMAT_VERSION:
+                raise DualcodecError(
+                    f"file format version {tree.get('version')} is not supported (this dualcodec reads {FORMAT_VERSION})"
+                )
+            model = tree["model"] or {}
+            header = cls(
+                mode=tree["mode"],
+                scale=int(tree["scale"]),
+                width=int(tree["width"]),
+                height=int(tree["height"]),
+                base_width=int(tree["base_width"]),
+                base_height=int(tree["base_height"]),
+                codec=tree["codec"],
+                bit_depth=int(tree["bit_depth"]),
+                full_range=tree["color"]["range"] == "pc",
+                model_name=model.get("name"),
+                model_fingerprint=model.get("fingerprint"),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise DualcodecError("the dualcodec header is malformed") from None
+        if header.mode not in MODES:
+            raise DualcodecError(f"unknown mode {header.mode!r} in the header")
+        return header
+
+
+def frame_payload(entropy_bytes: bytes) -> bytes:
+    """One side-stream packet: CRC-32 then the entropy-coded bytes."""
+    return zlib.crc32(entropy_bytes).to_bytes(4, "big") + entropy_bytes
+
+
+def parse_payload(payload: bytes, index: int) -> bytes:
+    if len(payload) < 4 or zlib.crc32(payload[4:]).to_bytes(4, "big") != payload[:4]:
+        raise DualcodecError(f"side stream of frame {index} is corrupted (checksum mismatch)")
+    return payload[4:]
+
+
+class ContainerWriter:
+    """Writes one dualcodec MP4. Use :attr:`video_codec_context` for the base encoder."""
+
+    def __init__(self, path: Path, header: Header, settings: BaseCodecSettings, rate: Fraction) -> None:
+        import av
+
+        self.header = header
+        self.rate = Fraction(rate)
+        self.time_base = 1 / self.rate
+        self.output = av.open(str(path), "w", format="mp4", options={"movflags": "use_metadata_tags"})
+        self.output.metadata[METADATA_KEY] = header.to_json()
+        self.video = self.output.add_stream(ENCODERS[settings.codec], rate=self.rate)
+        self.data = self.output.add_data_stream("bin_data") if header.mode == "dual" else None
+        self.base_bytes = 0
+        self.side_bytes = 0
+        self._side_index = 0
+
+    @property
+    def video_codec_context(self):
+        return self.video.codec_context
+
+    def mux_base(self, packets: list) -> None:
+        for packet in packets:
+            packet.stream = self.video
+            self.base_bytes += packet.size
+            self.output.mux(packet)
+
+    def mux_side(self, entropy_bytes: bytes) -> None:
+        """Side-stream packet of the next frame in display order."""
+        import av
+
+        payload = frame_payload(entropy_bytes)
+        packet = av.Packet(payload)
+        packet.stream = self.data
+        packet.pts = packet.dts = self._side_index
+        packet.time_base = self.time_base
+        packet.duration = 1
+        self._side_index += 1
+        self.side_bytes += len(payload)
+        self.output.mux(packet)
+
+    def copy_audio(self, source: Path) -> None:
+        """Copy every audio stream of ``source`` unchanged."""
+        import av
+
+        with av.open(str(source)) as inp:
+            if not inp.streams.audio:
+                return
+            mapping = {s.index: self.output.add_stream_from_template(s) for s in inp.streams.audio}
+            for packet in inp.demux(*inp.streams.audio):
+                if packet.dts is None:
+                    continue
+                packet.stream = mapping[packet.stream.index]
+                self.output.mux(packet)
+
+    def close(self) -> None:
+        self.output.close()
+
+
+@dataclass(frozen=True)
+class StreamSizes:
+    frames: int
+    base_bytes: int
+    side_bytes: int
+    file_bytes: int
+
+    @property
+    def other_bytes(self) -> int:
+        return self.file_bytes - self.base_bytes - self.side_bytes
+
+
+def _open(path: Path):
+    import av
+
+    path = Path(path)
+    if not path.exists():
+        raise DualcodecError(f"input not found: {path}")
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as exc:
+        raise DualcodecError(f"cannot open {path}: {exc.strerror or exc}") from None
+
+
+class ContainerReader:
+    """Reads a dualcodec MP4: header, base frames and side payloads, each in display order."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        with _open(self.path) as inp:
+            text = inp.metadata.get(METADATA_KEY)
+            if text is None:
+                raise DualcodecError(f"{self.path} is not a dualcodec file (no dualcodec header)")
+            self.header = Header.from_json(text)
+            if not inp.streams.video:
+                raise DualcodecError(f"{self.path} has no base-layer video stream")
+            video = inp.streams.video[0]
+            self.rate = Fraction(video.average_rate or video.guessed_rate or 25)
+            self.extradata = video.codec_context.extradata
+            if self.header.mode == "dual" and not inp.streams.data:
+                raise DualcodecError(f"{self.path} has no side stream")
+
+    def base_frames(self) -> Iterator[Planes]:
+        """Decoded base-layer frames in display order."""
+        import av
+
+        decoder = BaseDecoder(self.header.codec, self.header.bit_depth, self.extradata)
+        decoder.codec_context.options = {"err_detect": "explode"}
+        with _open(self.path) as inp:
+            try:
+                for packet in inp.demux(inp.streams.video[0]):
+                    yield from decoder.decode(packet if packet.size else None)
+            except av.FFmpegError as exc:
+                raise DualcodecError(f"{self.path}: base layer is corrupted ({exc.strerror or exc})") from None
+
+    def side_payloads(self) -> Iterator[bytes]:
+        """Entropy-coded side bytes per frame, checksums verified."""
+        with _open(self.path) as inp:
+            index = 0
+            for packet in inp.demux(inp.streams.data[0]):
+                if packet.size == 0:
+                    continue
+                yield parse_payload(bytes(packet), index)
+                index += 1
+
+    def sizes(self) -> StreamSizes:
+        with _open(self.path) as inp:
+            base = side = frames = 0
+            for packet in inp.demux():
+                if packet.size == 0:
+                    continue
+                if packet.stream.type == "video":
+                    base += packet.size
+                    frames += 1
+                elif packet.stream.type == "data":
+                    side += packet.size
+        return StreamSizes(frames, base, side, self.path.stat().st_size)
+
+    def header_dict(self) -> dict:
+        return json.loads(self.header.to_json())
+

@@ -1,0 +1,5 @@
+"""The one exception type the command line turns into a one-line message."""
+
+
+class DualcodecError(Exception):
+    """A problem with the user's input or options: printed as one line, no traceback."""

@@ -1,0 +1,1 @@
+"""The networks of the dual-layer model: tensors in, tensors out, no config objects."""

@@ -1,0 +1,87 @@
+"""Spatially varying upsampler: per-pixel mixtures of learned polyphase filters.
+
+After LAPAR (Li et al., NeurIPS 2020) and kernel-prediction networks: a small CNN at
+low resolution predicts, for every *output* pixel, the weights of ``K`` learned
+filters; the output pixel is the weighted sum of those filters applied to the decoded
+base frame. The filters therefore change from pixel to pixel, steered by the decoded
+frame and by the side features ``s`` that only the encoder could compute.
+
+    x_lr_hat [B,3,h,w] --Normalize--+
+    s        [B,C_s,h,w] -----------+--cat--conv3x3--(conv3x3 + residual) x depth--conv1x1
+                                                                       |
+                                        weights w [B,K,sh,sw] <--pixel_shuffle(s)
+    x_lr_hat --polyphase conv (K filters x s^2 phases, t x t taps)--pixel_shuffle(s)--> c [B,3,K,sh,sw]
+    x_hat = sum_k w_k * c_k                                                   [B,3,sh,sw]
+
+Filter 0 starts as bicubic and the weights start at (1, 0, ..., 0), so an untrained
+upsampler is exactly bicubic upsampling.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dualcodec.nets.common import Normalize, conv3x3
+
+
+def bicubic_polyphase(scale: int, taps: int) -> torch.Tensor:
+    """Bicubic upsampling written as ``scale**2`` polyphase filters, ``[scale**2, taps, taps]``."""
+    size = taps + 8
+    centre = size // 2
+    half = taps // 2
+    impulses = torch.zeros(taps * taps, 1, size, size)
+    for k in range(taps * taps):
+        dy, dx = divmod(k, taps)
+        impulses[k, 0, centre + dy - half, centre + dx - half] = 1.0
+    up = F.interpolate(impulses, scale_factor=float(scale), mode="bicubic", align_corners=False)
+    phases = up[:, 0, centre * scale : centre * scale + scale, centre * scale : centre * scale + scale]
+    return phases.reshape(taps, taps, scale * scale).permute(2, 0, 1).contiguous()
+
+
+class SpatiallyVaryingUpsampler(nn.Module):
+    def __init__(
+        self,
+        scale: int,
+        side_channels: int,
+        width: int = 24,
+        depth: int = 3,
+        num_filters: int = 8,
+        taps: int = 5,
+    ) -> None:
+        super().__init__()
+        self.scale = scale
+        self.num_filters = num_filters
+        self.taps = taps
+        self.normalize = Normalize()
+        self.conv_in = conv3x3(3 + side_channels, width)
+        self.body = nn.ModuleList(conv3x3(width, width) for _ in range(depth))
+        self.head = nn.Conv2d(width, num_filters * scale * scale, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.register_buffer("weight_offset", F.one_hot(torch.tensor(0), num_filters).float().view(1, -1, 1, 1), persistent=False)
+        bicubic = bicubic_polyphase(scale, taps)
+        filters = bicubic.unsqueeze(0).repeat(num_filters, 1, 1, 1)
+        filters[1:] += 0.02 * torch.randn_like(filters[1:])
+        self.filters = nn.Parameter(filters)  # [K, s*s, t, t]
+
+    def kernel_weights(self, x_lr_hat: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Per-output-pixel filter weights ``[B, K, sh, sw]``."""
+        f = F.leaky_relu(self.conv_in(torch.cat([self.normalize(x_lr_hat), s], dim=1)), 0.1)
+        for conv in self.body:
+            f = f + F.leaky_relu(conv(f), 0.1)
+        return F.pixel_shuffle(self.head(f), self.scale) + self.weight_offset
+
+    def candidates(self, x_lr_hat: torch.Tensor) -> torch.Tensor:
+        """Every filter applied to every channel: ``[B, 3, K, sh, sw]``."""
+        b, c, h, w = x_lr_hat.shape
+        weight = self.filters.reshape(-1, 1, self.taps, self.taps).repeat(c, 1, 1, 1)
+        x = F.pad(x_lr_hat, [self.taps // 2] * 4, mode="replicate")
+        out = F.pixel_shuffle(F.conv2d(x, weight, groups=c), self.scale)
+        return out.reshape(b, c, self.num_filters, h * self.scale, w * self.scale)
+
+    def forward(self, x_lr_hat: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """``x_lr_hat`` ``[B,3,h,w]`` in [0,1], ``s`` ``[B,C_s,h,w]`` -> ``x_hat`` ``[B,3,sh,sw]``."""
+        w = self.kernel_weights(x_lr_hat, s)
+        return (self.candidates(x_lr_hat) * w.unsqueeze(1)).sum(dim=2)

@@ -1,0 +1,75 @@
+"""The base codec inside the training loop.
+
+Forward: the *real* encoder and decoder (x264 / x265 / SVT-AV1 through PyAV) code each
+training crop as an intra picture, with the colour conversion and 4:2:0 subsampling of
+:mod:`dualcodec.yuv`. Backward: a straight-through gradient through that same colour
+conversion and chroma subsampling (rounding and the codec's quantisation pass the
+gradient unchanged), so the downsampler learns what survives 4:2:0.
+
+Rate: a rho-domain estimate (He and Mitra 2001), the sum of ``log2(1 + |c| / q)`` over
+8x8 DCT coefficients ``c`` of the Y, U and V planes with the H.264 quantiser step
+``q = 2 ** ((QP - 4) / 6)``, rescaled per batch by the stop-gradient factor
+``real_bits / estimate``: its value is the real codec's bits, its gradient the estimate's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from dualcodec.basecodec import BaseCodecSettings, planes_from_tensors, planes_to_tensors, roundtrip
+from dualcodec.model import BaseLayerOutput
+from dualcodec.yuv import rgb_to_yuv420, yuv420_to_rgb
+
+
+def dct_matrix(n: int = 8) -> torch.Tensor:
+    """Orthonormal DCT-II matrix ``[n, n]``."""
+    k = torch.arange(n, dtype=torch.float32).unsqueeze(1)
+    i = torch.arange(n, dtype=torch.float32).unsqueeze(0)
+    m = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
+    m[0] /= math.sqrt(2.0)
+    return m
+
+
+def block_dct(plane: torch.Tensor, n: int = 8) -> torch.Tensor:
+    """``[B,C,H,W]`` to 8x8 block DCT coefficients ``[B, C*L, n, n]`` (edges replicate-padded)."""
+    h, w = plane.shape[-2:]
+    plane = F.pad(plane, (0, (-w) % n, 0, (-h) % n), mode="replicate")
+    b, c = plane.shape[:2]
+    blocks = F.unfold(plane, n, stride=n).view(b, c, n, n, -1).permute(0, 1, 4, 2, 3).reshape(b, -1, n, n)
+    d = dct_matrix(n).to(plane)
+    return d @ blocks @ d.T
+
+
+def rho_rate_estimate(y: torch.Tensor, uv: torch.Tensor, qp: int) -> torch.Tensor:
+    """Differentiable bits estimate per frame ``[B]`` from unrounded code-value planes."""
+    q = 2.0 ** ((qp - 4) / 6.0)
+    bits = 0.0
+    for plane in (y - 128.0, uv - 128.0):
+        coeffs = block_dct(plane)
+        bits = bits + torch.log2(1.0 + coeffs.abs() / q).sum(dim=(1, 2, 3))
+    return bits
+
+
+class RealCodecLayer:
+    """Callable base layer for :meth:`DualLayerModel.forward` (see module docstring)."""
+
+    def __init__(self, codec: str, preset: str, qp: int) -> None:
+        self.settings = BaseCodecSettings(codec=codec, qp=qp, preset=preset)
+
+    def __call__(self, x_lr: torch.Tensor) -> BaseLayerOutput:
+        fmt = self.settings.yuv_format
+        y, uv = rgb_to_yuv420(x_lr.float(), fmt)
+        # Straight-through path: identity through rounding and quantisation, exact
+        # through the colour conversion and chroma subsampling.
+        x_lr_proxy = yuv420_to_rgb(y, uv, fmt)
+        decoded, sizes = roundtrip(self.settings, planes_from_tensors(y, uv, fmt))
+        y_hat, uv_hat = planes_to_tensors(decoded)
+        x_lr_real = yuv420_to_rgb(y_hat.to(x_lr.device), uv_hat.to(x_lr.device), fmt).clamp(0, 1)
+        x_lr_hat = x_lr_proxy + (x_lr_real - x_lr_proxy).detach()
+        real_bits = 8.0 * torch.tensor(sizes, dtype=torch.float32, device=x_lr.device)
+        estimate = rho_rate_estimate(y, uv, self.settings.qp)
+        bits = estimate * (real_bits.sum() / estimate.sum().clamp_min(1e-6)).detach()
+        return BaseLayerOutput(x_lr_hat.to(x_lr.dtype), bits)
