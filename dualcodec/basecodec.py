@@ -24,6 +24,10 @@ ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1"}
 DECODERS = {"h264": "h264", "hevc": "hevc", "av1": "libdav1d"}
 DEFAULT_PRESETS = {"h264": "medium", "hevc": "medium", "av1": "8"}
 MAX_QP = {"h264": 51, "hevc": 51, "av1": 63}
+# The smallest base-layer (width, height) each encoder handles. x265 refuses anything
+# below 16x16; SVT-AV1 accepts 4x4 but reads out of bounds (heap corruption, then a
+# crash later) below 26 pixels wide, so AV1 asks for 32.
+MIN_SIZE = {"h264": (2, 2), "hevc": (16, 16), "av1": (32, 4)}
 
 # ITU-T H.273 code points written into the stream: BT.709 primaries, transfer, matrix.
 BT709 = 1
@@ -148,6 +152,12 @@ class BaseEncoder:
 
         if width % 2 or height % 2:
             raise DualcodecError(f"base layer needs even width and height, got {width}x{height}")
+        min_width, min_height = MIN_SIZE[settings.codec]
+        if width < min_width or height < min_height:
+            raise DualcodecError(
+                f"{settings.codec} needs a base layer of at least {min_width}x{min_height} pixels, got "
+                f"{width}x{height}; use a larger input, a smaller scale or another base codec"
+            )
         if settings.codec == "av1":
             os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner unless told
         self.settings = settings

@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("--model", default="default", help="built-in model name or model file (default: default)")
     enc.add_argument("--baseline", choices=["bicubic", "none"],
                      help="no learned layers: bicubic down/up ('bicubic') or the plain codec at full resolution ('none')")
+    enc.add_argument("--frames", type=int, metavar="N", help="encode only the first N frames")
     enc.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
     dec = sub.add_parser("decode", help="decode a dualcodec MP4 to y4m, PNG frames or MP4",
@@ -82,7 +83,9 @@ def _encode(args: argparse.Namespace) -> None:
     if args.output.suffix.lower() != ".mp4":
         raise DualcodecError(f"output must be an .mp4 file, got {args.output}")
     codec = make_codec(settings, args.baseline, args.model, args.scale)
-    report = codec.encode(args.input, args.output, progress=not args.quiet)
+    if args.frames is not None and args.frames < 1:
+        raise DualcodecError(f"--frames must be at least 1, got {args.frames}")
+    report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames)
     if not args.quiet:
         pixels = report.frames * report.width * report.height
         print(

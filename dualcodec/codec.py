@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from dualcodec.basecodec import BaseCodecSettings, BaseDecoder, BaseEncoder, Planes, planes_from_tensors, planes_to_tensors
-from dualcodec.container import ContainerReader, ContainerWriter, Header
+from dualcodec.container import SIDE_NEW, SIDE_REPEAT, SIDE_SKIP, ContainerReader, ContainerWriter, Header, SideFrame
 from dualcodec.errors import DualcodecError
-from dualcodec.model import LoadedModel, load_model, resolve_model_path
+from dualcodec.model import LoadedModel, lmbda_at, load_model, resolve_model_path
 from dualcodec.nets.common import bicubic_down, bicubic_up
 from dualcodec.video import VideoReader, atomic_path
 from dualcodec.yuv import rgb_to_yuv420, yuv420_to_rgb
@@ -45,35 +45,66 @@ class Layers(Protocol):
     def down(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``[1,3,H,W]`` to ``x_lr`` float ``[1,3,H/scale,W/scale]``."""
 
-    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> bytes | None:
-        """Side-stream bytes for one frame (``None``: this mode has no side stream)."""
+    def reset(self) -> None:
+        """Forget the previous frame: a new stream starts."""
 
-    def up(self, x_lr_hat: torch.Tensor, side: bytes | None) -> torch.Tensor:
-        """Decoded base frame (and side bytes) to ``x_hat`` float ``[1,3,H,W]``."""
+    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> SideFrame | None:
+        """The side stream of one frame (``None``: this mode has no side stream)."""
+
+    def up(self, x_lr_hat: torch.Tensor, side: SideFrame | None) -> torch.Tensor:
+        """Decoded base frame (and side stream) to ``x_hat`` float ``[1,3,H,W]``."""
 
 
 class ModelLayers:
+    """The learned layers. ``lmbda`` weighs side-stream bits (per pixel) against L1
+    distortion when the encoder chooses between new latents and repeating the last ones."""
+
     mode = "dual"
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, lmbda: float = 0.0) -> None:
         self.loaded = loaded
         self.model = loaded.model.to(memory_format=torch.channels_last)
         self.scale = loaded.config.scale
+        self.lmbda = lmbda
+        self.reset()
+
+    def reset(self) -> None:
+        self._y_hat: torch.Tensor | None = None
 
     def down(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.downsample(x)
 
-    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> bytes | None:
+    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> SideFrame | None:
+        """Pick NEW, REPEAT or SKIP for this frame by ``L1 + lmbda * bits / pixel``."""
         if not self.model.has_side_stream:
-            return b""
-        return self.model.compress_side(x, x_lr_hat)[0]
+            return SideFrame(SIDE_SKIP)
+        h, w = x_lr_hat.shape[-2:]
+        strings = self.model.compress_side(x, x_lr_hat)
+        x_f = x.float() / 255.0
+        bits_per_pixel = 8 * len(strings[0]) / (x.shape[-1] * x.shape[-2])
+        options = [(SIDE_NEW, self.model.decompress_side(strings, h, w), self.lmbda * bits_per_pixel)]
+        options.append((SIDE_SKIP, self.model.skip_latents(h, w), 0.0))
+        if self._y_hat is not None:
+            options.append((SIDE_REPEAT, self._y_hat, 0.0))
+        costs = [self._distortion(x_f, x_lr_hat, y_hat) + rate for _, y_hat, rate in options]
+        mode, y_hat, _ = options[min(range(len(options)), key=costs.__getitem__)]
+        self._y_hat = y_hat
+        return SideFrame(mode, strings[0] if mode == SIDE_NEW else b"")
 
-    def up(self, x_lr_hat: torch.Tensor, side: bytes | None) -> torch.Tensor:
+    def _distortion(self, x_f: torch.Tensor, x_lr_hat: torch.Tensor, y_hat: torch.Tensor) -> float:
+        x_hat = self.model.upsample(x_lr_hat, y_hat).clamp(0, 1)
+        return float((x_hat - x_f).abs().mean())
+
+    def up(self, x_lr_hat: torch.Tensor, side: SideFrame | None) -> torch.Tensor:
         x_lr_hat = x_lr_hat.contiguous(memory_format=torch.channels_last)
-        y_hat = None
-        if self.model.has_side_stream:
-            y_hat = self.model.decompress_side([side], *x_lr_hat.shape[-2:])
-        return self.model.upsample(x_lr_hat, y_hat)
+        if not self.model.has_side_stream:
+            return self.model.upsample(x_lr_hat, None)
+        h, w = x_lr_hat.shape[-2:]
+        if side.mode == SIDE_NEW:
+            self._y_hat = self.model.decompress_side([side.entropy_bytes], h, w)
+        elif side.mode == SIDE_SKIP:
+            self._y_hat = self.model.skip_latents(h, w)
+        return self.model.upsample(x_lr_hat, self._y_hat)
 
 
 class BicubicLayers:
@@ -85,10 +116,13 @@ class BicubicLayers:
     def down(self, x: torch.Tensor) -> torch.Tensor:
         return bicubic_down(x.float() / 255.0, self.scale)
 
-    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> bytes | None:
+    def reset(self) -> None:
+        pass
+
+    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> SideFrame | None:
         return None
 
-    def up(self, x_lr_hat: torch.Tensor, side: bytes | None) -> torch.Tensor:
+    def up(self, x_lr_hat: torch.Tensor, side: SideFrame | None) -> torch.Tensor:
         return bicubic_up(x_lr_hat, self.scale)
 
 
@@ -99,10 +133,13 @@ class PlainLayers:
     def down(self, x: torch.Tensor) -> torch.Tensor:
         return x.float() / 255.0
 
-    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> bytes | None:
+    def reset(self) -> None:
+        pass
+
+    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> SideFrame | None:
         return None
 
-    def up(self, x_lr_hat: torch.Tensor, side: bytes | None) -> torch.Tensor:
+    def up(self, x_lr_hat: torch.Tensor, side: SideFrame | None) -> torch.Tensor:
         return x_lr_hat
 
 
@@ -168,22 +205,31 @@ class LayeredCodec:
         )
 
     @torch.inference_mode()
-    def encode(self, source: Path, destination: Path, progress: bool = False) -> EncodeReport:
+    def encode(
+        self, source: Path, destination: Path, progress: bool = False, max_frames: int | None = None
+    ) -> EncodeReport:
+        """Encode ``source`` (at most ``max_frames`` frames) into the MP4 ``destination``."""
         start = time.time()
         reader = VideoReader(source)
         info = reader.info
         header = self._header(info.width, info.height)
         pw, ph = _padded_size(info.width, info.height, header.scale)
         fmt = self.settings.yuv_format
+        self.layers.reset()
         frames = 0
         with atomic_path(Path(destination)) as tmp:
             writer = ContainerWriter(tmp, header, self.settings, info.rate)
             try:
+                if info.has_audio:
+                    writer.add_audio_streams(Path(source))  # before the first packet is muxed
                 encoder = BaseEncoder(self.settings, header.base_width, header.base_height, info.rate,
                                       writer.video_codec_context)
                 loop = _ClosedLoop(self.layers, writer, encoder, fmt)
-                with _progress(info.frames, "encode", progress) as bar:
+                total = min(info.frames or max_frames or 0, max_frames or info.frames or 0) or None
+                with _progress(total, "encode", progress) as bar:
                     for rgb in reader.frames():
+                        if max_frames is not None and frames >= max_frames:
+                            break
                         if rgb.shape[:2] != (info.height, info.width):
                             raise DualcodecError(
                                 f"{source}: frame {frames + 1} is {rgb.shape[1]}x{rgb.shape[0]}, "
@@ -197,9 +243,11 @@ class LayeredCodec:
                     writer.copy_audio(Path(source))
             finally:
                 writer.close()
-            file_bytes = tmp.stat().st_size
+            # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as
+            # length prefixes, so the encoder's packet sizes are not the file's.
+            sizes = ContainerReader(tmp).sizes()
         return EncodeReport(frames, info.width, info.height, header.base_width, header.base_height,
-                            writer.base_bytes, writer.side_bytes, file_bytes, time.time() - start)
+                            sizes.base_bytes, sizes.side_bytes, sizes.file_bytes, time.time() - start)
 
 
 class _ClosedLoop:
@@ -291,7 +339,7 @@ def decode(source: Path, model: str | None = None) -> DecodedVideo:
 def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[np.ndarray]:
     header = reader.header
     fmt = BaseCodecSettings(codec=header.codec, bit_depth=header.bit_depth, full_range=header.full_range).yuv_format
-    payloads = reader.side_payloads() if header.mode == "dual" else None
+    payloads = reader.side_frames() if header.mode == "dual" else None
     for index, planes in enumerate(reader.base_frames()):
         if (planes.width, planes.height) != (header.base_width, header.base_height):
             raise DualcodecError(f"{reader.path}: base frame {index + 1} has the wrong size")
@@ -313,4 +361,5 @@ def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, sc
     loaded = load_model(model)
     if scale is not None and scale != loaded.config.scale:
         raise DualcodecError(f"model {loaded.name!r} is {loaded.config.scale}x, not {scale}x (pick a {scale}x model)")
-    return LayeredCodec(ModelLayers(loaded), settings)
+    qp = settings.qp if settings.qp is not None else settings.crf
+    return LayeredCodec(ModelLayers(loaded, lmbda_at(loaded.lmbda, qp)), settings)

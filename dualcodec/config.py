@@ -31,7 +31,7 @@ class ModelConfig:
     latent_channels: int = 8
     side_channels: int = 8
     side_width: int = 32
-    up_width: int = 20
+    up_width: int = 16
     up_depth: int = 3
     num_filters: int = 8
     taps: int = 5
@@ -66,6 +66,7 @@ class LossConfig:
     distortion: str = "l1"  # "l1" | "mse"
     lmbda: float = 0.01
     base_rate: bool = True
+    side_rate_warmup: int = 0  # steps over which the side-bits weight ramps from 0 to 1
 
     def __post_init__(self) -> None:
         if self.distortion not in ("l1", "mse"):

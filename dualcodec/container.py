@@ -13,9 +13,17 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
 
       offset  size  field
       0       4     CRC-32 (IEEE, big-endian) of bytes 4..end
-      4       n     entropy-coded latents: CompressAI EntropyBottleneck range-coder
-                    string for one frame, latent shape [M, ceil(bh/8), ceil(bw/8)]
-                    (M and the coding tables come from the model file)
+      4       1     side mode: 0 = NEW, latents follow;
+                               1 = REPEAT, reuse the previous frame's latents (no more bytes);
+                               2 = SKIP, every latent at its most probable value (the
+                                   entropy model's per-channel median; no more bytes)
+      5       n     (NEW only) entropy-coded latents: CompressAI EntropyBottleneck
+                    range-coder string for one frame, latent shape
+                    [M, ceil(bh/8), ceil(bw/8)] (M and the coding tables come from
+                    the model file)
+
+  The encoder picks the mode per frame by rate-distortion cost, so a static scene,
+  or a frame the side stream cannot improve, pays 5 bytes for its side stream.
 
 * Further **audio** streams, copied unchanged from the input.
 * File-level metadata key ``dualcodec`` (an ``mdta`` tag): the header, compact JSON
@@ -129,14 +137,39 @@ class Header:
         return header
 
 
-def frame_payload(entropy_bytes: bytes) -> bytes:
-    """One side-stream packet: CRC-32 then the entropy-coded bytes."""
-    return zlib.crc32(entropy_bytes).to_bytes(4, "big") + entropy_bytes
+SIDE_NEW, SIDE_REPEAT, SIDE_SKIP = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class SideFrame:
+    """The side stream of one frame: a mode and, for ``SIDE_NEW``, the entropy-coded latents."""
+
+    mode: int
+    entropy_bytes: bytes = b""
+
+    def to_bytes(self) -> bytes:
+        return bytes([self.mode]) + self.entropy_bytes
+
+    @classmethod
+    def from_bytes(cls, body: bytes, index: int) -> "SideFrame":
+        if not body or body[0] not in (SIDE_NEW, SIDE_REPEAT, SIDE_SKIP):
+            raise DualcodecError(f"side stream of frame {index + 1} has an unknown mode")
+        if body[0] != SIDE_NEW and len(body) != 1:
+            raise DualcodecError(f"side stream of frame {index + 1} is malformed")
+        if body[0] == SIDE_REPEAT and index == 0:
+            raise DualcodecError("side stream of frame 1 repeats a frame that does not exist")
+        return cls(body[0], body[1:])
+
+
+def frame_payload(body: bytes) -> bytes:
+    """One side-stream packet: CRC-32 then the body."""
+    return zlib.crc32(body).to_bytes(4, "big") + body
 
 
 def parse_payload(payload: bytes, index: int) -> bytes:
+    """The entropy-coded bytes of one side-stream packet; ``index`` counts frames from 0."""
     if len(payload) < 4 or zlib.crc32(payload[4:]).to_bytes(4, "big") != payload[:4]:
-        raise DualcodecError(f"side stream of frame {index} is corrupted (checksum mismatch)")
+        raise DualcodecError(f"side stream of frame {index + 1} is corrupted (checksum mismatch)")
     return payload[4:]
 
 
@@ -156,6 +189,7 @@ class ContainerWriter:
         self.base_bytes = 0
         self.side_bytes = 0
         self._side_index = 0
+        self._audio: dict = {}
 
     @property
     def video_codec_context(self):
@@ -167,11 +201,11 @@ class ContainerWriter:
             self.base_bytes += packet.size
             self.output.mux(packet)
 
-    def mux_side(self, entropy_bytes: bytes) -> None:
+    def mux_side(self, side: SideFrame) -> None:
         """Side-stream packet of the next frame in display order."""
         import av
 
-        payload = frame_payload(entropy_bytes)
+        payload = frame_payload(side.to_bytes())
         packet = av.Packet(payload)
         packet.stream = self.data
         packet.pts = packet.dts = self._side_index
@@ -181,18 +215,28 @@ class ContainerWriter:
         self.side_bytes += len(payload)
         self.output.mux(packet)
 
-    def copy_audio(self, source: Path) -> None:
-        """Copy every audio stream of ``source`` unchanged."""
+    def add_audio_streams(self, source: Path) -> None:
+        """Declare an output stream for every audio stream of ``source``.
+
+        Call this before muxing any packet: the muxer writes the file header with the
+        first packet, and a stream added after that crashes FFmpeg (SIGFPE).
+        """
         import av
 
         with av.open(str(source)) as inp:
-            if not inp.streams.audio:
-                return
-            mapping = {s.index: self.output.add_stream_from_template(s) for s in inp.streams.audio}
+            self._audio = {s.index: self.output.add_stream_from_template(s) for s in inp.streams.audio}
+
+    def copy_audio(self, source: Path) -> None:
+        """Copy every audio stream of ``source`` unchanged (streams from :meth:`add_audio_streams`)."""
+        import av
+
+        if not self._audio:
+            return
+        with av.open(str(source)) as inp:
             for packet in inp.demux(*inp.streams.audio):
                 if packet.dts is None:
                     continue
-                packet.stream = mapping[packet.stream.index]
+                packet.stream = self._audio[packet.stream.index]
                 self.output.mux(packet)
 
     def close(self) -> None:
@@ -254,14 +298,14 @@ class ContainerReader:
             except av.FFmpegError as exc:
                 raise DualcodecError(f"{self.path}: base layer is corrupted ({exc.strerror or exc})") from None
 
-    def side_payloads(self) -> Iterator[bytes]:
-        """Entropy-coded side bytes per frame, checksums verified."""
+    def side_frames(self) -> Iterator[SideFrame]:
+        """The side stream frame by frame, checksums verified."""
         with _open(self.path) as inp:
             index = 0
             for packet in inp.demux(inp.streams.data[0]):
                 if packet.size == 0:
                     continue
-                yield parse_payload(bytes(packet), index)
+                yield SideFrame.from_bytes(parse_payload(bytes(packet), index), index)
                 index += 1
 
     def sizes(self) -> StreamSizes:

@@ -133,6 +133,12 @@ class DualLayerModel(CompressionModel):
         return self.entropy_bottleneck.compress(self._analysis(x, x_lr_hat))
 
     @torch.no_grad()
+    def skip_latents(self, lr_height: int, lr_width: int) -> torch.Tensor:
+        """Every latent at its most probable value: the entropy model's per-channel median."""
+        medians = self.entropy_bottleneck.quantiles[:, 0, 1].detach()
+        return medians.view(1, -1, 1, 1).expand(1, -1, *self.latent_size(lr_height, lr_width)).contiguous()
+
+    @torch.no_grad()
     def decompress_side(self, strings: list[bytes], lr_height: int, lr_width: int) -> torch.Tensor:
         """Byte strings back to the latents ``y_hat``."""
         return self.entropy_bottleneck.decompress(strings, self.latent_size(lr_height, lr_width))
@@ -147,6 +153,8 @@ class LoadedModel:
     name: str
     fingerprint: str
     config: ModelConfig
+    path: Path
+    lmbda: float  # the rate weight it was trained with (L1 per bit per pixel at QP 32)
 
 
 def _fingerprint(config: ModelConfig, state_dict: dict[str, torch.Tensor]) -> str:
@@ -157,8 +165,14 @@ def _fingerprint(config: ModelConfig, state_dict: dict[str, torch.Tensor]) -> st
     return digest.hexdigest()[:16]
 
 
-def save_model(model: DualLayerModel, config: ModelConfig, name: str, path: Path) -> str:
-    """Write a self-describing model file (config, weights with coding tables, fingerprint)."""
+def lmbda_at(lmbda: float, qp: float) -> float:
+    """Rate weight at a QP: it follows the quantiser step, ``2 ** ((qp - 32) / 6)``."""
+    return lmbda * 2.0 ** ((qp - 32) / 6.0)
+
+
+def save_model(model: DualLayerModel, config: ModelConfig, name: str, path: Path, lmbda: float) -> str:
+    """Write a self-describing model file (config, weights with coding tables, fingerprint,
+    and the rate weight ``lmbda`` it was trained with, which the encoder's mode decisions use)."""
     if model.has_side_stream:
         model.update(force=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -170,6 +184,7 @@ def save_model(model: DualLayerModel, config: ModelConfig, name: str, path: Path
         "config": asdict(config),
         "state_dict": state,
         "fingerprint": fingerprint,
+        "lmbda": float(lmbda),
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -211,4 +226,4 @@ def load_model(name_or_path: str) -> LoadedModel:
     model = DualLayerModel(config)
     model.load_state_dict(state)  # CompressionModel's version resizes the coding-table buffers
     model.eval()
-    return LoadedModel(model, payload["name"], payload["fingerprint"], config)
+    return LoadedModel(model, payload["name"], payload["fingerprint"], config, path, float(payload["lmbda"]))

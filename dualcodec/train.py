@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,15 +27,10 @@ import torch
 
 from dualcodec.config import Experiment
 from dualcodec.errors import DualcodecError
-from dualcodec.model import DualLayerModel, save_model
+from dualcodec.model import DualLayerModel, lmbda_at, save_model
 from dualcodec.proxy import RealCodecLayer
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-
-def lmbda_at(lmbda: float, qp: int) -> float:
-    """Rate weight at a QP: follows the quantiser step, ``2 ** ((qp - 32) / 6)``."""
-    return lmbda * 2.0 ** ((qp - 32) / 6.0)
 
 
 class CropSampler:
@@ -98,14 +94,18 @@ def _distortion(x_hat: torch.Tensor, x_f: torch.Tensor, kind: str) -> torch.Tens
     return ((x_hat - x_f) ** 2).mean()
 
 
-def _loss(model_out, x: torch.Tensor, exp: Experiment, qp: int) -> tuple[torch.Tensor, StepStats]:
+def _loss(model_out, x: torch.Tensor, exp: Experiment, qp: int, step: int | None = None) -> tuple[torch.Tensor, StepStats]:
+    """The training loss; ``step`` (``None`` in validation) ramps the side-bits weight in."""
     x_f = x.float() / 255.0
     x_hat = model_out.x_hat.float()
     distortion = _distortion(x_hat, x_f, exp.loss.distortion)
     pixels = x.shape[0] * x.shape[2] * x.shape[3]
     side_bpp = model_out.side_bits.sum() / pixels
     base_bpp = model_out.base_bits.sum() / pixels
-    rate = side_bpp + (base_bpp if exp.loss.base_rate else 0.0)
+    side_weight = 1.0
+    if step is not None and exp.loss.side_rate_warmup > 0:
+        side_weight = min(1.0, step / exp.loss.side_rate_warmup)
+    rate = side_weight * side_bpp + (base_bpp if exp.loss.base_rate else 0.0)
     loss = distortion + lmbda_at(exp.loss.lmbda, qp) * rate
     mse = ((x_hat.detach().clamp(0, 1) - x_f) ** 2).mean()
     stats = StepStats(loss.item(), distortion.item(), side_bpp.item(), base_bpp.item(), (-10 * torch.log10(mse)).item())
@@ -113,9 +113,12 @@ def _loss(model_out, x: torch.Tensor, exp: Experiment, qp: int) -> tuple[torch.T
 
 
 def _single_process_env() -> None:
-    # DeepSpeed looks for MPI unless it finds a launcher's environment.
-    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"),
-                       ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29511")):
+    """Without a launcher, DeepSpeed looks for MPI; describe a one-process world instead."""
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as probe:  # a free port, so several runs can share a machine
+            probe.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
+    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, value)
 
 
@@ -161,9 +164,9 @@ def train(exp: Experiment, experiment_path: Path, progress: bool = True) -> Path
     for step in bar:
         engine.train()
         qp = int(qp_rng.integers(exp.base.qp_min, exp.base.qp_max + 1))
-        x = sampler.batch(batch)
+        x = sampler.batch(batch).to(engine.device)
         out = engine(x, RealCodecLayer(exp.base.codec, exp.base.preset, qp))
-        loss, stats = _loss(out, x, exp, qp)
+        loss, stats = _loss(out, x, exp, qp, step)
         aux_loss = model.aux_loss() if aux else 0.0
         engine.backward(loss + aux_loss)
         engine.step()
@@ -177,7 +180,7 @@ def train(exp: Experiment, experiment_path: Path, progress: bool = True) -> Path
             log.flush()
             if val.loss < best:
                 best = val.loss
-                save_model(model, exp.model, exp.train.name, model_path)
+                save_model(model, exp.model, exp.train.name, model_path, exp.loss.lmbda)
                 model.train()
     log.close()
     return model_path
@@ -189,7 +192,9 @@ def validate(model: DualLayerModel, val_x: torch.Tensor, exp: Experiment) -> Ste
     model.eval()
     totals = np.zeros(5)
     chunks = val_x.split(16)
+    device = next(model.parameters()).device
     for x in chunks:
+        x = x.to(device)
         out = model(x, RealCodecLayer(exp.base.codec, exp.base.preset, exp.train.val_qp))
         _, stats = _loss(out, x, exp, exp.train.val_qp)
         totals += np.array([stats.loss, stats.distortion, stats.side_bpp, stats.base_bpp, stats.psnr])

@@ -107,7 +107,12 @@ class VideoReader:
 def _frame_to_rgb(frame) -> np.ndarray:
     if frame.format.name == "yuv444p16le" and frame.color_range == 2:
         # Our own lossless y4m: invert it with the conversion that wrote it.
-        planes = frame.to_ndarray().astype(np.float32)  # [3, H, W]
+        # Read the planes directly: the array layout of to_ndarray() for this format
+        # depends on the PyAV version (PyAV 18 returns [H, W, 3]).
+        w, h = frame.width, frame.height
+        planes = np.stack([
+            np.frombuffer(p, dtype="<u2").reshape(h, p.line_size // 2)[:, :w] for p in frame.planes[:3]
+        ]).astype(np.float32)  # [3, H, W]
         rgb = ycbcr_to_rgb(torch.from_numpy(planes).unsqueeze(0), Y4M_FORMAT)[0]
         return (rgb * 255.0).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
     return frame.to_ndarray(format="rgb24")

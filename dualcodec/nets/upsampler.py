@@ -67,21 +67,28 @@ class SpatiallyVaryingUpsampler(nn.Module):
         self.filters = nn.Parameter(filters)  # [K, s*s, t, t]
 
     def kernel_weights(self, x_lr_hat: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """Per-output-pixel filter weights ``[B, K, sh, sw]``."""
+        """Filter weights for every output pixel, in low-resolution layout ``[B, K, s*s, h, w]``."""
         f = F.leaky_relu(self.conv_in(torch.cat([self.normalize(x_lr_hat), s], dim=1)), 0.1)
         for conv in self.body:
             f = f + F.leaky_relu(conv(f), 0.1)
-        return F.pixel_shuffle(self.head(f), self.scale) + self.weight_offset
+        b, _, h, w = f.shape
+        weights = self.head(f).contiguous().view(b, self.num_filters, self.scale * self.scale, h, w)
+        return weights + self.weight_offset.view(1, -1, 1, 1, 1)
 
     def candidates(self, x_lr_hat: torch.Tensor) -> torch.Tensor:
-        """Every filter applied to every channel: ``[B, 3, K, sh, sw]``."""
+        """Every filter applied to every channel, per phase: ``[B, 3, K, s*s, h, w]``."""
         b, c, h, w = x_lr_hat.shape
         weight = self.filters.reshape(-1, 1, self.taps, self.taps).repeat(c, 1, 1, 1)
         x = F.pad(x_lr_hat, [self.taps // 2] * 4, mode="replicate")
-        out = F.pixel_shuffle(F.conv2d(x, weight, groups=c), self.scale)
-        return out.reshape(b, c, self.num_filters, h * self.scale, w * self.scale)
+        out = F.conv2d(x, weight, groups=c).contiguous()
+        return out.view(b, c, self.num_filters, self.scale * self.scale, h, w)
 
     def forward(self, x_lr_hat: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """``x_lr_hat`` ``[B,3,h,w]`` in [0,1], ``s`` ``[B,C_s,h,w]`` -> ``x_hat`` ``[B,3,sh,sw]``."""
-        w = self.kernel_weights(x_lr_hat, s)
-        return (self.candidates(x_lr_hat) * w.unsqueeze(1)).sum(dim=2)
+        """``x_lr_hat`` ``[B,3,h,w]`` in [0,1], ``s`` ``[B,C_s,h,w]`` -> ``x_hat`` ``[B,3,sh,sw]``.
+
+        The mixture is formed at low resolution, phase by phase; one pixel shuffle at
+        the end puts each phase at its output position.
+        """
+        b, c, h, w = x_lr_hat.shape
+        mixed = (self.candidates(x_lr_hat) * self.kernel_weights(x_lr_hat, s).unsqueeze(1)).sum(dim=2)
+        return F.pixel_shuffle(mixed.view(b, c * self.scale * self.scale, h, w), self.scale)
