@@ -1,0 +1,140 @@
+"""Shared fixtures: a tiny model file, a small odd-sized clip and dualcodec files made from it.
+
+Everything is synthetic and built once per session in a temporary folder; the real
+clips of ../shared/data are used only by the tests that need real content (they skip
+when the folder is absent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import TINY_LMBDA, build_tiny_model, synthetic_frames, write_y4m
+
+
+def pytest_configure(config):
+    import torch
+
+    # compressai scripts its entropy coder helpers with torch.jit, which torch now flags.
+    config.addinivalue_line("filterwarnings", r"ignore:.*torch\.jit\.script.*:FutureWarning")
+    # The tests run tiny tensors: one thread is fastest, and on a loaded machine extra
+    # threads spin against the other processes (30x slower on 2 busy cores).
+    torch.set_num_threads(1)
+
+
+CLIP_SIZE = (37, 29)  # odd on purpose: the codec pads and crops
+CLIP_FRAMES = 3
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: Path
+    fingerprint: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    frames: list[np.ndarray]
+
+    @property
+    def width(self) -> int:
+        return self.frames[0].shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.frames[0].shape[0]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    path: Path
+    report: object
+    clip: Clip
+
+
+def _saved_tiny_model(tmp_path_factory, seed: int, name: str) -> ModelFile:
+    from dualcodec.model import save_model
+
+    model, config = build_tiny_model(seed=seed)
+    path = tmp_path_factory.mktemp("models") / f"{name}.pt"
+    fingerprint = save_model(model, config, name, path, lmbda=TINY_LMBDA)
+    return ModelFile(path, fingerprint, name)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> ModelFile:
+    """A tiny 2x model file with a side stream that carries non-zero latents."""
+    return _saved_tiny_model(tmp_path_factory, seed=0, name="tiny")
+
+
+@pytest.fixture(scope="session")
+def other_model(tmp_path_factory) -> ModelFile:
+    """A second tiny model (different weights, same architecture): the wrong model for a file."""
+    return _saved_tiny_model(tmp_path_factory, seed=1, name="other")
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory) -> Clip:
+    """3 frames of 37x29 synthetic video as a lossless y4m."""
+    frames = synthetic_frames(*CLIP_SIZE, count=CLIP_FRAMES, seed=0)
+    path = write_y4m(tmp_path_factory.mktemp("clip") / "clip.y4m", frames)
+    return Clip(path, frames)
+
+
+def _encode(clip: Clip, layers, destination: Path, **settings) -> Encoded:
+    from dualcodec.basecodec import BaseCodecSettings
+    from dualcodec.codec import LayeredCodec
+
+    report = LayeredCodec(layers, BaseCodecSettings(**settings)).encode(clip.path, destination)
+    return Encoded(destination, report, clip)
+
+
+def _new_latents_every_frame(loaded):
+    """The model's layers, but sending new latents for every frame.
+
+    The encoder's rate-distortion choice would often skip the side stream of an untrained
+    model; the shared file should exercise the entropy decoder on every frame.
+    """
+    from dualcodec.codec import ModelLayers
+    from dualcodec.container import SIDE_NEW, SideFrame
+
+    class NewEveryFrame(ModelLayers):
+        def side(self, x, x_lr_hat):
+            return SideFrame(SIDE_NEW, self.model.compress_side(x, x_lr_hat)[0])
+
+    return NewEveryFrame(loaded)
+
+
+@pytest.fixture(scope="session")
+def dual_file(tmp_path_factory, clip, tiny_model) -> Encoded:
+    """The clip coded in dual mode with the tiny model (H.264, QP 30), new latents in every
+    frame. Read-only: copy it to modify it."""
+    from dualcodec.model import load_model
+
+    layers = _new_latents_every_frame(load_model(str(tiny_model.path)))
+    return _encode(clip, layers, tmp_path_factory.mktemp("dual") / "dual.mp4", codec="h264", qp=30)
+
+
+@pytest.fixture(scope="session")
+def bicubic_file(tmp_path_factory, clip) -> Encoded:
+    """The clip coded with the bicubic baseline (H.264, QP 30). Read-only: copy to modify."""
+    from dualcodec.codec import BicubicLayers
+
+    return _encode(clip, BicubicLayers(2), tmp_path_factory.mktemp("bicubic") / "bicubic.mp4", codec="h264", qp=30)
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """The shipped default model, or skip (it is produced by a long training run)."""
+    from dualcodec.model import BUILTIN_DIR
+
+    path = BUILTIN_DIR / "default.pt"
+    if not path.is_file():
+        pytest.skip(f"built-in default model not shipped yet ({path} is missing)")
+    return path

@@ -1,0 +1,199 @@
+"""dualcodec.basecodec: settings validation and real x264 / x265 / SVT-AV1 round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dualcodec.basecodec import (
+    BaseCodecSettings,
+    BaseDecoder,
+    BaseEncoder,
+    Planes,
+    planes_from_tensors,
+    planes_to_tensors,
+    roundtrip,
+)
+from dualcodec.errors import DualcodecError
+from dualcodec.yuv import rgb_to_yuv420
+from helpers import psnr, synthetic_frames
+
+CODECS = ["h264", "hevc", "av1"]
+
+
+def _planes(settings: BaseCodecSettings, count: int = 3, size: int = 64, seed: int = 0) -> list[Planes]:
+    frames = synthetic_frames(size, size, count, seed=seed, noise=2.0)
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
+    fmt = settings.yuv_format
+    return planes_from_tensors(*rgb_to_yuv420(x, fmt), fmt)
+
+
+def _luma_psnr(a: list[Planes], b: list[Planes], peak: float = 255.0) -> float:
+    return min(psnr(p.y, q.y, peak) for p, q in zip(a, b))
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_roundtrip_smooth_frames(codec):
+    settings = BaseCodecSettings(codec=codec, qp=27)
+    frames = _planes(settings)
+    decoded, sizes = roundtrip(settings, frames)
+    assert len(decoded) == len(frames) == len(sizes)
+    assert all(isinstance(s, int) and s > 0 for s in sizes)
+    for p, q in zip(frames, decoded):
+        assert q.y.shape == p.y.shape == (64, 64)
+        assert q.u.shape == q.v.shape == (32, 32)
+        assert q.y.dtype == np.uint8
+    assert 30.0 < _luma_psnr(frames, decoded) < 60.0  # lossy, but good on smooth content
+    assert min(psnr(p.u, q.u) for p, q in zip(frames, decoded)) > 30.0
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_roundtrip_keeps_display_order(codec):
+    # Clearly different frames: each decoded frame must be closest to its own source.
+    settings = BaseCodecSettings(codec=codec, qp=27)
+    frames = _planes(settings, count=4)
+    for i, p in enumerate(frames):
+        p.y[:] = np.clip(p.y.astype(int) + 25 * i - 40, 16, 235).astype(np.uint8)
+    decoded, _ = roundtrip(settings, frames)
+    means = [float(q.y.mean()) for q in decoded]
+    expected = [float(p.y.mean()) for p in frames]
+    assert np.allclose(means, expected, atol=3.0)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_lower_qp_costs_more_bytes_and_gives_higher_quality(codec):
+    fine = BaseCodecSettings(codec=codec, qp=20)
+    coarse = BaseCodecSettings(codec=codec, qp=45)
+    frames = _planes(fine)
+    dec_fine, sizes_fine = roundtrip(fine, frames)
+    dec_coarse, sizes_coarse = roundtrip(coarse, frames)
+    assert sum(sizes_fine) > sum(sizes_coarse)
+    assert _luma_psnr(frames, dec_fine) > _luma_psnr(frames, dec_coarse)
+
+
+@pytest.mark.parametrize("codec", ["h264", "av1"])
+def test_crf_path(codec):
+    low = BaseCodecSettings(codec=codec, qp=None, crf=18)
+    high = BaseCodecSettings(codec=codec, qp=None, crf=45)
+    assert "crf" in low.encoder_options and "qp" not in low.encoder_options
+    frames = _planes(low, count=2)
+    decoded, sizes = roundtrip(low, frames)
+    assert len(decoded) == 2 and all(s > 0 for s in sizes)
+    assert _luma_psnr(frames, decoded) > 30.0
+    _, sizes_high = roundtrip(high, frames)
+    assert sum(sizes) > sum(sizes_high)
+
+
+def test_crf_path_hevc_options():
+    settings = BaseCodecSettings(codec="hevc", qp=None, crf=28.5)
+    assert "crf=28.5" in settings.encoder_options["x265-params"]
+    decoded, sizes = roundtrip(settings, _planes(settings, count=1))
+    assert len(decoded) == 1 and sizes[0] > 0
+
+
+def test_10bit_h264():
+    settings = BaseCodecSettings(codec="h264", qp=27, bit_depth=10)
+    assert settings.pix_fmt == "yuv420p10le"
+    frames = _planes(settings, count=2)
+    assert frames[0].y.dtype == np.uint16
+    assert frames[0].y.max() > 255  # really 10-bit code values, not 8-bit ones in 16-bit words
+    decoded, sizes = roundtrip(settings, frames)
+    assert all(s > 0 for s in sizes)
+    assert decoded[0].y.dtype == np.uint16
+    assert decoded[0].y.max() > 255 and decoded[0].y.max() <= 1023
+    assert _luma_psnr(frames, decoded, peak=1023.0) > 35.0
+
+
+def test_planes_tensor_round_trip_is_exact():
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 256, (2, 1, 6, 8), generator=gen).float()
+    uv = torch.randint(0, 256, (2, 2, 3, 4), generator=gen).float()
+    fmt = BaseCodecSettings().yuv_format
+    planes = planes_from_tensors(y, uv, fmt)
+    assert len(planes) == 2 and planes[0].y.dtype == np.uint8
+    assert (planes[1].width, planes[1].height) == (8, 6)
+    y2, uv2 = planes_to_tensors(planes)
+    assert torch.equal(y2, y) and torch.equal(uv2, uv)
+
+
+def test_planes_from_tensors_rounds_and_clamps():
+    fmt = BaseCodecSettings().yuv_format
+    y = torch.tensor([[-5.0, 100.4], [100.6, 400.0]]).view(1, 1, 2, 2)
+    uv = torch.full((1, 2, 1, 1), 128.2)
+    planes = planes_from_tensors(y, uv, fmt)[0]
+    assert planes.y.tolist() == [[0, 100], [101, 255]]
+    assert planes.u.tolist() == [[128]] and planes.v.tolist() == [[128]]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"codec": "vp9"}, "unknown base codec"),
+        ({"codec": "h264", "qp": 52}, "out of range"),
+        ({"codec": "hevc", "qp": -1}, "out of range"),
+        ({"codec": "av1", "qp": 64}, "out of range"),
+        ({"codec": "h264", "qp": None, "crf": 52.0}, "out of range"),
+        ({"codec": "h264", "qp": 30, "crf": 23.0}, "exactly one"),
+        ({"codec": "h264", "qp": None, "crf": None}, "exactly one"),
+        ({"bit_depth": 12}, "bit depth"),
+        ({"gop": 0}, "gop"),
+    ],
+)
+def test_invalid_settings_raise(kwargs, match):
+    with pytest.raises(DualcodecError, match=match):
+        BaseCodecSettings(**kwargs)
+
+
+def test_qp_range_edges_are_allowed():
+    BaseCodecSettings(codec="h264", qp=0)
+    BaseCodecSettings(codec="h264", qp=51)
+    BaseCodecSettings(codec="av1", qp=63)
+
+
+def test_encoder_options_carry_preset_and_gop():
+    assert BaseCodecSettings(codec="h264", qp=30).encoder_options == {"preset": "medium", "qp": "30"}
+    hevc = BaseCodecSettings(codec="hevc", qp=30, gop=16, preset="fast").encoder_options
+    assert hevc["preset"] == "fast" and "keyint=16" in hevc["x265-params"] and "qp=30" in hevc["x265-params"]
+    av1 = BaseCodecSettings(codec="av1", qp=40, gop=8).encoder_options
+    assert av1["preset"] == "8" and av1["qp"] == "40" and av1["svtav1-params"] == "keyint=8"
+
+
+def test_encoder_rejects_odd_size():
+    with pytest.raises(DualcodecError, match="even"):
+        BaseEncoder(BaseCodecSettings(), 33, 32)
+
+
+@pytest.mark.parametrize("codec, too_small, smallest", [("hevc", (16, 14), (16, 16)), ("av1", (24, 64), (32, 4)),
+                                                        ("h264", None, (2, 2))])
+def test_smallest_base_layer_per_codec(codec, too_small, smallest):
+    settings = BaseCodecSettings(codec=codec, qp=30)
+    if too_small is not None:
+        with pytest.raises(DualcodecError, match=f"at least {smallest[0]}x{smallest[1]}"):
+            BaseEncoder(settings, *too_small)
+    w, h = smallest
+    planes = Planes(np.full((h, w), 100, np.uint8), np.full((h // 2, w // 2), 128, np.uint8),
+                    np.full((h // 2, w // 2), 128, np.uint8))
+    decoded, sizes = roundtrip(settings, [planes])
+    assert decoded[0].y.shape == (h, w) and sizes[0] > 0
+
+
+def test_encoder_writes_bt709_and_range_flags():
+    import av
+
+    for full_range, flag in ((False, 1), (True, 2)):
+        settings = BaseCodecSettings(codec="h264", qp=30, full_range=full_range)
+        encoder = BaseEncoder(settings, 64, 64)
+        packets = []
+        for planes in _planes(settings, count=2):
+            packets += encoder.encode(planes)
+        packets += encoder.encode(None)
+        assert len(packets) == 2
+        decoder = BaseDecoder("h264", 8)
+        frames = [f for p in packets for f in decoder.codec_context.decode(p)]
+        frames += list(decoder.codec_context.decode(None))
+        assert len(frames) == 2
+        frame = frames[0]
+        assert isinstance(frame, av.VideoFrame)
+        assert frame.color_range == flag
+        assert frame.colorspace == 1  # BT.709 matrix signalled in the stream

@@ -1,0 +1,435 @@
+"""dualcodec.cli: the command line, in-process (main) and as the installed script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from dualcodec import __version__
+from dualcodec.cli import main
+from dualcodec.codec import decode
+from dualcodec.video import VideoReader
+from helpers import make_av_clip, packet_spans, psnr, shared_file
+
+SCRIPT = Path(sys.executable).parent / "dualcodec"
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    """``dualcodec ARGV`` in-process: exit status, stdout, stderr."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, expected_code: int = 1) -> str:
+    assert code == expected_code
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dualcodec: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.fixture()
+def out_dir(tmp_path) -> Path:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+# -- the installed script ----------------------------------------------------------------
+
+
+def test_script_help():
+    if not SCRIPT.is_file():
+        pytest.skip(f"console script not installed next to the interpreter: {SCRIPT}")
+    result = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: dualcodec")
+    for command in ("encode", "decode", "info", "train"):
+        assert command in result.stdout
+    assert "examples:" in result.stdout
+    assert result.stderr == ""
+
+
+def test_script_version():
+    if not SCRIPT.is_file():
+        pytest.skip(f"console script not installed next to the interpreter: {SCRIPT}")
+    result = subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == f"dualcodec {__version__}"
+
+
+def test_subcommand_help(capsys):
+    for command in ("encode", "decode", "info", "train"):
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and out.startswith(f"usage: dualcodec {command}")
+
+
+def test_no_command_is_a_usage_error(capsys):
+    code, _, err = run(capsys)
+    assert code == 2 and "usage:" in err
+
+
+# -- encode ------------------------------------------------------------------------------
+
+
+def test_encode_dual_and_summary(capsys, clip, tiny_model, out_dir):
+    out = out_dir / "clip.mp4"
+    code, stdout, err = run(capsys, "encode", clip.path, "-o", out, "--model", tiny_model.path, "--qp", 30)
+    assert code == 0, err
+    assert out.is_file() and leftovers(out_dir) == ["clip.mp4"]
+    assert stdout == ""
+    summary = [line for line in err.splitlines() if line.startswith(str(out))]
+    assert len(summary) == 1
+    assert "3 frames 37x29, base 20x16" in summary[0]
+    assert f"{out.stat().st_size} bytes" in summary[0]
+
+
+def test_encode_quiet_prints_nothing(capsys, clip, tiny_model, out_dir):
+    code, stdout, err = run(capsys, "encode", clip.path, "-o", out_dir / "q.mp4", "--model", tiny_model.path, "-q")
+    assert code == 0 and stdout == "" and err == ""
+
+
+@pytest.mark.parametrize(
+    "options, mode, scale, codec",
+    [
+        (["--baseline", "bicubic"], "bicubic", 2, "h264"),
+        (["--baseline", "bicubic", "--scale", "4"], "bicubic", 4, "h264"),
+        (["--baseline", "bicubic", "--codec", "hevc"], "bicubic", 2, "hevc"),
+        (["--baseline", "none", "--codec", "av1", "--crf", "30"], "plain", 1, "av1"),
+        (["--baseline", "bicubic", "--bit-depth", "10", "--gop", "2", "--preset", "fast"], "bicubic", 2, "h264"),
+    ],
+)
+def test_encode_baselines(capsys, clip, out_dir, options, mode, scale, codec):
+    out = out_dir / "b.mp4"
+    code, _, err = run(capsys, "encode", clip.path, "-o", out, "-q", *options)
+    assert code == 0, err
+    info_code, stdout, _ = run(capsys, "info", out, "--json")
+    report = json.loads(stdout)
+    assert info_code == 0
+    assert (report["mode"], report["scale"], report["codec"]) == (mode, scale, codec)
+    assert report["model"] is None
+    assert report["frames"] == 3
+
+
+def test_encode_default_model(capsys, default_model_path, clip, out_dir):
+    out = out_dir / "d.mp4"
+    code, _, err = run(capsys, "encode", clip.path, "-o", out, "-q")
+    assert code == 0, err
+    code, _, err = run(capsys, "decode", out, "-o", out_dir / "d.y4m", "-q")  # model found by name
+    assert code == 0, err
+    assert len(list(VideoReader(out_dir / "d.y4m").frames())) == 3
+
+
+def test_encode_without_default_model_names_the_problem(capsys, clip, out_dir, tmp_path, monkeypatch):
+    import dualcodec.model
+
+    monkeypatch.setattr(dualcodec.model, "BUILTIN_DIR", tmp_path / "no_models")
+    code, _, err = run(capsys, "encode", clip.path, "-o", out_dir / "x.mp4", "-q")
+    line = assert_one_line_error(code, err)
+    assert "default" in line
+    assert leftovers(out_dir) == []
+
+
+def test_missing_input(capsys, out_dir):
+    code, _, err = run(capsys, "encode", out_dir / "missing.y4m", "-o", out_dir / "x.mp4", "--baseline", "bicubic")
+    line = assert_one_line_error(code, err)
+    assert "input not found" in line and "missing.y4m" in line
+    assert leftovers(out_dir) == []
+
+
+@pytest.mark.parametrize("layout", ["moov_last", "faststart"])
+def test_truncated_input(capsys, tmp_path, out_dir, layout):
+    # moov_last: the cut file does not open; faststart: it opens and fails half-way.
+    source = make_av_clip(tmp_path / "full.mp4", width=64, height=48, frames=20, faststart=layout == "faststart")
+    data = source.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    code, _, err = run(capsys, "encode", cut, "-o", out_dir / "x.mp4", "--baseline", "bicubic", "-q")
+    line = assert_one_line_error(code, err)
+    assert "cut.mp4" in line
+    assert leftovers(out_dir) == []
+
+
+def test_truncated_real_video(capsys, tmp_path, out_dir):
+    bikes = shared_file("video/bikes_640x272_250f.mp4")
+    data = bikes.read_bytes()
+    cut = tmp_path / "bikes_cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    code, _, err = run(capsys, "encode", cut, "-o", out_dir / "x.mp4", "--baseline", "bicubic", "-q")
+    assert_one_line_error(code, err)
+    assert leftovers(out_dir) == []
+
+
+def test_unsupported_codec_is_a_usage_error(capsys, clip, out_dir):
+    code, _, err = run(capsys, "encode", clip.path, "-o", out_dir / "x.mp4", "--codec", "vp9")
+    assert code == 2
+    assert "invalid choice: 'vp9'" in err
+    assert leftovers(out_dir) == []
+
+
+def test_qp_and_crf_together_is_a_usage_error(capsys, clip, out_dir):
+    code, _, err = run(capsys, "encode", clip.path, "-o", out_dir / "x.mp4", "--qp", "30", "--crf", "28")
+    assert code == 2 and "not allowed with" in err
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["-o", "{out}/x.avi"], "output must be an .mp4 file"),
+        (["-o", "{out}/x.mp4", "--qp", "99"], "out of range"),
+        (["-o", "{out}/x.mp4", "--gop", "0"], "gop"),
+        (["-o", "{out}/missing_folder/x.mp4"], "output folder does not exist"),
+    ],
+)
+def test_bad_encode_options(capsys, clip, out_dir, options, message):
+    argv = [o.format(out=out_dir) for o in options]
+    code, _, err = run(capsys, "encode", clip.path, *argv, "--baseline", "bicubic", "-q")
+    line = assert_one_line_error(code, err)
+    assert message in line
+    assert leftovers(out_dir) == []
+
+
+@pytest.mark.parametrize("codec, scale, message", [("hevc", "4", "at least 16x16 pixels, got 10x8"),
+                                                   ("av1", "2", "at least 32x4 pixels, got 20x16")])
+def test_base_layer_too_small_for_the_codec(capsys, clip, out_dir, codec, scale, message):
+    # x265 cannot open tiny pictures; SVT-AV1 opens them and corrupts memory.
+    code, _, err = run(capsys, "encode", clip.path, "-o", out_dir / "x.mp4", "--baseline", "bicubic",
+                       "--scale", scale, "--codec", codec, "-q")
+    line = assert_one_line_error(code, err)
+    assert message in line
+    assert leftovers(out_dir) == []
+
+
+def test_encode_with_model_of_wrong_scale(capsys, clip, tiny_model, out_dir):
+    code, _, err = run(capsys, "encode", clip.path, "-o", out_dir / "x.mp4", "--model", tiny_model.path,
+                       "--scale", "4", "-q")
+    line = assert_one_line_error(code, err)
+    assert "2x, not 4x" in line
+    assert leftovers(out_dir) == []
+
+
+def test_encode_with_damaged_model(capsys, clip, tiny_model, tmp_path, out_dir):
+    bad = tmp_path / "bad.pt"
+    data = bytearray(tiny_model.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    code, _, err = run(capsys, "encode", clip.path, "-o", out_dir / "x.mp4", "--model", bad, "-q")
+    line = assert_one_line_error(code, err)
+    assert "bad.pt" in line
+    assert leftovers(out_dir) == []
+
+
+# -- decode ------------------------------------------------------------------------------
+
+
+def test_decode_to_y4m_is_the_decoder_output(capsys, dual_file, tiny_model, out_dir):
+    out = out_dir / "d.y4m"
+    code, stdout, err = run(capsys, "decode", dual_file.path, "-o", out, "--model", tiny_model.path, "-q")
+    assert code == 0, err
+    assert stdout == "" and err == ""
+    assert leftovers(out_dir) == ["d.y4m"]
+    reader = VideoReader(out)
+    assert (reader.info.width, reader.info.height, reader.info.rate) == (37, 29, 25)
+    frames = list(reader.frames())
+    expected = list(decode(dual_file.path, str(tiny_model.path)).frames)
+    assert len(frames) == len(expected) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(frames, expected))  # lossless
+    assert min(psnr(a, b) for a, b in zip(dual_file.clip.frames, frames)) > 25
+
+
+def test_decode_to_png_folder(capsys, dual_file, tiny_model, out_dir):
+    from PIL import Image
+
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", f"{out_dir}/frames/", "--model", tiny_model.path, "-q")
+    assert code == 0, err
+    assert leftovers(out_dir) == ["frames"]
+    names = sorted(p.name for p in (out_dir / "frames").iterdir())
+    assert names == ["frame_000001.png", "frame_000002.png", "frame_000003.png"]
+    expected = list(decode(dual_file.path, str(tiny_model.path)).frames)
+    for name, frame in zip(names, expected):
+        assert np.array_equal(np.asarray(Image.open(out_dir / "frames" / name)), frame)
+
+
+def test_decode_to_existing_folder_replaces_it(capsys, bicubic_file, out_dir):
+    folder = out_dir / "frames"
+    folder.mkdir()
+    (folder / "old.txt").write_text("stale")
+    code, _, err = run(capsys, "decode", bicubic_file.path, "-o", folder, "-q")
+    assert code == 0, err
+    assert sorted(p.name for p in folder.iterdir()) == [f"frame_00000{i}.png" for i in (1, 2, 3)]
+    assert leftovers(out_dir) == ["frames"]
+
+
+def test_decode_to_mp4(capsys, dual_file, tiny_model, out_dir):
+    out = out_dir / "view.mp4"
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out, "--model", tiny_model.path, "-q")
+    assert code == 0, err
+    assert leftovers(out_dir) == ["view.mp4"]
+    with av.open(str(out)) as inp:
+        stream = inp.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        frames = list(inp.decode(stream))
+    assert len(frames) == 3
+    assert (frames[0].width, frames[0].height) == (38, 30)  # padded to even for 4:2:0
+    with av.open(str(out)) as inp:
+        assert "dualcodec" not in inp.metadata  # a plain video for viewing, not a dualcodec file
+
+
+def test_decode_bicubic_and_plain_need_no_model(capsys, bicubic_file, out_dir):
+    code, _, err = run(capsys, "decode", bicubic_file.path, "-o", out_dir / "b.y4m", "-q")
+    assert code == 0, err
+    frames = list(VideoReader(out_dir / "b.y4m").frames())
+    assert len(frames) == 3 and frames[0].shape == (29, 37, 3)
+
+
+def test_decode_without_the_model(capsys, dual_file, out_dir):
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "x.y4m", "-q")
+    line = assert_one_line_error(code, err)
+    assert "'tiny'" in line and "--model" in line
+    assert leftovers(out_dir) == []
+
+
+def test_decode_with_the_wrong_model(capsys, dual_file, other_model, out_dir):
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "x.y4m", "--model", other_model.path, "-q")
+    line = assert_one_line_error(code, err)
+    assert "model mismatch" in line
+    assert leftovers(out_dir) == []
+
+
+def _corrupt(source: Path, destination: Path, kind: str) -> Path:
+    data = bytearray(source.read_bytes())
+    if kind == "side":
+        pos, size = packet_spans(source, "data")[1]  # the middle frame's side packet
+        data[pos + size // 2] ^= 0xFF
+    elif kind == "base":
+        pos, size = packet_spans(source, "video")[0]  # the key frame
+        for i in range(pos + 8, pos + size):
+            data[i] ^= 0x5A
+    elif kind == "truncated":
+        data = data[: len(data) // 2]
+    elif kind == "tail":
+        data = data[:-40]
+    destination.write_bytes(bytes(data))
+    return destination
+
+
+@pytest.mark.parametrize("kind", ["side", "base", "truncated", "tail"])
+@pytest.mark.parametrize("target", ["x.y4m", "x.mp4", "frames/"])
+def test_corrupted_file_fails_cleanly(capsys, dual_file, tiny_model, tmp_path, out_dir, kind, target):
+    bad = _corrupt(dual_file.path, tmp_path / "bad.mp4", kind)
+    code, _, err = run(capsys, "decode", bad, "-o", f"{out_dir}/{target}", "--model", tiny_model.path, "-q")
+    line = assert_one_line_error(code, err)
+    if kind == "side":
+        assert "side stream of frame 2 is corrupted" in line
+    assert "bad.mp4" in line or kind == "side"
+    assert leftovers(out_dir) == []  # no partial output, no *.partial* files
+
+
+def test_corrupted_file_keeps_an_existing_output(capsys, dual_file, tiny_model, tmp_path, out_dir):
+    (out_dir / "x.y4m").write_bytes(b"previous result")
+    bad = _corrupt(dual_file.path, tmp_path / "bad.mp4", "side")
+    code, _, err = run(capsys, "decode", bad, "-o", out_dir / "x.y4m", "--model", tiny_model.path, "-q")
+    assert_one_line_error(code, err)
+    assert leftovers(out_dir) == ["x.y4m"]
+    assert (out_dir / "x.y4m").read_bytes() == b"previous result"
+
+
+@pytest.mark.parametrize("target, message", [("x.avi", "unsupported output"), ("x.png", "unsupported output")])
+def test_decode_unsupported_output(capsys, bicubic_file, out_dir, target, message):
+    code, _, err = run(capsys, "decode", bicubic_file.path, "-o", out_dir / target, "-q")
+    line = assert_one_line_error(code, err)
+    assert message in line
+    assert leftovers(out_dir) == []
+
+
+def test_decode_a_plain_mp4(capsys, tmp_path, out_dir):
+    plain = make_av_clip(tmp_path / "plain.mp4", frames=2)
+    code, _, err = run(capsys, "decode", plain, "-o", out_dir / "x.y4m", "-q")
+    line = assert_one_line_error(code, err)
+    assert "not a dualcodec file" in line
+    assert leftovers(out_dir) == []
+
+
+# -- info --------------------------------------------------------------------------------
+
+
+def test_info_json(capsys, dual_file, tiny_model):
+    code, stdout, err = run(capsys, "info", dual_file.path, "--json")
+    assert code == 0 and err == ""
+    report = json.loads(stdout)
+    size = dual_file.path.stat().st_size
+    assert report["frames"] == 3
+    assert (report["width"], report["height"]) == (37, 29)
+    assert (report["base_width"], report["base_height"]) == (20, 16)
+    assert report["scale"] == 2 and report["mode"] == "dual" and report["codec"] == "h264"
+    assert report["model"] == {"name": "tiny", "fingerprint": tiny_model.fingerprint}
+    b = report["bytes"]
+    assert b["total"] == size
+    assert b["base"] + b["side"] + b["other"] == size
+    assert b["base"] > 0 and b["side"] > 0 and b["other"] > 0
+    assert report["bpp"] == pytest.approx(8 * size / (3 * 37 * 29))
+    assert report["header"]["version"] == 1 and report["header"]["format"] == "dualcodec"
+    # The same numbers the encoder reported.
+    assert (b["base"], b["side"]) == (dual_file.report.base_bytes, dual_file.report.side_bytes)
+
+
+def test_info_text(capsys, dual_file, tiny_model):
+    code, stdout, _ = run(capsys, "info", dual_file.path)
+    assert code == 0
+    assert "mode dual, scale 2x" in stdout
+    assert "frames 3, 37x29 from a h264 base layer 20x16" in stdout
+    assert tiny_model.fingerprint in stdout
+    assert f"bytes {dual_file.path.stat().st_size}:" in stdout
+
+
+def test_info_errors(capsys, tmp_path):
+    code, _, err = run(capsys, "info", tmp_path / "missing.mp4")
+    assert "input not found" in assert_one_line_error(code, err)
+    plain = make_av_clip(tmp_path / "plain.mp4", frames=2)
+    code, _, err = run(capsys, "info", plain, "--json")
+    assert "not a dualcodec file" in assert_one_line_error(code, err)
+
+
+# -- whole pipeline on real content -------------------------------------------------------
+
+
+def test_real_clip_through_the_command_line(capsys, tiny_model, tmp_path, out_dir):
+    foreman = shared_file("video/foreman_352x288_2f.y4m")
+    out = out_dir / "foreman.mp4"
+    code, _, err = run(capsys, "encode", foreman, "-o", out, "--model", tiny_model.path, "-q")
+    assert code == 0, err
+    code, stdout, _ = run(capsys, "info", out, "--json")
+    assert json.loads(stdout)["frames"] == 2
+    code, _, err = run(capsys, "decode", out, "-o", out_dir / "foreman.y4m", "--model", tiny_model.path, "-q")
+    assert code == 0, err
+    source = list(VideoReader(foreman).frames())
+    decoded = list(VideoReader(out_dir / "foreman.y4m").frames())
+    assert len(decoded) == 2 and decoded[0].shape == (288, 352, 3)
+    assert min(psnr(a, b) for a, b in zip(source, decoded)) > 24
+    assert leftovers(out_dir) == ["foreman.mp4", "foreman.y4m"]
+
+
+def test_working_directory_relative_paths(capsys, clip, tmp_path, monkeypatch):
+    shutil.copy(clip.path, tmp_path / "in.y4m")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "encode", "in.y4m", "-o", "out.mp4", "--baseline", "bicubic", "-q")
+    assert code == 0, err
+    code, _, err = run(capsys, "decode", "out.mp4", "-o", "frames/", "-q")
+    assert code == 0, err
+    assert len(os.listdir(tmp_path / "frames")) == 3

@@ -1,0 +1,157 @@
+"""dualcodec.config: experiment files, strict keys and types, --set overrides."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from dualcodec.config import (
+    Experiment,
+    ModelConfig,
+    load_experiment,
+    model_config_from_dict,
+)
+from dualcodec.errors import DualcodecError
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted((REPO / "experiments").glob("*.toml"))
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.toml"
+    path.write_text(text)
+    return path
+
+
+def test_empty_file_gives_the_defaults(tmp_path):
+    assert load_experiment(_write(tmp_path, "")) == Experiment()
+
+
+def test_values_are_read(tmp_path):
+    exp = load_experiment(_write(tmp_path, '[model]\nscale = 4\nup_width = 12\n[loss]\ndistortion = "mse"\n'))
+    assert exp.model.scale == 4 and exp.model.up_width == 12
+    assert exp.loss.distortion == "mse"
+    assert exp.model.side_width == ModelConfig().side_width  # untouched keys keep their default
+
+
+def test_unknown_key_is_rejected_and_named(tmp_path):
+    with pytest.raises(DualcodecError, match=r"\[loss\].*lamda"):
+        load_experiment(_write(tmp_path, "[loss]\nlamda = 0.1\n"))
+
+
+def test_several_unknown_keys_are_all_named(tmp_path):
+    with pytest.raises(DualcodecError) as info:
+        load_experiment(_write(tmp_path, "[model]\nwidth = 3\ndepth = 2\n"))
+    assert "depth" in str(info.value) and "width" in str(info.value)
+
+
+def test_unknown_section_is_rejected_and_named(tmp_path):
+    with pytest.raises(DualcodecError, match="optimizer"):
+        load_experiment(_write(tmp_path, "[optimizer]\nlr = 0.1\n"))
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ('[model]\nscale = "2"\n', "model.scale"),
+        ("[model]\nscale = 2.0\n", "model.scale"),
+        ("[model]\nside_stream = 1\n", "model.side_stream"),
+        ("[model]\nup_width = true\n", "model.up_width"),  # bool is not an int here
+        ('[loss]\nlmbda = "small"\n', "loss.lmbda"),
+        ("[train]\nname = 3\n", "train.name"),
+    ],
+)
+def test_wrong_type_is_rejected(tmp_path, text, where):
+    with pytest.raises(DualcodecError, match=where.replace(".", r"\.")):
+        load_experiment(_write(tmp_path, text))
+
+
+def test_section_that_is_not_a_table_is_rejected(tmp_path):
+    with pytest.raises(DualcodecError, match="table"):
+        load_experiment(_write(tmp_path, "loss = 3\n"))
+
+
+def test_int_is_accepted_for_a_float(tmp_path):
+    exp = load_experiment(_write(tmp_path, "[loss]\nlmbda = 1\n"))
+    assert exp.loss.lmbda == 1.0 and isinstance(exp.loss.lmbda, float)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("[model]\nscale = 3\n", "scale"),
+        ("[model]\ntaps = 4\n", "taps"),
+        ('[model]\ndownsampler = "lanczos"\n', "downsampler"),
+        ('[loss]\ndistortion = "ssim"\n', "distortion"),
+    ],
+)
+def test_invalid_values_are_rejected(tmp_path, text, match):
+    with pytest.raises(DualcodecError, match=match):
+        load_experiment(_write(tmp_path, text))
+
+
+def test_set_overrides(tmp_path):
+    path = _write(tmp_path, "[loss]\nlmbda = 0.1\n[train]\nname = \"a\"\n")
+    exp = load_experiment(path, ["loss.lmbda=0.5", "train.name=try", "model.side_stream=false", "train.steps=7"])
+    assert exp.loss.lmbda == 0.5
+    assert exp.train.name == "try"  # a bare word is a string
+    assert exp.model.side_stream is False
+    assert exp.train.steps == 7
+    # The file itself is not changed.
+    assert load_experiment(path).loss.lmbda == 0.1
+
+
+def test_set_override_later_wins_and_creates_sections(tmp_path):
+    exp = load_experiment(_write(tmp_path, ""), ["loss.lmbda=0.5", "loss.lmbda=0.25", 'data.train_dir="x y"'])
+    assert exp.loss.lmbda == 0.25
+    assert exp.data.train_dir == "x y"
+
+
+@pytest.mark.parametrize("assignment", ["lmbda=0.5", "loss.lmbda", "loss"])
+def test_malformed_set_is_rejected(tmp_path, assignment):
+    with pytest.raises(DualcodecError, match="section.key=value"):
+        load_experiment(_write(tmp_path, ""), [assignment])
+
+
+def test_set_unknown_key_is_rejected(tmp_path):
+    with pytest.raises(DualcodecError, match="lamda"):
+        load_experiment(_write(tmp_path, ""), ["loss.lamda=0.5"])
+
+
+def test_set_wrong_type_is_rejected(tmp_path):
+    with pytest.raises(DualcodecError, match=r"model\.scale"):
+        load_experiment(_write(tmp_path, ""), ["model.scale=two"])
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(DualcodecError, match="not found"):
+        load_experiment(tmp_path / "nope.toml")
+    with pytest.raises(DualcodecError, match="not valid TOML"):
+        load_experiment(_write(tmp_path, "[loss\nlmbda = \n"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_repository_experiments_load(path):
+    exp = load_experiment(path)
+    assert isinstance(exp, Experiment)
+    ds = path.parent / exp.train.deepspeed
+    assert ds.is_file(), f"{path.name} names a DeepSpeed config that does not exist: {ds}"
+    ds_config = json.loads(ds.read_text())
+    assert int(ds_config["scheduler"]["params"]["total_num_steps"]) > 0
+    assert exp.base.qp_min <= exp.train.val_qp <= exp.base.qp_max
+
+
+def test_repository_has_experiments():
+    names = {p.name for p in EXPERIMENTS}
+    assert {"default_x2.toml", "smoke.toml"} <= names
+
+
+def test_model_config_dict_round_trip():
+    config = ModelConfig(scale=4, up_width=8, side_stream=False)
+    assert model_config_from_dict(asdict(config)) == config
+    with pytest.raises(DualcodecError, match="unknown key"):
+        model_config_from_dict({**asdict(config), "extra": 1})
+

@@ -1,0 +1,288 @@
+"""dualcodec.container: the header, side-stream packets and the MP4 layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zlib
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from dualcodec.container import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    ContainerReader,
+    SIDE_NEW,
+    SIDE_REPEAT,
+    SIDE_SKIP,
+    Header,
+    SideFrame,
+    frame_payload,
+    parse_payload,
+)
+from dualcodec.errors import DualcodecError
+from helpers import make_av_clip
+
+DUAL = Header(mode="dual", scale=2, width=37, height=29, base_width=20, base_height=16, codec="h264",
+              bit_depth=8, full_range=False, model_name="tiny", model_fingerprint="0123456789abcdef")
+BICUBIC = Header(mode="bicubic", scale=4, width=64, height=48, base_width=16, base_height=12, codec="av1",
+                 bit_depth=10, full_range=True)
+
+
+@pytest.mark.parametrize("header", [DUAL, BICUBIC], ids=["dual", "bicubic"])
+def test_header_json_round_trip(header):
+    text = header.to_json()
+    assert Header.from_json(text) == header
+    assert Header.from_json(text).to_json() == text
+    tree = json.loads(text)
+    assert tree["format"] == "dualcodec" and tree["version"] == FORMAT_VERSION
+    assert text == json.dumps(tree, sort_keys=True, separators=(",", ":"))  # compact, sorted keys
+
+
+def test_header_json_contents():
+    tree = json.loads(DUAL.to_json())
+    assert tree["model"] == {"name": "tiny", "fingerprint": "0123456789abcdef"}
+    assert tree["color"] == {"matrix": "bt709", "primaries": "bt709", "transfer": "bt709", "range": "tv",
+                             "chroma": "420", "siting": "center"}
+    bicubic = json.loads(BICUBIC.to_json())
+    assert bicubic["model"] is None and bicubic["color"]["range"] == "pc" and bicubic["bit_depth"] == 10
+
+
+def _tree(**changes):
+    tree = json.loads(DUAL.to_json())
+    tree.update(changes)
+    return json.dumps(tree)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (_tree(version=2), "version 2 is not supported"),
+        (_tree(version="1"), "not supported"),
+        (_tree(format="mp4"), "does not name the dualcodec format"),
+        (_tree(mode="triple"), "unknown mode"),
+        (_tree(width="wide"), "malformed"),
+        (_tree(color=None), "malformed"),
+        ('{"format": "dualcodec", "version": 1}', "malformed"),
+        ("not json", "malformed"),
+        ("[1, 2]", "malformed"),
+    ],
+)
+def test_bad_header_is_rejected(text, match):
+    with pytest.raises(DualcodecError, match=match):
+        Header.from_json(text)
+
+
+def test_payload_round_trip():
+    body = bytes(range(50))
+    payload = frame_payload(body)
+    assert len(payload) == len(body) + 4
+    assert payload[:4] == zlib.crc32(body).to_bytes(4, "big")
+    assert parse_payload(payload, 0) == body
+    assert parse_payload(frame_payload(b""), 0) == b""
+
+
+@pytest.mark.parametrize("position", [0, 3, 4, 20, 53])
+def test_payload_crc_detects_a_flipped_byte(position):
+    payload = bytearray(frame_payload(bytes(range(50))))
+    payload[position] ^= 0x01
+    with pytest.raises(DualcodecError, match="frame 7 is corrupted"):  # index 6 is the 7th frame
+        parse_payload(bytes(payload), 6)
+
+
+def test_payload_too_short():
+    with pytest.raises(DualcodecError, match="corrupted"):
+        parse_payload(b"\x00\x01", 0)
+
+
+def test_written_file_opens_with_plain_pyav(dual_file):
+    header = ContainerReader(dual_file.path).header
+    with av.open(str(dual_file.path)) as inp:
+        assert inp.format.name.startswith("mov")
+        assert len(inp.streams.video) == 1 and len(inp.streams.data) == 1
+        video = inp.streams.video[0]
+        assert video.codec_context.name == "h264"
+        assert (video.codec_context.width, video.codec_context.height) == (header.base_width, header.base_height)
+        assert (header.base_width, header.base_height) == (20, 16)  # 37x29 padded to 40x32, halved
+        frames = list(inp.decode(video))
+        assert len(frames) == 3
+        assert frames[0].format.name == "yuv420p"
+        assert (frames[0].width, frames[0].height) == (20, 16)
+        assert json.loads(inp.metadata[METADATA_KEY])["mode"] == "dual"
+
+
+def test_reader_header_and_payloads(dual_file, tiny_model):
+    reader = ContainerReader(dual_file.path)
+    assert reader.header.mode == "dual" and reader.header.scale == 2
+    assert (reader.header.width, reader.header.height) == (37, 29)
+    assert reader.header.model_fingerprint == tiny_model.fingerprint
+    assert reader.rate == 25
+    sides = list(reader.side_frames())
+    assert len(sides) == 3
+    assert [side.mode for side in sides] == [SIDE_NEW] * 3  # the fixture sends latents every frame
+    assert all(len(side.entropy_bytes) > 0 for side in sides)
+    frames = list(reader.base_frames())
+    assert len(frames) == 3 and all((p.width, p.height) == (20, 16) for p in frames)
+
+
+def test_sizes_add_up(dual_file):
+    sizes = ContainerReader(dual_file.path).sizes()
+    file_bytes = dual_file.path.stat().st_size
+    assert sizes.frames == 3
+    assert sizes.file_bytes == file_bytes
+    assert sizes.base_bytes + sizes.side_bytes + sizes.other_bytes == file_bytes
+    assert sizes.base_bytes > 0 and sizes.side_bytes > 0 and sizes.other_bytes > 0
+    # The same numbers the encoder counted while writing.
+    report = dual_file.report
+    assert (report.base_bytes, report.side_bytes, report.file_bytes) == (
+        sizes.base_bytes, sizes.side_bytes, sizes.file_bytes)
+    # Side bytes: a 4-byte CRC per frame plus the frame's side-stream body.
+    sides = list(ContainerReader(dual_file.path).side_frames())
+    assert sizes.side_bytes == sum(len(s.to_bytes()) + 4 for s in sides)
+    with av.open(str(dual_file.path)) as inp:
+        assert sizes.base_bytes == sum(p.size for p in inp.demux(inp.streams.video[0]))
+
+
+def test_bicubic_file_has_no_side_stream(bicubic_file):
+    reader = ContainerReader(bicubic_file.path)
+    assert reader.header.mode == "bicubic" and reader.header.model_fingerprint is None
+    sizes = reader.sizes()
+    assert sizes.side_bytes == 0 and sizes.frames == 3
+    with av.open(str(bicubic_file.path)) as inp:
+        assert len(inp.streams.data) == 0
+
+
+def test_plain_mp4_is_not_a_dualcodec_file(tmp_path):
+    path = make_av_clip(tmp_path / "plain.mp4", frames=2)
+    with pytest.raises(DualcodecError, match="not a dualcodec file"):
+        ContainerReader(path)
+
+
+def test_missing_and_garbage_files(tmp_path):
+    with pytest.raises(DualcodecError, match="input not found"):
+        ContainerReader(tmp_path / "missing.mp4")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00" * 1000)
+    with pytest.raises(DualcodecError, match="cannot open"):
+        ContainerReader(garbage)
+
+
+def test_flipped_side_byte_is_detected_by_the_reader(dual_file, tmp_path):
+    path = tmp_path / "bad.mp4"
+    shutil.copy(dual_file.path, path)
+    with av.open(str(path)) as inp:
+        spans = [(p.pos, p.size) for p in inp.demux(inp.streams.data[0]) if p.size]
+    pos, size = spans[1]
+    data = bytearray(path.read_bytes())
+    data[pos + size - 1] ^= 0x10
+    path.write_bytes(bytes(data))
+    reader = ContainerReader(path)
+    sides = reader.side_frames()
+    next(sides)  # frame 1 is intact
+    with pytest.raises(DualcodecError, match="side stream of frame 2 is corrupted"):
+        next(sides)
+
+
+def test_unknown_version_in_a_file_is_rejected(dual_file, tmp_path):
+    # Rewrite the metadata of a real file with a future version: the reader refuses it.
+    path = tmp_path / "future.mp4"
+    text = ContainerReader(dual_file.path).header.to_json().replace('"version":1', '"version":7')
+    with av.open(str(dual_file.path)) as inp, av.open(str(path), "w", format="mp4",
+                                                       options={"movflags": "use_metadata_tags"}) as out:
+        out.metadata[METADATA_KEY] = text
+        mapping = {s.index: out.add_stream_from_template(s) for s in inp.streams.video}
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is None:
+                continue
+            packet.stream = mapping[packet.stream.index]
+            out.mux(packet)
+    with pytest.raises(DualcodecError, match="version 7"):
+        ContainerReader(path)
+
+
+def test_side_frame_bytes_round_trip():
+    new = SideFrame(SIDE_NEW, b"\x01\x02\x03")
+    assert new.to_bytes() == b"\x00\x01\x02\x03"
+    assert SideFrame.from_bytes(new.to_bytes(), 0) == new
+    for mode in (SIDE_REPEAT, SIDE_SKIP):
+        side = SideFrame(mode)
+        assert len(side.to_bytes()) == 1
+        assert SideFrame.from_bytes(side.to_bytes(), 5) == side
+    assert SideFrame.from_bytes(bytes([SIDE_SKIP]), 0).mode == SIDE_SKIP  # skipping needs no earlier frame
+
+
+@pytest.mark.parametrize("body, index", [(b"", 1), (b"\x07abc", 1), (bytes([SIDE_REPEAT]), 0),
+                                         (bytes([SIDE_REPEAT]) + b"extra", 3), (bytes([SIDE_SKIP]) + b"x", 3)])
+def test_bad_side_frame_is_rejected(body, index):
+    with pytest.raises(DualcodecError, match="side stream of frame"):
+        SideFrame.from_bytes(body, index)
+
+
+# -- golden file: the committed tests/golden/ files must keep decoding, bit for bit ------
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN_HEADER = (
+    '{"base_height":20,"base_width":24,"bit_depth":8,"codec":"h264","color":{"chroma":"420","matrix":"bt709",'
+    '"primaries":"bt709","range":"tv","siting":"center","transfer":"bt709"},"format":"dualcodec","height":37,'
+    '"mode":"dual","model":{"fingerprint":"2a78078fe0078dca","name":"golden"},"scale":2,"version":1,"width":45}'
+)
+
+
+@pytest.fixture(scope="module")
+def golden() -> Path:
+    missing = [n for n in ("golden.mp4", "golden_model.pt", "golden_frames.npy") if not (GOLDEN / n).is_file()]
+    assert not missing, f"golden files missing from {GOLDEN}: {missing} (they are committed, never regenerated here)"
+    return GOLDEN
+
+
+def test_golden_header(golden):
+    with av.open(str(golden / "golden.mp4")) as inp:
+        assert inp.metadata[METADATA_KEY] == GOLDEN_HEADER  # the exact stored string
+    header = ContainerReader(golden / "golden.mp4").header
+    assert header == Header(mode="dual", scale=2, width=45, height=37, base_width=24, base_height=20,
+                            codec="h264", bit_depth=8, full_range=False, model_name="golden",
+                            model_fingerprint="2a78078fe0078dca")
+    assert header.to_json() == GOLDEN_HEADER  # today's writer writes the same bytes
+
+
+def test_golden_model_file(golden):
+    from dualcodec.model import load_model
+
+    loaded = load_model(str(golden / "golden_model.pt"))
+    assert loaded.name == "golden" and loaded.fingerprint == "2a78078fe0078dca"
+    assert (loaded.config.scale, loaded.config.up_width, loaded.config.side_width) == (2, 8, 16)
+
+
+def test_golden_streams(golden):
+    reader = ContainerReader(golden / "golden.mp4")
+    sizes = reader.sizes()
+    assert sizes.frames == 3
+    assert sizes.base_bytes + sizes.side_bytes + sizes.other_bytes == (golden / "golden.mp4").stat().st_size
+    sides = list(reader.side_frames())
+    assert [s.mode for s in sides] == [SIDE_NEW, SIDE_REPEAT, SIDE_REPEAT]
+    assert len(sides[0].entropy_bytes) > 0
+    assert sizes.side_bytes == sum(4 + len(s.to_bytes()) for s in sides)
+
+
+def test_golden_decodes_to_the_expected_frames(golden):
+    from dualcodec.codec import decode
+
+    expected = np.load(golden / "golden_frames.npy")
+    assert expected.dtype == np.uint8 and expected.shape == (3, 37, 45, 3)
+    video = decode(golden / "golden.mp4", str(golden / "golden_model.pt"))
+    frames = np.stack(list(video.frames))
+    assert frames.shape == expected.shape
+    assert int(np.abs(frames.astype(np.int16) - expected).max()) <= 1
+    # The side stream matters: the same base frame with skipped latents is visibly different,
+    # so a decoder that mishandled the side stream would fail the check above.
+    from dualcodec.codec import ModelLayers, _to_rgb, planes_to_rgb
+    from dualcodec.model import load_model
+    from dualcodec.yuv import YUVFormat
+
+    layers = ModelLayers(load_model(str(golden / "golden_model.pt")))
+    first = next(ContainerReader(golden / "golden.mp4").base_frames())
+    skipped = _to_rgb(layers.up(planes_to_rgb(first, YUVFormat()), SideFrame(SIDE_SKIP)), 45, 37)
+    assert int(np.abs(skipped.astype(np.int16) - expected[0]).max()) > 1
