@@ -35,6 +35,7 @@ class ModelConfig:
     up_depth: int = 3
     num_filters: int = 8
     taps: int = 5
+    up_residual: bool = False
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 4):

@@ -83,6 +83,7 @@ class DualLayerModel(CompressionModel):
             config.up_depth,
             config.num_filters,
             config.taps,
+            config.up_residual,
         )
 
     @property
@@ -157,8 +158,9 @@ class LoadedModel:
     lmbda: float  # the rate weight it was trained with (L1 per bit per pixel at QP 32)
 
 
-def _fingerprint(config: ModelConfig, state_dict: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+def _fingerprint(config: dict, state_dict: dict[str, torch.Tensor]) -> str:
+    """Hash of the config *as stored* (so new defaults never change old fingerprints) and weights."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for key in sorted(state_dict):
         digest.update(key.encode())
         digest.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
@@ -176,7 +178,7 @@ def save_model(model: DualLayerModel, config: ModelConfig, name: str, path: Path
     if model.has_side_stream:
         model.update(force=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    fingerprint = _fingerprint(config, state)
+    fingerprint = _fingerprint(asdict(config), state)
     payload = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
@@ -221,7 +223,7 @@ def load_model(name_or_path: str) -> LoadedModel:
         raise DualcodecError(f"{path} has model format version {payload.get('version')}, this dualcodec reads {MODEL_VERSION}")
     config = model_config_from_dict(payload["config"])
     state = payload["state_dict"]
-    if _fingerprint(config, state) != payload["fingerprint"]:
+    if _fingerprint(payload["config"], state) != payload["fingerprint"]:
         raise DualcodecError(f"{path} is damaged: its weights do not match its fingerprint")
     model = DualLayerModel(config)
     model.load_state_dict(state)  # CompressionModel's version resizes the coding-table buffers

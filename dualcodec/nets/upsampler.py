@@ -11,7 +11,7 @@ frame and by the side features ``s`` that only the encoder could compute.
                                                                        |
                                         weights w [B,K,sh,sw] <--pixel_shuffle(s)
     x_lr_hat --polyphase conv (K filters x s^2 phases, t x t taps)--pixel_shuffle(s)--> c [B,3,K,sh,sw]
-    x_hat = sum_k w_k * c_k                                                   [B,3,sh,sw]
+    x_hat = sum_k w_k * c_k  (+ d, a per-pixel detail term from a 1x1 conv, if ``residual``)
 
 Filter 0 starts as bicubic and the weights start at (1, 0, ..., 0), so an untrained
 upsampler is exactly bicubic upsampling.
@@ -49,6 +49,7 @@ class SpatiallyVaryingUpsampler(nn.Module):
         depth: int = 3,
         num_filters: int = 8,
         taps: int = 5,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.scale = scale
@@ -60,35 +61,57 @@ class SpatiallyVaryingUpsampler(nn.Module):
         self.head = nn.Conv2d(width, num_filters * scale * scale, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        # Optional additive detail per output pixel, predicted from the same features.
+        self.detail = nn.Conv2d(width, 3 * scale * scale, 1) if residual else None
+        if self.detail is not None:
+            nn.init.zeros_(self.detail.weight)
+            nn.init.zeros_(self.detail.bias)
         self.register_buffer("weight_offset", F.one_hot(torch.tensor(0), num_filters).float().view(1, -1, 1, 1), persistent=False)
         bicubic = bicubic_polyphase(scale, taps)
         filters = bicubic.unsqueeze(0).repeat(num_filters, 1, 1, 1)
         filters[1:] += 0.02 * torch.randn_like(filters[1:])
         self.filters = nn.Parameter(filters)  # [K, s*s, t, t]
 
-    def kernel_weights(self, x_lr_hat: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """Filter weights for every output pixel, in low-resolution layout ``[B, K, s*s, h, w]``."""
+    def features(self, x_lr_hat: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         f = F.leaky_relu(self.conv_in(torch.cat([self.normalize(x_lr_hat), s], dim=1)), 0.1)
         for conv in self.body:
             f = f + F.leaky_relu(conv(f), 0.1)
+        return f
+
+    def kernel_weights(self, f: torch.Tensor) -> torch.Tensor:
+        """Filter weights for every output pixel, in low-resolution layout ``[B, K, s*s, h, w]``."""
         b, _, h, w = f.shape
         weights = self.head(f).contiguous().view(b, self.num_filters, self.scale * self.scale, h, w)
         return weights + self.weight_offset.view(1, -1, 1, 1, 1)
 
     def candidates(self, x_lr_hat: torch.Tensor) -> torch.Tensor:
         """Every filter applied to every channel, per phase: ``[B, 3, K, s*s, h, w]``."""
-        b, c, h, w = x_lr_hat.shape
+        return self._candidates(F.pad(x_lr_hat, [self.taps // 2] * 4, mode="replicate"))
+
+    def _candidates(self, x_padded: torch.Tensor) -> torch.Tensor:
+        b, c = x_padded.shape[:2]
+        h, w = x_padded.shape[-2] - self.taps + 1, x_padded.shape[-1] - self.taps + 1
         weight = self.filters.reshape(-1, 1, self.taps, self.taps).repeat(c, 1, 1, 1)
-        x = F.pad(x_lr_hat, [self.taps // 2] * 4, mode="replicate")
-        out = F.conv2d(x, weight, groups=c).contiguous()
+        out = F.conv2d(x_padded.contiguous(), weight, groups=c)
         return out.view(b, c, self.num_filters, self.scale * self.scale, h, w)
 
-    def forward(self, x_lr_hat: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_lr_hat: torch.Tensor, s: torch.Tensor, rows: int = 32) -> torch.Tensor:
         """``x_lr_hat`` ``[B,3,h,w]`` in [0,1], ``s`` ``[B,C_s,h,w]`` -> ``x_hat`` ``[B,3,sh,sw]``.
 
-        The mixture is formed at low resolution, phase by phase; one pixel shuffle at
-        the end puts each phase at its output position.
+        The mixture is formed at low resolution, phase by phase, in strips of ``rows``
+        rows (the candidates of a strip stay in cache); one pixel shuffle at the end
+        puts each phase at its output position.
         """
         b, c, h, w = x_lr_hat.shape
-        mixed = (self.candidates(x_lr_hat) * self.kernel_weights(x_lr_hat, s).unsqueeze(1)).sum(dim=2)
-        return F.pixel_shuffle(mixed.view(b, c * self.scale * self.scale, h, w), self.scale)
+        f = self.features(x_lr_hat, s)
+        weights = self.kernel_weights(f)
+        x_padded = F.pad(x_lr_hat, [self.taps // 2] * 4, mode="replicate")
+        strips = []
+        for top in range(0, h, rows):
+            bottom = min(h, top + rows)
+            candidates = self._candidates(x_padded[:, :, top : bottom + self.taps - 1])
+            strips.append((candidates * weights[:, None, :, :, top:bottom]).sum(dim=2))
+        mixed = torch.cat(strips, dim=-2).reshape(b, c * self.scale * self.scale, h, w)
+        if self.detail is not None:
+            mixed = mixed + self.detail(f)  # channel c*s*s + phase, as pixel_shuffle reads it
+        return F.pixel_shuffle(mixed, self.scale)
