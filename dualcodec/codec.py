@@ -339,11 +339,11 @@ def decode(source: Path, model: str | None = None) -> DecodedVideo:
 def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[np.ndarray]:
     header = reader.header
     fmt = BaseCodecSettings(codec=header.codec, bit_depth=header.bit_depth, full_range=header.full_range).yuv_format
-    payloads = reader.side_frames() if header.mode == "dual" else None
+    payloads = reader.side_frames() if header.mode == "dual" and reader.has_side_stream else None
     for index, planes in enumerate(reader.base_frames()):
         if (planes.width, planes.height) != (header.base_width, header.base_height):
             raise DualcodecError(f"{reader.path}: base frame {index + 1} has the wrong size")
-        side = None
+        side = SideFrame(SIDE_SKIP) if header.mode == "dual" else None
         if payloads is not None:
             side = next(payloads, None)
             if side is None:

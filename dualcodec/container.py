@@ -7,9 +7,11 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
 * Stream 0, **video**: the base layer, an ordinary H.264 / HEVC / AV1 track at the
   low resolution (``base_width`` x ``base_height``), 4:2:0, BT.709 primaries, transfer
   and matrix, with the range flag set (``tv`` or ``pc``). A legacy player shows it.
-* Stream 1, **data** (only when ``mode`` is ``"dual"``): the side stream, codec tag
+* A **data** stream (only when ``mode`` is ``"dual"``): the side stream, codec tag
   ``bin_data``, one packet per video frame with the same presentation time stamp.
-  Each packet is::
+  When the side mode of every frame is SKIP (decided after the first 64 frames at
+  most), the writer leaves the data stream out: a ``dual`` file without one decodes
+  every frame as SKIP. Each packet is::
 
       offset  size  field
       0       4     CRC-32 (IEEE, big-endian) of bytes 4..end
@@ -138,6 +140,7 @@ class Header:
 
 
 SIDE_NEW, SIDE_REPEAT, SIDE_SKIP = 0, 1, 2
+HOLD_FRAMES = 64  # frames a dual file waits, at most, before committing to a data stream
 
 
 @dataclass(frozen=True)
@@ -185,11 +188,16 @@ class ContainerWriter:
         self.output = av.open(str(path), "w", format="mp4", options={"movflags": "use_metadata_tags"})
         self.output.metadata[METADATA_KEY] = header.to_json()
         self.video = self.output.add_stream(ENCODERS[settings.codec], rate=self.rate)
-        self.data = self.output.add_data_stream("bin_data") if header.mode == "dual" else None
+        self.data = None
         self.base_bytes = 0
         self.side_bytes = 0
         self._side_index = 0
         self._audio: dict = {}
+        # A dual file holds its packets until a frame needs side data (or enough frames
+        # have gone by): streams can be added only before the first packet is written.
+        self._undecided = header.mode == "dual"
+        self._held_base: list = []
+        self._held_side: list[SideFrame] = []
 
     @property
     def video_codec_context(self):
@@ -199,10 +207,32 @@ class ContainerWriter:
         for packet in packets:
             packet.stream = self.video
             self.base_bytes += packet.size
-            self.output.mux(packet)
+            if self._undecided:
+                self._held_base.append(packet)
+            else:
+                self.output.mux(packet)
 
     def mux_side(self, side: SideFrame) -> None:
         """Side-stream packet of the next frame in display order."""
+        if self._undecided:
+            self._held_side.append(side)
+            if side.mode != SIDE_SKIP or len(self._held_side) >= HOLD_FRAMES:
+                self._decide(with_data=True)
+            return
+        self._write_side(side)
+
+    def _decide(self, with_data: bool) -> None:
+        self._undecided = False
+        if with_data:
+            self.data = self.output.add_data_stream("bin_data")
+        for packet in self._held_base:
+            self.output.mux(packet)
+        if with_data:
+            for side in self._held_side:
+                self._write_side(side)
+        self._held_base, self._held_side = [], []
+
+    def _write_side(self, side: SideFrame) -> None:
         import av
 
         payload = frame_payload(side.to_bytes())
@@ -232,6 +262,8 @@ class ContainerWriter:
 
         if not self._audio:
             return
+        if self._undecided:
+            self._decide(with_data=False)  # every frame so far was SKIP
         with av.open(str(source)) as inp:
             for packet in inp.demux(*inp.streams.audio):
                 if packet.dts is None:
@@ -240,6 +272,8 @@ class ContainerWriter:
                 self.output.mux(packet)
 
     def close(self) -> None:
+        if self._undecided:
+            self._decide(with_data=False)
         self.output.close()
 
 
@@ -282,8 +316,7 @@ class ContainerReader:
             video = inp.streams.video[0]
             self.rate = Fraction(video.average_rate or video.guessed_rate or 25)
             self.extradata = video.codec_context.extradata
-            if self.header.mode == "dual" and not inp.streams.data:
-                raise DualcodecError(f"{self.path} has no side stream")
+            self.has_side_stream = bool(inp.streams.data)
 
     def base_frames(self) -> Iterator[Planes]:
         """Decoded base-layer frames in display order."""
@@ -299,7 +332,9 @@ class ContainerReader:
                 raise DualcodecError(f"{self.path}: base layer is corrupted ({exc.strerror or exc})") from None
 
     def side_frames(self) -> Iterator[SideFrame]:
-        """The side stream frame by frame, checksums verified."""
+        """The side stream frame by frame, checksums verified (nothing when the file has none)."""
+        if not self.has_side_stream:
+            return
         with _open(self.path) as inp:
             index = 0
             for packet in inp.demux(inp.streams.data[0]):

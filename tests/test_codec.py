@@ -44,7 +44,7 @@ def test_encode_decode_every_mode(mode, clip, tiny_model, tmp_path):
     assert (report.frames, report.width, report.height) == (3, 37, 29)
     assert report.file_bytes == out.stat().st_size
     assert report.base_bytes > 0
-    assert (report.side_bytes > 0) == (mode == "dual")
+    assert report.side_bytes == 0 or mode == "dual"  # only a dual file may carry side bytes
     assert video.rate == 25
     assert len(frames) == 3
     for src, dec in zip(clip.frames, frames):
@@ -57,15 +57,13 @@ def test_encode_decode_every_mode(mode, clip, tiny_model, tmp_path):
 
 def test_expensive_side_bits_are_never_sent(clip, tiny_model, tmp_path):
     # With a prohibitive rate weight the encoder never pays for new latents: every frame
-    # costs 5 side bytes (CRC and mode), and the file still decodes at full size.
-    from dualcodec.container import SIDE_NEW
-
+    # is SKIP, so the writer leaves the data stream out, and the file still decodes.
     layers = ModelLayers(load_model(str(tiny_model.path)), lmbda=1e6)
     out = tmp_path / "cheap.mp4"
     report, video, frames = _round_trip(clip.path, out, layers, str(tiny_model.path), qp=30)
-    modes = [s.mode for s in ContainerReader(out).side_frames()]
-    assert len(modes) == 3 and SIDE_NEW not in modes
-    assert report.side_bytes == 5 * 3
+    reader = ContainerReader(out)
+    assert not reader.has_side_stream and list(reader.side_frames()) == []
+    assert report.side_bytes == 0 and video.header.mode == "dual"
     assert len(frames) == 3 and frames[0].shape == (29, 37, 3)
 
 
