@@ -65,28 +65,28 @@ class YUVFormat:
         return "pc" if self.full_range else "tv"
 
 
-def rgb_to_ycbcr(x: torch.Tensor, fmt: YUVFormat) -> torch.Tensor:
-    """``[B, 3, H, W]`` R'G'B' in [0, 1] to full-resolution Y'CbCr code values (float)."""
-    r, g, b = x.unbind(dim=1)
-    y = KR * r + KG * g + KB * b
-    cb = (b - y) / (2.0 * (1.0 - KB))
-    cr = (r - y) / (2.0 * (1.0 - KR))
+def ycbcr_matrix(fmt: YUVFormat) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(M, offset)``, float64, with ``ycbcr = M @ rgb + offset`` in code values for R'G'B' in [0, 1]."""
     y_off, y_rng = fmt.luma_offset_range
     c_off, c_rng = fmt.chroma_offset_range
-    return torch.stack([y_off + y_rng * y, c_off + c_rng * cb, c_off + c_rng * cr], dim=1)
+    luma = torch.tensor([KR, KG, KB], dtype=torch.float64)
+    blue = (torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64) - luma) / (2.0 * (1.0 - KB))
+    red = (torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64) - luma) / (2.0 * (1.0 - KR))
+    matrix = torch.stack([y_rng * luma, c_rng * blue, c_rng * red])
+    return matrix, torch.tensor([y_off, c_off, c_off], dtype=torch.float64)
+
+
+def rgb_to_ycbcr(x: torch.Tensor, fmt: YUVFormat) -> torch.Tensor:
+    """``[B, 3, H, W]`` R'G'B' in [0, 1] to full-resolution Y'CbCr code values (float)."""
+    matrix, offset = ycbcr_matrix(fmt)
+    return torch.einsum("ij,bjhw->bihw", matrix.to(x), x) + offset.to(x).view(1, 3, 1, 1)
 
 
 def ycbcr_to_rgb(ycc: torch.Tensor, fmt: YUVFormat) -> torch.Tensor:
     """Inverse of :func:`rgb_to_ycbcr` (no clamping)."""
-    y_off, y_rng = fmt.luma_offset_range
-    c_off, c_rng = fmt.chroma_offset_range
-    y = (ycc[:, 0] - y_off) / y_rng
-    cb = (ycc[:, 1] - c_off) / c_rng
-    cr = (ycc[:, 2] - c_off) / c_rng
-    r = y + 2.0 * (1.0 - KR) * cr
-    b = y + 2.0 * (1.0 - KB) * cb
-    g = (y - KR * r - KB * b) / KG
-    return torch.stack([r, g, b], dim=1)
+    matrix, offset = ycbcr_matrix(fmt)
+    inverse = torch.linalg.inv(matrix)
+    return torch.einsum("ij,bjhw->bihw", inverse.to(ycc), ycc - offset.to(ycc).view(1, 3, 1, 1))
 
 
 def rgb_to_yuv420(x: torch.Tensor, fmt: YUVFormat) -> tuple[torch.Tensor, torch.Tensor]:
