@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -63,6 +64,7 @@ def main() -> int:
             "dualcodec_vs_plain": bd_rate(*curves["plain"], *curves["dualcodec"]),
             "bicubic_vs_plain": bd_rate(*curves["plain"], *curves["bicubic"]),
         }
+        bd = {k: (None if math.isnan(v) else v) for k, v in bd.items()}  # NaN: the curves do not overlap
         results["sets"][name] = {
             "sources": [str(Path(s).name) for s in sources],
             "curves": {k: {"bpp": v[0].tolist(), "psnr": v[1].tolist()} for k, v in curves.items()},
@@ -77,9 +79,12 @@ def main() -> int:
     print(f"\nBD-rate, {args.codec} base, QP {'/'.join(map(str, args.qps))}, file bytes vs RGB PSNR\n")
     print("| content | items | dualcodec vs bicubic | dualcodec vs plain | bicubic vs plain |")
     print("|---|---|---|---|---|")
+    def cell(value: float | None) -> str:
+        return "no PSNR overlap" if value is None else f"{value:+.1f}%"
+
     for name, count, bd in rows:
-        print(f"| {name} | {count} | {bd['dualcodec_vs_bicubic']:+.1f}% | {bd['dualcodec_vs_plain']:+.1f}% "
-              f"| {bd['bicubic_vs_plain']:+.1f}% |")
+        print(f"| {name} | {count} | {cell(bd['dualcodec_vs_bicubic'])} | {cell(bd['dualcodec_vs_plain'])} "
+              f"| {cell(bd['bicubic_vs_plain'])} |")
     output = args.output or ROOT / "experiments" / "results" / f"core_{args.codec}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=1))

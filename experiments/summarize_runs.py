@@ -36,11 +36,12 @@ def main() -> int:
         print(f"| {run.name} | {down} | {best['step']} of {vals[-1]['step']} | {best['time'] / 60:.0f} min "
               f"| {v['loss']:.5f} | {v['psnr']:.2f} dB | {v['base_bpp']:.3f} | {v['side_bpp']:.4f} |")
     if args.bicubic:
-        from dualcodec.config import Experiment, ModelConfig
+        from dualcodec.config import ModelConfig, load_experiment
         from dualcodec.model import DualLayerModel
         from dualcodec.train import fixed_crops, load_images, validate
 
-        exp = Experiment()
+        # the default experiment's validation crops, QP and lmbda
+        exp = load_experiment(Path(__file__).resolve().parent / "default_x2.toml")
         images = load_images(Path(exp.data.train_dir))
         val_x = fixed_crops(images[: exp.data.val_images], exp.data.crop, exp.data.val_crops)
         model = DualLayerModel(ModelConfig(downsampler="bicubic", side_stream=False))
