@@ -29,9 +29,7 @@ from dualcodec.config import Experiment
 from dualcodec.errors import DualcodecError
 from dualcodec.model import DualLayerModel, lmbda_at, save_model
 from dualcodec.proxy import RealCodecLayer
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
+from dualcodec.video import IMAGE_SUFFIXES
 
 class CropSampler:
     """Random augmented crops from images held in memory (uint8 ``[B,3,c,c]``)."""
