@@ -98,6 +98,9 @@ def _encode(args: argparse.Namespace) -> None:
 
 
 def _decode(args: argparse.Namespace) -> None:
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from tqdm import tqdm
 
     from dualcodec.codec import decode
@@ -109,11 +112,21 @@ def _decode(args: argparse.Namespace) -> None:
     header = video.header
     with atomic_path(destination, is_dir=kind == "dir") as tmp:
         writer = open_writer(kind, tmp, header.width, header.height, video.rate)
-        try:
-            for rgb in tqdm(video.frames, desc="decode", unit="frame", disable=args.quiet, leave=False):
-                writer.write(rgb)
-        finally:
-            writer.close()
+        # Frame n is written (colour conversion, file I/O) while frame n+1 is decoded.
+        pending: deque[Future] = deque()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            try:
+                for rgb in tqdm(video.frames, desc="decode", unit="frame", disable=args.quiet, leave=False):
+                    pending.append(pool.submit(writer.write, rgb))
+                    if len(pending) > 2:
+                        pending.popleft().result()
+                while pending:
+                    pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
+                pool.shutdown(wait=True)
+                writer.close()
 
 
 def _info(args: argparse.Namespace) -> None:

@@ -81,8 +81,12 @@ class SpatiallyVaryingUpsampler(nn.Module):
     def kernel_weights(self, f: torch.Tensor) -> torch.Tensor:
         """Filter weights for every output pixel, in low-resolution layout ``[B, K, s*s, h, w]``."""
         b, _, h, w = f.shape
-        weights = self.head(f).contiguous().view(b, self.num_filters, self.scale * self.scale, h, w)
-        return weights + self.weight_offset.view(1, -1, 1, 1, 1)
+        phases = self.scale * self.scale
+        # The offset rides in the bias, and the 1x1 conv runs on NCHW features: both
+        # save a full pass over the weights at decode time.
+        bias = self.head.bias + self.weight_offset.view(-1, 1).expand(-1, phases).reshape(-1)
+        weights = F.conv2d(f.contiguous(), self.head.weight, bias)
+        return weights.view(b, self.num_filters, phases, h, w)
 
     def candidates(self, x_lr_hat: torch.Tensor) -> torch.Tensor:
         """Every filter applied to every channel, per phase: ``[B, 3, K, s*s, h, w]``."""
