@@ -225,7 +225,8 @@ class LayeredCodec:
                 encoder = BaseEncoder(self.settings, header.base_width, header.base_height, info.rate,
                                       writer.video_codec_context)
                 loop = _ClosedLoop(self.layers, writer, encoder, fmt)
-                total = min(info.frames or max_frames or 0, max_frames or info.frames or 0) or None
+                known = [n for n in (info.frames, max_frames) if n]
+                total = min(known) if known else None
                 with _progress(total, "encode", progress) as bar:
                     for rgb in reader.frames():
                         if max_frames is not None and frames >= max_frames:

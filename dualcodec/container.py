@@ -189,8 +189,6 @@ class ContainerWriter:
         self.output.metadata[METADATA_KEY] = header.to_json()
         self.video = self.output.add_stream(ENCODERS[settings.codec], rate=self.rate)
         self.data = None
-        self.base_bytes = 0
-        self.side_bytes = 0
         self._side_index = 0
         self._audio: dict = {}
         # A dual file holds its packets until a frame needs side data (or enough frames
@@ -206,7 +204,6 @@ class ContainerWriter:
     def mux_base(self, packets: list) -> None:
         for packet in packets:
             packet.stream = self.video
-            self.base_bytes += packet.size
             if self._undecided:
                 self._held_base.append(packet)
             else:
@@ -242,7 +239,6 @@ class ContainerWriter:
         packet.time_base = self.time_base
         packet.duration = 1
         self._side_index += 1
-        self.side_bytes += len(payload)
         self.output.mux(packet)
 
     def add_audio_streams(self, source: Path) -> None:

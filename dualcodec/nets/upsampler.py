@@ -88,11 +88,9 @@ class SpatiallyVaryingUpsampler(nn.Module):
         weights = F.conv2d(f.contiguous(), self.head.weight, bias)
         return weights.view(b, self.num_filters, phases, h, w)
 
-    def candidates(self, x_lr_hat: torch.Tensor) -> torch.Tensor:
-        """Every filter applied to every channel, per phase: ``[B, 3, K, s*s, h, w]``."""
-        return self._candidates(F.pad(x_lr_hat, [self.taps // 2] * 4, mode="replicate"))
-
     def _candidates(self, x_padded: torch.Tensor) -> torch.Tensor:
+        """Every filter applied to every channel of a replicate-padded strip, per phase:
+        ``[B, 3, K, s*s, rows, w]``."""
         b, c = x_padded.shape[:2]
         h, w = x_padded.shape[-2] - self.taps + 1, x_padded.shape[-1] - self.taps + 1
         weight = self.filters.reshape(-1, 1, self.taps, self.taps).repeat(c, 1, 1, 1)
