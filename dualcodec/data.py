@@ -1,0 +1,245 @@
+"""Training data: NVIDIA DALI pipelines over images and frame folders.
+
+A training stream is one DALI pipeline per rank, endless (the reader wraps around
+epochs), yielding uint8 crops::
+
+    files ──readers.file──> encoded bytes ──decoders.image_crop──> crop x crop HWC
+          (shard of this rank,                (decodes only the crop window where
+           shuffled)                           the format allows: JPEG, partly PNG)
+          ──flip (h and v, p=1/2 each)──> rotate by 0/90/180/270 degrees ──> CHW uint8
+
+* **Several crops per decoded image** (``crops_per_image=K``): the image is decoded
+  whole once and ``K`` windows are cut from it, each with its own position, flips and
+  rotation. Large PNGs decode at well under 100 images/s on one core, so ``K > 1`` is
+  what makes them affordable (see ``experiments/bench_data.py``).
+* **Clips** (multi-frame training): items are tuples of ``T`` consecutive frame files
+  from :func:`list_clips`. There is one file reader per frame position, all with the same
+  seed and shard, so they walk the clips in the same order; the ``T`` frames share one
+  crop window, one flip and one rotation, and come out as ``[T, 3, c, c]``.
+* **CPU or GPU**: ``device_id=None`` decodes on the CPU (``decoders.*`` on ``"cpu"``,
+  all operators on the CPU); with a ``device_id`` the decoder runs as ``"mixed"``
+  (nvJPEG on the GPU for JPEG, CPU decoding then upload for PNG) and the crops, flips
+  and rotations run on ``"gpu"`` (DALI places an operator on the device of its input).
+  The same pipeline function builds both.
+* **Sharding**: ``shard_id`` / ``num_shards`` (rank / world size) split the file list.
+  The readers use ``seed`` on every rank, so the shards partition one shuffled order;
+  the augmentations draw from a seed derived from ``(seed, shard_id)``, so ranks differ.
+* **Exact resume**: pipelines are built with ``enable_checkpointing=True``;
+  :meth:`TrainStream.checkpoint` returns DALI's serialized state (reader position,
+  shuffle, every random operator) and a stream built with ``checkpoint=`` that state and
+  the same arguments yields exactly the batches the original would have yielded next.
+
+Items smaller than the crop on either side are skipped, not padded (padding would
+teach the networks flat borders that real frames do not have); none left is an error.
+
+Validation crops (:func:`validation_crops`) are not DALI: a fixed grid of windows over
+each held-out image, decoded with PIL, identical on every call and every machine.
+
+Videos become training data through ``dualcodec frames VIDEO... -o DIR``
+(:func:`write_frames`): PyAV decodes them into ``DIR/<video name>/frame_NNNNNN.png``,
+which :func:`list_clips` turns into clips. DALI's own CPU video reader only handles
+VP8/VP9/MJPEG, hence the detour through PNG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from dualcodec.errors import DualcodecError
+from dualcodec.video import IMAGE_SUFFIXES, PngDirWriter, VideoReader, atomic_path
+
+Clip = tuple[Path, ...]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Every image under ``folder`` (recursively), sorted; other files (e.g. ``.md``) are ignored."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DualcodecError(f"no images found under {folder}")
+    return files
+
+
+def list_clips(folder: Path, length: int) -> list[Clip]:
+    """Every run of ``length`` consecutive frames in the frame folders under ``folder``.
+
+    A frame folder is any folder holding images (``dualcodec frames`` writes one per
+    video); its images, sorted by name, are the frames. Clips start at every frame
+    (they overlap), in sorted folder order, and never span two folders.
+    """
+    if length < 1:
+        raise DualcodecError(f"clip length must be at least 1, got {length}")
+    by_folder: dict[Path, list[Path]] = {}
+    for path in list_images(folder):
+        by_folder.setdefault(path.parent, []).append(path)
+    clips = [tuple(frames[i : i + length]) for frames in by_folder.values() for i in range(len(frames) - length + 1)]
+    if not clips:
+        raise DualcodecError(f"no frame folder under {folder} has {length} frames")
+    return clips
+
+
+def write_frames(video: Path, folder: Path, max_frames: int | None = None) -> int:
+    """Decode ``video`` with PyAV into ``folder/frame_000001.png``, ...; returns the frame count.
+
+    The folder appears only when every frame is written (it replaces an older one).
+    """
+    reader = VideoReader(video)
+    count = 0
+    with atomic_path(folder, is_dir=True) as tmp:
+        writer = PngDirWriter(tmp)
+        for rgb in reader.frames():
+            if max_frames is not None and count >= max_frames:
+                break
+            writer.write(rgb)
+            count += 1
+    return count
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DualcodecError(f"cannot read image {path}: {exc.__class__.__name__}") from None
+
+
+def _large_enough(items: Sequence[Path | Clip], crop: int) -> list[Path | Clip]:
+    """The items whose (first) frame is at least ``crop`` pixels on each side."""
+    sizes: dict[Path, int] = {}  # frames of one folder share a size: read one per folder
+    kept = []
+    for item in items:
+        first = item[0] if isinstance(item, tuple) else Path(item)
+        key = first.parent if isinstance(item, tuple) else first
+        if key not in sizes:
+            sizes[key] = min(_image_size(first))
+        if sizes[key] >= crop:
+            kept.append(item)
+    if not kept:
+        raise DualcodecError(f"no training image is at least {crop} pixels on each side")
+    return kept
+
+
+def _random_window(crop: int) -> dict:
+    """Crop arguments for a ``crop`` x ``crop`` window at a uniformly random position."""
+    from nvidia.dali import fn
+
+    return {"crop": (crop, crop), "crop_pos_x": fn.random.uniform(range=(0.0, 1.0)),
+            "crop_pos_y": fn.random.uniform(range=(0.0, 1.0))}
+
+
+def _augment(x, rotate: bool):
+    """Random horizontal and vertical flips and a random multiple of 90 degrees, one draw per sample.
+
+    For a sequence (``FHWC``) the one draw applies to every frame. The rotation is exact
+    (nearest neighbour at multiples of 90 degrees on a square window).
+    """
+    from nvidia.dali import fn, types
+
+    x = fn.flip(x, horizontal=fn.random.coin_flip(), vertical=fn.random.coin_flip())
+    if rotate:
+        quarter = fn.random.uniform(values=[0.0, 90.0, 180.0, 270.0])
+        x = fn.rotate(x, angle=quarter, interp_type=types.INTERP_NN, keep_size=True)
+    return x
+
+
+class TrainStream:
+    """One rank's endless stream of augmented uint8 crops, from a DALI pipeline.
+
+    ``items`` are image paths (batches ``[batch, 3, crop, crop]``) or clips, tuples of
+    ``T`` frame paths from :func:`list_clips` (batches ``[batch, T, 3, crop, crop]``).
+    Batches are on the CPU, or on ``cuda:device_id`` when ``device_id`` is given.
+    ``crops_per_image`` (images only) cuts that many windows from each decoded image and
+    must divide ``batch``. ``checkpoint`` is a :meth:`checkpoint` of a stream built with
+    the same arguments; the new stream continues exactly where that one stood.
+    """
+
+    def __init__(self, items: Sequence[Path | Clip], crop: int, batch: int, seed: int, *, shard_id: int = 0,
+                 num_shards: int = 1, device_id: int | None = None, rotate: bool = True, crops_per_image: int = 1,
+                 threads: int = 2, checkpoint: bytes | None = None) -> None:
+        from nvidia.dali import fn, types
+        from nvidia.dali.pipeline import Pipeline
+
+        if not items:
+            raise DualcodecError("no training items")
+        clip = len(items[0]) if isinstance(items[0], tuple) else 0
+        if clip and any(not isinstance(item, tuple) or len(item) != clip for item in items):
+            raise DualcodecError(f"every clip must have {clip} frames")
+        if crops_per_image < 1 or batch % crops_per_image:
+            raise DualcodecError(f"crops_per_image ({crops_per_image}) must divide the batch ({batch})")
+        if clip and crops_per_image > 1:
+            raise DualcodecError("crops_per_image applies to images, not clips")
+        if not 0 <= shard_id < num_shards:
+            raise DualcodecError(f"shard_id {shard_id} is not in 0..{num_shards - 1}")
+        items = _large_enough(items, crop)
+        self.shape = (batch, clip, 3, crop, crop) if clip else (batch, 3, crop, crop)
+        self.device = torch.device("cpu") if device_id is None else torch.device("cuda", device_id)
+        # The readers share the seed on every rank (the shards must partition one file order);
+        # the augmentations draw from a seed of their own per rank.
+        rank_seed = int(np.random.SeedSequence([seed, shard_id]).generate_state(1)[0] >> 1)
+
+        decoder = "cpu" if device_id is None else "mixed"
+        if clip:  # one file list per frame position
+            columns = [[str(item[t]) for item in items] for t in range(clip)]
+        else:
+            columns = [[str(path) for path in items]]
+        self.pipe = Pipeline(batch_size=batch // crops_per_image, num_threads=threads, device_id=device_id,
+                             seed=rank_seed, prefetch_queue_depth=2, enable_checkpointing=True, checkpoint=checkpoint)
+        with self.pipe:
+            encoded = [fn.readers.file(files=files, random_shuffle=True, seed=seed, shard_id=shard_id,
+                                       num_shards=num_shards)[0] for files in columns]
+            if crops_per_image == 1:
+                window = _random_window(crop)  # shared by the frames of a clip
+                frames = [fn.decoders.image_crop(data, device=decoder, output_type=types.RGB, **window)
+                          for data in encoded]
+                if clip:
+                    x = fn.transpose(_augment(fn.stack(*frames, axis=0, axis_name="F"), rotate), perm=[0, 3, 1, 2])
+                else:
+                    x = fn.transpose(_augment(frames[0], rotate), perm=[2, 0, 1])
+            else:
+                image = fn.decoders.image(encoded[0], device=decoder, output_type=types.RGB)
+                x = fn.stack(*[fn.transpose(_augment(fn.crop(image, **_random_window(crop)), rotate), perm=[2, 0, 1])
+                               for _ in range(crops_per_image)], axis=0)
+            self.pipe.set_outputs(x)
+        self.pipe.build()
+
+    def next(self) -> torch.Tensor:
+        """The next batch: uint8, ``[batch, 3, crop, crop]`` or ``[batch, T, 3, crop, crop]``."""
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        (out,) = self.pipe.run()
+        out = out.as_tensor()  # [batch / crops_per_image, ...]
+        x = torch.empty(out.shape(), dtype=torch.uint8, device=self.device)
+        stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        return feed_ndarray(out, x, cuda_stream=stream).view(self.shape)
+
+    def checkpoint(self) -> bytes:
+        """DALI's state after the batches returned so far, for ``TrainStream(..., checkpoint=)``."""
+        return self.pipe.checkpoint()
+
+
+def validation_crops(files: Sequence[Path], crop: int, per_image: int) -> torch.Tensor:
+    """Fixed uint8 crops ``[N, 3, crop, crop]``: ``per_image`` windows on a diagonal of each image.
+
+    Window ``k`` of an ``H x W`` image starts at ``((H - crop) k / (n - 1), (W - crop)
+    (n - 1 - k) / (n - 1))``, so the windows run from the top-right corner to the bottom-left one.
+    Images smaller than the crop are skipped, as in training.
+    """
+    from PIL import Image
+
+    out = []
+    for path in _large_enough(list(files), crop):
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+        h, w = rgb.shape[:2]
+        steps = max(per_image - 1, 1)
+        for k in range(per_image):
+            y, x = (h - crop) * k // steps, (w - crop) * (per_image - 1 - k) // steps
+            out.append(rgb[y : y + crop, x : x + crop])
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
