@@ -16,6 +16,7 @@ EPILOG = """examples:
   dualcodec decode clip.mp4 -o clip_decoded.y4m         # lossless output, measure on it
   dualcodec info clip.mp4 --json
   dualcodec train experiments/default_x2.toml --set train.name=try
+  dualcodec frames clip.mp4 other.y4m -o frames/          # PNG frame folders for multi-frame training
 """
 
 
@@ -62,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     inf = sub.add_parser("info", help="describe a dualcodec MP4: header, frames and bytes per layer")
     inf.add_argument("input", type=Path, help="dualcodec .mp4")
     inf.add_argument("--json", action="store_true", help="print JSON")
+
+    fr = sub.add_parser("frames", help="decode videos into PNG frame folders for training",
+                        description="Decode each VIDEO with PyAV into DIR/<video name>/frame_000001.png, ... "
+                        "(lossless RGB): the frame folders that multi-frame training reads as clips.")
+    fr.add_argument("inputs", type=Path, nargs="+", metavar="VIDEO", help="input video (anything FFmpeg reads)")
+    fr.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="output folder (created if missing)")
+    fr.add_argument("--frames", type=int, metavar="N", help="only the first N frames of each video")
+    fr.add_argument("-q", "--quiet", action="store_true", help="no summary")
 
     tr = sub.add_parser("train", help="train a model end to end with DeepSpeed",
                         description="Train a dual-layer model from an experiment file (TOML); the exported "
@@ -164,6 +173,24 @@ def _info(args: argparse.Namespace) -> None:
           f" ({report['bpp']:.4f} bpp)")
 
 
+def _frames(args: argparse.Namespace) -> None:
+    from dualcodec.data import write_frames
+
+    if args.frames is not None and args.frames < 1:
+        raise DualcodecError(f"--frames must be at least 1, got {args.frames}")
+    names = [video.stem for video in args.inputs]
+    for video in args.inputs:
+        if not video.is_file():
+            raise DualcodecError(f"input not found: {video}")
+        if names.count(video.stem) > 1:
+            raise DualcodecError(f"two inputs would share the frame folder {args.output / video.stem}")
+    args.output.mkdir(parents=True, exist_ok=True)
+    for video in args.inputs:
+        count = write_frames(video, args.output / video.stem, args.frames)
+        if not args.quiet:
+            print(f"{args.output / video.stem}: {count} frames", file=sys.stderr)
+
+
 def _train(args: argparse.Namespace) -> None:
     from dualcodec.config import load_experiment
     from dualcodec.train import train
@@ -179,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     # compressai scripts its entropy coder helpers with torch.jit, which torch now flags.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
     args = _parser().parse_args(argv)
-    handlers = {"encode": _encode, "decode": _decode, "info": _info, "train": _train}
+    handlers = {"encode": _encode, "decode": _decode, "info": _info, "frames": _frames, "train": _train}
     try:
         handlers[args.command](args)
     except DualcodecError as exc:
