@@ -1,0 +1,228 @@
+"""dualcodec.data: DALI training streams, exact resume, validation crops, frame folders.
+
+The synthetic images carry their own coordinates (red = column, green = row, blue = image
+number), so a test can tell from a crop alone where it came from and which of the eight
+symmetries of the square was applied to it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dualcodec.cli import main
+from dualcodec.data import TrainStream, list_clips, list_images, validation_crops, write_frames
+from dualcodec.errors import DualcodecError
+from helpers import SHARED_DATA, synthetic_frames, write_y4m
+
+pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+
+
+def _coordinate_image(width: int, height: int, blue: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width]
+    return np.stack([xx, yy, np.full_like(xx, blue)], axis=-1).astype(np.uint8)
+
+
+@pytest.fixture
+def images(tmp_path):
+    """Eight 120x100 coordinate PNGs (blue = 0..7), sorted by name, plus a stray README."""
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(8):
+        Image.fromarray(_coordinate_image(120, 100, i)).save(folder / ("sub" if i >= 4 else "") / f"im{i}.png")
+    (folder / "README.md").write_text("not an image")
+    return list_images(folder)
+
+
+def _symmetry(crop: torch.Tensor) -> tuple[int, ...]:
+    """The 2x2 signed permutation taking (row, column) to (green, red) steps; checks it is a window."""
+    red, green = crop[0].int(), crop[1].int()
+    d = (red[0, 1] - red[0, 0], red[1, 0] - red[0, 0], green[0, 1] - green[0, 0], green[1, 0] - green[0, 0])
+    rows, cols = torch.arange(crop.shape[1])[:, None], torch.arange(crop.shape[2])[None, :]
+    assert torch.equal(red, red[0, 0] + d[0] * cols + d[1] * rows), "not a rigid window of the image"
+    assert torch.equal(green, green[0, 0] + d[2] * cols + d[3] * rows), "not a rigid window of the image"
+    return tuple(int(v) for v in d)
+
+
+def test_list_images_sorted_recursive_and_errors(images, tmp_path):
+    assert [p.name for p in images] == [f"im{i}.png" for i in range(4)] + [f"im{i}.png" for i in range(4, 8)]
+    assert all(p.suffix == ".png" for p in images)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DualcodecError, match="no images"):
+        list_images(tmp_path / "empty")
+
+
+def test_crops_are_windows_with_all_eight_symmetries(images):
+    seen = set()
+    stream = TrainStream(images, 32, 16, seed=0)
+    for _ in range(4):
+        x = stream.next()
+        assert x.shape == (16, 3, 32, 32) and x.dtype == torch.uint8 and x.device.type == "cpu"
+        seen |= {_symmetry(crop) for crop in x}
+    assert len(seen) == 8
+
+
+def test_without_rotation_only_flips(images):
+    seen = set()
+    stream = TrainStream(images, 32, 16, seed=0, rotate=False)
+    for _ in range(4):
+        seen |= {_symmetry(crop) for crop in stream.next()}
+    assert seen == {(1, 0, 0, 1), (-1, 0, 0, 1), (1, 0, 0, -1), (-1, 0, 0, -1)}
+
+
+def test_several_crops_per_image(images):
+    stream = TrainStream(images, 32, 8, seed=0, crops_per_image=4)
+    x = stream.next()
+    assert x.shape == (8, 3, 32, 32)
+    blue = x[:, 2, 0, 0].view(2, 4)
+    assert (blue == blue[:, :1]).all()  # four crops of each decoded image, in a row
+    corners = {(int(c[0].min()), int(c[1].min())) for c in x}
+    assert len(corners) > 2  # at their own positions
+    with pytest.raises(DualcodecError, match="must divide"):
+        TrainStream(images, 32, 6, seed=0, crops_per_image=4)
+
+
+def _batches(stream: TrainStream, n: int) -> list[torch.Tensor]:
+    return [stream.next() for _ in range(n)]
+
+
+@pytest.mark.parametrize("crops_per_image", [1, 2])
+def test_resume_continues_exactly(images, crops_per_image):
+    # 8 images, batches of 6 crops: the 7 batches after the checkpoint cross epochs.
+    kwargs = {"seed": 3, "crops_per_image": crops_per_image}
+    first = TrainStream(images, 24, 6, **kwargs)
+    _batches(first, 3)
+    state = first.checkpoint()
+    expected = _batches(first, 7)
+    resumed = TrainStream(images, 24, 6, checkpoint=state, **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(expected, _batches(resumed, 7)))
+    other = TrainStream(images, 24, 6, seed=4, crops_per_image=crops_per_image)
+    _batches(other, 3)
+    assert not any(torch.equal(a, b) for a, b in zip(expected, _batches(other, 7)))
+
+
+def test_shards_split_the_files(images):
+    for seed in (0, 1):
+        blues = []
+        for shard in range(2):
+            stream = TrainStream(images, 24, 4, seed=seed, shard_id=shard, num_shards=2)
+            blues.append({int(b) for b in stream.next()[:, 2, 0, 0]})  # one batch = this rank's epoch
+        assert blues[0] | blues[1] == set(range(8)) and not blues[0] & blues[1]
+    with pytest.raises(DualcodecError, match="shard_id"):
+        TrainStream(images, 24, 4, seed=0, shard_id=2, num_shards=2)
+
+
+def test_images_smaller_than_the_crop_are_skipped(images, tmp_path):
+    small = tmp_path / "small.png"
+    Image.fromarray(_coordinate_image(40, 30, 99)).save(small)
+    stream = TrainStream(images + [small], 32, 16, seed=0)
+    assert 99 not in {int(b) for _ in range(3) for b in stream.next()[:, 2, 0, 0]}
+    with pytest.raises(DualcodecError, match="at least 64 pixels"):
+        TrainStream([small], 64, 4, seed=0)
+
+
+def _frame_folders(root, lengths):
+    """Frame folders ``v0``, ``v1``... whose frame t carries blue = 10 * folder + t."""
+    for v, length in enumerate(lengths):
+        folder = root / f"v{v}"
+        folder.mkdir(parents=True)
+        for t in range(length):
+            Image.fromarray(_coordinate_image(90, 70, 10 * v + t)).save(folder / f"frame_{t + 1:06d}.png")
+    return root
+
+
+def test_list_clips(tmp_path):
+    root = _frame_folders(tmp_path / "frames", [5, 3, 1])
+    clips = list_clips(root, 3)
+    assert len(clips) == 3 + 1
+    assert [p.name for p in clips[1]] == ["frame_000002.png", "frame_000003.png", "frame_000004.png"]
+    assert clips[-1][0].parent.name == "v1"
+    assert len(list_clips(root, 1)) == 9
+    with pytest.raises(DualcodecError, match="has 6 frames"):
+        list_clips(root, 6)
+
+
+def test_clip_frames_share_crop_flip_and_rotation(tmp_path):
+    clips = list_clips(_frame_folders(tmp_path / "frames", [6, 4]), 3)
+    stream = TrainStream(clips, 32, 8, seed=0)
+    seen = set()
+    for _ in range(3):
+        x = stream.next()
+        assert x.shape == (8, 3, 3, 32, 32)
+        for clip in x:
+            assert torch.equal(clip[:, :2], clip[:1, :2].expand(3, -1, -1, -1))  # same window, same symmetry
+            blue = clip[:, 2, 0, 0].int()
+            assert torch.equal(blue - blue[0], torch.arange(3, dtype=torch.int32))  # consecutive frames
+            assert int(blue[0]) in {0, 1, 2, 3, 10, 11}  # a real clip start
+            seen.add(_symmetry(clip[0]))
+    assert len(seen) >= 6
+    with pytest.raises(DualcodecError, match="frames"):
+        TrainStream([clips[0], clips[0][:2]], 32, 8, seed=0)
+
+
+def test_clip_resume_continues_exactly(tmp_path):
+    clips = list_clips(_frame_folders(tmp_path / "frames", [6, 4]), 2)
+    first = TrainStream(clips, 24, 4, seed=1)
+    _batches(first, 2)
+    state = first.checkpoint()
+    expected = _batches(first, 4)
+    resumed = TrainStream(clips, 24, 4, seed=1, checkpoint=state)
+    assert all(torch.equal(a, b) for a, b in zip(expected, _batches(resumed, 4)))
+
+
+def test_validation_crops_are_fixed_windows(images):
+    x = validation_crops(images[:3], 32, 4)
+    assert x.shape == (12, 3, 32, 32) and x.dtype == torch.uint8
+    assert torch.equal(x, validation_crops(images[:3], 32, 4))
+    assert {_symmetry(crop) for crop in x} == {(1, 0, 0, 1)}  # no augmentation
+    corners = [(int(c[0, 0, 0]), int(c[1, 0, 0])) for c in x[:4]]
+    assert corners == [(88, 0), (58, 22), (29, 45), (0, 68)]  # top-right to bottom-left
+    assert x[:, 2, 0, 0].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_write_frames_is_lossless(tmp_path):
+    frames = synthetic_frames(48, 32, 4)
+    video = write_y4m(tmp_path / "clip.y4m", frames)
+    assert write_frames(video, tmp_path / "clip", max_frames=3) == 3
+    written = sorted((tmp_path / "clip").iterdir())
+    assert [p.name for p in written] == ["frame_000001.png", "frame_000002.png", "frame_000003.png"]
+    for frame, path in zip(frames, written):
+        assert np.array_equal(np.asarray(Image.open(path)), frame)
+
+
+def test_frames_command(tmp_path, capsys):
+    a = write_y4m(tmp_path / "a.y4m", synthetic_frames(48, 32, 3))
+    (tmp_path / "other").mkdir()
+    b = write_y4m(tmp_path / "other" / "b.y4m", synthetic_frames(40, 24, 2))
+    assert main(["frames", str(a), str(b), "-o", str(tmp_path / "frames")]) == 0
+    assert "a: 3 frames" in capsys.readouterr().err
+    assert len(list_clips(tmp_path / "frames", 2)) == 2 + 1
+    dup = write_y4m(tmp_path / "other" / "a.y4m", synthetic_frames(40, 24, 2))
+    assert main(["frames", str(a), str(dup), "-o", str(tmp_path / "again")]) == 1
+    assert "share the frame folder" in capsys.readouterr().err
+    assert main(["frames", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "none")]) == 1
+    assert not (tmp_path / "again").exists() and not (tmp_path / "none").exists()
+
+
+def test_shared_training_images():
+    folder = SHARED_DATA / "images" / "train"
+    if not folder.is_dir():
+        pytest.skip(f"shared training images not available: {folder} (expected ../shared/data beside the repo)")
+    files = list_images(folder)
+    assert not any(p.suffix == ".md" for p in files)
+    jpegs = [p for p in files if p.suffix == ".jpg"][:6]
+    pngs = [p for p in files if "bsd68" in p.parts][:6]
+    for items, kwargs in ((jpegs, {}), (pngs, {"crops_per_image": 4})):
+        x = TrainStream(items, 64, 8, seed=0, **kwargs).next()
+        assert x.shape == (8, 3, 64, 64) and 20 < x.float().mean() < 235
+    assert validation_crops(files[:2], 128, 4).shape == (8, 3, 128, 128)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (DALI's mixed decoder)")
+def test_gpu_stream(images):
+    x = TrainStream(images, 32, 8, seed=0, device_id=0).next()
+    assert x.shape == (8, 3, 32, 32) and x.device.type == "cuda"
+    for crop in x.cpu():
+        _symmetry(crop)
