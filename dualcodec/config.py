@@ -1,9 +1,11 @@
 """Configuration: frozen dataclasses with the defaults, stated once.
 
 An experiment file (TOML) states only what differs from these defaults, in the
-sections ``[model]``, ``[base]``, ``[loss]``, ``[data]`` and ``[train]``. Unknown
-sections or keys are errors. Batch size, optimizer, learning-rate schedule and
-precision belong to the DeepSpeed JSON that ``[train] deepspeed`` names.
+sections ``[model]``, ``[base]``, ``[loss]``, ``[data]``, ``[schedule]`` and ``[train]``;
+``extends = "other.toml"`` (relative path) starts from another experiment file. Unknown
+sections or keys are errors. The experiment owns the batch size and the
+learning-rate schedule; the DeepSpeed JSON that ``[train] deepspeed`` names owns
+precision, gradient clipping and ZeRO (and must not set batch, optimizer or scheduler).
 """
 
 from __future__ import annotations
@@ -76,22 +78,53 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    train_dir: str = "../shared/data/images/train"
-    crop: int = 128
+    train_dir: str = "../shared/data/images/train"  # images, or frame folders (``dualcodec frames``) for clips
+    rotate: bool = True  # random 90-degree rotations (flips are always on)
+    crops_per_image: int = 8  # crops cut from each decoded training image (must divide the rank's batch)
     val_images: int = 8  # the first N images (sorted) are held out for validation
+    val_crop: int = 128
     val_crops: int = 4  # fixed crops per validation image
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Steps, batch and learning rate; see :mod:`dualcodec.schedule` for the maths."""
+
+    steps: int = 6000
+    batch: int = 16  # global: summed over ranks
+    lr: float = 5e-4  # at reference_batch; scaled linearly with batch
+    reference_batch: int = 16
+    warmup: int = 200
+    crops: tuple[int, ...] = (128,)  # spatial cycle, small to large
+    crop_fractions: tuple[float, ...] = (1.0,)
+    clips: tuple[int, ...] = (1,)  # temporal cycle inside each spatial stage
+    clip_fractions: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        for names in (("crops", "crop_fractions"), ("clips", "clip_fractions")):
+            values, fractions = (getattr(self, n) for n in names)
+            if not values or len(values) != len(fractions):
+                raise DualcodecError(f"schedule.{names[0]} and schedule.{names[1]} need the same, non-zero length")
+            if any(f <= 0 for f in fractions):
+                raise DualcodecError(f"schedule.{names[1]} must be positive, got {list(fractions)}")
+        if any(c < 16 or c % 4 for c in self.crops):
+            raise DualcodecError(f"schedule.crops must be multiples of 4, at least 16, got {list(self.crops)}")
+        if min(self.steps, self.batch, self.reference_batch, min(self.clips)) < 1 or self.warmup < 0:
+            raise DualcodecError("schedule.steps, batch, reference_batch and clips must be positive")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     name: str = "run"
     deepspeed: str = "ds_cpu.json"  # relative to the experiment file
-    steps: int = 2000
     val_every: int = 250
+    patience: int = 0  # stop after this many validations without a better loss (0: never)
+    checkpoint_every: int = 500  # plus one at every validation that improves the loss
     log_every: int = 10
     seed: int = 0
     out_dir: str = "runs"
     val_qp: int = 32
+    images_every: int = 1  # sample images to TensorBoard every N validations (0: never)
 
 
 @dataclass(frozen=True)
@@ -100,10 +133,16 @@ class Experiment:
     base: BaseConfig = field(default_factory=BaseConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    if typing.get_origin(annotation) is tuple:  # tuple[T, ...] from a TOML array
+        if not isinstance(value, (list, tuple)):
+            raise DualcodecError(f"{where} must be a list, got {value!r}")
+        item = typing.get_args(annotation)[0]
+        return tuple(_coerce(v, item.__name__, f"{where}[{i}]") for i, v in enumerate(value))
     kind = {"int": int, "float": float, "str": str, "bool": bool}.get(annotation, annotation)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -147,15 +186,35 @@ def _set_dotted(tree: dict[str, Any], assignment: str) -> None:
     tree.setdefault(section, {})[name] = value
 
 
-def load_experiment(path: Path, overrides: list[str] = ()) -> Experiment:
-    """Read an experiment file and ``section.key=value`` overrides into an :class:`Experiment`."""
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def _read_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A TOML experiment tree; ``extends = "other.toml"`` starts from another file's tree."""
     path = Path(path)
+    if path.resolve() in seen:
+        raise DualcodecError(f"{path} extends itself through {' -> '.join(p.name for p in seen)}")
     try:
         tree = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise DualcodecError(f"experiment file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise DualcodecError(f"{path} is not valid TOML: {exc}") from None
+    parent = tree.pop("extends", None)
+    if parent is None:
+        return tree
+    if not isinstance(parent, str):
+        raise DualcodecError(f"{path}: extends must be a file name, got {parent!r}")
+    return _merge(_read_tree(path.parent / parent, seen + (path.resolve(),)), tree)
+
+
+def load_experiment(path: Path, overrides: list[str] = ()) -> Experiment:
+    """Read an experiment file and ``section.key=value`` overrides into an :class:`Experiment`."""
+    tree = _read_tree(Path(path))
     for assignment in overrides:
         _set_dotted(tree, assignment)
     return dataclass_from_dict(Experiment, tree, "experiment")

@@ -118,7 +118,10 @@ class DualLayerModel(CompressionModel):
         base = base_layer(x_lr)
         if self.has_side_stream:
             y = self._analysis(x, base.x_lr_hat)
-            y_hat, likelihoods = self.entropy_bottleneck(y)
+            # Under bf16/fp16 autocast the entropy model still quantises and computes
+            # likelihoods in fp32: its CDFs must match the coder's bit for bit.
+            with torch.autocast(y.device.type, enabled=False):
+                y_hat, likelihoods = self.entropy_bottleneck(y.float())
             side_bits = -torch.log2(likelihoods.float()).sum(dim=(1, 2, 3))
         else:
             y_hat, side_bits = None, x.new_zeros(x.shape[0], dtype=torch.float32)

@@ -1,20 +1,33 @@
 """End-to-end training with DeepSpeed, the real base codec in the loop.
 
-``dualcodec train EXPERIMENT.toml`` builds the model from ``[model]``, draws random
-crops (with flips and 90-degree rotations) from ``[data] train_dir``, and minimises
+``dualcodec train EXPERIMENT.toml`` builds the model from ``[model]``, streams augmented
+crops (random crop, flips, 90-degree rotations; :mod:`dualcodec.data`, NVIDIA DALI)
+from ``[data] train_dir`` and minimises
 
     loss = D(x, x_hat) + lmbda(qp) * (side_bits + base_bits) / pixels + aux_loss
 
-where ``qp`` is drawn per step from ``[base] qp_min..qp_max``. ``base_bits`` is the
-real encoder's bits with the gradient of the rho-domain estimate (:mod:`dualcodec.proxy`);
-``aux_loss`` trains the entropy model's quantiles (their own parameter group, no weight
-decay). The DeepSpeed JSON owns the batch size, optimizer, schedule (and so the number
-of steps) and precision. The run folder holds the resolved experiment, the DeepSpeed
-JSON, a JSON-lines log and ``model.pt``, exported at the best validation loss.
+where ``qp`` is drawn per step from ``[base] qp_min..qp_max`` (the same on every rank).
+``base_bits`` is the real encoder's bits with the gradient of the rho-domain estimate
+(:mod:`dualcodec.proxy`); ``aux_loss`` trains the entropy model's quantiles.
+
+The crop size, clip length, batch and learning rate follow ``[schedule]``
+(:mod:`dualcodec.schedule`: multigrid stages, linear scaling, warm-up, restarts). The
+DeepSpeed JSON owns precision, gradient clipping and ZeRO.
+
+Distributed: launched by ``deepspeed`` (or any launcher that sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), each rank reads its
+own shard; DeepSpeed averages gradients. Training statistics are all-reduced before
+rank 0 logs them; only rank 0 writes the log, TensorBoard and the exported model.
+
+The run folder ``out_dir/name`` holds ``experiment.json``, ``deepspeed.json``,
+``log.jsonl``, ``tensorboard/``, ``checkpoints/`` (DeepSpeed checkpoints every
+``checkpoint_every`` steps and at each better validation loss, with each rank's data
+and random state) and ``model.pt``, exported at the best validation loss.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -29,55 +42,13 @@ from dualcodec.config import Experiment
 from dualcodec.errors import DualcodecError
 from dualcodec.model import DualLayerModel, lmbda_at, save_model
 from dualcodec.proxy import RealCodecLayer
-from dualcodec.video import IMAGE_SUFFIXES
+from dualcodec.schedule import Plan, Stage, make_plan
 
-class CropSampler:
-    """Random augmented crops from images held in memory (uint8 ``[B,3,c,c]``)."""
-
-    def __init__(self, images: list[np.ndarray], crop: int, seed: int) -> None:
-        self.images = [im for im in images if min(im.shape[:2]) >= crop]
-        if not self.images:
-            raise DualcodecError(f"no training image is at least {crop} pixels on each side")
-        self.crop = crop
-        self.rng = np.random.default_rng(seed)
-
-    def batch(self, size: int) -> torch.Tensor:
-        out = np.empty((size, self.crop, self.crop, 3), dtype=np.uint8)
-        for i in range(size):
-            im = self.images[self.rng.integers(len(self.images))]
-            y = self.rng.integers(im.shape[0] - self.crop + 1)
-            x = self.rng.integers(im.shape[1] - self.crop + 1)
-            patch = im[y : y + self.crop, x : x + self.crop]
-            if self.rng.random() < 0.5:
-                patch = patch[:, ::-1]
-            if self.rng.random() < 0.5:
-                patch = patch[::-1]
-            out[i] = np.rot90(patch, self.rng.integers(4))
-        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+_OWNED_BY_EXPERIMENT = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+                        "optimizer", "scheduler")
 
 
-def fixed_crops(images: list[np.ndarray], crop: int, per_image: int) -> torch.Tensor:
-    """The same validation crops every time: a regular grid over each image."""
-    out = []
-    for im in images:
-        h, w = im.shape[:2]
-        for k in range(per_image):
-            y = (h - crop) * k // max(per_image - 1, 1)
-            x = (w - crop) * (per_image - 1 - k) // max(per_image - 1, 1)
-            out.append(im[y : y + crop, x : x + crop])
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
-
-
-def load_images(folder: Path) -> list[np.ndarray]:
-    from PIL import Image
-
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DualcodecError(f"no training images found under {folder}")
-    return [np.asarray(Image.open(p).convert("RGB")) for p in files]
-
-
-@dataclass
+@dataclass(frozen=True)
 class StepStats:
     loss: float
     distortion: float
@@ -110,90 +81,317 @@ def _loss(model_out, x: torch.Tensor, exp: Experiment, qp: int, step: int | None
     return loss, stats
 
 
-def _single_process_env() -> None:
-    """Without a launcher, DeepSpeed looks for MPI; describe a one-process world instead."""
-    if "MASTER_PORT" not in os.environ:
-        with socket.socket() as probe:  # a free port, so several runs can share a machine
-            probe.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
-    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
-        os.environ.setdefault(key, value)
+@dataclass(frozen=True)
+class World:
+    rank: int
+    size: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
 
-def train(exp: Experiment, experiment_path: Path, progress: bool = True) -> Path:
-    """Run one experiment; returns the path of the exported model file."""
+def _world() -> World:
+    """The launcher's world, or a one-process world (without one, DeepSpeed looks for MPI)."""
+    if "RANK" not in os.environ:
+        if "MASTER_PORT" not in os.environ:
+            with socket.socket() as probe:  # a free port, so several runs can share a machine
+                probe.bind(("127.0.0.1", 0))
+                os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
+        for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
+            os.environ.setdefault(key, value)
+    return World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+
+
+def deepspeed_config(exp: Experiment, experiment_path: Path, world: World) -> dict:
+    """The DeepSpeed JSON named by the experiment, with the experiment's batch filled in."""
+    path = Path(experiment_path).parent / exp.train.deepspeed
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DualcodecError(f"DeepSpeed config not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise DualcodecError(f"{path} is not valid JSON: {exc}") from None
+    clash = [key for key in _OWNED_BY_EXPERIMENT if key in config]
+    if clash:
+        raise DualcodecError(f"{path} sets {', '.join(clash)}: batch, optimizer and schedule belong to the "
+                             "experiment's [schedule] section")
+    if exp.schedule.batch % world.size:
+        raise DualcodecError(f"schedule.batch={exp.schedule.batch} does not split over {world.size} ranks")
+    config.update(train_batch_size=exp.schedule.batch, train_micro_batch_size_per_gpu=exp.schedule.batch // world.size,
+                  gradient_accumulation_steps=1)
+    config.setdefault("steps_per_print", 10**9)
+    return config
+
+
+def config_fingerprint(exp: Experiment, ds_config: dict) -> str:
+    """What a checkpoint may resume under: everything but where the run folder lives."""
+    tree = asdict(exp)
+    del tree["train"]["out_dir"]
+    blob = json.dumps({"experiment": tree, "deepspeed": ds_config}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _all_reduce_mean(values: np.ndarray, world: World) -> np.ndarray:
+    if world.size == 1:
+        return values
+    import torch.distributed as dist
+
+    tensor = torch.from_numpy(np.asarray(values, dtype=np.float64))
+    dist.all_reduce(tensor)
+    return tensor.numpy() / world.size
+
+
+class RunLog:
+    """Rank 0's JSON-lines log and TensorBoard writer; other ranks hold a silent one."""
+
+    def __init__(self, run_dir: Path, world: World, start_step: int) -> None:
+        self.active = world.is_main
+        if not self.active:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        path = run_dir / "log.jsonl"
+        if path.exists():  # a resumed run forgets what happened after its checkpoint
+            kept = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= start_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        self.file = path.open("a")
+        self.board = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
+
+    def record(self, step: int, entry: dict, scalars: dict[str, float]) -> None:
+        if not self.active:
+            return
+        self.file.write(json.dumps({"step": step, **entry}) + "\n")
+        self.file.flush()
+        for key, value in scalars.items():
+            self.board.add_scalar(key, value, step)
+
+    def images(self, step: int, tag: str, grid: torch.Tensor) -> None:
+        if self.active:
+            self.board.add_image(tag, grid, step)
+
+    def close(self) -> None:
+        if self.active:
+            self.file.close()
+            self.board.close()
+
+
+@dataclass
+class RunState:
+    """What a checkpoint carries besides DeepSpeed's model, optimizer and scheduler state."""
+
+    step: int = 0  # steps completed
+    elapsed: float = 0.0  # training seconds before this process
+    best: float = float("inf")
+    stale: int = 0  # validations since the best one
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_path: Path  # exported at the best validation loss (written by rank 0)
+    steps: int  # steps completed
+    best_loss: float
+    early_stop: bool
+    model: DualLayerModel  # this rank's trained model, as it stands after the last step
+
+
+def _checkpoint_paths(run_dir: Path) -> tuple[Path, Path]:
+    return run_dir / "checkpoints", run_dir / "checkpoints" / "latest"
+
+
+def train(exp: Experiment, experiment_path: Path, progress: bool = True, resume: bool = False) -> TrainResult:
+    """Run (or resume) one experiment."""
     import deepspeed
     from tqdm import tqdm
 
-    base_dir = Path(experiment_path).parent
-    ds_path = base_dir / exp.train.deepspeed
-    try:
-        ds_config = json.loads(ds_path.read_text())
-    except FileNotFoundError:
-        raise DualcodecError(f"DeepSpeed config not found: {ds_path}") from None
-    steps = int(ds_config["scheduler"]["params"]["total_num_steps"])
+    from dualcodec.data import list_images, validation_crops
 
+    world = _world()
+    ds_config = deepspeed_config(exp, experiment_path, world)
+    fingerprint = config_fingerprint(exp, ds_config)
+    plan = make_plan(exp.schedule)
     run_dir = Path(exp.train.out_dir) / exp.train.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "experiment.json").write_text(json.dumps(asdict(exp), indent=2))
-    (run_dir / "deepspeed.json").write_text(json.dumps(ds_config, indent=2))
+    ckpt_dir, latest = _checkpoint_paths(run_dir)
+    if resume and not latest.exists():
+        raise DualcodecError(f"nothing to resume: no checkpoint in {ckpt_dir}")
+    if not resume and latest.exists():
+        raise DualcodecError(f"{run_dir} already holds a run; pass --resume to continue it or set another train.name")
+    if resume:
+        saved = json.loads((run_dir / "experiment.json").read_text()).get("fingerprint")
+        if saved != fingerprint:
+            raise DualcodecError(f"{run_dir} was trained under another configuration (fingerprint {saved}, now "
+                                 f"{fingerprint}); start a new run instead of resuming")
 
-    torch.manual_seed(exp.train.seed)
-    images = load_images(Path(exp.data.train_dir))
-    if len(images) <= exp.data.val_images:
+    files = list_images(Path(exp.data.train_dir))
+    if len(files) <= exp.data.val_images:
         raise DualcodecError(f"need more than {exp.data.val_images} images in {exp.data.train_dir}")
-    val_x = fixed_crops(images[: exp.data.val_images], exp.data.crop, exp.data.val_crops)
-    sampler = CropSampler(images[exp.data.val_images :], exp.data.crop, exp.train.seed)
-    qp_rng = np.random.default_rng(exp.train.seed + 1)
+    val_files, train_files = files[: exp.data.val_images], files[exp.data.val_images :]
+    val_x = validation_crops(val_files, exp.data.val_crop, exp.data.val_crops)
 
-    _single_process_env()
+    torch.manual_seed(exp.train.seed)  # identical initial weights on every rank
     model = DualLayerModel(exp.model)
     aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     groups = [{"params": main}] + ([{"params": aux, "weight_decay": 0.0}] if aux else [])
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
-    batch = engine.train_micro_batch_size_per_gpu()
+    optimizer = torch.optim.Adam(groups, lr=plan.peak_lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: plan.lr_at(step) / plan.peak_lr)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
 
-    log = (run_dir / "log.jsonl").open("a")
-    best = float("inf")
+    state = RunState()
+    qp_rng = np.random.default_rng(exp.train.seed + 1)
+    stream_state: str | None = None
+    if resume:
+        _, client = engine.load_checkpoint(str(ckpt_dir))
+        state = RunState(**client["run"])
+        own = torch.load(ckpt_dir / latest.read_text().strip() / f"rank{world.rank}.pt", weights_only=False)
+        qp_rng.bit_generator.state = own["qp_rng"]
+        torch.set_rng_state(own["torch_rng"])
+        # At a stage boundary the next step starts a fresh stream, as it would have.
+        stream_state = own["stream"] if own["stage"] == plan.stage_at(state.step).index else None
+    elif world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "experiment.json").write_text(json.dumps({**asdict(exp), "fingerprint": fingerprint}, indent=2))
+        (run_dir / "deepspeed.json").write_text(json.dumps(ds_config, indent=2))
+        print(f"{exp.train.name}: {world.size} rank{'s' if world.size > 1 else ''}, global batch "
+              f"{exp.schedule.batch}; {plan.describe()}", flush=True)
+
+    log = RunLog(run_dir, world, state.step)
+    runner = _Runner(exp, plan, world, engine, model, aux_loss=bool(aux), train_files=train_files)
     model_path = run_dir / "model.pt"
-    start = time.time()
-    bar = tqdm(range(1, steps + 1), desc=exp.train.name, disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        engine.train()
-        qp = int(qp_rng.integers(exp.base.qp_min, exp.base.qp_max + 1))
-        x = sampler.batch(batch).to(engine.device)
-        out = engine(x, RealCodecLayer(exp.base.codec, exp.base.preset, qp))
-        loss, stats = _loss(out, x, exp, qp, step)
-        aux_loss = model.aux_loss() if aux else 0.0
-        engine.backward(loss + aux_loss)
-        engine.step()
-        if step % exp.train.log_every == 0:
-            bar.set_postfix(loss=f"{stats.loss:.4f}", psnr=f"{stats.psnr:.2f}", side=f"{stats.side_bpp:.3f}")
-            log.write(json.dumps({"step": step, "time": time.time() - start, "qp": qp, "lr": engine.get_lr()[0],
-                                  "train": asdict(stats)}) + "\n")
-        if step % exp.train.val_every == 0 or step == steps:
-            val = validate(model, val_x, exp)
-            log.write(json.dumps({"step": step, "time": time.time() - start, "val": asdict(val)}) + "\n")
-            log.flush()
-            if val.loss < best:
-                best = val.loss
-                save_model(model, exp.model, exp.train.name, model_path, exp.loss.lmbda)
-                model.train()
-    log.close()
-    return model_path
+    bar = tqdm(total=plan.total, initial=state.step, desc=exp.train.name, disable=not (progress and world.is_main),
+               dynamic_ncols=True)
+    begin = time.time() - state.elapsed
+    window: list[np.ndarray] = []
+    window_start, window_images = time.time(), 0
+    stop = False
+    try:
+        while state.step < plan.total:
+            stage = plan.stage_at(state.step)
+            stream = runner.stream_for(stage, stream_state)
+            stream_state = None
+            qp = int(qp_rng.integers(exp.base.qp_min, exp.base.qp_max + 1))
+            stats = runner.step(stream.next(), qp, state.step)
+            state.step += 1
+            bar.update(1)
+            window.append(np.array([getattr(stats, k) for k in StepStats.__dataclass_fields__]))
+            window_images += exp.schedule.batch * stage.clip
+            if state.step % exp.train.log_every == 0:
+                mean = StepStats(*_all_reduce_mean(np.mean(window, axis=0), world))
+                rate = window_images / (time.time() - window_start)
+                bar.set_postfix(loss=f"{mean.loss:.4f}", psnr=f"{mean.psnr:.2f}", lr=f"{engine.get_lr()[0]:.2e}")
+                log.record(state.step, {"time": time.time() - begin, "qp": qp, "lr": engine.get_lr()[0],
+                                        "crop": stage.crop, "clip": stage.clip, "images_per_second": rate,
+                                        "train": asdict(mean)},
+                           {**{f"train/{k}": v for k, v in asdict(mean).items()}, "lr": engine.get_lr()[0],
+                            "images_per_second": rate})
+                window, window_start, window_images = [], time.time(), 0
+            improved = stop = False
+            if state.step % exp.train.val_every == 0 or state.step == plan.total:
+                val = runner.validate(val_x)
+                log.record(state.step, {"time": time.time() - begin, "val": asdict(val)},
+                           {f"val/{k}": v for k, v in asdict(val).items()})
+                validations = state.step // exp.train.val_every
+                if world.is_main and exp.train.images_every and validations % exp.train.images_every == 0:
+                    log.images(state.step, "val/original | bicubic | dualcodec", runner.samples(val_x[:4]))
+                improved = val.loss < state.best
+                state.best, state.stale = (val.loss, 0) if improved else (state.best, state.stale + 1)
+                if improved and world.is_main:
+                    save_model(model, exp.model, exp.train.name, model_path, exp.loss.lmbda)
+                stop = exp.train.patience > 0 and state.stale >= exp.train.patience
+            if improved or stop or state.step % exp.train.checkpoint_every == 0 or state.step == plan.total:
+                state.elapsed = time.time() - begin
+                runner.save_checkpoint(ckpt_dir, state, stream, qp_rng)
+            if stop:
+                log.record(state.step, {"time": time.time() - begin, "early_stop": {"best": state.best,
+                                                                                     "patience": exp.train.patience}}, {})
+                if world.is_main:
+                    print(f"{exp.train.name}: early stop at step {state.step}: no better validation loss in "
+                          f"{exp.train.patience} validations (best {state.best:.5f})", flush=True)
+                break
+    finally:
+        bar.close()
+        log.close()
+    return TrainResult(model_path, state.step, state.best, stop, model)
 
 
-@torch.no_grad()
-def validate(model: DualLayerModel, val_x: torch.Tensor, exp: Experiment) -> StepStats:
-    """Loss on the fixed validation crops at ``[train] val_qp``, real codec, no augmentation."""
-    model.eval()
-    totals = np.zeros(5)
-    chunks = val_x.split(16)
-    device = next(model.parameters()).device
-    for x in chunks:
-        x = x.to(device)
-        out = model(x, RealCodecLayer(exp.base.codec, exp.base.preset, exp.train.val_qp))
-        _, stats = _loss(out, x, exp, exp.train.val_qp)
-        totals += np.array([stats.loss, stats.distortion, stats.side_bpp, stats.base_bpp, stats.psnr])
-    return StepStats(*(totals / len(chunks)))
+class _Runner:
+    """One rank's model, engine and data stream: the steps, validation and checkpoints."""
+
+    def __init__(self, exp: Experiment, plan: Plan, world: World, engine, model: DualLayerModel, aux_loss: bool,
+                 train_files: list[Path]) -> None:
+        self.exp, self.plan, self.world, self.engine, self.model = exp, plan, world, engine, model
+        self.aux_loss = aux_loss
+        self.train_files = train_files
+        self.stage: Stage | None = None
+        self.stream = None
+
+    def stream_for(self, stage: Stage, checkpoint: str | None):
+        """The data stream of ``stage``; rebuilt (or restored from ``checkpoint``) when the stage changes."""
+        if stage != self.stage or checkpoint is not None:
+            from dualcodec.data import TrainStream, list_clips
+
+            clips = stage.clip > 1
+            items = list_clips(Path(self.exp.data.train_dir), stage.clip) if clips else self.train_files
+            self.stream = TrainStream(
+                items, stage.crop, self.exp.schedule.batch // self.world.size, seed=self.exp.train.seed + stage.index,
+                shard_id=self.world.rank, num_shards=self.world.size, device_id=self._device_id(),
+                rotate=self.exp.data.rotate, crops_per_image=1 if clips else self.exp.data.crops_per_image,
+                checkpoint=checkpoint)
+            self.stage = stage
+        return self.stream
+
+    def _device_id(self) -> int | None:
+        return self.engine.device.index if self.engine.device.type == "cuda" else None
+
+    def step(self, x: torch.Tensor, qp: int, step: int) -> StepStats:
+        self.engine.train()
+        if x.dim() == 5:  # clips: the model codes each frame as a picture
+            x = x.flatten(0, 1)
+        x = x.to(self.engine.device)
+        out = self.engine(x, RealCodecLayer(self.exp.base.codec, self.exp.base.preset, qp))
+        loss, stats = _loss(out, x, self.exp, qp, step)
+        aux = self.model.aux_loss() if self.aux_loss else 0.0
+        self.engine.backward(loss + aux)
+        self.engine.step()
+        return stats
+
+    @torch.no_grad()
+    def validate(self, val_x: torch.Tensor) -> StepStats:
+        """Loss on the fixed validation crops at ``[train] val_qp``, shared among the ranks."""
+        self.model.eval()
+        mine = val_x[self.world.rank :: self.world.size]
+        totals = np.zeros(len(StepStats.__dataclass_fields__) + 1)
+        for x in mine.split(16):
+            x = x.to(self.engine.device)
+            out = self.engine(x, RealCodecLayer(self.exp.base.codec, self.exp.base.preset, self.exp.train.val_qp))
+            _, stats = _loss(out, x, self.exp, self.exp.train.val_qp)
+            totals += len(x) * np.array([*asdict(stats).values(), 1.0])
+        totals = _all_reduce_mean(totals, self.world)
+        self.model.train()
+        return StepStats(*(totals[:-1] / totals[-1]))
+
+    @torch.no_grad()
+    def samples(self, x: torch.Tensor) -> torch.Tensor:
+        """An image grid, one row per crop: original, bicubic baseline, dualcodec (all at ``val_qp``)."""
+        from torchvision.utils import make_grid
+
+        from dualcodec.nets.common import bicubic_down, bicubic_up
+
+        self.model.eval()
+        x = x.to(self.engine.device)
+        base = RealCodecLayer(self.exp.base.codec, self.exp.base.preset, self.exp.train.val_qp)
+        scale = self.exp.model.scale
+        bicubic = bicubic_up(base(bicubic_down(x.float() / 255.0, scale)).x_lr_hat, scale)
+        ours = self.engine(x, base).x_hat.float()
+        self.model.train()
+        rows = torch.stack([x.float() / 255.0, bicubic.float(), ours], dim=1).flatten(0, 1)
+        return make_grid(rows.clamp(0, 1), nrow=3, padding=2)
+
+    def save_checkpoint(self, ckpt_dir: Path, state: RunState, stream, qp_rng: np.random.Generator) -> None:
+        tag = f"step{state.step:07d}"
+        # Each rank's data position and random state first: DeepSpeed writes ``latest``
+        # last, so a process killed in between resumes from the previous checkpoint.
+        (ckpt_dir / tag).mkdir(parents=True, exist_ok=True)
+        torch.save({"stage": self.stage.index, "stream": stream.checkpoint(), "qp_rng": qp_rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state()}, ckpt_dir / tag / f"rank{self.world.rank}.pt")
+        self.engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"run": asdict(state)})

@@ -62,10 +62,12 @@ def test_unknown_section_is_rejected_and_named(tmp_path):
         ("[model]\nup_width = true\n", "model.up_width"),  # bool is not an int here
         ('[loss]\nlmbda = "small"\n', "loss.lmbda"),
         ("[train]\nname = 3\n", "train.name"),
+        ("[schedule]\ncrops = 64\n", "schedule.crops"),
+        ('[schedule]\ncrops = [64, "128"]\n', r"schedule.crops[1]"),
     ],
 )
 def test_wrong_type_is_rejected(tmp_path, text, where):
-    with pytest.raises(DualcodecError, match=where.replace(".", r"\.")):
+    with pytest.raises(DualcodecError, match=where.replace(".", r"\.").replace("[", r"\[")):
         load_experiment(_write(tmp_path, text))
 
 
@@ -95,11 +97,13 @@ def test_invalid_values_are_rejected(tmp_path, text, match):
 
 def test_set_overrides(tmp_path):
     path = _write(tmp_path, "[loss]\nlmbda = 0.1\n[train]\nname = \"a\"\n")
-    exp = load_experiment(path, ["loss.lmbda=0.5", "train.name=try", "model.side_stream=false", "train.steps=7"])
+    exp = load_experiment(path, ["loss.lmbda=0.5", "train.name=try", "model.side_stream=false", "schedule.steps=7",
+                                 "schedule.crops=[64, 128]", "schedule.crop_fractions=[1, 3]"])
     assert exp.loss.lmbda == 0.5
     assert exp.train.name == "try"  # a bare word is a string
     assert exp.model.side_stream is False
-    assert exp.train.steps == 7
+    assert exp.schedule.steps == 7
+    assert exp.schedule.crops == (64, 128) and exp.schedule.crop_fractions == (1.0, 3.0)
     # The file itself is not changed.
     assert load_experiment(path).loss.lmbda == 0.1
 
@@ -140,13 +144,27 @@ def test_repository_experiments_load(path):
     ds = path.parent / exp.train.deepspeed
     assert ds.is_file(), f"{path.name} names a DeepSpeed config that does not exist: {ds}"
     ds_config = json.loads(ds.read_text())
-    assert int(ds_config["scheduler"]["params"]["total_num_steps"]) > 0
+    assert not {"optimizer", "scheduler", "train_batch_size"} & set(ds_config), "the experiment owns these"
     assert exp.base.qp_min <= exp.train.val_qp <= exp.base.qp_max
 
 
 def test_repository_has_experiments():
     names = {p.name for p in EXPERIMENTS}
     assert {"default_x2.toml", "smoke.toml"} <= names
+
+
+def test_extends_starts_from_another_file(tmp_path):
+    (tmp_path / "parent.toml").write_text('[loss]\nlmbda = 0.5\ndistortion = "mse"\n[train]\nname = "parent"\n')
+    exp = load_experiment(_write(tmp_path, 'extends = "parent.toml"\n[loss]\nlmbda = 0.25\n'))
+    assert exp.loss.lmbda == 0.25 and exp.loss.distortion == "mse" and exp.train.name == "parent"
+
+
+def test_extends_loops_and_missing_parents_are_errors(tmp_path):
+    _write(tmp_path, 'extends = "exp.toml"\n')
+    with pytest.raises(DualcodecError, match="extends itself"):
+        load_experiment(tmp_path / "exp.toml")
+    with pytest.raises(DualcodecError, match="not found"):
+        load_experiment(_write(tmp_path, 'extends = "gone.toml"\n'))
 
 
 def test_model_config_dict_round_trip():
