@@ -15,6 +15,7 @@ EPILOG = """examples:
   dualcodec encode clip.y4m -o base.mp4 --baseline bicubic
   dualcodec decode clip.mp4 -o clip_decoded.y4m         # lossless output, measure on it
   dualcodec info clip.mp4 --json
+  dualcodec eval kodak/*.png --codec hevc --qp 27 32 37 42 -o dual_hevc.json
   dualcodec train experiments/default_x2.toml --set train.name=try
   dualcodec frames clip.mp4 other.y4m -o frames/          # PNG frame folders for multi-frame training
 """
@@ -63,6 +64,26 @@ def _parser() -> argparse.ArgumentParser:
     inf = sub.add_parser("info", help="describe a dualcodec MP4: header, frames and bytes per layer")
     inf.add_argument("input", type=Path, help="dualcodec .mp4")
     inf.add_argument("--json", action="store_true", help="print JSON")
+
+    ev = sub.add_parser("eval", help="rate-distortion of real files: encode, decode, measure; CompressAI JSON",
+                        description="Encode and decode every input at every QP through the real container and "
+                        "record bytes per layer, bpp, PSNR (RGB and YUV 6:1:1), MS-SSIM, LPIPS and times, in "
+                        "CompressAI's results layout (python -m compressai.utils.plot reads it).")
+    ev.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="videos or images")
+    ev.add_argument("-o", "--output", type=Path, required=True, help="results .json")
+    ev.add_argument("--codec", choices=["h264", "hevc", "av1"], default="h264", help="base-layer codec (default h264)")
+    ev.add_argument("--qp", type=int, nargs="+", default=[22, 27, 32, 37], metavar="QP",
+                    help="base-layer QPs (default 22 27 32 37)")
+    ev.add_argument("--preset", help="encoder preset (default: medium for h264/hevc, 8 for av1)")
+    ev.add_argument("--gop", type=int, default=32, help="key-frame interval in frames (default 32)")
+    ev.add_argument("--scale", type=int, choices=[2, 4], help="downscaling factor (default: the model's; 2 for bicubic)")
+    method = ev.add_mutually_exclusive_group()
+    method.add_argument("--model", default="default", help="built-in model name or model file (default: default)")
+    method.add_argument("--baseline", choices=["bicubic", "none"],
+                        help="evaluate a baseline instead: bicubic down/up, or the plain codec at full resolution")
+    ev.add_argument("--frames", type=int, metavar="N", help="use only the first N frames of each input")
+    ev.add_argument("--name", help="curve name in the results (default: the model or baseline and the codec)")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
     fr = sub.add_parser("frames", help="decode videos into PNG frame folders for training",
                         description="Decode each VIDEO with PyAV into DIR/<video name>/frame_000001.png, ... "
@@ -173,6 +194,39 @@ def _info(args: argparse.Namespace) -> None:
           f" ({report['bpp']:.4f} bpp)")
 
 
+def _eval(args: argparse.Namespace) -> None:
+    from dualcodec.basecodec import BaseCodecSettings
+    from dualcodec.codec import make_codec
+    from dualcodec.evaluate import results_json, sweep, write_results
+    from dualcodec.metrics import lpips_backbone_path
+
+    if args.output.suffix.lower() != ".json":
+        raise DualcodecError(f"output must be a .json file, got {args.output}")
+    if args.frames is not None and args.frames < 1:
+        raise DualcodecError(f"--frames must be at least 1, got {args.frames}")
+    missing = [str(p) for p in args.inputs if not p.is_file()]
+    if missing:
+        raise DualcodecError(f"input not found: {', '.join(missing)}")
+    lpips_backbone_path()  # fail before the sweep, not after it
+    qps = sorted(set(args.qp))
+    codecs = {qp: make_codec(BaseCodecSettings(codec=args.codec, qp=qp, preset=args.preset, gop=args.gop),
+                             args.baseline, args.model, args.scale) for qp in qps}
+    method = {"bicubic": "bicubic", "none": "plain"}.get(args.baseline) or f"dualcodec {args.model}"
+    name = args.name or f"{method} {args.codec}"
+    points = sweep(args.inputs, codecs.__getitem__, qps, args.frames, progress=not args.quiet, desc=name)
+    settings = {"codec": args.codec, "qps": qps, "preset": args.preset, "gop": args.gop, "scale": args.scale,
+                "model": None if args.baseline else args.model, "baseline": args.baseline, "frames": args.frames}
+    data = results_json(points, name, f"dualcodec eval: real files, whole-file rate; {method}, {args.codec} base",
+                        settings)
+    write_results(args.output, data)
+    if not args.quiet:
+        results = data["results"]
+        for i, qp in enumerate(qps):
+            print(f"QP {qp}: {results['bpp'][i]:.4f} bpp, PSNR RGB {results['psnr-rgb'][i]:.2f} dB, "
+                  f"YUV {results['psnr-yuv'][i]:.2f} dB, LPIPS {results['lpips'][i]:.4f}", file=sys.stderr)
+        print(f"wrote {args.output}", file=sys.stderr)
+
+
 def _frames(args: argparse.Namespace) -> None:
     from dualcodec.data import write_frames
 
@@ -206,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     # compressai scripts its entropy coder helpers with torch.jit, which torch now flags.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
     args = _parser().parse_args(argv)
-    handlers = {"encode": _encode, "decode": _decode, "info": _info, "frames": _frames, "train": _train}
+    handlers = {"encode": _encode, "decode": _decode, "info": _info, "eval": _eval, "frames": _frames, "train": _train}
     try:
         handlers[args.command](args)
     except DualcodecError as exc:

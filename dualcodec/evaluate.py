@@ -1,36 +1,41 @@
-"""Rate-distortion measured on real files: encode, decode, compare; Bjontegaard deltas.
+"""Rate-distortion measured on real files: encode, decode, compare.
 
 Every point encodes a source into a real dualcodec MP4, decodes it, and compares the
 decoded RGB frames with the source's RGB frames (both read by
-:class:`dualcodec.video.VideoReader`). The rate is the whole file: base layer, side
-stream and container overhead.
+:class:`dualcodec.video.VideoReader`)::
+
+    source --encode--> file.mp4 --decode--> x_hat      rate: the whole file's bytes
+       |                                      |        (base layer + side stream + rest)
+       +------------- x ----------------------+--> PSNR RGB / YUV, MS-SSIM, LPIPS
+
+A sweep (one codec, every input, every QP) becomes one results file in CompressAI's
+layout (``{"name", "description", "results": {"bpp": [...], "psnr-rgb": [...], ...}}``,
+one list entry per QP, each the mean over the inputs), so CompressAI's own plotting
+utility (``python -m compressai.utils.plot``) reads it; the per-input points ride along
+under ``"inputs"``.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from dualcodec.codec import LayeredCodec, decode
+from dualcodec.errors import DualcodecError
 from dualcodec.video import VideoReader
-
-
-def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-    """PSNR in dB between two uint8 arrays of the same shape (data range 0..255)."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10.0 * math.log10(peak * peak / mse)
 
 
 @dataclass(frozen=True)
 class RDPoint:
+    """One source coded at one QP. Quality is the mean over frames of the per-frame value."""
+
     source: str
-    label: str
     qp: int
     frames: int
     width: int
@@ -38,7 +43,13 @@ class RDPoint:
     file_bytes: int
     base_bytes: int
     side_bytes: int
-    psnr_rgb: float  # mean over frames of per-frame RGB PSNR
+    psnr_rgb: float
+    psnr_y: float
+    psnr_u: float
+    psnr_v: float
+    psnr_yuv: float  # (6 Y + U + V) / 8
+    ms_ssim: float  # NaN for frames under 161 pixels on a side
+    lpips: float  # AlexNet, v0.1
     encode_seconds: float
     decode_seconds: float
 
@@ -46,74 +57,113 @@ class RDPoint:
     def bpp(self) -> float:
         return 8.0 * self.file_bytes / (self.frames * self.width * self.height)
 
+    @property
+    def other_bytes(self) -> int:
+        """Container overhead (headers, indexes) and audio."""
+        return self.file_bytes - self.base_bytes - self.side_bytes
 
-def measure(codec: LayeredCodec, source: Path, label: str, qp: int, max_frames: int | None = None) -> RDPoint:
-    """Encode ``source`` to a temporary file, decode it, and measure size and PSNR."""
+
+@dataclass(frozen=True)
+class FrameQuality:
+    psnr_rgb: float
+    psnr_y: float
+    psnr_u: float
+    psnr_v: float
+    psnr_yuv: float
+    ms_ssim: float
+    lpips: float
+
+
+def frame_quality(x: np.ndarray, x_hat: np.ndarray) -> FrameQuality:
+    """Every metric of one decoded frame ``x_hat`` against its source ``x`` (RGB uint8)."""
+    from dualcodec import metrics
+
+    yuv = metrics.psnr_yuv(x, x_hat)
+    return FrameQuality(metrics.psnr(x, x_hat), yuv.y, yuv.u, yuv.v, yuv.weighted, metrics.ms_ssim(x, x_hat),
+                        metrics.lpips(x, x_hat))
+
+
+def measure(codec: LayeredCodec, source: Path, qp: int, max_frames: int | None = None) -> RDPoint:
+    """Encode ``source`` to a temporary file, decode it, and measure size, quality and time."""
     with tempfile.TemporaryDirectory() as tmp:
         encoded = Path(tmp) / "encoded.mp4"
         report = codec.encode(source, encoded, max_frames=max_frames)
-        start = time.time()
+        start = time.perf_counter()
         loaded = getattr(codec.layers, "loaded", None)
         decoded = list(decode(encoded, str(loaded.path) if loaded else None).frames)
-        decode_seconds = time.time() - start
-    originals = VideoReader(source).frames()
-    scores = [psnr(original, frame) for original, frame in zip(originals, decoded)]
-    return RDPoint(str(source), label, qp, report.frames, report.width, report.height, report.file_bytes,
-                   report.base_bytes, report.side_bytes, float(np.mean(scores)), report.seconds, decode_seconds)
+        decode_seconds = time.perf_counter() - start
+    if len(decoded) != report.frames:
+        raise DualcodecError(f"{source}: encoded {report.frames} frames but decoded {len(decoded)}")
+    scores = [frame_quality(x, x_hat) for x, x_hat in zip(VideoReader(source).frames(), decoded)]
+    mean = {k: float(np.mean([asdict(s)[k] for s in scores])) for k in asdict(scores[0])}
+    return RDPoint(str(source), qp, report.frames, report.width, report.height, report.file_bytes,
+                   report.base_bytes, report.side_bytes, **mean, encode_seconds=report.seconds,
+                   decode_seconds=decode_seconds)
 
 
 def sweep(
     sources: Sequence[Path],
-    codecs: dict[str, Callable[[int], LayeredCodec]],
-    qps: Iterable[int],
+    make_codec: Callable[[int], LayeredCodec],
+    qps: Sequence[int],
     max_frames: int | None = None,
     progress: bool = True,
+    desc: str = "rd sweep",
 ) -> list[RDPoint]:
-    """Every source at every QP with every codec; ``codecs`` maps a label to ``qp -> codec``."""
+    """Every source at every QP; ``make_codec`` builds the codec for one QP."""
     from tqdm import tqdm
 
-    qps = list(qps)
-    jobs = [(label, make, qp, src) for label, make in codecs.items() for qp in qps for src in sources]
+    jobs = [(qp, src) for qp in qps for src in sources]
     points = []
-    for label, make, qp, src in tqdm(jobs, desc="rd sweep", disable=not progress, dynamic_ncols=True):
-        points.append(measure(make(qp), src, label, qp, max_frames))
+    for qp, src in tqdm(jobs, desc=desc, unit="point", disable=not progress, dynamic_ncols=True):
+        points.append(measure(make_codec(qp), Path(src), qp, max_frames))
     return points
 
 
-def curve(points: Sequence[RDPoint], label: str) -> tuple[np.ndarray, np.ndarray]:
-    """Mean bpp and mean PSNR per QP over all sources of one label, sorted by QP."""
-    qps = sorted({p.qp for p in points if p.label == label})
-    rate = [np.mean([p.bpp for p in points if p.label == label and p.qp == q]) for q in qps]
-    dist = [np.mean([p.psnr_rgb for p in points if p.label == label and p.qp == q]) for q in qps]
-    return np.array(rate), np.array(dist)
+# Per-QP means under CompressAI's key names (RDPoint field or property -> results key).
+RESULT_KEYS = {
+    "bpp": "bpp",
+    "psnr_rgb": "psnr-rgb",
+    "psnr_yuv": "psnr-yuv",
+    "psnr_y": "psnr-y",
+    "psnr_u": "psnr-u",
+    "psnr_v": "psnr-v",
+    "ms_ssim": "ms-ssim-rgb",
+    "lpips": "lpips",
+    "encode_seconds": "encoding_time",
+    "decode_seconds": "decoding_time",
+}
 
 
-def _pchip_integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
-    from scipy.interpolate import PchipInterpolator
-
-    order = np.argsort(x)
-    return float(PchipInterpolator(x[order], y[order]).integrate(lo, hi))
+def _or_null(value):
+    """JSON has no NaN: a NaN float (e.g. MS-SSIM of a small image) becomes ``None``."""
+    return None if isinstance(value, float) and np.isnan(value) else value
 
 
-def bd_rate(rate_anchor, psnr_anchor, rate_test, psnr_test) -> float:
-    """Bjontegaard delta rate in percent (piecewise cubic interpolation of log-rate over PSNR).
-
-    Negative: the test needs fewer bits than the anchor for the same quality.
-    """
-    la, lt = np.log(np.asarray(rate_anchor, float)), np.log(np.asarray(rate_test, float))
-    pa, pt = np.asarray(psnr_anchor, float), np.asarray(psnr_test, float)
-    lo, hi = max(pa.min(), pt.min()), min(pa.max(), pt.max())
-    if hi <= lo:
-        return float("nan")
-    diff = (_pchip_integral(pt, lt, lo, hi) - _pchip_integral(pa, la, lo, hi)) / (hi - lo)
-    return (math.exp(diff) - 1.0) * 100.0
+def _mean(values: list[float]) -> float | None:
+    return _or_null(float(np.mean(values)))
 
 
-def bd_psnr(rate_anchor, psnr_anchor, rate_test, psnr_test) -> float:
-    """Bjontegaard delta PSNR in dB (PSNR over log-rate, piecewise cubic)."""
-    la, lt = np.log(np.asarray(rate_anchor, float)), np.log(np.asarray(rate_test, float))
-    pa, pt = np.asarray(psnr_anchor, float), np.asarray(psnr_test, float)
-    lo, hi = max(la.min(), lt.min()), min(la.max(), lt.max())
-    if hi <= lo:
-        return float("nan")
-    return (_pchip_integral(lt, pt, lo, hi) - _pchip_integral(la, pa, lo, hi)) / (hi - lo)
+def results_json(points: Sequence[RDPoint], name: str, description: str, settings: dict) -> dict:
+    """CompressAI's results layout: one entry per QP (sorted), each the mean over the sources."""
+    qps = sorted({p.qp for p in points})
+    results: dict[str, list] = {"qp": qps}
+    for field, key in RESULT_KEYS.items():
+        results[key] = [_mean([getattr(p, field) for p in points if p.qp == q]) for q in qps]
+    for field in ("file_bytes", "base_bytes", "side_bytes", "other_bytes"):
+        results[field] = [int(sum(getattr(p, field) for p in points if p.qp == q)) for q in qps]
+    sources = list(dict.fromkeys(p.source for p in points))
+    inputs = [
+        {"source": s, "points": [{k: _or_null(v) for k, v in asdict(p).items()} | {"bpp": p.bpp, "other_bytes": p.other_bytes}
+                                 for p in points if p.source == s]}
+        for s in sources
+    ]
+    return {"name": name, "description": description, "settings": settings, "results": results,
+            "inputs": inputs}
+
+
+def write_results(path: Path, data: dict) -> None:
+    """Write JSON (NaN as null) atomically."""
+    from dualcodec.video import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")

@@ -31,7 +31,7 @@ def main() -> int:
     import numpy as np
 
     from dualcodec.cli import main as cli
-    from dualcodec.evaluate import psnr
+    from dualcodec.metrics import psnr
     from dualcodec.video import VideoReader
 
     clip, frames = find_clip()

