@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,8 @@ EPILOG = """examples:
   dualcodec eval kodak/*.png --codec hevc --qp 27 32 37 42 -o dual_hevc.json
   dualcodec train experiments/default_x2.toml --set train.name=try
   dualcodec frames clip.mp4 other.y4m -o frames/          # PNG frame folders for multi-frame training
+  dualcodec train experiments/default_x2.toml --set train.name=try --resume
+  deepspeed --num_gpus 2 $(which dualcodec) train experiments/default_x2.toml   # 2 ranks
 """
 
 
@@ -32,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dualcodec {__version__}")
+    # The deepspeed launcher passes each rank --local_rank=N (LOCAL_RANK is read from the environment).
+    parser.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     enc = sub.add_parser("encode", help="encode a video or image into a dualcodec MP4",
@@ -99,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("config", type=Path, help="experiment file, e.g. experiments/default_x2.toml")
     tr.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override one setting (repeatable), e.g. --set loss.lmbda=0.02")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run from its last checkpoint (refused if the configuration changed)")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -250,8 +257,10 @@ def _train(args: argparse.Namespace) -> None:
     from dualcodec.train import train
 
     experiment = load_experiment(args.config, args.set)
-    path = train(experiment, args.config, progress=not args.quiet)
-    print(f"model written to {path}", file=sys.stderr)
+    result = train(experiment, args.config, progress=not args.quiet, resume=args.resume)
+    if result.model_path.exists() and os.environ.get("RANK", "0") == "0":
+        print(f"{result.steps} steps{' (early stop)' if result.early_stop else ''}, best validation loss "
+              f"{result.best_loss:.5f}; model written to {result.model_path}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,14 @@
-"""Training: the smoke experiment runs end to end through DeepSpeed and exports a model."""
+"""Training: the smoke experiment end to end through DeepSpeed, exact resume, two ranks."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,46 +16,175 @@ import pytest
 import torch
 
 from dualcodec.config import Experiment, load_experiment
-from dualcodec.train import CropSampler, fixed_crops
+from dualcodec.errors import DualcodecError
+from dualcodec.schedule import make_plan
+from dualcodec.train import World, config_fingerprint, deepspeed_config
 
 ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "experiments" / "smoke.toml"
 TRAIN_DIR = ROOT.parent / "shared" / "data" / "images" / "train"
+needs_data = pytest.mark.skipif(not TRAIN_DIR.is_dir(), reason=f"training images not found at {TRAIN_DIR}")
 
 
-def test_crop_sampler_shapes_and_augmentation_preserve_pixels():
-    image = np.arange(40 * 30 * 3, dtype=np.uint32).reshape(40, 30, 3).astype(np.uint8)
-    sampler = CropSampler([image], crop=16, seed=0)
-    batch = sampler.batch(8)
-    assert batch.shape == (8, 3, 16, 16) and batch.dtype == torch.uint8
-    # flips and rotations permute pixels; they never invent values
-    assert set(batch.unique().tolist()) <= set(np.unique(image).tolist())
+def _train_cmd(out_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "dualcodec.cli", "train", str(SMOKE), "--set", f"train.out_dir='{out_dir}'",
+            "--set", f"data.train_dir='{TRAIN_DIR}'", "-q", *extra]
 
 
-def test_fixed_crops_are_the_same_every_time():
-    rng = np.random.default_rng(1)
-    images = [rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)]
-    assert torch.equal(fixed_crops(images, 32, 3), fixed_crops(images, 32, 3))
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    """One uninterrupted smoke run, shared by the tests that compare against it."""
+    if not TRAIN_DIR.is_dir():
+        pytest.skip(f"training images not found at {TRAIN_DIR}")
+    out = tmp_path_factory.mktemp("smoke")
+    result = subprocess.run(_train_cmd(out), capture_output=True, text=True, timeout=600, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / "smoke"
 
 
 def test_smoke_experiment_file_loads():
-    exp = load_experiment(ROOT / "experiments" / "smoke.toml")
+    exp = load_experiment(SMOKE)
     assert isinstance(exp, Experiment) and exp.train.deepspeed == "ds_smoke.json"
+    assert len(make_plan(exp.schedule).stages) == 2  # the smoke run crosses a multigrid stage change
 
 
+def test_deepspeed_config_takes_the_batch_from_the_experiment_and_refuses_to_share_it(tmp_path):
+    exp = load_experiment(SMOKE)
+    config = deepspeed_config(exp, SMOKE, World(rank=0, size=2))
+    assert config["train_batch_size"] == 4 and config["train_micro_batch_size_per_gpu"] == 2
+    (tmp_path / "ds.json").write_text(json.dumps({"optimizer": {"type": "Adam"}, "train_batch_size": 8}))
+    (tmp_path / "exp.toml").write_text('[train]\ndeepspeed = "ds.json"\n')
+    with pytest.raises(DualcodecError, match="train_batch_size, optimizer"):
+        deepspeed_config(load_experiment(tmp_path / "exp.toml"), tmp_path / "exp.toml", World(0, 1))
+    with pytest.raises(DualcodecError, match="does not split over 3 ranks"):
+        deepspeed_config(exp, SMOKE, World(rank=0, size=3))
+
+
+def test_fingerprint_ignores_where_the_run_lives_but_not_what_it_trains():
+    exp = load_experiment(SMOKE)
+    moved = load_experiment(SMOKE, ["train.out_dir=elsewhere"])
+    changed = load_experiment(SMOKE, ["loss.lmbda=0.5"])
+    config = deepspeed_config(exp, SMOKE, World(0, 1))
+    assert config_fingerprint(exp, config) == config_fingerprint(moved, config)
+    assert config_fingerprint(exp, config) != config_fingerprint(changed, config)
+
+
+@needs_data
 @pytest.mark.slow
-def test_smoke_training_exports_a_loadable_model(tmp_path):
-    if not TRAIN_DIR.is_dir():
-        pytest.skip(f"training images not found at {TRAIN_DIR}")
-    cmd = [sys.executable, "-m", "dualcodec.cli", "train", str(ROOT / "experiments" / "smoke.toml"),
-           "--set", f"train.out_dir='{tmp_path}'", "--set", f"data.train_dir='{TRAIN_DIR}'", "-q"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    run = tmp_path / "smoke"
+def test_smoke_training_exports_a_model_logs_and_checkpoints(smoke_run):
     from dualcodec.model import load_model
 
-    loaded = load_model(str(run / "model.pt"))
+    loaded = load_model(str(smoke_run / "model.pt"))
     assert loaded.name == "smoke" and len(loaded.fingerprint) == 16
-    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    records = _records(smoke_run)
     val = [r["val"] for r in records if "val" in r]
-    assert val and all(np.isfinite(v["loss"]) for v in val)
-    assert json.loads((run / "experiment.json").read_text())["train"]["name"] == "smoke"
+    assert len(val) == 2 and all(np.isfinite(v["loss"]) for v in val)
+    plan = make_plan(load_experiment(SMOKE).schedule)
+    for r in records:
+        if "lr" in r:  # the rate the scheduler holds for the next step
+            assert r["lr"] == pytest.approx(plan.lr_at(r["step"]) if r["step"] < plan.total else 0.0, abs=1e-12)
+            assert r["crop"] == plan.stage_at(r["step"] - 1).crop
+    assert list((smoke_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (smoke_run / "checkpoints" / "latest").read_text().strip() == "step0000020"
+    assert json.loads((smoke_run / "experiment.json").read_text())["fingerprint"]
+
+
+@needs_data
+@pytest.mark.slow
+def test_a_killed_run_resumes_exactly_from_its_last_checkpoint(smoke_run, tmp_path):
+    run = tmp_path / "smoke"
+    # Slow the stream of steps a little so the kill lands mid-run, after a checkpoint.
+    proc = subprocess.Popen(_train_cmd(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    latest = run / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while not (latest.exists() and latest.read_text().strip() >= "step0000010") and proc.poll() is None:
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if proc.returncode == 0:
+        pytest.skip("the run finished before it could be killed")
+    killed_at = int(latest.read_text().strip()[4:])
+    assert killed_at < 20
+
+    result = subprocess.run(_train_cmd(tmp_path, "--resume"), capture_output=True, text=True, timeout=600, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed, reference = _records(run), _records(smoke_run)
+    assert [r["step"] for r in resumed] == [r["step"] for r in reference]
+    for mine, theirs in zip(resumed, reference):
+        for key in ("lr", "qp", "crop"):
+            assert mine.get(key) == theirs.get(key)
+        # same data, same random state: the same losses
+        for part in ("train", "val"):
+            if part in theirs:
+                assert mine[part]["loss"] == pytest.approx(theirs[part]["loss"], rel=1e-4)
+
+
+@needs_data
+@pytest.mark.slow
+def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_to_overwrite(smoke_run):
+    out = str(smoke_run.parent)
+    changed = subprocess.run([*_train_cmd(Path(out), "--resume"), "--set", "loss.lmbda=0.5"], capture_output=True,
+                             text=True, timeout=300, env=_env())
+    assert changed.returncode == 1 and "another configuration" in changed.stderr
+    again = subprocess.run(_train_cmd(Path(out)), capture_output=True, text=True, timeout=300, env=_env())
+    assert again.returncode == 1 and "--resume" in again.stderr
+
+
+WORKER = """
+import hashlib, sys, torch
+from pathlib import Path
+import dualcodec.data as data
+from dualcodec.config import load_experiment
+from dualcodec.train import train
+
+seen = []
+next_batch = data.TrainStream.next
+def recording_next(self):
+    x = next_batch(self)
+    seen.append(hashlib.sha256(x.numpy().tobytes()).hexdigest())
+    return x
+data.TrainStream.next = recording_next
+smoke, out, train_dir, dump = sys.argv[1:5]
+exp = load_experiment(smoke, [f"train.out_dir='{out}'", f"data.train_dir='{train_dir}'", "schedule.steps=6",
+                              "train.val_every=6", "train.checkpoint_every=100", "train.images_every=0"])
+result = train(exp, Path(smoke), progress=False)
+# parameters only: rank 0 also fills the entropy coder's tables (buffers) when it exports
+torch.save({"weights": dict(result.model.named_parameters()), "batches": seen}, dump)
+"""
+
+
+@needs_data
+@pytest.mark.slow
+def test_two_cpu_ranks_average_gradients_to_identical_weights(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    procs = []
+    for rank in range(2):
+        env = {**_env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": port}
+        cmd = [sys.executable, "-c", WORKER, str(SMOKE), str(tmp_path), str(TRAIN_DIR), str(tmp_path / f"rank{rank}.pt")]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    dumps = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    assert len(dumps[0]["batches"]) == 6 and not set(dumps[0]["batches"]) & set(dumps[1]["batches"])
+    initial = load_experiment(SMOKE)
+    from dualcodec.model import DualLayerModel
+
+    torch.manual_seed(initial.train.seed)
+    start = dict(DualLayerModel(initial.model).named_parameters())
+    for name, tensor in dumps[0]["weights"].items():
+        assert torch.equal(tensor, dumps[1]["weights"][name]), f"{name} differs between ranks"
+    assert any(not torch.equal(dumps[0]["weights"][n], start[n]) for n in start), "training changed nothing"
+    assert len(_records(tmp_path / "smoke")) > 0  # rank 0 wrote the log
