@@ -64,6 +64,23 @@ def test_forward_without_side_stream_has_zero_side_bits():
     assert out.x_hat.shape == (2, 3, 64, 48)
 
 
+def test_entropy_model_stays_fp32_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = DualLayerModel(TINY)
+    x = _images()
+    reference = model(x, fake_base).side_bits
+    torch.manual_seed(0)
+    model = DualLayerModel(TINY)
+    seen = {}
+    model.entropy_bottleneck.register_forward_hook(lambda m, args, out: seen.update(y=args[0], y_hat=out[0]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, fake_base)
+    assert out.x_hat.dtype == torch.bfloat16  # the networks did run in bf16
+    assert seen["y"].dtype == seen["y_hat"].dtype == torch.float32
+    assert torch.isfinite(out.side_bits).all()
+    assert torch.allclose(out.side_bits, reference, rtol=0.1)  # bits from bf16 features, fp32 likelihoods
+
+
 def test_forward_is_differentiable_end_to_end():
     model, _ = build_tiny_model(seed=0)
     out = model(_images(), fake_base)
