@@ -1,0 +1,123 @@
+"""BD-rate tables and rate-distortion figures from the results of experiments/rd_sweep.py.
+
+Reads ``<content>_<codec>_<method>.json`` (CompressAI's layout, written by
+``dualcodec eval``) from a results folder. Used by rd_sweep.py, which writes
+``bd_rate.json``, ``bd_rate.md`` and ``rd_psnr.png`` beside the results, and by
+notebooks/rate_distortion.ipynb, which draws the same figures inline.
+
+    python experiments/rd_figures.py [experiments/results/rd]     # tables and figure again
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "experiments" / "results" / "rd"
+CONTENTS = ("kodak", "video")
+CODECS = ("h264", "hevc", "av1")
+METHODS = ("dualcodec", "bicubic", "plain")
+LABELS = {"dualcodec": "dualcodec (default 2x)", "bicubic": "bicubic down/up, same codec",
+          "plain": "plain codec, full resolution"}
+CODEC_NAMES = {"h264": "H.264", "hevc": "HEVC", "av1": "AV1"}
+# metric key -> (axis label, sign that makes it grow with quality)
+METRICS = {"psnr-rgb": ("PSNR RGB (dB)", 1.0), "ms-ssim-rgb": ("MS-SSIM RGB", 1.0), "lpips": ("LPIPS (AlexNet)", -1.0)}
+# BD-rate columns: (test, anchor, metric)
+COMPARISONS = [("dualcodec", "bicubic", "psnr-rgb"), ("dualcodec", "plain", "psnr-rgb"),
+               ("bicubic", "plain", "psnr-rgb"), ("dualcodec", "bicubic", "ms-ssim-rgb"),
+               ("dualcodec", "bicubic", "lpips")]
+
+
+def load(folder: Path = RESULTS) -> dict[tuple[str, str, str], dict]:
+    """``(content, codec, method) -> results file`` for every file present."""
+    found = {}
+    for content in CONTENTS:
+        for codec in CODECS:
+            for method in METHODS:
+                path = Path(folder) / f"{content}_{codec}_{method}.json"
+                if path.is_file():
+                    found[content, codec, method] = json.loads(path.read_text())
+    return found
+
+
+def bd_rows(runs: dict) -> list[dict]:
+    """One row per (content, codec): every comparison's BD-rate in percent, and dualcodec's BD-PSNR
+    over bicubic in dB (None: the curves do not overlap)."""
+    from dualcodec.metrics import bd_psnr, bd_rate
+
+    rows = []
+    for content in CONTENTS:
+        for codec in CODECS:
+            if not all((content, codec, m) in runs for m in METHODS):
+                continue
+            row = {"content": content, "codec": codec, "items": len(runs[content, codec, "plain"]["inputs"])}
+            for test, anchor, metric in COMPARISONS:
+                sign = METRICS[metric][1]
+                a, t = runs[content, codec, anchor]["results"], runs[content, codec, test]["results"]
+                value = bd_rate(a["bpp"], [sign * v for v in a[metric]], t["bpp"], [sign * v for v in t[metric]])
+                row[f"{test} vs {anchor}, {metric}"] = None if math.isnan(value) else round(value, 2)
+            a, t = runs[content, codec, "bicubic"]["results"], runs[content, codec, "dualcodec"]["results"]
+            gain = bd_psnr(a["bpp"], a["psnr-rgb"], t["bpp"], t["psnr-rgb"])
+            row["dualcodec vs bicubic, bd-psnr"] = None if math.isnan(gain) else round(gain, 3)
+            rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """The BD-rate table as markdown."""
+    columns = [f"{t} vs {a}, {m}" for t, a, m in COMPARISONS]
+    heads = [f"{t} vs {a} ({METRICS[m][0].split(' (')[0]})" for t, a, m in COMPARISONS]
+    heads.append("dualcodec vs bicubic (BD-PSNR RGB)")
+    lines = ["| content | base codec | items | " + " | ".join(heads) + " |", "|---" * (3 + len(heads)) + "|"]
+    for row in rows:
+        cells = ["no overlap" if row[c] is None else f"{row[c]:+.1f}%" for c in columns]
+        gain = row["dualcodec vs bicubic, bd-psnr"]
+        cells.append("no overlap" if gain is None else f"{gain:+.2f} dB")
+        lines.append(f"| {row['content']} | {CODEC_NAMES[row['codec']]} | {row['items']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def figure(runs: dict, content: str, metrics=tuple(METRICS)):
+    """Rows: metrics; columns: base codecs; curves: the three methods."""
+    import matplotlib.pyplot as plt
+
+    codecs = [c for c in CODECS if any((content, c, m) in runs for m in METHODS)]
+    fig, axes = plt.subplots(len(metrics), len(codecs), figsize=(4.6 * len(codecs), 3.6 * len(metrics)),
+                             squeeze=False)
+    for row, metric in enumerate(metrics):
+        for col, codec in enumerate(codecs):
+            ax = axes[row][col]
+            for method in METHODS:
+                if (content, codec, method) in runs:
+                    results = runs[content, codec, method]["results"]
+                    ax.plot(results["bpp"], results[metric], "o-", ms=4, label=LABELS[method])
+            ax.set_title(f"{content}, {CODEC_NAMES[codec]} base, QP {'/'.join(map(str, results['qp']))}", fontsize=10)
+            ax.set_xlabel("bits per pixel (whole file)")
+            ax.set_ylabel(METRICS[metric][0])
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def summarize(folder: Path = RESULTS) -> None:
+    """Write bd_rate.json, bd_rate.md and rd_<content>.png into ``folder``; print the table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    runs = load(folder)
+    rows = bd_rows(runs)
+    (folder / "bd_rate.json").write_text(json.dumps(rows, indent=1) + "\n")
+    table = markdown(rows)
+    (folder / "bd_rate.md").write_text(table + "\n")
+    for content in CONTENTS:
+        if any(key[0] == content for key in runs):
+            figure(runs, content).savefig(folder / f"rd_{content}.png", dpi=80)
+    print(table)
+
+
+if __name__ == "__main__":
+    summarize(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS)
