@@ -188,3 +188,40 @@ def test_two_cpu_ranks_average_gradients_to_identical_weights(tmp_path):
         assert torch.equal(tensor, dumps[1]["weights"][name]), f"{name} differs between ranks"
     assert any(not torch.equal(dumps[0]["weights"][n], start[n]) for n in start), "training changed nothing"
     assert len(_records(tmp_path / "smoke")) > 0  # rank 0 wrote the log
+
+
+@needs_data
+@pytest.mark.slow
+def test_early_stopping_ends_the_run_when_validation_stops_improving(tmp_path):
+    # A learning rate far too high makes the validation loss worsen within a few validations.
+    cmd = [*_train_cmd(tmp_path), "--set", "schedule.lr=0.5", "--set", "train.val_every=2", "--set", "train.patience=2",
+           "--set", "train.images_every=0"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = _records(tmp_path / "smoke")
+    stop = [r for r in records if "early_stop" in r]
+    assert len(stop) == 1 and stop[0]["step"] < 20 and "early stop" in result.stderr
+    losses = [r["val"]["loss"] for r in records if "val" in r]
+    assert min(losses[-2:]) >= min(losses)  # the last `patience` validations did not improve
+    assert stop[0]["early_stop"]["best"] == pytest.approx(min(losses))
+
+
+@pytest.mark.slow
+def test_temporal_cycle_trains_on_clips_from_frame_folders(tmp_path):
+    clip = ROOT.parent / "shared" / "data" / "video" / "cars_320x240_30f.y4m"
+    if not clip.is_file():
+        pytest.skip(f"video not found at {clip}")
+    from dualcodec.data import write_frames
+
+    (tmp_path / "frames").mkdir()
+    write_frames(clip, tmp_path / "frames" / clip.stem, max_frames=12)
+    cmd = [sys.executable, "-m", "dualcodec.cli", "train", str(SMOKE), "--set", f"train.out_dir='{tmp_path}'",
+           "--set", f"data.train_dir='{tmp_path / 'frames'}'", "--set", "schedule.steps=8", "--set", "schedule.crops=[32]",
+           "--set", "schedule.crop_fractions=[1]", "--set", "schedule.clips=[1, 3]", "--set", "schedule.clip_fractions=[1, 1]",
+           "--set", "train.log_every=2", "--set", "train.val_every=8", "-q"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    train = [r for r in _records(tmp_path / "smoke") if "train" in r]
+    assert [r["clip"] for r in train] == [1, 1, 3, 3]
+    # a clip of 3 frames puts 3x the pictures through each step
+    assert all(np.isfinite(r["train"]["loss"]) for r in train)
