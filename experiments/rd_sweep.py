@@ -66,7 +66,7 @@ def main() -> int:
                     return 1
     elapsed = time.time() - start
     (args.out / "sweep.json").write_text(json.dumps({
-        "command": "python experiments/rd_sweep.py " + " ".join(sys.argv[1:]), "model": args.model,
+        "command": " ".join(["python experiments/rd_sweep.py", *sys.argv[1:]]), "model": args.model,
         "codecs": args.codecs, "content": args.content, "qps": args.qps, "seconds": round(elapsed),
     }, indent=1) + "\n")
     print(f"sweep took {elapsed / 60:.1f} min", file=sys.stderr)
