@@ -92,7 +92,13 @@ def test_smoke_training_exports_a_model_logs_and_checkpoints(smoke_run):
         if "lr" in r:  # the rate the scheduler holds for the next step
             assert r["lr"] == pytest.approx(plan.lr_at(r["step"]) if r["step"] < plan.total else 0.0, abs=1e-12)
             assert r["crop"] == plan.stage_at(r["step"] - 1).crop
-    assert list((smoke_run / "tensorboard").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(smoke_run / "tensorboard"))
+    board.Reload()
+    assert {"train/loss", "train/side_bpp", "train/base_bpp", "train/psnr", "val/loss", "val/psnr", "lr",
+            "images_per_second"} <= set(board.Tags()["scalars"])
+    assert board.Tags()["images"] == ["val/original | bicubic | dualcodec"]
     assert (smoke_run / "checkpoints" / "latest").read_text().strip() == "step0000020"
     assert json.loads((smoke_run / "experiment.json").read_text())["fingerprint"]
 
