@@ -61,13 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     dec = sub.add_parser("decode", help="decode a dualcodec MP4 to y4m, PNG frames or MP4",
                          description="Decode a dualcodec MP4. OUT.y4m (4:4:4 16-bit) and OUT_DIR/ (PNG frames) "
                          "are lossless copies of the decoder's output; OUT.mp4 is a high-quality H.264 for viewing.")
-    dec.add_argument("input", type=Path, help="dualcodec .mp4")
+    dec.add_argument("input", type=Path, help="dualcodec .mp4 (a video without the header decodes as mode plain)")
     dec.add_argument("-o", "--output", required=True, help="OUT.y4m, OUT.mp4 or OUT_DIR/")
     dec.add_argument("--model", help="model to decode with (default: the one named in the file)")
     dec.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     inf = sub.add_parser("info", help="describe a dualcodec MP4: header, frames and bytes per layer")
-    inf.add_argument("input", type=Path, help="dualcodec .mp4")
+    inf.add_argument("input", type=Path, help="dualcodec .mp4 (a video without the header reads as mode plain)")
     inf.add_argument("--json", action="store_true", help="print JSON")
 
     ev = sub.add_parser("eval", help="rate-distortion of real files: encode, decode, measure; CompressAI JSON",
@@ -171,30 +171,31 @@ def _info(args: argparse.Namespace) -> None:
 
     reader = ContainerReader(args.input)
     sizes = reader.sizes()
-    header = reader.header_dict()
+    h = reader.header
+    model = {"name": h.model_name, "fingerprint": h.model_fingerprint} if h.mode == "dual" else None
     report = {
         "file": str(args.input),
         "frames": sizes.frames,
-        "width": header["width"],
-        "height": header["height"],
-        "base_width": header["base_width"],
-        "base_height": header["base_height"],
-        "scale": header["scale"],
-        "mode": header["mode"],
-        "codec": header["codec"],
-        "model": header["model"],
+        "width": h.width,
+        "height": h.height,
+        "base_width": h.base_width,
+        "base_height": h.base_height,
+        "scale": h.scale,
+        "mode": h.mode,
+        "codec": h.codec,
+        "model": model,
         "bytes": {"total": sizes.file_bytes, "base": sizes.base_bytes, "side": sizes.side_bytes,
                   "other": sizes.other_bytes},
-        "bpp": 8 * sizes.file_bytes / max(1, sizes.frames * header["width"] * header["height"]),
-        "header": header,
+        "bpp": 8 * sizes.file_bytes / max(1, sizes.frames * h.width * h.height),
+        "header": reader.header_dict(),  # null: a plain video, no dualcodec header
     }
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    model = header["model"]
-    print(f"{args.input}: dualcodec v{header['version']}, mode {header['mode']}, scale {header['scale']}x")
-    print(f"  frames {sizes.frames}, {header['width']}x{header['height']} from a {header['codec']} base layer "
-          f"{header['base_width']}x{header['base_height']} ({header['bit_depth']}-bit, range {header['color']['range']})")
+    kind = f"dualcodec v{report['header']['version']}" if reader.has_header else "no dualcodec header"
+    print(f"{args.input}: {kind}, mode {h.mode}, scale {h.scale}x")
+    print(f"  frames {sizes.frames}, {h.width}x{h.height} from a {h.codec} base layer "
+          f"{h.base_width}x{h.base_height} ({h.bit_depth}-bit, range {'pc' if h.full_range else 'tv'})")
     if model:
         print(f"  model {model['name']} (fingerprint {model['fingerprint']})")
     print(f"  bytes {sizes.file_bytes}: base {sizes.base_bytes}, side {sizes.side_bytes}, other {sizes.other_bytes}"

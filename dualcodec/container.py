@@ -28,8 +28,8 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
   or a frame the side stream cannot improve, pays 5 bytes for its side stream.
 
 * Further **audio** streams, copied unchanged from the input.
-* File-level metadata key ``dualcodec`` (an ``mdta`` tag): the header, compact JSON
-  with sorted keys::
+* File-level metadata key ``dualcodec`` (an ``mdta`` tag; absent from a plain file of
+  even size, see *Plain files* below): the header, compact JSON with sorted keys::
 
       format       "dualcodec"
       version      1
@@ -46,6 +46,18 @@ A reader refuses a file whose ``format`` is not ``dualcodec`` or whose ``version
 does not know. Rate accounting is exact: the base layer's bytes are the sizes of the
 video packets, the side stream's are the sizes of the data packets, and everything else
 (headers, indexes, audio) is the rest.
+
+Plain files: no header
+----------------------
+A ``plain`` file (the base codec alone at full resolution) whose frames needed no
+padding is written *without* the header (and so without ``use_metadata_tags``): the video
+stream and any audio copied from the input, exactly what the codec alone gives. A reader takes any file without the header that
+has a video stream for mode ``plain``, scale 1, reading from the video stream the size
+(even), frame rate, codec (H.264, HEVC or AV1), bit depth (4:2:0 at 8 or 10 bit) and
+range flag (``pc`` when flagged full range, else ``tv``). The matrix flag must be BT.709
+or unspecified: such a file decodes with the BT.709 conversion of :mod:`dualcodec.yuv`,
+the one the encoder used. A plain file of odd width or height keeps the header: it
+alone records the size to crop back to (4:2:0 needs even frame sizes).
 """
 
 from __future__ import annotations
@@ -57,13 +69,15 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
-from dualcodec.basecodec import ENCODERS, BaseCodecSettings, BaseDecoder, Planes
+from dualcodec.basecodec import BT709, DECODERS, ENCODERS, RANGE_PC, BaseCodecSettings, BaseDecoder, Planes
 from dualcodec.errors import DualcodecError
 
 FORMAT_NAME = "dualcodec"
 FORMAT_VERSION = 1
 METADATA_KEY = "dualcodec"
 MODES = ("dual", "bicubic", "plain")
+UNSPECIFIED_MATRIX = 2  # ITU-T H.273 matrix_coefficients "unspecified"
+BIT_DEPTHS = {"yuv420p": 8, "yuvj420p": 8, "yuv420p10le": 10}  # the 4:2:0 formats a plain file may have
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,31 @@ class Header:
             raise DualcodecError(f"unknown mode {header.mode!r} in the header")
         return header
 
+    @property
+    def is_written(self) -> bool:
+        """Whether the file carries this header: all but a plain file of even size, which
+        is a standard MP4 whose video stream says everything the decoder needs."""
+        return self.mode != "plain" or (self.width, self.height) != (self.base_width, self.base_height)
+
+    @classmethod
+    def from_video_stream(cls, path: Path, video) -> "Header":
+        """The header of a file that has none: the plain codec, described by its video stream."""
+        cc = video.codec_context
+        codec = cc.codec.canonical_name
+        if codec not in DECODERS:
+            raise DualcodecError(f"{path}: {codec} video is not supported (dualcodec decodes {', '.join(DECODERS)})")
+        if cc.pix_fmt not in BIT_DEPTHS:
+            raise DualcodecError(f"{path}: {cc.pix_fmt} video is not supported (4:2:0 at 8 or 10 bits only)")
+        if cc.colorspace not in (BT709, UNSPECIFIED_MATRIX):
+            raise DualcodecError(f"{path}: the video is flagged with colour matrix {cc.colorspace} "
+                                 "(ITU-T H.273); dualcodec decodes BT.709 only")
+        width, height = cc.width, cc.height
+        if width % 2 or height % 2:
+            raise DualcodecError(f"{path}: the video is {width}x{height}; 4:2:0 needs an even width and height")
+        return cls(mode="plain", scale=1, width=width, height=height, base_width=width, base_height=height,
+                   codec=codec, bit_depth=BIT_DEPTHS[cc.pix_fmt],
+                   full_range=cc.color_range == RANGE_PC or cc.pix_fmt == "yuvj420p")
+
 
 SIDE_NEW, SIDE_REPEAT, SIDE_SKIP = 0, 1, 2
 HOLD_FRAMES = 64  # frames a dual file waits, at most, before committing to a data stream
@@ -185,8 +224,11 @@ class ContainerWriter:
         self.header = header
         self.rate = Fraction(rate)
         self.time_base = 1 / self.rate
-        self.output = av.open(str(path), "w", format="mp4", options={"movflags": "use_metadata_tags"})
-        self.output.metadata[METADATA_KEY] = header.to_json()
+        if header.is_written:
+            self.output = av.open(str(path), "w", format="mp4", options={"movflags": "use_metadata_tags"})
+            self.output.metadata[METADATA_KEY] = header.to_json()
+        else:
+            self.output = av.open(str(path), "w", format="mp4")
         self.video = self.output.add_stream(ENCODERS[settings.codec], rate=self.rate)
         self.data = None
         self._side_index = 0
@@ -297,22 +339,49 @@ def _open(path: Path):
         raise DualcodecError(f"cannot open {path}: {exc.strerror or exc}") from None
 
 
+def _check_boxes(path: Path) -> None:
+    """Refuse an MP4 whose top-level boxes do not tile the file exactly. Without this, a
+    truncated dualcodec file, whose header sits at the end of ``moov``, would lose the
+    header and pass for a plain video."""
+    size = path.stat().st_size
+    pos = 0
+    with open(path, "rb") as f:
+        while pos < size:
+            f.seek(pos)
+            head = f.read(16)
+            box = int.from_bytes(head[:4], "big") if len(head) >= 8 else -1
+            if box == 1:  # a 64-bit size follows the type
+                box = int.from_bytes(head[8:16], "big") if len(head) == 16 else -1
+            elif box == 0:  # the box runs to the end of the file
+                box = size - pos
+            if box < 8:
+                break
+            pos += box
+    if pos != size:
+        raise DualcodecError(f"{path} is truncated or damaged (its MP4 boxes do not add up to its size)")
+
+
 class ContainerReader:
-    """Reads a dualcodec MP4: header, base frames and side payloads, each in display order."""
+    """Reads a dualcodec MP4, or a plain video without the header: header, base frames and
+    side payloads, each in display order."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         with _open(self.path) as inp:
             text = inp.metadata.get(METADATA_KEY)
-            if text is None:
-                raise DualcodecError(f"{self.path} is not a dualcodec file (no dualcodec header)")
-            self.header = Header.from_json(text)
+            header = Header.from_json(text) if text is not None else None
+            if header is None and "mp4" in inp.format.name.split(","):
+                _check_boxes(self.path)
             if not inp.streams.video:
-                raise DualcodecError(f"{self.path} has no base-layer video stream")
+                what = "base-layer video stream" if header else "video stream (and no dualcodec header)"
+                raise DualcodecError(f"{self.path} has no {what}")
             video = inp.streams.video[0]
+            self.has_header = header is not None
+            self.header = header or Header.from_video_stream(self.path, video)
             self.rate = Fraction(video.average_rate or video.guessed_rate or 25)
             self.extradata = video.codec_context.extradata
-            self.has_side_stream = bool(inp.streams.data)
+            # Only a dual file has a side stream; a plain video's data streams (e.g. time codes) are not one.
+            self.has_side_stream = self.header.mode == "dual" and bool(inp.streams.data)
 
     def base_frames(self) -> Iterator[Planes]:
         """Decoded base-layer frames in display order."""
@@ -348,10 +417,11 @@ class ContainerReader:
                 if packet.stream.type == "video":
                     base += packet.size
                     frames += 1
-                elif packet.stream.type == "data":
+                elif packet.stream.type == "data" and self.has_side_stream:
                     side += packet.size
         return StreamSizes(frames, base, side, self.path.stat().st_size)
 
-    def header_dict(self) -> dict:
-        return json.loads(self.header.to_json())
+    def header_dict(self) -> dict | None:
+        """The header as stored in the file (``None``: a plain video without one)."""
+        return json.loads(self.header.to_json()) if self.has_header else None
 

@@ -84,14 +84,17 @@ def build_tiny_model(seed: int = 0, perturb: bool = True):
 
 
 def make_av_clip(path: Path, width: int = 64, height: int = 48, frames: int = 5, rate: int = 25,
-                 audio: bool = False, faststart: bool = False) -> Path:
-    """A small H.264 MP4 (optionally with a mono AAC track) written with PyAV."""
+                 audio: bool = False, faststart: bool = False, matrix: int | None = None) -> Path:
+    """A small H.264 MP4 (optionally with a mono AAC track) written with PyAV; ``matrix``:
+    the H.273 colour matrix flagged in the stream (default: none, "unspecified")."""
     import av
 
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), "w", format="mp4", options=options) as out:
         video = out.add_stream("libx264", rate=rate)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        if matrix is not None:
+            video.codec_context.colorspace = matrix
         sound = None
         if audio:
             sound = out.add_stream("aac", rate=16000)

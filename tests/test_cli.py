@@ -361,8 +361,23 @@ def test_decode_unsupported_output(capsys, bicubic_file, out_dir, target, messag
 def test_decode_a_plain_mp4(capsys, tmp_path, out_dir):
     plain = make_av_clip(tmp_path / "plain.mp4", frames=2)
     code, _, err = run(capsys, "decode", plain, "-o", out_dir / "x.y4m", "-q")
-    line = assert_one_line_error(code, err)
-    assert "not a dualcodec file" in line
+    assert code == 0, err
+    decoded = list(VideoReader(out_dir / "x.y4m").frames())
+    assert len(decoded) == 2 and decoded[0].shape == (48, 64, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, decode(plain).frames))
+
+
+def test_decode_a_file_without_video(capsys, tmp_path, out_dir):
+    sound = tmp_path / "sound.mp4"
+    with av.open(str(sound), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    code, _, err = run(capsys, "decode", sound, "-o", out_dir / "x.y4m", "-q")
+    assert "has no video stream" in assert_one_line_error(code, err)
     assert leftovers(out_dir) == []
 
 
@@ -398,12 +413,25 @@ def test_info_text(capsys, dual_file, tiny_model):
     assert f"bytes {dual_file.path.stat().st_size}:" in stdout
 
 
+def test_info_of_a_plain_mp4(capsys, tmp_path):
+    plain = make_av_clip(tmp_path / "plain.mp4", frames=2)
+    code, stdout, err = run(capsys, "info", plain, "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert (report["mode"], report["scale"], report["codec"], report["frames"]) == ("plain", 1, "h264", 2)
+    assert (report["width"], report["height"]) == (64, 48) and report["header"] is None
+    assert report["bytes"]["total"] == plain.stat().st_size and report["bytes"]["side"] == 0
+    code, stdout, _ = run(capsys, "info", plain)
+    assert code == 0 and "no dualcodec header, mode plain, scale 1x" in stdout
+
+
 def test_info_errors(capsys, tmp_path):
     code, _, err = run(capsys, "info", tmp_path / "missing.mp4")
     assert "input not found" in assert_one_line_error(code, err)
-    plain = make_av_clip(tmp_path / "plain.mp4", frames=2)
-    code, _, err = run(capsys, "info", plain, "--json")
-    assert "not a dualcodec file" in assert_one_line_error(code, err)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00" * 1000)
+    code, _, err = run(capsys, "info", garbage, "--json")
+    assert "cannot open" in assert_one_line_error(code, err)
 
 
 # -- whole pipeline on real content -------------------------------------------------------

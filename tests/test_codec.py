@@ -67,6 +67,24 @@ def test_expensive_side_bits_are_never_sent(clip, tiny_model, tmp_path):
     assert len(frames) == 3 and frames[0].shape == (29, 37, 3)
 
 
+@pytest.mark.parametrize("bit_depth, full_range", [(8, False), (8, True), (10, False)])
+def test_plain_file_of_even_size_is_a_standard_mp4(bit_depth, full_range, tmp_path):
+    frames = synthetic_frames(64, 48, 3, seed=6)
+    source = write_y4m(tmp_path / "even.y4m", frames)
+    out = tmp_path / "plain.mp4"
+    report, video, decoded = _round_trip(source, out, PlainLayers(), qp=20, bit_depth=bit_depth,
+                                         full_range=full_range)
+    with av.open(str(out)) as inp:
+        assert "dualcodec" not in inp.metadata and not inp.streams.data  # the codec's own file, nothing added
+    assert not ContainerReader(out).has_header
+    assert (video.header.mode, video.header.width, video.header.height) == ("plain", 64, 48)
+    assert (video.header.bit_depth, video.header.full_range) == (bit_depth, full_range)  # from the stream
+    assert report.side_bytes == 0 and len(decoded) == 3
+    # Decoded with the encoder's own conversion (BT.709, the flagged range): 36.5 dB or more
+    # here; decoding with the other range gives 30.3 dB at most.
+    assert min(psnr(a, b) for a, b in zip(frames, decoded)) > 34.0
+
+
 def test_plain_beats_bicubic_at_the_same_qp(clip, tmp_path):
     _, _, plain = _round_trip(clip.path, tmp_path / "p.mp4", PlainLayers(), qp=27)
     _, _, bic = _round_trip(clip.path, tmp_path / "b.mp4", BicubicLayers(2), qp=27)

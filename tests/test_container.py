@@ -155,10 +155,59 @@ def test_bicubic_file_has_no_side_stream(bicubic_file):
         assert len(inp.streams.data) == 0
 
 
-def test_plain_mp4_is_not_a_dualcodec_file(tmp_path):
-    path = make_av_clip(tmp_path / "plain.mp4", frames=2)
-    with pytest.raises(DualcodecError, match="not a dualcodec file"):
-        ContainerReader(path)
+def test_mp4_without_the_header_reads_as_plain(tmp_path):
+    path = make_av_clip(tmp_path / "plain.mp4", frames=2, rate=30)
+    reader = ContainerReader(path)
+    assert not reader.has_header and reader.header_dict() is None
+    assert reader.header == Header(mode="plain", scale=1, width=64, height=48, base_width=64, base_height=48,
+                                   codec="h264", bit_depth=8, full_range=False)
+    assert reader.rate == 30 and not reader.has_side_stream
+    frames = list(reader.base_frames())
+    assert len(frames) == 2 and (frames[0].width, frames[0].height) == (64, 48)
+    sizes = reader.sizes()
+    assert sizes.frames == 2 and sizes.side_bytes == 0 and sizes.file_bytes == path.stat().st_size
+
+
+@pytest.mark.parametrize("mode, size, written", [("plain", (64, 48), False), ("plain", (37, 29), True),
+                                                  ("bicubic", (64, 48), True), ("dual", (64, 48), True)])
+def test_only_a_plain_file_of_even_size_goes_without_the_header(mode, size, written):
+    width, height = size
+    scale = 1 if mode == "plain" else 2
+    header = Header(mode=mode, scale=scale, width=width, height=height, base_width=(width + width % 2) // scale,
+                    base_height=(height + height % 2) // scale, codec="h264", bit_depth=8, full_range=False)
+    assert header.is_written == written
+
+
+def test_videos_dualcodec_cannot_decode_are_refused(tmp_path):
+    import wave
+
+    sound = tmp_path / "sound.wav"
+    with wave.open(str(sound), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(8000)
+        out.writeframes(b"\x00\x00" * 800)
+    with pytest.raises(DualcodecError, match="has no video stream"):
+        ContainerReader(sound)
+    bt601 = make_av_clip(tmp_path / "bt601.mp4", frames=1, matrix=6)
+    with pytest.raises(DualcodecError, match="colour matrix 6 .* BT.709 only"):
+        ContainerReader(bt601)
+    image = tmp_path / "image.png"
+    av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8), format="rgb24").to_image().save(image)
+    with pytest.raises(DualcodecError, match="png video is not supported"):
+        ContainerReader(image)
+
+
+def test_truncated_mp4_does_not_pass_for_a_plain_video(dual_file, tmp_path):
+    # The header sits at the end of moov: cut there, a dual file would read as a plain video.
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(dual_file.path.read_bytes()[:-40])
+    with av.open(str(cut)) as inp:
+        assert METADATA_KEY not in inp.metadata and inp.streams.video  # FFmpeg alone opens it
+    with pytest.raises(DualcodecError, match="cut.mp4 is truncated or damaged"):
+        ContainerReader(cut)
+    faststart = make_av_clip(tmp_path / "faststart.mp4", frames=2, faststart=True)  # moov first, mdat last
+    cut.write_bytes(faststart.read_bytes()[:-10])
+    with pytest.raises(DualcodecError, match="truncated or damaged"):
+        ContainerReader(cut)
 
 
 def test_missing_and_garbage_files(tmp_path):
