@@ -1,11 +1,10 @@
 """Validation table of training runs, from their logs.
 
-    python experiments/summarize_runs.py experiments/results/runs/*/
+    python experiments/summarize_runs.py experiments/results/runs_core/*/
 
 For each run folder (holding log.jsonl and experiment.json as `dualcodec train` writes
 them): the last and the best validation record (fixed crops, real x264 at [train]
-val_qp), the step it came at and the wall-clock time. The bicubic row is the untrained
-bicubic-down / bicubic-up model on the same crops (`--bicubic`), for reference.
+val_qp), the step it came at and the wall-clock time.
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ from pathlib import Path
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", type=Path, nargs="+")
-    parser.add_argument("--bicubic", action="store_true", help="add the bicubic reference row (needs the data)")
+    parser.add_argument("runs", type=Path, nargs="+", help="run folders")
     args = parser.parse_args()
 
     print("| run | downsampler | steps | time | val loss (best) | PSNR | base bpp | side bpp |")
@@ -35,18 +33,6 @@ def main() -> int:
         down = model["downsampler"] + (f" (bound {model['down_bound']})" if model["downsampler"] == "learned" else "")
         print(f"| {run.name} | {down} | {best['step']} of {vals[-1]['step']} | {best['time'] / 60:.0f} min "
               f"| {v['loss']:.5f} | {v['psnr']:.2f} dB | {v['base_bpp']:.3f} | {v['side_bpp']:.4f} |")
-    if args.bicubic:
-        from dualcodec.config import ModelConfig, load_experiment
-        from dualcodec.model import DualLayerModel
-        from dualcodec.train import fixed_crops, load_images, validate
-
-        # the default experiment's validation crops, QP and lmbda
-        exp = load_experiment(Path(__file__).resolve().parent / "default_x2.toml")
-        images = load_images(Path(exp.data.train_dir))
-        val_x = fixed_crops(images[: exp.data.val_images], exp.data.crop, exp.data.val_crops)
-        model = DualLayerModel(ModelConfig(downsampler="bicubic", side_stream=False))
-        v = validate(model, val_x, exp)
-        print(f"| bicubic down / bicubic up | bicubic | - | - | {v.loss:.5f} | {v.psnr:.2f} dB | {v.base_bpp:.3f} | 0 |")
     return 0
 
 
