@@ -329,7 +329,8 @@ class DecodedVideo:
 
 
 def decode(source: Path, model: str | None = None) -> DecodedVideo:
-    """Open a dualcodec file; frames are RGB uint8 ``[H, W, 3]`` at the original size."""
+    """Open a dualcodec file (or a plain video without the header: mode plain); frames are
+    RGB uint8 ``[H, W, 3]`` at the original size."""
     reader = ContainerReader(source)
     header = reader.header
     layers = layers_for_header(header, model)
