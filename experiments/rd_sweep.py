@@ -10,10 +10,15 @@ x264/x265 medium, SVT-AV1 8; GOP 32), every content set and three methods:
 Content: the 24 Kodak images (one-frame videos) and the shared clips (first 8 frames
 of each; foreman_352x288_2f.y4m is left out, it is the first two frames of the foreman
 clip). Each run writes ``OUT/<content>_<codec>_<method>.json`` (CompressAI's layout),
-then :mod:`rd_figures` writes the BD-rate tables and the figures.
+then :mod:`rd_figures` writes the BD-rate tables and the figures from every result file
+in OUT. ``--methods`` re-runs some methods only (after retraining: the dualcodec rows),
+leaving the other files as they are; ``OUT/sweep.json`` holds the QPs, which every file
+in OUT shares (a run at other QPs is refused: use another OUT), and every run behind the
+files, oldest first (command, methods, codecs, content, model, seconds), so the file of
+a (content, codec, method) comes from the last run that lists all three.
 
     python experiments/rd_sweep.py                                   # everything
-    python experiments/rd_sweep.py --model runs/mine/model.pt --codecs h264
+    python experiments/rd_sweep.py --methods dualcodec --model runs/mine/model.pt
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ def main() -> int:
     parser.add_argument("--model", default="default", help="model for the dualcodec rows (default: default)")
     parser.add_argument("--codecs", nargs="+", default=["h264", "hevc", "av1"], choices=["h264", "hevc", "av1"])
     parser.add_argument("--content", nargs="+", default=list(CONTENT), choices=list(CONTENT))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                        help="methods to run (default: all); other methods' result files are kept")
     parser.add_argument("--qps", type=int, nargs="+", default=[27, 32, 37, 42])
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "experiments" / "results" / "rd")
     args = parser.parse_args()
@@ -50,25 +57,36 @@ def main() -> int:
     if missing or not CONTENT["kodak"][0]():
         print(f"rd_sweep: missing content under {SHARED}: {missing or 'kodak'}", file=sys.stderr)
         return 1
+    record_path = args.out / "sweep.json"
+    qps = sorted(set(args.qps))
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {"qps": qps, "runs": []}
+    if record["qps"] != qps:
+        print(f"rd_sweep: the results in {args.out} are at QP {record['qps']}; run at those QPs or into "
+              "another folder (-o)", file=sys.stderr)
+        return 1
+    methods = [m for m in METHODS if m in args.methods]
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     for codec in args.codecs:
         for content in args.content:
             sources, frames = CONTENT[content]
-            for method, extra in METHODS.items():
+            for method in methods:
                 model = ["--model", args.model] if method == "dualcodec" else []
                 cap = ["--frames", str(frames)] if frames else []
-                argv = ["eval", *map(str, sources()), "--codec", codec, "--qp", *map(str, args.qps), *model, *extra,
-                        *cap, "--name", method, "-o", str(args.out / f"{content}_{codec}_{method}.json")]
+                argv = ["eval", *map(str, sources()), "--codec", codec, "--qp", *map(str, qps), *model,
+                        *METHODS[method], *cap, "--name", method,
+                        "-o", str(args.out / f"{content}_{codec}_{method}.json")]
                 print(f"dualcodec {' '.join(argv[:1] + ['<' + content + '>'] + argv[1 + len(sources()):])}",
                       file=sys.stderr)
                 if dualcodec(argv):
                     return 1
     elapsed = time.time() - start
-    (args.out / "sweep.json").write_text(json.dumps({
-        "command": " ".join(["python experiments/rd_sweep.py", *sys.argv[1:]]), "model": args.model,
-        "codecs": args.codecs, "content": args.content, "qps": args.qps, "seconds": round(elapsed),
-    }, indent=1) + "\n")
+    record["runs"].append({
+        "command": " ".join(["python experiments/rd_sweep.py", *sys.argv[1:]]), "methods": methods,
+        "codecs": args.codecs, "content": args.content,
+        "model": args.model if "dualcodec" in methods else None, "seconds": round(elapsed),
+    })
+    record_path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"sweep took {elapsed / 60:.1f} min", file=sys.stderr)
     sys.path.insert(0, str(ROOT / "experiments"))
     from rd_figures import summarize
