@@ -4,7 +4,7 @@
 
 For each run (``RUNS/NAME/model.pt`` from ``dualcodec train experiments/NAME.toml``)
 this evaluates the model with ``dualcodec eval`` on the first 8 Kodak images (kodim01-08)
-and the ``cars_320x240_30f`` clip (H.264, QP 27 32 37 42, file bytes against RGB PSNR)
+and the first 8 frames of the ``cars_320x240_30f`` clip (H.264, QP 27 32 37 42, file bytes against RGB PSNR)
 and compares it with the bicubic baseline at the same settings (evaluated once, cached
 beside the results). Results land in ``experiments/results/ablations/``; the table
 (``table.md``) is what the README shows. About 2 minutes per run on 2 cores.
@@ -23,9 +23,9 @@ OUT = ROOT / "experiments" / "results" / "ablations"
 NAMES = ["ablation_reference", "ablation_no_side", "ablation_learned_down", "ablation_learned_down_no_base_rate",
          "ablation_mse", "ablation_no_rotation", "schedule_fixed", "schedule_multigrid", "schedule_large_batch"]
 QPS = ["27", "32", "37", "42"]
-CONTENT = {
-    "kodak": lambda: sorted(str(p) for p in (SHARED / "images" / "test" / "kodak").glob("*.png"))[:8],
-    "cars": lambda: [str(SHARED / "video" / "cars_320x240_30f.y4m")],
+CONTENT = {  # name: (sources, frame cap)
+    "kodak": (lambda: sorted(str(p) for p in (SHARED / "images" / "test" / "kodak").glob("*.png"))[:8], []),
+    "cars": (lambda: [str(SHARED / "video" / "cars_320x240_30f.y4m")], ["--frames", "8"]),
 }
 
 
@@ -33,7 +33,8 @@ def evaluate(content: str, method: list[str], out: Path) -> dict:
     from dualcodec.cli import main as dualcodec
 
     if not out.is_file():
-        argv = ["eval", *CONTENT[content](), "--codec", "h264", "--qp", *QPS, *method, "--name", out.stem, "-o", str(out)]
+        sources, cap = CONTENT[content]
+        argv = ["eval", *sources(), "--codec", "h264", "--qp", *QPS, *method, *cap, "--name", out.stem, "-o", str(out)]
         if dualcodec(argv):
             raise SystemExit(f"ablations: dualcodec eval failed for {out.stem}")
     return json.loads(out.read_text())["results"]
@@ -64,7 +65,7 @@ def main() -> int:
     previous = json.loads((OUT / "bd_rates.json").read_text()) if (OUT / "bd_rates.json").is_file() else {}
     merged = {**previous, **rows}
     (OUT / "bd_rates.json").write_text(json.dumps(merged, indent=1) + "\n")
-    lines = ["| run | BD-rate vs bicubic, Kodak 1-8 | cars_320x240_30f |", "|---|---|---|"]
+    lines = ["| run | BD-rate vs bicubic, Kodak 1-8 | cars_320x240_30f, 8 frames |", "|---|---|---|"]
     lines += [f"| {name} | {r['kodak']:+.1f}% | {r['cars']:+.1f}% |" for name, r in merged.items()]
     (OUT / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
