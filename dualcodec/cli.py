@@ -110,6 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_frames(frames: int | None) -> None:
+    if frames is not None and frames < 1:
+        raise DualcodecError(f"--frames must be at least 1, got {frames}")
+
+
 def _encode(args: argparse.Namespace) -> None:
     from dualcodec.basecodec import BaseCodecSettings
     from dualcodec.codec import make_codec
@@ -120,8 +125,7 @@ def _encode(args: argparse.Namespace) -> None:
     if args.output.suffix.lower() != ".mp4":
         raise DualcodecError(f"output must be an .mp4 file, got {args.output}")
     codec = make_codec(settings, args.baseline, args.model, args.scale)
-    if args.frames is not None and args.frames < 1:
-        raise DualcodecError(f"--frames must be at least 1, got {args.frames}")
+    _check_frames(args.frames)
     report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames)
     if not args.quiet:
         pixels = report.frames * report.width * report.height
@@ -210,8 +214,7 @@ def _eval(args: argparse.Namespace) -> None:
 
     if args.output.suffix.lower() != ".json":
         raise DualcodecError(f"output must be a .json file, got {args.output}")
-    if args.frames is not None and args.frames < 1:
-        raise DualcodecError(f"--frames must be at least 1, got {args.frames}")
+    _check_frames(args.frames)
     missing = [str(p) for p in args.inputs if not p.is_file()]
     if missing:
         raise DualcodecError(f"input not found: {', '.join(missing)}")
@@ -238,8 +241,7 @@ def _eval(args: argparse.Namespace) -> None:
 def _frames(args: argparse.Namespace) -> None:
     from dualcodec.data import write_frames
 
-    if args.frames is not None and args.frames < 1:
-        raise DualcodecError(f"--frames must be at least 1, got {args.frames}")
+    _check_frames(args.frames)
     names = [video.stem for video in args.inputs]
     for video in args.inputs:
         if not video.is_file():
