@@ -23,6 +23,10 @@ from dualcodec.yuv import YUVFormat
 ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1"}
 DECODERS = {"h264": "h264", "hevc": "hevc", "av1": "libdav1d"}
 DEFAULT_PRESETS = {"h264": "medium", "hevc": "medium", "av1": "8"}
+# x264's and x265's preset names (x264.h, x265.h); SVT-AV1 takes a number (its range
+# depends on the library version, so the encoder itself is asked).
+NAMED_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                 "placebo")
 MAX_QP = {"h264": 51, "hevc": 51, "av1": 63}
 # The smallest base-layer (width, height) each encoder handles. x265 refuses anything
 # below 16x16; SVT-AV1 accepts 4x4 but reads out of bounds (heap corruption, then a
@@ -79,6 +83,33 @@ class BaseCodecSettings:
             key, value = next(iter(rc.items()))
             return {"preset": preset, "x265-params": f"{key}={value}:keyint={self.gop}:log-level=error"}
         return {"preset": preset, **rc, "svtav1-params": f"keyint={self.gop}"}
+
+
+def check_encoder(settings: BaseCodecSettings) -> None:
+    """Open the settings' encoder once on a small frame, so that a bad option (an unknown
+    preset, say) is a one-line error before any frame is read, not a failure mid-encode."""
+    import av
+
+    preset = settings.preset or DEFAULT_PRESETS[settings.codec]
+    if settings.codec == "av1":
+        hint = "SVT-AV1 presets are numbers, from slowest (-1 or 0) to fastest (13)"
+    else:
+        hint = f"{ENCODERS[settings.codec]} presets are {', '.join(NAMED_PRESETS)}"
+    # x264 prints its own complaint about an unknown name to stderr: check names first.
+    if settings.codec != "av1" and preset not in NAMED_PRESETS:
+        raise DualcodecError(f"unknown {settings.codec} preset {preset!r}: {hint}")
+    if settings.codec == "av1":
+        os.environ.setdefault("SVT_LOG", "1")
+    width, height = (max(64, n) for n in MIN_SIZE[settings.codec])
+    cc = av.CodecContext.create(ENCODERS[settings.codec], "w")
+    cc.width, cc.height, cc.pix_fmt = width, height, settings.pix_fmt
+    cc.time_base = Fraction(1, 25)
+    cc.options = settings.encoder_options
+    try:
+        cc.open()
+    except (av.FFmpegError, OverflowError) as exc:
+        raise DualcodecError(f"{ENCODERS[settings.codec]} refuses preset {preset!r} with these settings "
+                             f"({exc.__class__.__name__}); {hint}") from None
 
 
 @dataclass

@@ -5,22 +5,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from dualcodec.errors import DualcodecError
 
 EPILOG = """examples:
   dualcodec encode clip.y4m -o clip.mp4                 # 2x default model, H.264 QP 32
-  dualcodec encode clip.mp4 -o clip.mp4 --codec hevc --crf 28
+  dualcodec encode clip.mkv -o clip_hevc.mp4 --codec hevc --crf 28
   dualcodec encode clip.y4m -o base.mp4 --baseline bicubic
   dualcodec decode clip.mp4 -o clip_decoded.y4m         # lossless output, measure on it
+  dualcodec decode clip.mp4 -o clip_frames/             # PNG frames into a new (or empty) folder
   dualcodec info clip.mp4 --json
   dualcodec eval kodak/*.png --codec hevc --qp 27 32 37 42 -o dual_hevc.json
+  dualcodec eval kodak/*.png --codec hevc --qp 27 32 37 42 -o dual_hevc.json --resume   # after a stop
   dualcodec train experiments/default_x2.toml --set train.name=try
-  dualcodec frames clip.mp4 other.y4m -o frames/          # PNG frame folders for multi-frame training
   dualcodec train experiments/default_x2.toml --set train.name=try --resume
+  dualcodec frames clip.mp4 other.y4m -o frames/          # PNG frame folders for multi-frame training
   deepspeed --num_gpus 2 $(which dualcodec) train experiments/default_x2.toml   # 2 ranks
+
+outputs: an existing file is replaced only with -y (never an input); frames go into a new
+or empty folder, never into one that holds files; everything appears only when complete.
 """
 
 
@@ -44,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
                          "or an image (one-frame video) into a dualcodec MP4.")
     enc.add_argument("input", type=Path, help="input video or image")
     enc.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
+    _overwrite_option(enc)
     enc.add_argument("--codec", choices=["h264", "hevc", "av1"], default="h264", help="base-layer codec (default h264)")
     rate = enc.add_mutually_exclusive_group()
     rate.add_argument("--qp", type=int, help="constant QP for the base layer (default 32)")
@@ -62,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                          description="Decode a dualcodec MP4. OUT.y4m (4:4:4 16-bit) and OUT_DIR/ (PNG frames) "
                          "are lossless copies of the decoder's output; OUT.mp4 is a high-quality H.264 for viewing.")
     dec.add_argument("input", type=Path, help="dualcodec .mp4 (a video without the header decodes as mode plain)")
-    dec.add_argument("-o", "--output", required=True, help="OUT.y4m, OUT.mp4 or OUT_DIR/")
+    dec.add_argument("-o", "--output", required=True,
+                     help="OUT.y4m, OUT.mp4 or OUT_DIR/ (PNG frames; a new or empty folder)")
+    _overwrite_option(dec)
     dec.add_argument("--model", help="model to decode with (default: the one named in the file)")
     dec.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -75,7 +85,13 @@ def _parser() -> argparse.ArgumentParser:
                         "record bytes per layer, bpp, PSNR (RGB and YUV 6:1:1), MS-SSIM, LPIPS and times, in "
                         "CompressAI's results layout (python -m compressai.utils.plot reads it).")
     ev.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="videos or images")
-    ev.add_argument("-o", "--output", type=Path, required=True, help="results .json")
+    ev.add_argument("-o", "--output", type=Path, required=True,
+                    help="results .json, rewritten after every point (a stopped sweep keeps what it measured)")
+    again = ev.add_mutually_exclusive_group()
+    _overwrite_option(again, "overwrite an existing results file and start the sweep over")
+    again.add_argument("--resume", action="store_true",
+                       help="continue the sweep saved in the results file, measuring only the missing points "
+                       "(refused if its settings differ)")
     ev.add_argument("--codec", choices=["h264", "hevc", "av1"], default="h264", help="base-layer codec (default h264)")
     ev.add_argument("--qp", type=int, nargs="+", default=[22, 27, 32, 37], metavar="QP",
                     help="base-layer QPs (default 22 27 32 37)")
@@ -94,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
                         description="Decode each VIDEO with PyAV into DIR/<video name>/frame_000001.png, ... "
                         "(lossless RGB): the frame folders that multi-frame training reads as clips.")
     fr.add_argument("inputs", type=Path, nargs="+", metavar="VIDEO", help="input video (anything FFmpeg reads)")
-    fr.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="output folder (created if missing)")
+    fr.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                    help="output folder (created if missing); each DIR/<video name>/ must be new or empty")
     fr.add_argument("--frames", type=int, metavar="N", help="only the first N frames of each video")
     fr.add_argument("-q", "--quiet", action="store_true", help="no summary")
 
@@ -110,6 +127,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _overwrite_option(parser, text: str = "overwrite an existing output file (as ffmpeg -y); never an input") -> None:
+    parser.add_argument("-y", "--overwrite", action="store_true", help=text)
+
+
 def _check_frames(frames: int | None) -> None:
     if frames is not None and frames < 1:
         raise DualcodecError(f"--frames must be at least 1, got {frames}")
@@ -118,14 +139,14 @@ def _check_frames(frames: int | None) -> None:
 def _encode(args: argparse.Namespace) -> None:
     from dualcodec.basecodec import BaseCodecSettings
     from dualcodec.codec import make_codec
+    from dualcodec.outputs import check_output_file
 
+    check_output_file(args.output, [args.input], [".mp4"], args.overwrite)
+    _check_frames(args.frames)
     qp = args.qp if args.qp is not None or args.crf is not None else 32
     settings = BaseCodecSettings(codec=args.codec, qp=qp, crf=args.crf, preset=args.preset, gop=args.gop,
                                  bit_depth=args.bit_depth)
-    if args.output.suffix.lower() != ".mp4":
-        raise DualcodecError(f"output must be an .mp4 file, got {args.output}")
     codec = make_codec(settings, args.baseline, args.model, args.scale)
-    _check_frames(args.frames)
     report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames)
     if not args.quiet:
         pixels = report.frames * report.width * report.height
@@ -145,10 +166,15 @@ def _decode(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from dualcodec.codec import decode
-    from dualcodec.video import atomic_path, open_writer, output_kind
+    from dualcodec.outputs import atomic_path, check_output_file, check_output_folder
+    from dualcodec.video import open_writer, output_kind
 
     kind = output_kind(args.output)
-    destination = Path(args.output.rstrip("/")) if kind == "dir" else Path(args.output)
+    destination = Path(args.output)
+    if kind == "dir":
+        check_output_folder(destination, [args.input])
+    else:
+        check_output_file(destination, [args.input], [f".{kind}"], args.overwrite)
     video = decode(args.input, args.model)
     header = video.header
     with atomic_path(destination, is_dir=kind == "dir") as tmp:
@@ -209,50 +235,62 @@ def _info(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from dualcodec.basecodec import BaseCodecSettings
     from dualcodec.codec import make_codec
-    from dualcodec.evaluate import results_json, sweep, write_results
+    from dualcodec.evaluate import resumable_points, results_json, sweep, write_results
     from dualcodec.metrics import lpips_backbone_path
+    from dualcodec.outputs import check_output_file
+    from dualcodec.video import check_inputs
 
-    if args.output.suffix.lower() != ".json":
-        raise DualcodecError(f"output must be a .json file, got {args.output}")
+    check_output_file(args.output, args.inputs, [".json"], overwrite=args.overwrite or args.resume)
     _check_frames(args.frames)
-    missing = [str(p) for p in args.inputs if not p.is_file()]
-    if missing:
-        raise DualcodecError(f"input not found: {', '.join(missing)}")
+    check_inputs(args.inputs)
     lpips_backbone_path()  # fail before the sweep, not after it
     qps = sorted(set(args.qp))
     codecs = {qp: make_codec(BaseCodecSettings(codec=args.codec, qp=qp, preset=args.preset, gop=args.gop),
                              args.baseline, args.model, args.scale) for qp in qps}
     method = {"bicubic": "bicubic", "none": "plain"}.get(args.baseline) or f"dualcodec {args.model}"
     name = args.name or f"{method} {args.codec}"
-    points = sweep(args.inputs, codecs.__getitem__, qps, args.frames, progress=not args.quiet, desc=name)
+    sources = [str(p) for p in args.inputs]
+    fingerprint = None if args.baseline else codecs[qps[0]].layers.loaded.fingerprint
     settings = {"codec": args.codec, "qps": qps, "preset": args.preset, "gop": args.gop, "scale": args.scale,
-                "model": None if args.baseline else args.model, "baseline": args.baseline, "frames": args.frames}
-    data = results_json(points, name, f"dualcodec eval: real files, whole-file rate; {method}, {args.codec} base",
-                        settings)
+                "model": None if args.baseline else args.model, "model_fingerprint": fingerprint,
+                "baseline": args.baseline, "frames": args.frames, "inputs": sources}
+    done = resumable_points(args.output, settings) if args.resume and args.output.exists() else []
+    description = f"dualcodec eval: real files, whole-file rate; {method}, {args.codec} base"
+
+    def save(points):
+        write_results(args.output, results_json(points, name, description, settings, sources, qps))
+
+    points = sweep(args.inputs, codecs.__getitem__, qps, args.frames, progress=not args.quiet, desc=name,
+                   done=done, on_point=save)
+    data = results_json(points, name, description, settings, sources, qps)
     write_results(args.output, data)
     if not args.quiet:
         results = data["results"]
         for i, qp in enumerate(qps):
             print(f"QP {qp}: {results['bpp'][i]:.4f} bpp, PSNR RGB {results['psnr-rgb'][i]:.2f} dB, "
                   f"YUV {results['psnr-yuv'][i]:.2f} dB, LPIPS {results['lpips'][i]:.4f}", file=sys.stderr)
-        print(f"wrote {args.output}", file=sys.stderr)
+        kept = f" ({len(done)} points from the earlier run)" if done else ""
+        print(f"wrote {args.output}{kept}", file=sys.stderr)
 
 
 def _frames(args: argparse.Namespace) -> None:
     from dualcodec.data import write_frames
+    from dualcodec.outputs import check_output_folder, new_folder
+    from dualcodec.video import check_inputs
 
     _check_frames(args.frames)
     names = [video.stem for video in args.inputs]
     for video in args.inputs:
-        if not video.is_file():
-            raise DualcodecError(f"input not found: {video}")
         if names.count(video.stem) > 1:
             raise DualcodecError(f"two inputs would share the frame folder {args.output / video.stem}")
-    args.output.mkdir(parents=True, exist_ok=True)
     for video in args.inputs:
-        count = write_frames(video, args.output / video.stem, args.frames)
-        if not args.quiet:
-            print(f"{args.output / video.stem}: {count} frames", file=sys.stderr)
+        check_output_folder(args.output / video.stem, args.inputs, make_parents=True)
+    check_inputs(args.inputs)
+    with new_folder(args.output):
+        for video in args.inputs:
+            count = write_frames(video, args.output / video.stem, args.frames)
+            if not args.quiet:
+                print(f"{args.output / video.stem}: {count} frames", file=sys.stderr)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -266,6 +304,27 @@ def _train(args: argparse.Namespace) -> None:
               f"{result.best_loss:.5f}; model written to {result.model_path}", file=sys.stderr)
 
 
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised in the main thread so that every ``finally`` (temporary
+    outputs, the decoder's writer thread) runs as it does on Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # a second signal must not cut the clean-up short
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Terminated(signum)
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout went away (``| head``): drop what is still buffered, unprinted."""
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
@@ -273,14 +332,27 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
     args = _parser().parse_args(argv)
     handlers = {"encode": _encode, "decode": _decode, "info": _info, "eval": _eval, "frames": _frames, "train": _train}
+    signals = (signal.SIGTERM, signal.SIGHUP)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = [signal.signal(sig, _raise_terminated) for sig in signals] if in_main_thread else []
     try:
         handlers[args.command](args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
     except DualcodecError as exc:
         print(f"dualcodec: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dualcodec: interrupted", file=sys.stderr)
         return 130
+    except _Terminated as exc:
+        print(f"dualcodec: terminated by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return 128 + exc.signum
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 128 + signal.SIGPIPE
+    finally:
+        for sig, handler in zip(signals, previous):
+            signal.signal(sig, handler)
     return 0
 
 

@@ -27,12 +27,21 @@ from typing import Iterator, Protocol
 import numpy as np
 import torch
 
-from dualcodec.basecodec import BaseCodecSettings, BaseDecoder, BaseEncoder, Planes, planes_from_tensors, planes_to_tensors
+from dualcodec.basecodec import (
+    BaseCodecSettings,
+    BaseDecoder,
+    BaseEncoder,
+    Planes,
+    check_encoder,
+    planes_from_tensors,
+    planes_to_tensors,
+)
 from dualcodec.container import SIDE_NEW, SIDE_REPEAT, SIDE_SKIP, ContainerReader, ContainerWriter, Header, SideFrame
 from dualcodec.errors import DualcodecError
 from dualcodec.model import LoadedModel, lmbda_at, load_model, resolve_model_path
 from dualcodec.nets.common import bicubic_down, bicubic_up
-from dualcodec.video import VideoReader, atomic_path
+from dualcodec.outputs import atomic_path
+from dualcodec.video import VideoReader
 from dualcodec.yuv import rgb_to_yuv420, yuv420_to_rgb
 
 
@@ -355,7 +364,9 @@ def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[np.ndarr
 
 
 def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, scale: int | None) -> LayeredCodec:
-    """The codec the command line asks for: a learned model, or a baseline."""
+    """The codec the command line asks for: a learned model, or a baseline; its settings
+    are checked against the real encoder first."""
+    check_encoder(settings)
     if baseline == "none":
         return LayeredCodec(PlainLayers(), settings)
     if baseline == "bicubic":

@@ -199,9 +199,13 @@ def _read_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in seen:
         raise DualcodecError(f"{path} extends itself through {' -> '.join(p.name for p in seen)}")
     try:
-        tree = tomllib.loads(path.read_text())
+        tree = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DualcodecError(f"experiment file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise DualcodecError(f"{path} is not an experiment file: not UTF-8 text (TOML)") from None
+    except OSError as exc:
+        raise DualcodecError(f"cannot read experiment file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise DualcodecError(f"{path} is not valid TOML: {exc}") from None
     parent = tree.pop("extends", None)

@@ -71,6 +71,7 @@ from typing import Iterator
 
 from dualcodec.basecodec import BT709, DECODERS, ENCODERS, RANGE_PC, BaseCodecSettings, BaseDecoder, Planes
 from dualcodec.errors import DualcodecError
+from dualcodec.outputs import refuse_stdin
 
 FORMAT_NAME = "dualcodec"
 FORMAT_VERSION = 1
@@ -330,6 +331,7 @@ class StreamSizes:
 def _open(path: Path):
     import av
 
+    refuse_stdin(path)
     path = Path(path)
     if not path.exists():
         raise DualcodecError(f"input not found: {path}")

@@ -50,7 +50,8 @@ import numpy as np
 import torch
 
 from dualcodec.errors import DualcodecError
-from dualcodec.video import IMAGE_SUFFIXES, PngDirWriter, VideoReader, atomic_path
+from dualcodec.outputs import atomic_path
+from dualcodec.video import IMAGE_SUFFIXES, PngDirWriter, VideoReader
 
 Clip = tuple[Path, ...]
 
@@ -85,7 +86,8 @@ def list_clips(folder: Path, length: int) -> list[Clip]:
 def write_frames(video: Path, folder: Path, max_frames: int | None = None) -> int:
     """Decode ``video`` with PyAV into ``folder/frame_000001.png``, ...; returns the frame count.
 
-    The folder appears only when every frame is written (it replaces an older one).
+    The folder appears only when every frame is written; it must be new or empty
+    (:func:`dualcodec.outputs.atomic_path`).
     """
     reader = VideoReader(video)
     count = 0

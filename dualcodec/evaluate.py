@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -108,14 +108,34 @@ def sweep(
     max_frames: int | None = None,
     progress: bool = True,
     desc: str = "rd sweep",
+    done: Sequence[RDPoint] = (),
+    on_point: Callable[[list[RDPoint]], None] | None = None,
 ) -> list[RDPoint]:
-    """Every source at every QP; ``make_codec`` builds the codec for one QP."""
+    """Every source at every QP, QP by QP; ``make_codec`` builds the codec for one QP.
+
+    ``done``: points of an earlier run of the same sweep, kept and not measured again.
+    ``on_point(points)`` runs after each new point with every point so far, so a caller can
+    save them as they come. A failing point raises :class:`DualcodecError` naming its source.
+    """
+    import av
     from tqdm import tqdm
 
-    jobs = [(qp, src) for qp in qps for src in sources]
-    points = []
-    for qp, src in tqdm(jobs, desc=desc, unit="point", disable=not progress, dynamic_ncols=True):
-        points.append(measure(make_codec(qp), Path(src), qp, max_frames))
+    measured = {(p.qp, p.source) for p in done}
+    points = list(done)
+    jobs = [(qp, Path(src)) for qp in qps for src in sources]
+    with tqdm(total=len(jobs), initial=len(measured), desc=desc, unit="point", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for qp, src in jobs:
+            if (qp, str(src)) in measured:
+                continue
+            try:
+                points.append(measure(make_codec(qp), src, qp, max_frames))
+            except (DualcodecError, av.FFmpegError) as exc:
+                reason = str(exc) if isinstance(exc, DualcodecError) else f"{exc.__class__.__name__}: {exc}"
+                raise DualcodecError(f"{src} at QP {qp}: {reason}") from None
+            bar.update()
+            if on_point is not None:
+                on_point(points)
     return points
 
 
@@ -143,27 +163,63 @@ def _mean(values: list[float]) -> float | None:
     return _or_null(float(np.mean(values)))
 
 
-def results_json(points: Sequence[RDPoint], name: str, description: str, settings: dict) -> dict:
-    """CompressAI's results layout: one entry per QP (sorted), each the mean over the sources."""
-    qps = sorted({p.qp for p in points})
+def results_json(points: Sequence[RDPoint], name: str, description: str, settings: dict,
+                 sources: Sequence[str] | None = None, planned_qps: Sequence[int] | None = None) -> dict:
+    """CompressAI's results layout: one entry per QP (sorted), each the mean over the sources.
+
+    ``sources`` and ``planned_qps``: the sweep's plan. With ``sources``, a QP enters
+    ``results`` only once every source has a point at it, so a sweep saved part way
+    (``"complete": false``) never averages over a subset; all its per-source points are
+    under ``inputs``. Without, each QP averages the points it has.
+    """
+    measured = sorted({p.qp for p in points})
+    qps = measured if sources is None else [q for q in measured if set(sources) <= {p.source for p in points if p.qp == q}]
+    complete = set(qps) >= set(planned_qps if planned_qps is not None else measured)
     results: dict[str, list] = {"qp": qps}
     for field, key in RESULT_KEYS.items():
         results[key] = [_mean([getattr(p, field) for p in points if p.qp == q]) for q in qps]
     for field in ("file_bytes", "base_bytes", "side_bytes", "other_bytes"):
         results[field] = [int(sum(getattr(p, field) for p in points if p.qp == q)) for q in qps]
-    sources = list(dict.fromkeys(p.source for p in points))
+    names = list(dict.fromkeys(p.source for p in points))
     inputs = [
         {"source": s, "points": [{k: _or_null(v) for k, v in asdict(p).items()} | {"bpp": p.bpp, "other_bytes": p.other_bytes}
                                  for p in points if p.source == s]}
-        for s in sources
+        for s in names
     ]
-    return {"name": name, "description": description, "settings": settings, "results": results,
-            "inputs": inputs}
+    return {"name": name, "description": description, "settings": settings, "complete": complete,
+            "results": results, "inputs": inputs}
+
+
+def points_from_results(data: dict) -> list[RDPoint]:
+    """The per-source points of a results file (:func:`results_json`), e.g. to resume its sweep."""
+    names = {f.name for f in fields(RDPoint)}
+    points = []
+    for entry in data.get("inputs", []):
+        for p in entry["points"]:
+            values = {k: (float("nan") if v is None else v) for k, v in p.items() if k in names}
+            points.append(RDPoint(**values))
+    return points
+
+
+def resumable_points(path: Path, settings: dict) -> list[RDPoint]:
+    """The points that ``path`` holds, refused unless its sweep ran with the same ``settings``."""
+    try:
+        data = json.loads(Path(path).read_text())
+        saved = data["settings"]
+        points = points_from_results(data)
+        changed = sorted(k for k in settings.keys() | saved.keys() if settings.get(k) != saved.get(k))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: bad UTF-8 or JSON
+        raise DualcodecError(f"cannot resume from {path}: not a dualcodec eval results file "
+                             f"({exc.__class__.__name__})") from None
+    if changed:
+        raise DualcodecError(f"cannot resume {path}: it was measured with other {', '.join(changed)}; "
+                             "pass -y to start over, or name another output")
+    return points
 
 
 def write_results(path: Path, data: dict) -> None:
     """Write JSON (NaN as null) atomically."""
-    from dualcodec.video import atomic_path
+    from dualcodec.outputs import atomic_path
 
     with atomic_path(Path(path)) as tmp:
         Path(tmp).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")

@@ -112,6 +112,8 @@ def deepspeed_config(exp: Experiment, experiment_path: Path, world: World) -> di
         raise DualcodecError(f"DeepSpeed config not found: {path}") from None
     except json.JSONDecodeError as exc:
         raise DualcodecError(f"{path} is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise DualcodecError(f"{path} is not a DeepSpeed config: not UTF-8 text (JSON)") from None
     clash = [key for key in _OWNED_BY_EXPERIMENT if key in config]
     if clash:
         raise DualcodecError(f"{path} sets {', '.join(clash)}: batch, optimizer and schedule belong to the "
@@ -199,6 +201,17 @@ def _checkpoint_paths(run_dir: Path) -> tuple[Path, Path]:
     return run_dir / "checkpoints", run_dir / "checkpoints" / "latest"
 
 
+def _check_new_run_dir(run_dir: Path) -> None:
+    """A new run writes into a new or empty folder, never over another run's files."""
+    from dualcodec.outputs import check_output_folder
+
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        what = "a run" if (run_dir / "experiment.json").exists() else "files"
+        raise DualcodecError(f"run folder {run_dir} already holds {what}; pass --resume to continue a run, "
+                             "or set another train.name")
+    check_output_folder(run_dir, [], make_parents=True)
+
+
 def train(exp: Experiment, experiment_path: Path, progress: bool = True, resume: bool = False) -> TrainResult:
     """Run (or resume) one experiment."""
     import deepspeed
@@ -214,8 +227,8 @@ def train(exp: Experiment, experiment_path: Path, progress: bool = True, resume:
     ckpt_dir, latest = _checkpoint_paths(run_dir)
     if resume and not latest.exists():
         raise DualcodecError(f"nothing to resume: no checkpoint in {ckpt_dir}")
-    if not resume and latest.exists():
-        raise DualcodecError(f"{run_dir} already holds a run; pass --resume to continue it or set another train.name")
+    if not resume:
+        _check_new_run_dir(run_dir)
     if resume:
         saved = json.loads((run_dir / "experiment.json").read_text()).get("fingerprint")
         if saved != fingerprint:
@@ -237,6 +250,10 @@ def train(exp: Experiment, experiment_path: Path, progress: bool = True, resume:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: plan.lr_at(step) / plan.peak_lr)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
 
+    if world.size > 1:  # every rank has checked the run folder before rank 0 writes into it
+        import torch.distributed as dist
+
+        dist.barrier()
     state = RunState()
     qp_rng = np.random.default_rng(exp.train.seed + 1)
     stream_state: str | None = None

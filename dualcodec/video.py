@@ -13,19 +13,17 @@ Output formats and their loss:
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from dualcodec.errors import DualcodecError
+from dualcodec.outputs import refuse_stdin, refuse_stdout
 from dualcodec.yuv import YUVFormat, rgb_to_ycbcr, ycbcr_to_rgb
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -54,6 +52,7 @@ class VideoReader:
     def __init__(self, path: Path) -> None:
         import av
 
+        refuse_stdin(path)
         self.path = Path(path)
         if not self.path.exists():
             raise DualcodecError(f"input not found: {self.path}")
@@ -104,6 +103,13 @@ class VideoReader:
             raise DualcodecError(f"cannot read {self.path}: no decodable video frame")
 
 
+def check_inputs(paths: Sequence[Path]) -> None:
+    """Open every input (its container header, or the image) before the first is decoded,
+    so that a command over many inputs fails at once, naming the bad one."""
+    for path in paths:
+        VideoReader(Path(path))
+
+
 def _frame_to_rgb(frame) -> np.ndarray:
     if frame.format.name == "yuv444p16le" and frame.color_range == 2:
         # Our own lossless y4m: invert it with the conversion that wrote it.
@@ -116,32 +122,6 @@ def _frame_to_rgb(frame) -> np.ndarray:
         rgb = ycbcr_to_rgb(torch.from_numpy(planes).unsqueeze(0), Y4M_FORMAT)[0]
         return (rgb * 255.0).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
     return frame.to_ndarray(format="rgb24")
-
-
-@contextlib.contextmanager
-def atomic_path(final: Path, is_dir: bool = False):
-    """Yield a temporary path beside ``final``; move it into place only on success."""
-    final = Path(final)
-    parent = final.parent if str(final.parent) else Path(".")
-    if not parent.is_dir():
-        raise DualcodecError(f"output folder does not exist: {parent}")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial" + final.suffix, dir=parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    if is_dir:
-        tmp.unlink()
-        tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True) if is_dir else tmp.unlink(missing_ok=True)
-        raise
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)  # mkstemp made it private
-    if is_dir and final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
 
 
 class Y4MWriter:
@@ -226,6 +206,8 @@ def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction):
 
 
 def output_kind(path: str) -> str:
+    """``"y4m"``, ``"mp4"`` or ``"dir"`` (PNG frames) for a decode output name."""
+    refuse_stdout(path)
     suffix = Path(path).suffix.lower()
     if suffix in (".y4m", ".mp4"):
         return suffix[1:]

@@ -85,8 +85,11 @@ def main() -> int:
         # the one least disturbed by other work (as timeit reports it).
         in_memory = sorted(n / timed(lambda: sum(1 for _ in decode(encoded, model_path).frames))
                            for _ in range(args.repeats))
-        to_y4m = sorted(n / timed(lambda: cli_main(["decode", str(encoded), "-o", str(out), "--model", model_path, "-q"]))
-                        for _ in range(args.repeats))
+        def decode_to_y4m() -> None:
+            if cli_main(["decode", str(encoded), "-o", str(out), "-y", "--model", model_path, "-q"]):
+                raise SystemExit("bench_decode: dualcodec decode failed")
+
+        to_y4m = sorted(n / timed(decode_to_y4m) for _ in range(args.repeats))
 
     print(f"source: {source.name}, first {n} frames resized to 1280x720; base 640x360 H.264 QP 32; "
           f"{report.file_bytes} bytes; torch threads {args.threads}")

@@ -42,9 +42,9 @@ def main() -> int:
         for label, extra in [("dualcodec (default 2x model)", []), ("bicubic baseline (2x)", ["--baseline", "bicubic"]),
                              ("plain H.264, full resolution", ["--baseline", "none"])]:
             encoded, decoded = Path(tmp) / "enc.mp4", Path(tmp) / "dec.y4m"
-            if cli(["encode", str(clip), "-o", str(encoded), "--qp", "32", "-q", *limit, *extra]):
+            if cli(["encode", str(clip), "-o", str(encoded), "-y", "--qp", "32", "-q", *limit, *extra]):
                 return 1
-            if cli(["decode", str(encoded), "-o", str(decoded), "-q"]):
+            if cli(["decode", str(encoded), "-o", str(decoded), "-y", "-q"]):
                 return 1
             originals = VideoReader(clip).frames()
             out = list(VideoReader(decoded).frames())

@@ -75,7 +75,7 @@ def main() -> int:
                 cap = ["--frames", str(frames)] if frames else []
                 argv = ["eval", *map(str, sources()), "--codec", codec, "--qp", *map(str, qps), *model,
                         *METHODS[method], *cap, "--name", method,
-                        "-o", str(args.out / f"{content}_{codec}_{method}.json")]
+                        "-o", str(args.out / f"{content}_{codec}_{method}.json"), "-y"]
                 print(f"dualcodec {' '.join(argv[:1] + ['<' + content + '>'] + argv[1 + len(sources()):])}",
                       file=sys.stderr)
                 if dualcodec(argv):

@@ -123,3 +123,24 @@ def packet_spans(path: Path, kind: str) -> list[tuple[int, int]]:
     with av.open(str(path)) as inp:
         stream = getattr(inp.streams, kind)[0]
         return [(p.pos, p.size) for p in inp.demux(stream) if p.size]
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    """``dualcodec ARGV`` in-process: exit status, stdout, stderr."""
+    from dualcodec.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, expected_code: int = 1) -> str:
+    assert code == expected_code
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dualcodec: error: ")
+    assert "Traceback" not in err
+    return lines[0]

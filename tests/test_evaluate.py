@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dualcodec.cli import main
+from dualcodec.errors import DualcodecError
 from dualcodec.evaluate import RDPoint, results_json
 from helpers import shared_file, synthetic_frames, write_png, write_y4m
 
@@ -162,3 +163,34 @@ def test_plain_rows_match_an_independent_pyav_encode(tmp_path, capsys, qp):
     # carries no dualcodec header (it cost 345 bytes, 2.1% of this clip at QP 37).
     assert row["file_bytes"] == pytest.approx(file_bytes, rel=0.01)
     assert row["psnr_rgb"] == pytest.approx(psnr, abs=0.01)
+
+
+def _point(source: str, qp: int) -> RDPoint:
+    return RDPoint(source, qp, 1, 10, 10, 100, 80, 0, 30.0, 30.0, 40.0, 40.0, 31.0, float("nan"), 0.1, 1.0, 0.5)
+
+
+def test_a_partial_sweep_averages_only_the_qps_every_source_has():
+    points = [_point("a", 27), _point("b", 27), _point("a", 32)]
+    data = results_json(points, "x", "y", {}, sources=["a", "b"], planned_qps=[27, 32])
+    assert data["results"]["qp"] == [27] and data["complete"] is False
+    assert [len(i["points"]) for i in data["inputs"]] == [2, 1]
+    done = results_json(points + [_point("b", 32)], "x", "y", {}, sources=["a", "b"], planned_qps=[27, 32])
+    assert done["results"]["qp"] == [27, 32] and done["complete"] is True
+
+
+def test_points_round_trip_through_the_results_file(tmp_path):
+    from dualcodec.evaluate import points_from_results, resumable_points
+
+    points = [_point("a", 27), _point("b", 32)]
+    settings = {"codec": "h264", "qps": [27, 32]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(results_json(points, "x", "y", settings)))
+    back = resumable_points(path, settings)
+    assert [p.source for p in back] == ["a", "b"] and math.isnan(back[0].ms_ssim)
+    assert [dict(vars(p), ms_ssim=0) for p in back] == [dict(vars(p), ms_ssim=0) for p in points]
+    assert points_from_results({"inputs": []}) == []
+    with pytest.raises(DualcodecError, match="measured with other codec"):
+        resumable_points(path, {**settings, "codec": "hevc"})
+    path.write_bytes(b"\xff\xfe not json")
+    with pytest.raises(DualcodecError, match="not a dualcodec eval results file"):
+        resumable_points(path, settings)

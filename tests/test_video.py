@@ -1,9 +1,8 @@
-"""dualcodec.video: reading any video or image, writing y4m / PNG / MP4, atomic outputs."""
+"""dualcodec.video: reading any video or image, writing y4m / PNG / MP4."""
 
 from __future__ import annotations
 
 import itertools
-import os
 from fractions import Fraction
 
 import av
@@ -17,7 +16,6 @@ from dualcodec.video import (
     PngDirWriter,
     VideoReader,
     Y4MWriter,
-    atomic_path,
     open_writer,
     output_kind,
 )
@@ -243,55 +241,22 @@ def test_output_kind_existing_folder_with_dot(tmp_path):
     assert output_kind(str(folder)) == "dir"
 
 
-def test_atomic_path_success(tmp_path):
-    final = tmp_path / "out.bin"
-    with atomic_path(final) as tmp:
-        assert tmp.parent == tmp_path and tmp != final and ".partial" in tmp.name
-        tmp.write_bytes(b"done")
-        assert not final.exists()
-    assert final.read_bytes() == b"done"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
-    # Not the private mode mkstemp gives: an ordinary file for this umask.
-    umask = os.umask(0)
-    os.umask(umask)
-    assert final.stat().st_mode & 0o777 == 0o666 & ~umask
+def test_output_kind_refuses_stdout():
+    with pytest.raises(DualcodecError, match="standard output is not supported yet"):
+        output_kind("-")
 
 
-def test_atomic_path_failure_leaves_nothing(tmp_path):
-    final = tmp_path / "out.bin"
-    with pytest.raises(RuntimeError):
-        with atomic_path(final) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
+def test_reader_refuses_stdin():
+    with pytest.raises(DualcodecError, match="standard input is not supported yet"):
+        VideoReader("-")
 
 
-def test_atomic_path_keeps_the_old_file_on_failure(tmp_path):
-    final = tmp_path / "out.bin"
-    final.write_bytes(b"old")
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_path(final) as tmp:
-            tmp.write_bytes(b"new")
-            raise KeyboardInterrupt
-    assert final.read_bytes() == b"old" and len(list(tmp_path.iterdir())) == 1
+def test_check_inputs_names_the_bad_one(tmp_path):
+    from dualcodec.video import check_inputs
 
-
-def test_atomic_path_folder(tmp_path):
-    final = tmp_path / "frames"
-    final.mkdir()
-    (final / "stale.png").write_bytes(b"x")
-    with atomic_path(final, is_dir=True) as tmp:
-        assert tmp.is_dir()
-        (tmp / "frame_000001.png").write_bytes(b"y")
-    assert sorted(p.name for p in final.iterdir()) == ["frame_000001.png"]
-    assert [p.name for p in tmp_path.iterdir()] == ["frames"]
-    with pytest.raises(ValueError):
-        with atomic_path(tmp_path / "other", is_dir=True):
-            raise ValueError
-    assert [p.name for p in tmp_path.iterdir()] == ["frames"]
-
-
-def test_atomic_path_missing_parent(tmp_path):
-    with pytest.raises(DualcodecError, match="output folder does not exist"):
-        with atomic_path(tmp_path / "nope" / "out.y4m"):
-            pass
+    good = write_png(tmp_path / "good.png", synthetic_frames(8, 8, 1)[0])
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    check_inputs([good])
+    with pytest.raises(DualcodecError, match="bad.mp4"):
+        check_inputs([good, bad])
