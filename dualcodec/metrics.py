@@ -14,7 +14,8 @@ metric works on values in [0, 1] with the data range set to 1, so the two kinds 
   ImageNet AlexNet). Without those weights :func:`lpips` raises; it never runs on a
   random backbone.
 * :func:`bd_rate`, :func:`bd_psnr`: Bjontegaard deltas (VCEG-M33) with piecewise cubic
-  Hermite interpolation, as in the JCTVC-L1100 / JVET common-test-conditions sheets.
+  Hermite interpolation, as in the JCTVC-L1100 / JVET common-test-conditions sheets,
+  computed by the ``bjontegaard`` package, whose overlap warning they carry.
 """
 
 from __future__ import annotations
@@ -169,34 +170,44 @@ def lpips(a: np.ndarray, b: np.ndarray) -> float:
         return float(lpips_model()(_nchw(a), _nchw(b), normalize=True))
 
 
-def _pchip_integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
-    from scipy.interpolate import PchipInterpolator
+@dataclass(frozen=True)
+class BD:
+    """A Bjontegaard delta and the ``bjontegaard`` package's warning about it, if any."""
 
-    order = np.argsort(x)
-    return float(PchipInterpolator(x[order], y[order]).integrate(lo, hi))
-
-
-def _bd(base_anchor, value_anchor, base_test, value_test) -> float:
-    """Mean of ``value_test - value_anchor`` over the overlap of the two bases (NaN: none)."""
-    ba, bt = np.asarray(base_anchor, float), np.asarray(base_test, float)
-    lo, hi = max(ba.min(), bt.min()), min(ba.max(), bt.max())
-    if hi <= lo:
-        return float("nan")
-    va, vt = np.asarray(value_anchor, float), np.asarray(value_test, float)
-    return (_pchip_integral(bt, vt, lo, hi) - _pchip_integral(ba, va, lo, hi)) / (hi - lo)
+    value: float  # NaN: the curves do not overlap
+    warning: str | None = None  # e.g. "Insufficient curve overlap: '62.00'. ..." (below 75%)
 
 
-def bd_rate(rate_anchor, quality_anchor, rate_test, quality_test) -> float:
-    """Bjontegaard delta rate in percent: log-rate over quality, piecewise cubic.
+def _bd(function, rate_anchor, quality_anchor, rate_test, quality_test) -> BD:
+    import warnings
 
-    Negative: the test needs fewer bits than the anchor for the same quality. NaN when
-    the quality ranges do not overlap. ``quality`` must grow with quality (PSNR, MS-SSIM;
-    pass ``-lpips`` for LPIPS).
+    # bjontegaard interpolates the points in the order given: sort each curve by rate.
+    curves = []
+    for rate, quality in ((rate_anchor, quality_anchor), (rate_test, quality_test)):
+        order = np.argsort(np.asarray(rate, float))
+        curves += [np.asarray(rate, float)[order], np.asarray(quality, float)[order]]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            value = function(*curves, method="pchip", require_matching_points=False)
+        except ValueError as exc:  # quality not increasing with rate
+            return BD(float("nan"), f"cannot interpolate: {exc}")
+    return BD(float(value), str(caught[0].message) if caught else None)
+
+
+def bd_rate(rate_anchor, quality_anchor, rate_test, quality_test) -> BD:
+    """Bjontegaard delta rate in percent (``bjontegaard``, pchip): log-rate over quality.
+
+    Negative: the test needs fewer bits than the anchor for the same quality. ``quality``
+    must grow with quality (PSNR, MS-SSIM; pass ``-lpips`` for LPIPS).
     """
-    diff = _bd(quality_anchor, np.log(rate_anchor), quality_test, np.log(rate_test))
-    return (math.exp(diff) - 1.0) * 100.0
+    import bjontegaard
+
+    return _bd(bjontegaard.bd_rate, rate_anchor, quality_anchor, rate_test, quality_test)
 
 
-def bd_psnr(rate_anchor, quality_anchor, rate_test, quality_test) -> float:
-    """Bjontegaard delta quality (dB for PSNR): quality over log-rate, piecewise cubic."""
-    return _bd(np.log(rate_anchor), quality_anchor, np.log(rate_test), quality_test)
+def bd_psnr(rate_anchor, quality_anchor, rate_test, quality_test) -> BD:
+    """Bjontegaard delta quality (dB for PSNR; ``bjontegaard``, pchip): quality over log-rate."""
+    import bjontegaard
+
+    return _bd(bjontegaard.bd_psnr, rate_anchor, quality_anchor, rate_test, quality_test)

@@ -61,7 +61,7 @@ def main() -> int:
         rows[name] = {}
         for content, anchor in anchors.items():
             test = evaluate(content, ["--model", str(model)], OUT / f"{name}_{content}.json")
-            rows[name][content] = bd_rate(anchor["bpp"], anchor["psnr-rgb"], test["bpp"], test["psnr-rgb"])
+            rows[name][content] = bd_rate(anchor["bpp"], anchor["psnr-rgb"], test["bpp"], test["psnr-rgb"]).value
     previous = json.loads((OUT / "bd_rates.json").read_text()) if (OUT / "bd_rates.json").is_file() else {}
     merged = {**previous, **rows}
     (OUT / "bd_rates.json").write_text(json.dumps(merged, indent=1) + "\n")

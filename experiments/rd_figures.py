@@ -54,14 +54,21 @@ def bd_rows(runs: dict) -> list[dict]:
             if not all((content, codec, m) in runs for m in METHODS):
                 continue
             row = {"content": content, "codec": codec, "items": len(runs[content, codec, "plain"]["inputs"])}
+            warnings = {}
             for test, anchor, metric in COMPARISONS:
                 sign = METRICS[metric][1]
                 a, t = runs[content, codec, anchor]["results"], runs[content, codec, test]["results"]
-                value = bd_rate(a["bpp"], [sign * v for v in a[metric]], t["bpp"], [sign * v for v in t[metric]])
-                row[f"{test} vs {anchor}, {metric}"] = None if math.isnan(value) else round(value, 2)
+                bd = bd_rate(a["bpp"], [sign * v for v in a[metric]], t["bpp"], [sign * v for v in t[metric]])
+                column = f"{test} vs {anchor}, {metric}"
+                row[column] = None if math.isnan(bd.value) else round(bd.value, 2)
+                if bd.warning:
+                    warnings[column] = bd.warning
             a, t = runs[content, codec, "bicubic"]["results"], runs[content, codec, "dualcodec"]["results"]
             gain = bd_psnr(a["bpp"], a["psnr-rgb"], t["bpp"], t["psnr-rgb"])
-            row["dualcodec vs bicubic, bd-psnr"] = None if math.isnan(gain) else round(gain, 3)
+            row["dualcodec vs bicubic, bd-psnr"] = None if math.isnan(gain.value) else round(gain.value, 3)
+            if gain.warning:
+                warnings["dualcodec vs bicubic, bd-psnr"] = gain.warning
+            row["warnings"] = warnings  # the bjontegaard package's, e.g. curves overlapping < 75%
             rows.append(row)
     return rows
 
@@ -72,11 +79,20 @@ def markdown(rows: list[dict]) -> str:
     heads = [f"{t} vs {a} ({METRICS[m][0].split(' (')[0]})" for t, a, m in COMPARISONS]
     heads.append("dualcodec vs bicubic (BD-PSNR RGB)")
     lines = ["| content | base codec | items | " + " | ".join(heads) + " |", "|---" * (3 + len(heads)) + "|"]
+    marked = False
     for row in rows:
-        cells = ["no overlap" if row[c] is None else f"{row[c]:+.1f}%" for c in columns]
+        def mark(column: str) -> str:
+            nonlocal marked
+            marked |= column in row["warnings"]
+            return "*" if column in row["warnings"] else ""
+
+        cells = ["no overlap" if row[c] is None else f"{row[c]:+.1f}%{mark(c)}" for c in columns]
         gain = row["dualcodec vs bicubic, bd-psnr"]
-        cells.append("no overlap" if gain is None else f"{gain:+.2f} dB")
+        cells.append("no overlap" if gain is None else f"{gain:+.2f} dB{mark('dualcodec vs bicubic, bd-psnr')}")
         lines.append(f"| {row['content']} | {CODEC_NAMES[row['codec']]} | {row['items']} | " + " | ".join(cells) + " |")
+    if marked:
+        lines += ["", "\\* the two curves overlap over less than 75% of their range (bjontegaard's warning): "
+                  "read that figure with care."]
     return "\n".join(lines)
 
 

@@ -126,25 +126,32 @@ PSNR_TEST = [40.121, 38.651, 36.970, 34.987]
 
 
 def test_bd_rate_and_bd_psnr_of_the_published_example():
-    assert bd_rate(RATE_ANCHOR, PSNR_ANCHOR, RATE_TEST, PSNR_TEST) == pytest.approx(-4.417485, abs=1e-5)
-    assert bd_psnr(RATE_ANCHOR, PSNR_ANCHOR, RATE_TEST, PSNR_TEST) == pytest.approx(0.119693, abs=1e-5)
+    assert bd_rate(RATE_ANCHOR, PSNR_ANCHOR, RATE_TEST, PSNR_TEST).value == pytest.approx(-4.417485, abs=1e-5)
+    assert bd_psnr(RATE_ANCHOR, PSNR_ANCHOR, RATE_TEST, PSNR_TEST).value == pytest.approx(0.119693, abs=1e-5)
+    assert bd_rate(RATE_ANCHOR, PSNR_ANCHOR, RATE_TEST, PSNR_TEST).warning is None
 
 
 def test_bd_rate_of_a_curve_with_itself_is_zero():
-    assert bd_rate(RATE, PSNR, RATE, PSNR) == pytest.approx(0.0, abs=1e-9)
-    assert bd_psnr(RATE, PSNR, RATE, PSNR) == pytest.approx(0.0, abs=1e-9)
+    assert bd_rate(RATE, PSNR, RATE, PSNR).value == pytest.approx(0.0, abs=1e-9)
+    assert bd_psnr(RATE, PSNR, RATE, PSNR).value == pytest.approx(0.0, abs=1e-9)
 
 
 def test_bd_rate_of_half_the_rate_is_minus_fifty_percent():
-    assert bd_rate(RATE, PSNR, RATE / 2, PSNR) == pytest.approx(-50.0, abs=1e-6)
-    assert bd_rate(RATE / 2, PSNR, RATE, PSNR) == pytest.approx(100.0, abs=1e-6)
+    assert bd_rate(RATE, PSNR, RATE / 2, PSNR).value == pytest.approx(-50.0, abs=1e-6)
+    assert bd_rate(RATE / 2, PSNR, RATE, PSNR).value == pytest.approx(100.0, abs=1e-6)
 
 
 def test_bd_psnr_of_a_shifted_curve_is_the_shift():
-    assert bd_psnr(RATE, PSNR, RATE, PSNR + 0.7) == pytest.approx(0.7, abs=1e-9)
+    assert bd_psnr(RATE, PSNR, RATE, PSNR + 0.7).value == pytest.approx(0.7, abs=1e-9)
 
 
 def test_bd_rate_ignores_point_order_and_needs_overlap():
     order = [2, 0, 3, 1]
-    assert bd_rate(RATE[order], PSNR[order], RATE / 2, PSNR) == pytest.approx(-50.0, abs=1e-6)
-    assert math.isnan(bd_rate(RATE, PSNR, RATE, PSNR + 20))
+    assert bd_rate(RATE[order], PSNR[order], RATE / 2, PSNR).value == pytest.approx(-50.0, abs=1e-6)
+    apart = bd_rate(RATE, PSNR, RATE, PSNR + 20)
+    assert math.isnan(apart.value) and "do not overlap" in apart.warning
+
+
+def test_bd_rate_carries_the_overlap_warning():
+    shifted = bd_rate(RATE, PSNR, RATE, PSNR + 0.5 * (PSNR.max() - PSNR.min()))
+    assert not math.isnan(shifted.value) and "Insufficient curve overlap" in shifted.warning
