@@ -27,6 +27,11 @@ DEFAULT_PRESETS = {"h264": "medium", "hevc": "medium", "av1": "8"}
 # depends on the library version, so the encoder itself is asked).
 NAMED_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                  "placebo")
+PRESET_HINTS = {
+    "h264": f"libx264 presets are {', '.join(NAMED_PRESETS)}",
+    "hevc": f"libx265 presets are {', '.join(NAMED_PRESETS)}",
+    "av1": "SVT-AV1 presets are numbers, from slowest (-1 or 0) to fastest (13)",
+}
 MAX_QP = {"h264": 51, "hevc": 51, "av1": 63}
 # The smallest base-layer (width, height) each encoder handles. x265 refuses anything
 # below 16x16; SVT-AV1 accepts 4x4 but reads out of bounds (heap corruption, then a
@@ -85,19 +90,31 @@ class BaseCodecSettings:
         return {"preset": preset, **rc, "svtav1-params": f"keyint={self.gop}"}
 
 
+def preset_problem(codec: str, preset: str | None) -> str | None:
+    """Why ``preset`` is not one of ``codec``'s presets, or None (``None`` is the default)."""
+    if preset is None:
+        return None
+    if codec == "av1":
+        try:
+            int(preset)
+        except ValueError:
+            return f"unknown av1 preset {preset!r}: {PRESET_HINTS['av1']}"
+        return None
+    if preset not in NAMED_PRESETS:
+        return f"unknown {codec} preset {preset!r}: {PRESET_HINTS[codec]}"
+    return None
+
+
 def check_encoder(settings: BaseCodecSettings) -> None:
     """Open the settings' encoder once on a small frame, so that a bad option (an unknown
     preset, say) is a one-line error before any frame is read, not a failure mid-encode."""
     import av
 
     preset = settings.preset or DEFAULT_PRESETS[settings.codec]
-    if settings.codec == "av1":
-        hint = "SVT-AV1 presets are numbers, from slowest (-1 or 0) to fastest (13)"
-    else:
-        hint = f"{ENCODERS[settings.codec]} presets are {', '.join(NAMED_PRESETS)}"
     # x264 prints its own complaint about an unknown name to stderr: check names first.
-    if settings.codec != "av1" and preset not in NAMED_PRESETS:
-        raise DualcodecError(f"unknown {settings.codec} preset {preset!r}: {hint}")
+    problem = preset_problem(settings.codec, preset)
+    if problem:
+        raise DualcodecError(problem)
     if settings.codec == "av1":
         os.environ.setdefault("SVT_LOG", "1")
     width, height = (max(64, n) for n in MIN_SIZE[settings.codec])
@@ -109,7 +126,7 @@ def check_encoder(settings: BaseCodecSettings) -> None:
         cc.open()
     except (av.FFmpegError, OverflowError) as exc:
         raise DualcodecError(f"{ENCODERS[settings.codec]} refuses preset {preset!r} with these settings "
-                             f"({exc.__class__.__name__}); {hint}") from None
+                             f"({exc.__class__.__name__}); {PRESET_HINTS[settings.codec]}") from None
 
 
 @dataclass

@@ -6,6 +6,11 @@ sections ``[model]``, ``[base]``, ``[loss]``, ``[data]``, ``[schedule]`` and ``[
 sections or keys are errors. The experiment owns the batch size and the
 learning-rate schedule; the DeepSpeed JSON that ``[train] deepspeed`` names owns
 precision, gradient clipping and ZeRO (and must not set batch, optimizer or scheduler).
+
+The dataclasses are pydantic's: types are checked strictly (an int for a float is the
+only conversion; a TOML array becomes a tuple), unknown keys are refused, each section
+checks its own values and :class:`Experiment` the ones that span sections (a preset
+the base codec knows, crops the model's scale divides).
 """
 
 from __future__ import annotations
@@ -13,14 +18,20 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict, ValidationError
+from pydantic.dataclasses import dataclass as _pydantic_dataclass
+
 from dualcodec.errors import DualcodecError
 
+# Strict types, no unknown keys, immutable.
+config = _pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", strict=True))
 
-@dataclass(frozen=True)
+
+@config
 class ModelConfig:
     """Architecture of :class:`dualcodec.model.DualLayerModel`."""
 
@@ -48,17 +59,29 @@ class ModelConfig:
             raise DualcodecError(f"model.taps must be odd, got {self.taps}")
 
 
-@dataclass(frozen=True)
+@config
 class BaseConfig:
     """The base codec in the training loop: real encoder forward, proxy gradient."""
 
     codec: str = "h264"
     qp_min: int = 27
     qp_max: int = 42
-    preset: str = "medium"
+    preset: str | None = None  # None: the codec's default (medium for x264/x265, 8 for SVT-AV1)
+
+    def __post_init__(self) -> None:
+        from dualcodec.basecodec import MAX_QP, preset_problem
+
+        if self.codec not in MAX_QP:
+            raise DualcodecError(f"base.codec must be one of {', '.join(MAX_QP)}, got {self.codec!r}")
+        if not 0 <= self.qp_min <= self.qp_max <= MAX_QP[self.codec]:
+            raise DualcodecError(f"base.qp_min and base.qp_max must satisfy 0 <= qp_min <= qp_max <= "
+                                 f"{MAX_QP[self.codec]} for {self.codec}, got {self.qp_min} and {self.qp_max}")
+        problem = preset_problem(self.codec, self.preset)
+        if problem:
+            raise DualcodecError(f"base.preset: {problem}")
 
 
-@dataclass(frozen=True)
+@config
 class LossConfig:
     """``loss = D(x, x_hat) + lmbda(qp) * (side_bits + base_bits) / pixels``.
 
@@ -76,7 +99,7 @@ class LossConfig:
             raise DualcodecError(f"loss.distortion must be 'l1' or 'mse', got {self.distortion!r}")
 
 
-@dataclass(frozen=True)
+@config
 class DataConfig:
     train_dir: str = "../shared/data/images/train"  # images, or frame folders (``dualcodec frames``) for clips
     rotate: bool = True  # random 90-degree rotations (flips are always on)
@@ -85,8 +108,13 @@ class DataConfig:
     val_crop: int = 128
     val_crops: int = 4  # fixed crops per validation image
 
+    def __post_init__(self) -> None:
+        if min(self.crops_per_image, self.val_crops, self.val_crop) < 1 or self.val_images < 0:
+            raise DualcodecError("data.crops_per_image, val_crops and val_crop must be positive, val_images not "
+                                 "negative")
 
-@dataclass(frozen=True)
+
+@config
 class ScheduleConfig:
     """Steps, batch and learning rate; see :mod:`dualcodec.schedule` for the maths."""
 
@@ -113,7 +141,7 @@ class ScheduleConfig:
             raise DualcodecError("schedule.steps, batch, reference_batch and clips must be positive")
 
 
-@dataclass(frozen=True)
+@config
 class TrainConfig:
     name: str = "run"
     deepspeed: str = "ds_cpu.json"  # relative to the experiment file
@@ -126,8 +154,15 @@ class TrainConfig:
     val_qp: int = 32
     images_every: int = 1  # sample images to TensorBoard every N validations (0: never)
 
+    def __post_init__(self) -> None:
+        if min(self.val_every, self.checkpoint_every, self.log_every) < 1:
+            raise DualcodecError("train.val_every, checkpoint_every and log_every must be at least 1, got "
+                                 f"{self.val_every}, {self.checkpoint_every} and {self.log_every}")
+        if min(self.patience, self.images_every) < 0:
+            raise DualcodecError("train.patience and images_every must not be negative")
 
-@dataclass(frozen=True)
+
+@config
 class Experiment:
     model: ModelConfig = field(default_factory=ModelConfig)
     base: BaseConfig = field(default_factory=BaseConfig)
@@ -136,38 +171,39 @@ class Experiment:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        # Every crop is a whole number of 4:2:0 base-layer pixels.
+        step = 2 * self.model.scale
+        crops = [*self.schedule.crops, self.data.val_crop]
+        if any(c % step for c in crops):
+            raise DualcodecError(f"schedule.crops and data.val_crop must be multiples of {step} (2 x model.scale), "
+                                 f"got {crops}")
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    if typing.get_origin(annotation) is tuple:  # tuple[T, ...] from a TOML array
-        if not isinstance(value, (list, tuple)):
-            raise DualcodecError(f"{where} must be a list, got {value!r}")
-        item = typing.get_args(annotation)[0]
-        return tuple(_coerce(v, item.__name__, f"{where}[{i}]") for i, v in enumerate(value))
-    kind = {"int": int, "float": float, "str": str, "bool": bool}.get(annotation, annotation)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind in (int, float, str, bool) and (type(value) is not kind):
-        raise DualcodecError(f"{where} must be {kind.__name__}, got {value!r}")
-    return value
+
+def _problem(error: dict, where: str) -> str:
+    """One pydantic error as a line of ours."""
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])[1:]
+    if error["type"] == "unexpected_keyword_argument":
+        return f"unknown key in [{where}]: {key}"
+    return f"{where}.{key} {error['msg'][0].lower()}{error['msg'][1:]}, got {error['input']!r}"
 
 
 def dataclass_from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Build a frozen dataclass from a dict, rejecting unknown keys and wrong types."""
+    """Build a config dataclass from a dict (a TOML table), rejecting unknown keys and wrong types."""
     if not isinstance(values, dict):
         raise DualcodecError(f"[{where}] must be a table")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise DualcodecError(f"unknown key{'s' if len(unknown) > 1 else ''} in [{where}]: {', '.join(unknown)}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
+        hint = hints.get(key)
+        if hint is not None and dataclasses.is_dataclass(hint):
             kwargs[key] = dataclass_from_dict(hint, value, key)
         else:
-            kwargs[key] = _coerce(value, hint.__name__ if isinstance(hint, type) else hint, f"{where}.{key}")
-    return cls(**kwargs)
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
+    try:
+        return cls(**kwargs)
+    except ValidationError as exc:
+        raise DualcodecError("; ".join(_problem(e, where) for e in exc.errors())) from None
 
 
 def model_config_from_dict(values: dict[str, Any]) -> ModelConfig:

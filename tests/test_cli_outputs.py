@@ -166,7 +166,7 @@ def test_stdout_is_refused_everywhere(capsys, home, coded, command):
 @pytest.mark.parametrize(
     "codec, preset, message",
     [("h264", "foo", "unknown h264 preset 'foo'"), ("hevc", "quick", "unknown hevc preset 'quick'"),
-     ("av1", "slow", "refuses preset 'slow'"), ("av1", "14", "refuses preset '14'")],
+     ("av1", "slow", "unknown av1 preset 'slow'"), ("av1", "14", "refuses preset '14'")],
 )
 def test_invalid_presets_are_one_line_errors(capsys, home, clip, codec, preset, message):
     refused(capsys, home, "encode", clip.path, "-o", home / "out.mp4", "--codec", codec, "--preset", preset,

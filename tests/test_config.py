@@ -173,3 +173,28 @@ def test_model_config_dict_round_trip():
     with pytest.raises(DualcodecError, match="unknown key"):
         model_config_from_dict({**asdict(config), "extra": 1})
 
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ('[base]\ncodec = "av1"\npreset = "medium"\n', "unknown av1 preset 'medium'"),
+        ('[base]\npreset = "quick"\n', "unknown h264 preset 'quick'"),
+        ('[base]\ncodec = "vp9"\n', "base.codec must be one of"),
+        ("[base]\nqp_min = 40\nqp_max = 30\n", "qp_min <= qp_max"),
+        ("[data]\nval_crop = 102\n", r"multiples of 4 \(2 x model.scale\)"),
+        ("[model]\nscale = 4\n[schedule]\ncrops = [36]\n", r"multiples of 8 \(2 x model.scale\), got \[36, 128\]"),
+        ("[data]\nval_crop = 100\n[model]\nscale = 4\n", "data.val_crop must be multiples of 8"),
+        ("[train]\nval_every = 0\n", "val_every, checkpoint_every and log_every must be at least 1"),
+        ("[train]\nlog_every = -5\n", "must be at least 1"),
+        ("[data]\ncrops_per_image = 0\n", "crops_per_image"),
+    ],
+)
+def test_values_that_span_or_bound_a_section_are_checked(tmp_path, text, match):
+    with pytest.raises(DualcodecError, match=match):
+        load_experiment(_write(tmp_path, text))
+
+
+def test_the_base_codecs_default_preset_is_its_own(tmp_path):
+    exp = load_experiment(_write(tmp_path, '[base]\ncodec = "av1"\n'))
+    assert exp.base.preset is None  # the codec's own default (8), not x264's medium
