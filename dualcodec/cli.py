@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from dualcodec.errors import DualcodecError
@@ -18,6 +20,8 @@ EPILOG = """examples:
   dualcodec encode clip.y4m -o base.mp4 --baseline bicubic
   dualcodec decode clip.mp4 -o clip_decoded.y4m         # lossless output, measure on it
   dualcodec decode clip.mp4 -o clip_frames/             # PNG frames into a new (or empty) folder
+  ffmpeg -i in.mkv -f yuv4mpegpipe - | dualcodec encode - -o piped.mp4   # y4m through a pipe
+  dualcodec decode clip.mp4 -o - | ffplay -              # and out of one
   dualcodec info clip.mp4 --json
   dualcodec eval kodak/*.png --codec hevc --qp 27 32 37 42 -o dual_hevc.json
   dualcodec eval kodak/*.png --codec hevc --qp 27 32 37 42 -o dual_hevc.json --resume   # after a stop
@@ -49,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     enc = sub.add_parser("encode", help="encode a video or image into a dualcodec MP4",
                          description="Encode any FFmpeg-readable video (mp4, mkv, avi, webm, y4m, raw .264/.265) "
                          "or an image (one-frame video) into a dualcodec MP4.")
-    enc.add_argument("input", type=Path, help="input video or image")
+    enc.add_argument("input", type=Path, help="input video or image; - reads y4m from standard input")
     enc.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
     _overwrite_option(enc)
     enc.add_argument("--codec", choices=["h264", "hevc", "av1"], default="h264", help="base-layer codec (default h264)")
@@ -58,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     rate.add_argument("--crf", type=float, help="constant rate factor instead of constant QP")
     enc.add_argument("--preset", help="encoder preset (default: medium for h264/hevc, 8 for av1)")
     enc.add_argument("--gop", type=int, default=32, help="key-frame interval in frames (default 32)")
-    enc.add_argument("--bit-depth", type=int, choices=[8, 10], default=8, help="base-layer bit depth (default 8)")
+    enc.add_argument("--bit-depth", type=int, choices=[8, 10], default=8,
+                     help="base-layer bit depth (default 8); x264's QP scale moves by 12 at 10 bits (--qp 32 "
+                     "there is about --qp 20 at 8 bits), x265's and SVT-AV1's do not")
     enc.add_argument("--scale", type=int, choices=[2, 4], help="downscaling factor (default: the model's; 2 for bicubic)")
     enc.add_argument("--model", default="default", help="built-in model name or model file (default: default)")
     enc.add_argument("--baseline", choices=["bicubic", "none"],
@@ -71,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
                          "are lossless copies of the decoder's output; OUT.mp4 is a high-quality H.264 for viewing.")
     dec.add_argument("input", type=Path, help="dualcodec .mp4 (a video without the header decodes as mode plain)")
     dec.add_argument("-o", "--output", required=True,
-                     help="OUT.y4m, OUT.mp4 or OUT_DIR/ (PNG frames; a new or empty folder)")
+                     help="OUT.y4m, OUT.mp4, OUT_DIR/ (PNG frames; a new or empty folder) or - (y4m on "
+                     "standard output)")
     _overwrite_option(dec)
     dec.add_argument("--model", help="model to decode with (default: the one named in the file)")
     dec.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -166,24 +173,31 @@ def _decode(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from dualcodec.codec import decode
-    from dualcodec.outputs import atomic_path, check_output_file, check_output_folder
+    from dualcodec.outputs import STDIO, atomic_path, check_output_file, check_output_folder
     from dualcodec.video import open_writer, output_kind
 
     kind = output_kind(args.output)
     destination = Path(args.output)
-    if kind == "dir":
+    if args.output == STDIO:  # y4m down a pipe: nothing to check, nothing to rename
+        place = contextlib.nullcontext(STDIO)
+    elif kind == "dir":
         check_output_folder(destination, [args.input])
+        place = atomic_path(destination, is_dir=True)
     else:
         check_output_file(destination, [args.input], [f".{kind}"], args.overwrite)
+        place = atomic_path(destination)
+    start = time.time()
     video = decode(args.input, args.model)
     header = video.header
-    with atomic_path(destination, is_dir=kind == "dir") as tmp:
+    frames = 0
+    with place as tmp:
         writer = open_writer(kind, tmp, header.width, header.height, video.rate)
         # Frame n is written (colour conversion, file I/O) while frame n+1 is decoded.
         pending: deque[Future] = deque()
         with ThreadPoolExecutor(max_workers=1) as pool:
             try:
                 for rgb in tqdm(video.frames, desc="decode", unit="frame", disable=args.quiet, leave=False):
+                    frames += 1
                     pending.append(pool.submit(writer.write, rgb))
                     if len(pending) > 2:
                         pending.popleft().result()
@@ -194,6 +208,11 @@ def _decode(args: argparse.Namespace) -> None:
                     future.cancel()
                 pool.shutdown(wait=True)
                 writer.close()
+    if not args.quiet:
+        what = {"y4m": "y4m 4:4:4 16-bit", "mp4": "H.264 MP4 for viewing", "dir": "PNG frames"}[kind]
+        name = "standard output" if args.output == STDIO else destination
+        print(f"{name}: {frames} frames {header.width}x{header.height} ({what}) from a {header.mode} "
+              f"file; {time.time() - start:.1f} s", file=sys.stderr)
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -237,11 +256,12 @@ def _eval(args: argparse.Namespace) -> None:
     from dualcodec.codec import make_codec
     from dualcodec.evaluate import resumable_points, results_json, sweep, write_results
     from dualcodec.metrics import lpips_backbone_path
-    from dualcodec.outputs import check_output_file
+    from dualcodec.outputs import check_output_file, refuse_stdin
     from dualcodec.video import check_inputs
 
     check_output_file(args.output, args.inputs, [".json"], overwrite=args.overwrite or args.resume)
     _check_frames(args.frames)
+    refuse_stdin(args.inputs, "eval reads each input twice (to code it, then to measure it)")
     check_inputs(args.inputs)
     lpips_backbone_path()  # fail before the sweep, not after it
     qps = sorted(set(args.qp))
@@ -275,10 +295,11 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _frames(args: argparse.Namespace) -> None:
     from dualcodec.data import write_frames
-    from dualcodec.outputs import check_output_folder, new_folder
+    from dualcodec.outputs import check_output_folder, new_folder, refuse_stdin
     from dualcodec.video import check_inputs
 
     _check_frames(args.frames)
+    refuse_stdin(args.inputs, "frames names each folder after its video file")
     names = [video.stem for video in args.inputs]
     for video in args.inputs:
         if names.count(video.stem) > 1:

@@ -231,6 +231,8 @@ class ContainerWriter:
         else:
             self.output = av.open(str(path), "w", format="mp4")
         self.video = self.output.add_stream(ENCODERS[settings.codec], rate=self.rate)
+        if settings.codec == "hevc":
+            self.video.codec_tag = "hvc1"  # parameter sets in the sample entry: what Apple players require
         self.data = None
         self._side_index = 0
         self._audio: dict = {}
@@ -331,7 +333,7 @@ class StreamSizes:
 def _open(path: Path):
     import av
 
-    refuse_stdin(path)
+    refuse_stdin([path], "an MP4 cannot be read from a pipe (its index may come last)")
     path = Path(path)
     if not path.exists():
         raise DualcodecError(f"input not found: {path}")

@@ -8,8 +8,9 @@ The rules every command follows (ffmpeg's where ffmpeg has one):
   An existing folder that holds anything, the current folder, a folder above it, the
   home folder and a folder that holds an input are refused: nothing is ever written
   into a user's folder or deleted from it, ``-y`` or not.
-* **Standard input and output.** ``-`` is not a file name; until y4m pipes exist it is
-  refused.
+* **Standard input and output.** ``-`` is never a file name: it is y4m on stdin (encode)
+  or stdout (decode), and refused wherever a pipe cannot serve (an MP4, a folder, an
+  input read twice).
 * **Atomic.** Output is built as a hidden temporary sibling (``.NAME.XXXXXXXX.partial...``)
   and renamed onto its name only when complete; on any failure, Ctrl-C, or a signal
   that the command line turns into an exception (SIGTERM, SIGHUP) the temporary is
@@ -33,16 +34,10 @@ from dualcodec.errors import DualcodecError
 STDIO = "-"
 
 
-def refuse_stdin(path: Path | str) -> None:
-    """An input of ``-`` is refused until y4m pipes exist."""
-    if str(path) == STDIO:
-        raise DualcodecError("input -: reading standard input is not supported yet; name an input file")
-
-
-def refuse_stdout(path: Path | str) -> None:
-    """``-o -`` is refused until y4m pipes exist."""
-    if str(path) == STDIO:
-        raise DualcodecError("-o -: writing to standard output is not supported yet; name an output file")
+def refuse_stdin(paths: Sequence[Path | str], why: str) -> None:
+    """Refuse ``-`` among ``paths`` where an input must be a file, saying ``why``."""
+    if any(str(p) == STDIO for p in paths):
+        raise DualcodecError(f"input -: {why}; name the file")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -68,7 +63,9 @@ def check_output_file(path: Path, inputs: Sequence[Path], suffixes: Sequence[str
 
     ``suffixes``: the accepted suffixes, lower case with the dot (``[".mp4"]``).
     """
-    refuse_stdout(path)
+    if str(path) == STDIO:
+        raise DualcodecError(f"-o -: standard output takes y4m only (dualcodec decode IN -o -); name a "
+                             f"{' or '.join(suffixes)} file")
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise DualcodecError(f"output must be a {' or '.join(suffixes)} file, got {path}")
@@ -107,7 +104,8 @@ def check_output_folder(path: Path | str, inputs: Sequence[Path], make_parents: 
     ``make_parents``: the folder's missing parents will be created (``dualcodec frames``);
     otherwise its parent must exist.
     """
-    refuse_stdout(path)
+    if str(path) == STDIO:
+        raise DualcodecError("-o -: frames go into a folder; name one")
     path = Path(path)
     real = path.resolve()
     why = _protected(real)

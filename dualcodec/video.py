@@ -14,6 +14,7 @@ Output formats and their loss:
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,8 +23,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from dualcodec.container import METADATA_KEY
 from dualcodec.errors import DualcodecError
-from dualcodec.outputs import refuse_stdin, refuse_stdout
+from dualcodec.outputs import STDIO
 from dualcodec.yuv import YUVFormat, rgb_to_ycbcr, ycbcr_to_rgb
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -37,7 +39,7 @@ class VideoInfo:
     width: int
     height: int
     rate: Fraction
-    frames: int | None  # None when the container does not say
+    frames: int | None  # the stream's count, else estimated from the duration (None: neither known)
     has_audio: bool
 
 
@@ -47,12 +49,20 @@ def _av_error(path: Path, exc: Exception) -> DualcodecError:
 
 
 class VideoReader:
-    """Iterate the frames of a video or image file as RGB uint8 ``[H, W, 3]``."""
+    """Iterate the frames of a video or image file as RGB uint8 ``[H, W, 3]``.
+
+    ``-`` reads a y4m stream from standard input (``ffmpeg ... -f yuv4mpegpipe -``); its
+    frames can be iterated once.
+    """
 
     def __init__(self, path: Path) -> None:
         import av
 
-        refuse_stdin(path)
+        self.from_stdin = str(path) == STDIO
+        self._stdin = None  # standard input's open container, until frames() takes it
+        if self.from_stdin:
+            self._open_stdin()
+            return
         self.path = Path(path)
         if not self.path.exists():
             raise DualcodecError(f"input not found: {self.path}")
@@ -67,20 +77,42 @@ class VideoReader:
             with av.open(str(self.path), format=RAW_FORMATS.get(self.path.suffix.lower())) as inp:
                 if not inp.streams.video:
                     raise DualcodecError(f"{self.path} has no video stream")
+                if METADATA_KEY in inp.metadata:
+                    raise DualcodecError(f"{self.path} is a dualcodec file, whose video track is only its "
+                                         f"low-resolution base layer: decode it first (dualcodec decode "
+                                         f"{self.path} -o frames.y4m)")
                 stream = inp.streams.video[0]
-                rate = stream.average_rate or stream.guessed_rate or DEFAULT_RATE
+                rate = Fraction(stream.average_rate or stream.guessed_rate or DEFAULT_RATE)
                 width, height = stream.codec_context.width, stream.codec_context.height
-                self.info = VideoInfo(width, height, Fraction(rate), stream.frames or None, bool(inp.streams.audio))
+                self.info = VideoInfo(width, height, rate, stream.frames or _estimated_frames(inp, rate),
+                                      bool(inp.streams.audio))
         except av.FFmpegError as exc:
             raise _av_error(self.path, exc) from None
         if self.info.width <= 0 or self.info.height <= 0:
             raise DualcodecError(f"cannot read {self.path}: no frame size")
+
+    def _open_stdin(self) -> None:
+        import av
+
+        self.path, self.is_image = Path(STDIO), False
+        try:
+            self._stdin = av.open(sys.stdin.buffer, format="yuv4mpegpipe")
+        except av.FFmpegError as exc:
+            raise DualcodecError(f"cannot read standard input as y4m: {exc.strerror or exc}") from None
+        stream = self._stdin.streams.video[0]
+        rate = Fraction(stream.average_rate or stream.guessed_rate or DEFAULT_RATE)
+        self.info = VideoInfo(stream.codec_context.width, stream.codec_context.height, rate, None, False)
 
     def _read_image(self) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
         try:
             with Image.open(self.path) as im:
+                if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: convert("RGB") would clip it
+                    grey = np.asarray(im, dtype=np.float64)
+                    top = 65535.0 if im.mode.startswith("I;16") or grey.max() > 255 else 255.0
+                    grey = np.clip(np.round(grey * 255.0 / top), 0, 255).astype(np.uint8)
+                    return np.repeat(grey[..., None], 3, axis=-1)
                 return np.asarray(im.convert("RGB"))
         except (UnidentifiedImageError, OSError) as exc:
             raise DualcodecError(f"cannot read image {self.path}: {exc.__class__.__name__}") from None
@@ -91,9 +123,15 @@ class VideoReader:
         if self.is_image:
             yield self._read_image()
             return
+        if self.from_stdin and self._stdin is None:
+            raise DualcodecError("standard input can be read only once")
         count = 0
         try:
-            with av.open(str(self.path), format=RAW_FORMATS.get(self.path.suffix.lower())) as inp:
+            if self.from_stdin:
+                opened, self._stdin = self._stdin, None
+            else:
+                opened = av.open(str(self.path), format=RAW_FORMATS.get(self.path.suffix.lower()))
+            with opened as inp:
                 for frame in inp.decode(inp.streams.video[0]):
                     count += 1
                     yield _frame_to_rgb(frame)
@@ -101,6 +139,14 @@ class VideoReader:
             raise _av_error(self.path, exc) from None
         if count == 0:
             raise DualcodecError(f"cannot read {self.path}: no decodable video frame")
+
+
+def _estimated_frames(inp, rate: Fraction) -> int | None:
+    """Frames from the container's duration, for inputs whose stream has no count (y4m,
+    mkv, webm, avi, raw): a progress bar's total, not a promise."""
+    if not inp.duration:
+        return None
+    return max(1, round(inp.duration / 1_000_000 * rate))  # duration in AV_TIME_BASE units
 
 
 def check_inputs(paths: Sequence[Path]) -> None:
@@ -125,11 +171,13 @@ def _frame_to_rgb(frame) -> np.ndarray:
 
 
 class Y4MWriter:
-    """4:4:4 16-bit full-range BT.709 y4m (lossless for 8-bit RGB)."""
+    """4:4:4 16-bit full-range BT.709 y4m (lossless for 8-bit RGB), to a file or, for
+    ``-``, to standard output (left open)."""
 
-    def __init__(self, path: Path, width: int, height: int, rate: Fraction) -> None:
+    def __init__(self, path: Path | str, width: int, height: int, rate: Fraction) -> None:
         rate = Fraction(rate)
-        self.file = open(path, "wb")
+        self._owned = str(path) != STDIO
+        self.file = open(path, "wb") if self._owned else sys.stdout.buffer
         self.file.write(
             f"YUV4MPEG2 W{width} H{height} F{rate.numerator}:{rate.denominator} Ip A1:1 C444p16 XCOLORRANGE=FULL\n".encode()
         )
@@ -141,7 +189,10 @@ class Y4MWriter:
         self.file.write(planes.numpy().astype("<u2").tobytes())
 
     def close(self) -> None:
-        self.file.close()
+        if self._owned:
+            self.file.close()
+        else:
+            self.file.flush()
 
 
 class PngDirWriter:
@@ -206,8 +257,10 @@ def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction):
 
 
 def output_kind(path: str) -> str:
-    """``"y4m"``, ``"mp4"`` or ``"dir"`` (PNG frames) for a decode output name."""
-    refuse_stdout(path)
+    """``"y4m"``, ``"mp4"`` or ``"dir"`` (PNG frames) for a decode output name; ``-`` is
+    y4m on standard output."""
+    if path == STDIO:
+        return "y4m"
     suffix = Path(path).suffix.lower()
     if suffix in (".y4m", ".mp4"):
         return suffix[1:]

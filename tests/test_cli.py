@@ -440,3 +440,18 @@ def test_working_directory_relative_paths(capsys, clip, tmp_path, monkeypatch):
     code, _, err = run(capsys, "decode", "out.mp4", "-o", "frames/", "-q")
     assert code == 0, err
     assert len(os.listdir(tmp_path / "frames")) == 3
+
+
+def test_hevc_files_play_in_apple_players_and_carry_no_x265_option_string(capsys, clip, out_dir):
+    out = out_dir / "hevc.mp4"
+    code, _, err = run(capsys, "encode", clip.path, "-o", out, "--codec", "hevc", "--baseline", "bicubic", "-q")
+    assert code == 0, err
+    with av.open(str(out)) as inp:
+        assert inp.streams.video[0].codec_tag == "hvc1"
+    assert b"x265 (build" not in out.read_bytes()  # the info SEI: 2.3 KB per file
+
+
+def test_decode_reports_what_it_wrote(capsys, bicubic_file, out_dir):
+    code, _, err = run(capsys, "decode", bicubic_file.path, "-o", out_dir / "x.y4m")
+    assert code == 0
+    assert f"{out_dir / 'x.y4m'}: 3 frames 37x29 (y4m 4:4:4 16-bit) from a bicubic file;" in err

@@ -88,10 +88,15 @@ def test_decode_dot_in_a_subprocess_with_sentinels(home, coded):
     assert snapshot(home) == before
 
 
-def test_decode_to_stdout_is_an_error_not_a_folder(capsys, home, coded, monkeypatch):
-    monkeypatch.chdir(home)
-    refused(capsys, home, "decode", "x.mp4", "-o", "-", "-q", message="standard output is not supported yet")
-    assert not (home / "-").exists()
+def test_decode_to_stdout_is_y4m_not_a_folder(home, coded):
+    before = snapshot(home)
+    piped = subprocess.run([*CLI, "decode", "x.mp4", "-o", "-", "-q"], cwd=home, capture_output=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert snapshot(home) == before  # no folder named "-", nothing else
+    filed = subprocess.run([*CLI, "decode", "x.mp4", "-o", str(home.parent / "x.y4m"), "-q"], cwd=home,
+                           capture_output=True, timeout=120)
+    assert filed.returncode == 0, filed.stderr
+    assert piped.stdout == (home.parent / "x.y4m").read_bytes()
 
 
 # -- frames ------------------------------------------------------------------------------
@@ -153,11 +158,50 @@ def test_output_equal_to_input_is_always_refused(capsys, home, coded, monkeypatc
 
 
 @pytest.mark.parametrize("command", ["encode", "eval"])
-def test_stdout_is_refused_everywhere(capsys, home, coded, command):
-    argv = [command, coded, "-o", "-", "--baseline", "bicubic", "-q"]
-    refused(capsys, home, *argv, message="standard output is not supported yet")
-    refused(capsys, home, command, "-", "-o", home / "out.mp4" if command == "encode" else home / "r.json",
-            "--baseline", "bicubic", "-q", message="standard input is not supported yet")
+def test_stdout_is_y4m_only(capsys, home, coded, command):
+    refused(capsys, home, command, coded, "-o", "-", "--baseline", "bicubic", "-q",
+            message="standard output takes y4m only")
+
+
+def test_stdin_is_refused_where_a_pipe_cannot_serve(capsys, home, coded):
+    refused(capsys, home, "eval", "-", "-o", home / "r.json", "--baseline", "bicubic", "-q",
+            message="eval reads each input twice")
+    refused(capsys, home, "frames", "-", "-o", home / "frames", "-q", message="frames names each folder")
+    refused(capsys, home, "decode", "-", "-o", home / "x.y4m", "-q", message="an MP4 cannot be read from a pipe")
+    refused(capsys, home, "info", "-", message="an MP4 cannot be read from a pipe")
+
+
+def _pyav_y4m(path: Path, frames: int = 4) -> Path:
+    """A 4:2:0 y4m written by PyAV's own yuv4mpegpipe muxer (not dualcodec's writer)."""
+    import av
+
+    with av.open(str(path), "w", format="yuv4mpegpipe") as out:
+        stream = out.add_stream("rawvideo", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        for i, rgb in enumerate(synthetic_frames(48, 32, frames, seed=9)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_encode_reads_y4m_from_stdin(home, tmp_path):
+    source = _pyav_y4m(tmp_path / "src.y4m")
+    piped = subprocess.run([*CLI, "encode", "-", "-o", "piped.mp4", "--baseline", "bicubic", "-q"], cwd=home,
+                           stdin=source.open("rb"), capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    filed = subprocess.run([*CLI, "encode", str(source), "-o", "filed.mp4", "--baseline", "bicubic", "-q"],
+                           cwd=home, capture_output=True, text=True, timeout=120)
+    assert filed.returncode == 0, filed.stderr
+    assert (home / "piped.mp4").read_bytes() == (home / "filed.mp4").read_bytes()
+
+
+def test_garbage_on_stdin_is_a_one_line_error(home):
+    result = subprocess.run([*CLI, "encode", "-", "-o", "out.mp4", "--baseline", "bicubic", "-q"], cwd=home,
+                            input=b"not a y4m stream\n" * 10, capture_output=True, timeout=120)
+    assert result.returncode == 1 and result.stderr.decode().startswith("dualcodec: error: ")
+    assert result.stderr.decode().count("\n") == 1 and not (home / "out.mp4").exists()
 
 
 # -- options checked before any frame ------------------------------------------------------
@@ -340,11 +384,14 @@ def test_sigterm_mid_decode_leaves_nothing(home, long_clip, tiny_model, tmp_path
     assert snapshot(home) == before
 
 
-def test_closed_stdout_ends_quietly(coded):
-    proc = subprocess.Popen([*CLI, "info", str(coded), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@pytest.mark.parametrize("command", [["info", "x.mp4", "--json"], ["decode", "x.mp4", "-o", "-", "-q"]])
+def test_closed_stdout_ends_quietly(home, coded, command):
+    before = snapshot(home)
+    proc = subprocess.Popen([*CLI, *command], cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # as `| head` does once it has its lines
     err = proc.communicate(timeout=120)[1].decode()
     assert err == "" and proc.returncode == 128 + signal.SIGPIPE
+    assert snapshot(home) == before
 
 
 # -- the examples we print ----------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_the_input_is_never_an_output(tmp_path, monkeypatch, overwrite):
 
 @pytest.mark.parametrize(
     "output, message",
-    [("-", "standard output is not supported yet"), ("out.avi", "output must be a .mp4 file"),
+    [("-", "standard output takes y4m only"), ("out.avi", "output must be a .mp4 file"),
      ("missing/out.mp4", "output folder does not exist"), ("folder.mp4", "is a folder")],
 )
 def test_bad_output_files(tmp_path, monkeypatch, output, message):
@@ -117,7 +117,7 @@ def test_folder_holding_the_input_is_refused(tmp_path):
 
 
 def test_stdout_is_not_a_folder():
-    with pytest.raises(DualcodecError, match="standard output is not supported yet"):
+    with pytest.raises(DualcodecError, match="frames go into a folder"):
         check_output_folder("-", [])
 
 

@@ -241,14 +241,8 @@ def test_output_kind_existing_folder_with_dot(tmp_path):
     assert output_kind(str(folder)) == "dir"
 
 
-def test_output_kind_refuses_stdout():
-    with pytest.raises(DualcodecError, match="standard output is not supported yet"):
-        output_kind("-")
-
-
-def test_reader_refuses_stdin():
-    with pytest.raises(DualcodecError, match="standard input is not supported yet"):
-        VideoReader("-")
+def test_output_kind_of_stdout_is_y4m():
+    assert output_kind("-") == "y4m"
 
 
 def test_check_inputs_names_the_bad_one(tmp_path):
@@ -260,3 +254,25 @@ def test_check_inputs_names_the_bad_one(tmp_path):
     check_inputs([good])
     with pytest.raises(DualcodecError, match="bad.mp4"):
         check_inputs([good, bad])
+
+
+def test_16_bit_grey_png_reads_as_its_picture(tmp_path):
+    grey = (np.arange(12 * 16, dtype=np.uint16).reshape(12, 16) * 300)  # 0 .. 57300 of 65535
+    path = tmp_path / "grey16.png"
+    Image.fromarray(grey).save(path)  # PIL writes mode I;16 as a 16-bit PNG
+    with Image.open(path) as im:
+        assert im.mode.startswith("I")
+    rgb = next(VideoReader(path).frames())
+    expected = np.round(grey / 257.0).astype(np.uint8)
+    assert rgb.shape == (12, 16, 3)
+    assert np.array_equal(rgb[..., 0], expected) and np.array_equal(rgb[..., 2], expected)
+
+
+def test_a_dualcodec_file_is_not_a_source(tmp_path, bicubic_file):
+    with pytest.raises(DualcodecError, match="is a dualcodec file.*decode it first"):
+        VideoReader(bicubic_file.path)
+
+
+def test_frame_count_is_estimated_where_the_stream_has_none(tmp_path):
+    path = write_y4m(tmp_path / "clip.y4m", synthetic_frames(16, 12, 7))
+    assert VideoReader(path).info.frames == 7  # y4m streams carry no frame count
