@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                      "standard output)")
     _overwrite_option(dec)
     dec.add_argument("--model", help="model to decode with (default: the one named in the file)")
+    dec.add_argument("--strict", action="store_true",
+                     help="refuse a damaged file (default: decode what can be decoded, conceal the rest as a "
+                     "player does, and name the damaged frames in one warning)")
     dec.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     inf = sub.add_parser("info", help="describe a dualcodec MP4: header, frames and bytes per layer")
@@ -187,7 +190,7 @@ def _decode(args: argparse.Namespace) -> None:
         check_output_file(destination, [args.input], [f".{kind}"], args.overwrite)
         place = atomic_path(destination)
     start = time.time()
-    video = decode(args.input, args.model)
+    video = decode(args.input, args.model, strict=args.strict)
     header = video.header
     frames = 0
     with place as tmp:
@@ -208,11 +211,26 @@ def _decode(args: argparse.Namespace) -> None:
                     future.cancel()
                 pool.shutdown(wait=True)
                 writer.close()
+    if video.damaged:
+        print(f"dualcodec: warning: {args.input}: {len(video.damaged)} damaged frame"
+              f"{'s' if len(video.damaged) > 1 else ''} concealed ({_ranges(video.damaged)}); --strict refuses "
+              "damaged files", file=sys.stderr)
     if not args.quiet:
         what = {"y4m": "y4m 4:4:4 16-bit", "mp4": "H.264 MP4 for viewing", "dir": "PNG frames"}[kind]
         name = "standard output" if args.output == STDIO else destination
         print(f"{name}: {frames} frames {header.width}x{header.height} ({what}) from a {header.mode} "
               f"file; {time.time() - start:.1f} s", file=sys.stderr)
+
+
+def _ranges(indices: set[int]) -> str:
+    """0-based frame indices as 1-based ranges: ``{2, 6, 7, 8}`` is ``"3, 7-9"``."""
+    runs: list[list[int]] = []
+    for n in sorted(i + 1 for i in indices):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _info(args: argparse.Namespace) -> None:

@@ -335,15 +335,16 @@ class DecodedVideo:
     header: Header
     rate: object
     frames: Iterator[np.ndarray]
+    damaged: set[int]  # 0-based indices of the frames concealed so far (see ContainerReader)
 
 
-def decode(source: Path, model: str | None = None) -> DecodedVideo:
+def decode(source: Path, model: str | None = None, strict: bool = False) -> DecodedVideo:
     """Open a dualcodec file (or a plain video without the header: mode plain); frames are
-    RGB uint8 ``[H, W, 3]`` at the original size."""
-    reader = ContainerReader(source)
+    RGB uint8 ``[H, W, 3]`` at the original size. Damage is concealed unless ``strict``."""
+    reader = ContainerReader(source, strict=strict)
     header = reader.header
     layers = layers_for_header(header, model)
-    return DecodedVideo(header, reader.rate, _decode_frames(reader, layers))
+    return DecodedVideo(header, reader.rate, _decode_frames(reader, layers), reader.damaged)
 
 
 @torch.inference_mode()
@@ -352,13 +353,12 @@ def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[np.ndarr
     fmt = BaseCodecSettings(codec=header.codec, bit_depth=header.bit_depth, full_range=header.full_range).yuv_format
     payloads = reader.side_frames() if header.mode == "dual" and reader.has_side_stream else None
     for index, planes in enumerate(reader.base_frames()):
-        if (planes.width, planes.height) != (header.base_width, header.base_height):
-            raise DualcodecError(f"{reader.path}: base frame {index + 1} has the wrong size")
         side = SideFrame(SIDE_SKIP) if header.mode == "dual" else None
         if payloads is not None:
             side = next(payloads, None)
             if side is None:
-                raise DualcodecError(f"{reader.path}: side stream ends before frame {index + 1}")
+                reader.record_damage(index, f"side stream ends before frame {index + 1}")
+                side, payloads = SideFrame(SIDE_SKIP), None
         x_hat = layers.up(planes_to_rgb(planes, fmt), side)
         yield _to_rgb(x_hat, header.width, header.height)
 

@@ -43,7 +43,8 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
       model        {"name", "fingerprint"} for mode "dual", else null
 
 A reader refuses a file whose ``format`` is not ``dualcodec`` or whose ``version`` it
-does not know. Rate accounting is exact: the base layer's bytes are the sizes of the
+does not know, or whose header or index is damaged. Damaged packets are concealed as a
+player conceals them (see :class:`ContainerReader`), unless the reader is ``strict``. Rate accounting is exact: the base layer's bytes are the sizes of the
 video packets, the side stream's are the sizes of the data packets, and everything else
 (headers, indexes, audio) is the rest.
 
@@ -341,6 +342,8 @@ def _open(path: Path):
         return av.open(str(path))
     except av.FFmpegError as exc:
         raise DualcodecError(f"cannot open {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:  # PyAV reads every metadata tag as UTF-8 when it opens a file
+        raise DualcodecError(f"cannot open {path}: its metadata is damaged (not UTF-8 text)") from None
 
 
 def _check_boxes(path: Path) -> None:
@@ -365,12 +368,33 @@ def _check_boxes(path: Path) -> None:
         raise DualcodecError(f"{path} is truncated or damaged (its MP4 boxes do not add up to its size)")
 
 
+def _repeat(last: Planes | None, size: tuple[int, int], bit_depth: int) -> Planes:
+    """What stands in for a frame that did not decode: the previous one, or mid-grey."""
+    import numpy as np
+
+    if last is not None:
+        return Planes(last.y, last.u, last.v, corrupt=True)
+    dtype, mid = (np.uint8, 128) if bit_depth == 8 else (np.uint16, 512)
+    h, w = size
+    return Planes(np.full((h, w), mid, dtype), np.full((h // 2, w // 2), mid, dtype),
+                  np.full((h // 2, w // 2), mid, dtype), corrupt=True)
+
+
 class ContainerReader:
     """Reads a dualcodec MP4, or a plain video without the header: header, base frames and
-    side payloads, each in display order."""
+    side payloads, each in display order.
 
-    def __init__(self, path: Path) -> None:
+    Damage: ``strict`` refuses a file at the first damaged base packet or side packet.
+    Otherwise the reader decodes everything it can, as a player does: the base decoder
+    conceals what it can and a frame it cannot decode repeats the previous one; a side
+    packet that fails its checksum decodes as SKIP; the 0-based indices of such frames
+    collect in :attr:`damaged` as the frames are read.
+    """
+
+    def __init__(self, path: Path, strict: bool = False) -> None:
         self.path = Path(path)
+        self.strict = strict
+        self.damaged: set[int] = set()
         with _open(self.path) as inp:
             text = inp.metadata.get(METADATA_KEY)
             header = Header.from_json(text) if text is not None else None
@@ -380,6 +404,8 @@ class ContainerReader:
                 what = "base-layer video stream" if header else "video stream (and no dualcodec header)"
                 raise DualcodecError(f"{self.path} has no {what}")
             video = inp.streams.video[0]
+            if video.codec_context is None:
+                raise DualcodecError(f"{self.path}: its video stream names no codec FFmpeg knows (damaged?)")
             self.has_header = header is not None
             self.header = header or Header.from_video_stream(self.path, video)
             self.rate = Fraction(video.average_rate or video.guessed_rate or 25)
@@ -387,30 +413,75 @@ class ContainerReader:
             # Only a dual file has a side stream; a plain video's data streams (e.g. time codes) are not one.
             self.has_side_stream = self.header.mode == "dual" and bool(inp.streams.data)
 
+    def record_damage(self, index: int, what: str) -> None:
+        """Frame ``index`` is damaged (``what``): refused when ``strict``, else recorded."""
+        if self.strict:
+            raise DualcodecError(f"{self.path}: {what}")
+        self.damaged.add(index)
+
     def base_frames(self) -> Iterator[Planes]:
-        """Decoded base-layer frames in display order."""
+        """Decoded base-layer frames in display order, of the header's base size."""
         import av
 
         decoder = BaseDecoder(self.header.codec, self.header.bit_depth, self.extradata)
-        decoder.codec_context.options = {"err_detect": "explode"}
+        # strict: stop at the first error; else, as ffmpeg -flags2 +showall, output the
+        # frames that follow a lost key frame too, concealed.
+        decoder.codec_context.options = {"err_detect": "explode"} if self.strict else {"flags2": "+showall"}
+        size = (self.header.base_height, self.header.base_width)
+        last: Planes | None = None
+        index = sent = 0
         with _open(self.path) as inp:
-            try:
-                for packet in inp.demux(inp.streams.video[0]):
-                    yield from decoder.decode(packet if packet.size else None)
-            except av.FFmpegError as exc:
-                raise DualcodecError(f"{self.path}: base layer is corrupted ({exc.strerror or exc})") from None
+            packets = inp.demux(inp.streams.video[0])
+            ended = False
+            while not ended:
+                try:
+                    packet = next(packets, None)
+                except av.FFmpegError as exc:  # the index points past the data
+                    self.record_damage(index, f"base layer is truncated or damaged ({exc.strerror or exc})")
+                    packet = None
+                ended = packet is None or not packet.size  # an empty packet, or none: flush
+                sent += not ended
+                try:
+                    decoded = decoder.decode(None if ended else packet)
+                except av.FFmpegError as exc:
+                    self.record_damage(index, f"base layer is corrupted ({exc.strerror or exc})")
+                    decoded = [] if ended else [_repeat(last, size, self.header.bit_depth)]
+                for planes in decoded:
+                    if planes.y.shape != size:
+                        self.record_damage(index, f"base frame {index + 1} has the wrong size")
+                        planes = _repeat(last, size, self.header.bit_depth)
+                    elif planes.corrupt:
+                        self.record_damage(index, f"base frame {index + 1} is damaged")
+                    yield planes
+                    last, index = planes, index + 1
+        while index < sent:  # packets that gave no frame: keep the file's frame count and timing
+            self.record_damage(index, f"base frame {index + 1} did not decode")
+            yield _repeat(last, size, self.header.bit_depth)
+            index += 1
 
     def side_frames(self) -> Iterator[SideFrame]:
-        """The side stream frame by frame, checksums verified (nothing when the file has none)."""
+        """The side stream frame by frame, checksums verified (nothing when the file has none).
+
+        A damaged packet is SKIP (:attr:`damaged`), unless ``strict``."""
+        import av
+
         if not self.has_side_stream:
             return
         with _open(self.path) as inp:
             index = 0
-            for packet in inp.demux(inp.streams.data[0]):
-                if packet.size == 0:
-                    continue
-                yield SideFrame.from_bytes(parse_payload(bytes(packet), index), index)
-                index += 1
+            try:
+                for packet in inp.demux(inp.streams.data[0]):
+                    if packet.size == 0:
+                        continue
+                    try:
+                        side = SideFrame.from_bytes(parse_payload(bytes(packet), index), index)
+                    except DualcodecError as exc:
+                        self.record_damage(index, str(exc))
+                        side = SideFrame(SIDE_SKIP)
+                    yield side
+                    index += 1
+            except av.FFmpegError as exc:  # the index points past the data: the side stream ends here
+                self.record_damage(index, f"side stream is damaged ({exc.strerror or exc})")
 
     def sizes(self) -> StreamSizes:
         with _open(self.path) as inp:

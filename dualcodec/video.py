@@ -88,6 +88,8 @@ class VideoReader:
                                       bool(inp.streams.audio))
         except av.FFmpegError as exc:
             raise _av_error(self.path, exc) from None
+        except UnicodeDecodeError:  # PyAV reads every metadata tag as UTF-8
+            raise DualcodecError(f"cannot read {self.path}: its metadata is damaged (not UTF-8 text)") from None
         if self.info.width <= 0 or self.info.height <= 0:
             raise DualcodecError(f"cannot read {self.path}: no frame size")
 

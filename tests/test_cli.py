@@ -310,20 +310,45 @@ def _corrupt(source: Path, destination: Path, kind: str) -> Path:
 
 @pytest.mark.parametrize("kind", ["side", "base", "truncated", "tail"])
 @pytest.mark.parametrize("target", ["x.y4m", "x.mp4", "frames/"])
-def test_corrupted_file_fails_cleanly(capsys, dual_file, tiny_model, tmp_path, out_dir, kind, target):
+def test_strict_refuses_a_damaged_file_cleanly(capsys, dual_file, tiny_model, tmp_path, out_dir, kind, target):
     bad = _corrupt(dual_file.path, tmp_path / "bad.mp4", kind)
-    code, _, err = run(capsys, "decode", bad, "-o", f"{out_dir}/{target}", "--model", tiny_model.path, "-q")
+    code, _, err = run(capsys, "decode", bad, "-o", f"{out_dir}/{target}", "--model", tiny_model.path, "-q",
+                       "--strict")
     line = assert_one_line_error(code, err)
     if kind == "side":
         assert "side stream of frame 2 is corrupted" in line
-    assert "bad.mp4" in line or kind == "side"
+    assert "bad.mp4" in line
     assert leftovers(out_dir) == []  # no partial output, no *.partial* files
+
+
+@pytest.mark.parametrize("kind, message", [("side", "1 damaged frame concealed (2)"),
+                                           ("base", "damaged frame")])
+def test_damage_is_concealed_and_named_by_default(capsys, dual_file, tiny_model, tmp_path, out_dir, kind, message):
+    bad = _corrupt(dual_file.path, tmp_path / "bad.mp4", kind)
+    code, _, err = run(capsys, "decode", bad, "-o", out_dir / "x.y4m", "--model", tiny_model.path, "-q")
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"dualcodec: warning: {bad}: ") and message in lines[0]
+    assert "--strict refuses damaged files" in lines[0]
+    frames = list(VideoReader(out_dir / "x.y4m").frames())
+    assert len(frames) == 3  # every frame, the damaged one concealed
+    clean = list(decode(dual_file.path, str(tiny_model.path)).frames)
+    if kind == "side":  # frames 1 and 3 decode exactly; frame 2 lost its side stream only
+        assert np.array_equal(frames[0], clean[0]) and np.array_equal(frames[2], clean[2])
+        assert psnr(frames[1], clean[1]) > 25
+
+
+def test_truncated_file_is_refused_by_default_too(capsys, dual_file, tiny_model, tmp_path, out_dir):
+    bad = _corrupt(dual_file.path, tmp_path / "bad.mp4", "truncated")  # the index is gone: nothing to conceal
+    code, _, err = run(capsys, "decode", bad, "-o", out_dir / "x.y4m", "--model", tiny_model.path, "-q")
+    assert "bad.mp4" in assert_one_line_error(code, err)
+    assert leftovers(out_dir) == []
 
 
 def test_corrupted_file_keeps_an_existing_output(capsys, dual_file, tiny_model, tmp_path, out_dir):
     (out_dir / "x.y4m").write_bytes(b"previous result")
     bad = _corrupt(dual_file.path, tmp_path / "bad.mp4", "side")
-    code, _, err = run(capsys, "decode", bad, "-o", out_dir / "x.y4m", "--model", tiny_model.path, "-q")
+    code, _, err = run(capsys, "decode", bad, "-o", out_dir / "x.y4m", "--model", tiny_model.path, "-q", "--strict")
     assert_one_line_error(code, err)
     assert leftovers(out_dir) == ["x.y4m"]
     assert (out_dir / "x.y4m").read_bytes() == b"previous result"

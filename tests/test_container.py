@@ -228,11 +228,14 @@ def test_flipped_side_byte_is_detected_by_the_reader(dual_file, tmp_path):
     data = bytearray(path.read_bytes())
     data[pos + size - 1] ^= 0x10
     path.write_bytes(bytes(data))
-    reader = ContainerReader(path)
-    sides = reader.side_frames()
+    sides = ContainerReader(path, strict=True).side_frames()
     next(sides)  # frame 1 is intact
     with pytest.raises(DualcodecError, match="side stream of frame 2 is corrupted"):
         next(sides)
+    # By default the damaged packet decodes as SKIP, and the frame is named.
+    reader = ContainerReader(path)
+    modes = [side.mode for side in reader.side_frames()]
+    assert modes[1] == SIDE_SKIP and reader.damaged == {1}
 
 
 def test_unknown_version_in_a_file_is_rejected(dual_file, tmp_path):
