@@ -250,7 +250,7 @@ class LayeredCodec:
                         bar.update()
                     loop.finish()
                 if info.has_audio:
-                    writer.copy_audio(Path(source))
+                    writer.copy_audio(Path(source), frames / info.rate)
             finally:
                 writer.close()
             # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as

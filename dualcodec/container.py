@@ -27,7 +27,8 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
   The encoder picks the mode per frame by rate-distortion cost, so a static scene,
   or a frame the side stream cannot improve, pays 5 bytes for its side stream.
 
-* Further **audio** streams, copied unchanged from the input.
+* Further **audio** streams, copied unchanged from the input, up to the end of the
+  encoded video (``--frames N`` cuts the audio too).
 * File-level metadata key ``dualcodec`` (an ``mdta`` tag; absent from a plain file of
   even size, see *Plain files* below): the header, compact JSON with sorted keys::
 
@@ -298,8 +299,10 @@ class ContainerWriter:
         with av.open(str(source)) as inp:
             self._audio = {s.index: self.output.add_stream_from_template(s) for s in inp.streams.audio}
 
-    def copy_audio(self, source: Path) -> None:
-        """Copy every audio stream of ``source`` unchanged (streams from :meth:`add_audio_streams`)."""
+    def copy_audio(self, source: Path, seconds: float) -> None:
+        """Copy every audio stream of ``source`` unchanged (streams from :meth:`add_audio_streams`),
+        up to the packet that starts at ``seconds`` from the stream's start: the duration
+        of the encoded video."""
         import av
 
         if not self._audio:
@@ -309,6 +312,9 @@ class ContainerWriter:
         with av.open(str(source)) as inp:
             for packet in inp.demux(*inp.streams.audio):
                 if packet.dts is None:
+                    continue
+                start = packet.stream.start_time or 0
+                if packet.pts is not None and (packet.pts - start) * packet.time_base >= seconds:
                     continue
                 packet.stream = self._audio[packet.stream.index]
                 self.output.mux(packet)

@@ -287,3 +287,14 @@ def test_default_model_round_trip(default_model_path, clip, tmp_path):
     frames = list(video.frames)
     assert video.header.model_name and len(frames) == 3
     assert frames[0].shape == (29, 37, 3)
+
+
+def test_audio_is_cut_to_the_encoded_frames(tmp_path):
+    source = make_av_clip(tmp_path / "long.mp4", width=64, height=48, frames=25, audio=True)  # 1 s
+    out = tmp_path / "cut.mp4"
+    LayeredCodec(BicubicLayers(2), BaseCodecSettings(qp=30)).encode(source, out, max_frames=5)  # 0.2 s
+    with av.open(str(out)) as inp:
+        stream = inp.streams.audio[0]
+        starts = [float((p.pts - (stream.start_time or 0)) * p.time_base) for p in inp.demux(stream) if p.size]
+    assert starts and max(starts) < 0.2  # nothing of the 0.8 s that was not encoded
+    assert max(starts) > 0.1  # and the audio of the frames that were
