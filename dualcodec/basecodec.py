@@ -134,12 +134,14 @@ def check_encoder(settings: BaseCodecSettings) -> None:
 class Planes:
     """One 4:2:0 frame: ``y`` is ``[H, W]``, ``u`` and ``v`` are ``[H/2, W/2]``; uint8 or uint16.
 
-    ``corrupt``: the decoder flagged the frame as damaged and concealed."""
+    ``corrupt``: the decoder flagged the frame as damaged and concealed; ``key_frame``: it
+    starts a GOP (decoded frames only)."""
 
     y: np.ndarray
     u: np.ndarray
     v: np.ndarray
     corrupt: bool = False
+    key_frame: bool = False
 
     @property
     def width(self) -> int:
@@ -182,7 +184,7 @@ def _planes_from_frame(frame, bit_depth: int) -> Planes:
     y = flat[: w * h].reshape(h, w)
     u = flat[w * h : w * h + cw * ch].reshape(ch, cw)
     v = flat[w * h + cw * ch : w * h + 2 * cw * ch].reshape(ch, cw)
-    return Planes(y.copy(), u.copy(), v.copy(), corrupt=frame.is_corrupt)
+    return Planes(y.copy(), u.copy(), v.copy(), corrupt=frame.is_corrupt, key_frame=bool(frame.key_frame))
 
 
 class BaseEncoder:

@@ -36,7 +36,7 @@ from dualcodec.basecodec import (
     planes_from_tensors,
     planes_to_tensors,
 )
-from dualcodec.container import SIDE_NEW, SIDE_REPEAT, SIDE_SKIP, ContainerReader, ContainerWriter, Header, SideFrame
+from dualcodec.container import ContainerReader, ContainerWriter, Header, SideFrame, SideMode
 from dualcodec.errors import DualcodecError
 from dualcodec.model import LoadedModel, lmbda_at, load_model, resolve_model_path
 from dualcodec.nets.common import bicubic_down, bicubic_up
@@ -50,12 +50,13 @@ class Layers(Protocol):
 
     mode: str
     scale: int
+    side_stream: bool  # the file carries a side stream (a data track)
 
     def down(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``[1,3,H,W]`` to ``x_lr`` float ``[1,3,H/scale,W/scale]``."""
 
     def reset(self) -> None:
-        """Forget the previous frame: a new stream starts."""
+        """Forget the previous frame's side data: a stream or a GOP starts."""
 
     def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> SideFrame | None:
         """The side stream of one frame (``None``: this mode has no side stream)."""
@@ -74,6 +75,7 @@ class ModelLayers:
         self.loaded = loaded
         self.model = loaded.model.to(memory_format=torch.channels_last)
         self.scale = loaded.config.scale
+        self.side_stream = self.model.has_side_stream
         self.lmbda = lmbda
         self.reset()
 
@@ -85,20 +87,20 @@ class ModelLayers:
 
     def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> SideFrame | None:
         """Pick NEW, REPEAT or SKIP for this frame by ``L1 + lmbda * bits / pixel``."""
-        if not self.model.has_side_stream:
-            return SideFrame(SIDE_SKIP)
+        if not self.side_stream:
+            return None
         h, w = x_lr_hat.shape[-2:]
         strings = self.model.compress_side(x, x_lr_hat)
         x_f = x.float() / 255.0
         bits_per_pixel = 8 * len(strings[0]) / (x.shape[-1] * x.shape[-2])
-        options = [(SIDE_NEW, self.model.decompress_side(strings, h, w), self.lmbda * bits_per_pixel)]
-        options.append((SIDE_SKIP, self.model.skip_latents(h, w), 0.0))
-        if self._y_hat is not None:
-            options.append((SIDE_REPEAT, self._y_hat, 0.0))
+        options = [(SideMode.NEW, self.model.decompress_side(strings, h, w), self.lmbda * bits_per_pixel)]
+        options.append((SideMode.SKIP, self.model.skip_latents(h, w), 0.0))
+        if self._y_hat is not None:  # None at the first frame and at every key frame
+            options.append((SideMode.REPEAT, self._y_hat, 0.0))
         costs = [self._distortion(x_f, x_lr_hat, y_hat) + rate for _, y_hat, rate in options]
         mode, y_hat, _ = options[min(range(len(options)), key=costs.__getitem__)]
         self._y_hat = y_hat
-        return SideFrame(mode, strings[0] if mode == SIDE_NEW else b"")
+        return SideFrame(mode, strings[0] if mode == SideMode.NEW else b"")
 
     def _distortion(self, x_f: torch.Tensor, x_lr_hat: torch.Tensor, y_hat: torch.Tensor) -> float:
         x_hat = self.model.upsample(x_lr_hat, y_hat).clamp(0, 1)
@@ -106,18 +108,20 @@ class ModelLayers:
 
     def up(self, x_lr_hat: torch.Tensor, side: SideFrame | None) -> torch.Tensor:
         x_lr_hat = x_lr_hat.contiguous(memory_format=torch.channels_last)
-        if not self.model.has_side_stream:
+        if not self.side_stream:
             return self.model.upsample(x_lr_hat, None)
         h, w = x_lr_hat.shape[-2:]
-        if side.mode == SIDE_NEW:
+        mode = side.mode if side is not None else SideMode.SKIP  # None: a version 1 file without a data track
+        if mode == SideMode.NEW:
             self._y_hat = self.model.decompress_side([side.entropy_bytes], h, w)
-        elif side.mode == SIDE_SKIP:
+        elif mode == SideMode.SKIP:
             self._y_hat = self.model.skip_latents(h, w)
         return self.model.upsample(x_lr_hat, self._y_hat)
 
 
 class BicubicLayers:
     mode = "bicubic"
+    side_stream = False
 
     def __init__(self, scale: int) -> None:
         self.scale = scale
@@ -138,6 +142,7 @@ class BicubicLayers:
 class PlainLayers:
     mode = "plain"
     scale = 1
+    side_stream = False
 
     def down(self, x: torch.Tensor) -> torch.Tensor:
         return x.float() / 255.0
@@ -227,7 +232,7 @@ class LayeredCodec:
         self.layers.reset()
         frames = 0
         with atomic_path(Path(destination)) as tmp:
-            writer = ContainerWriter(tmp, header, self.settings, info.rate)
+            writer = ContainerWriter(tmp, header, self.settings, info.rate, side_stream=self.layers.side_stream)
             try:
                 if info.has_audio:
                     writer.add_audio_streams(Path(source))  # before the first packet is muxed
@@ -292,6 +297,8 @@ class _ClosedLoop:
     def _decoded(self, decoded: list[Planes]) -> None:
         for planes in decoded:
             x = self.pending.popleft()
+            if planes.key_frame:  # nothing refers across a key frame: each GOP decodes on its own
+                self.layers.reset()
             side = self.layers.side(x, planes_to_rgb(planes, self.fmt))
             if side is not None:
                 self.writer.mux_side(side)
@@ -352,13 +359,19 @@ def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[np.ndarr
     header = reader.header
     fmt = BaseCodecSettings(codec=header.codec, bit_depth=header.bit_depth, full_range=header.full_range).yuv_format
     payloads = reader.side_frames() if header.mode == "dual" and reader.has_side_stream else None
+    gops = header.version >= 2  # version 1 files could repeat latents across a key frame
     for index, planes in enumerate(reader.base_frames()):
-        side = SideFrame(SIDE_SKIP) if header.mode == "dual" else None
+        if gops and planes.key_frame:
+            layers.reset()
+        side = None
         if payloads is not None:
             side = next(payloads, None)
             if side is None:
                 reader.record_damage(index, f"side stream ends before frame {index + 1}")
-                side, payloads = SideFrame(SIDE_SKIP), None
+                side, payloads = SideFrame(SideMode.SKIP), None
+            elif gops and planes.key_frame and side.mode == SideMode.REPEAT:
+                reader.record_damage(index, f"side stream of frame {index + 1} repeats across a key frame")
+                side = SideFrame(SideMode.SKIP)
         x_hat = layers.up(planes_to_rgb(planes, fmt), side)
         yield _to_rgb(x_hat, header.width, header.height)
 

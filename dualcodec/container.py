@@ -1,17 +1,16 @@
 """The dualcodec file: a standard MP4 that any player opens.
 
-Layout (format version 1)
+Layout (format version 2)
 -------------------------
 An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
 
 * Stream 0, **video**: the base layer, an ordinary H.264 / HEVC / AV1 track at the
   low resolution (``base_width`` x ``base_height``), 4:2:0, BT.709 primaries, transfer
   and matrix, with the range flag set (``tv`` or ``pc``). A legacy player shows it.
-* A **data** stream (only when ``mode`` is ``"dual"``): the side stream, codec tag
-  ``bin_data``, one packet per video frame with the same presentation time stamp.
-  When the side mode of every frame is SKIP (decided after the first 64 frames at
-  most), the writer leaves the data stream out: a ``dual`` file without one decodes
-  every frame as SKIP. Each packet is::
+* A **data** stream exactly when the model has a side stream (``mode`` ``"dual"``): the
+  side stream, codec tag ``bin_data``, one packet per video frame with the same
+  presentation time stamp; a ``dual`` file without one (a model without a side stream)
+  upsamples the base layer alone. Each packet is::
 
       offset  size  field
       0       4     CRC-32 (IEEE, big-endian) of bytes 4..end
@@ -25,7 +24,12 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
                     the model file)
 
   The encoder picks the mode per frame by rate-distortion cost, so a static scene,
-  or a frame the side stream cannot improve, pays 5 bytes for its side stream.
+  or a frame the side stream cannot improve, pays 5 bytes for its side stream. A frame
+  that the base layer codes as a key frame never has mode REPEAT, and the decoder
+  forgets the previous latents there: every GOP decodes on its own.
+
+Version 1 files (still read): the data stream was left out when the first 64 frames
+were all SKIP, and REPEAT could refer across a key frame (decoded as written).
 
 * Further **audio** streams, copied unchanged from the input, up to the end of the
   encoded video (``--frames N`` cuts the audio too).
@@ -33,7 +37,7 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
   even size, see *Plain files* below): the header, compact JSON with sorted keys::
 
       format       "dualcodec"
-      version      1
+      version      2 (1 is still read)
       mode         "dual" | "bicubic" | "plain"
       scale        1 (plain), 2 or 4
       width/height       size of the original frames (the decoder returns exactly this)
@@ -67,6 +71,7 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass
+from enum import IntEnum
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -76,7 +81,8 @@ from dualcodec.errors import DualcodecError
 from dualcodec.outputs import refuse_stdin
 
 FORMAT_NAME = "dualcodec"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what the writer writes
+READ_VERSIONS = (1, 2)  # what the reader reads
 METADATA_KEY = "dualcodec"
 MODES = ("dual", "bicubic", "plain")
 UNSPECIFIED_MATRIX = 2  # ITU-T H.273 matrix_coefficients "unspecified"
@@ -96,11 +102,12 @@ class Header:
     full_range: bool
     model_name: str | None = None
     model_fingerprint: str | None = None
+    version: int = FORMAT_VERSION  # a header read from a file: that file's version
 
     def to_json(self) -> str:
         tree = {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            "version": self.version,
             "mode": self.mode,
             "scale": self.scale,
             "width": self.width,
@@ -131,9 +138,10 @@ class Header:
             tree = json.loads(text)
             if tree.get("format") != FORMAT_NAME:
                 raise DualcodecError("the header does not name the dualcodec format")
-            if tree.get("version") != FORMAT_VERSION:
+            if tree.get("version") not in READ_VERSIONS:
                 raise DualcodecError(
-                    f"file format version {tree.get('version')} is not supported (this dualcodec reads {FORMAT_VERSION})"
+                    f"file format version {tree.get('version')} is not supported (this dualcodec reads "
+                    f"{' and '.join(map(str, READ_VERSIONS))}): a newer dualcodec wrote it"
                 )
             model = tree["model"] or {}
             header = cls(
@@ -148,6 +156,7 @@ class Header:
                 full_range=tree["color"]["range"] == "pc",
                 model_name=model.get("name"),
                 model_fingerprint=model.get("fingerprint"),
+                version=int(tree["version"]),
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise DualcodecError("the dualcodec header is malformed") from None
@@ -181,15 +190,19 @@ class Header:
                    full_range=cc.color_range == RANGE_PC or cc.pix_fmt == "yuvj420p")
 
 
-SIDE_NEW, SIDE_REPEAT, SIDE_SKIP = 0, 1, 2
-HOLD_FRAMES = 64  # frames a dual file waits, at most, before committing to a data stream
+class SideMode(IntEnum):
+    """The first byte of a side-stream packet (after the CRC)."""
+
+    NEW = 0  # entropy-coded latents follow
+    REPEAT = 1  # the previous frame's latents; never at a base-layer key frame (version 2)
+    SKIP = 2  # every latent at its most probable value
 
 
 @dataclass(frozen=True)
 class SideFrame:
-    """The side stream of one frame: a mode and, for ``SIDE_NEW``, the entropy-coded latents."""
+    """The side stream of one frame: a mode and, for ``SideMode.NEW``, the entropy-coded latents."""
 
-    mode: int
+    mode: SideMode
     entropy_bytes: bytes = b""
 
     def to_bytes(self) -> bytes:
@@ -197,13 +210,13 @@ class SideFrame:
 
     @classmethod
     def from_bytes(cls, body: bytes, index: int) -> "SideFrame":
-        if not body or body[0] not in (SIDE_NEW, SIDE_REPEAT, SIDE_SKIP):
+        if not body or body[0] not in set(SideMode):
             raise DualcodecError(f"side stream of frame {index + 1} has an unknown mode")
-        if body[0] != SIDE_NEW and len(body) != 1:
+        if body[0] != SideMode.NEW and len(body) != 1:
             raise DualcodecError(f"side stream of frame {index + 1} is malformed")
-        if body[0] == SIDE_REPEAT and index == 0:
+        if body[0] == SideMode.REPEAT and index == 0:
             raise DualcodecError("side stream of frame 1 repeats a frame that does not exist")
-        return cls(body[0], body[1:])
+        return cls(SideMode(body[0]), body[1:])
 
 
 def frame_payload(body: bytes) -> bytes:
@@ -221,7 +234,9 @@ def parse_payload(payload: bytes, index: int) -> bytes:
 class ContainerWriter:
     """Writes one dualcodec MP4. Use :attr:`video_codec_context` for the base encoder."""
 
-    def __init__(self, path: Path, header: Header, settings: BaseCodecSettings, rate: Fraction) -> None:
+    def __init__(self, path: Path, header: Header, settings: BaseCodecSettings, rate: Fraction,
+                 side_stream: bool = False) -> None:
+        """``side_stream``: the file has a data track (exactly when the model has a side stream)."""
         import av
 
         self.header = header
@@ -235,14 +250,9 @@ class ContainerWriter:
         self.video = self.output.add_stream(ENCODERS[settings.codec], rate=self.rate)
         if settings.codec == "hevc":
             self.video.codec_tag = "hvc1"  # parameter sets in the sample entry: what Apple players require
-        self.data = None
+        self.data = self.output.add_data_stream("bin_data") if side_stream else None
         self._side_index = 0
         self._audio: dict = {}
-        # A dual file holds its packets until a frame needs side data (or enough frames
-        # have gone by): streams can be added only before the first packet is written.
-        self._undecided = header.mode == "dual"
-        self._held_base: list = []
-        self._held_side: list[SideFrame] = []
 
     @property
     def video_codec_context(self):
@@ -251,32 +261,10 @@ class ContainerWriter:
     def mux_base(self, packets: list) -> None:
         for packet in packets:
             packet.stream = self.video
-            if self._undecided:
-                self._held_base.append(packet)
-            else:
-                self.output.mux(packet)
+            self.output.mux(packet)
 
     def mux_side(self, side: SideFrame) -> None:
         """Side-stream packet of the next frame in display order."""
-        if self._undecided:
-            self._held_side.append(side)
-            if side.mode != SIDE_SKIP or len(self._held_side) >= HOLD_FRAMES:
-                self._decide(with_data=True)
-            return
-        self._write_side(side)
-
-    def _decide(self, with_data: bool) -> None:
-        self._undecided = False
-        if with_data:
-            self.data = self.output.add_data_stream("bin_data")
-        for packet in self._held_base:
-            self.output.mux(packet)
-        if with_data:
-            for side in self._held_side:
-                self._write_side(side)
-        self._held_base, self._held_side = [], []
-
-    def _write_side(self, side: SideFrame) -> None:
         import av
 
         payload = frame_payload(side.to_bytes())
@@ -307,8 +295,6 @@ class ContainerWriter:
 
         if not self._audio:
             return
-        if self._undecided:
-            self._decide(with_data=False)  # every frame so far was SKIP
         with av.open(str(source)) as inp:
             for packet in inp.demux(*inp.streams.audio):
                 if packet.dts is None:
@@ -320,8 +306,6 @@ class ContainerWriter:
                 self.output.mux(packet)
 
     def close(self) -> None:
-        if self._undecided:
-            self._decide(with_data=False)
         self.output.close()
 
 
@@ -483,7 +467,7 @@ class ContainerReader:
                         side = SideFrame.from_bytes(parse_payload(bytes(packet), index), index)
                     except DualcodecError as exc:
                         self.record_damage(index, str(exc))
-                        side = SideFrame(SIDE_SKIP)
+                        side = SideFrame(SideMode.SKIP)
                     yield side
                     index += 1
             except av.FFmpegError as exc:  # the index points past the data: the side stream ends here

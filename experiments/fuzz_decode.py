@@ -174,7 +174,7 @@ def make_victim(work: Path) -> tuple[Path, Path]:
 
     from dualcodec.basecodec import BaseCodecSettings
     from dualcodec.codec import LayeredCodec, ModelLayers
-    from dualcodec.container import SIDE_NEW, SideFrame
+    from dualcodec.container import SideFrame, SideMode
     from dualcodec.model import load_model, save_model
 
     torch.set_num_threads(1)
@@ -184,7 +184,7 @@ def make_victim(work: Path) -> tuple[Path, Path]:
 
     class EveryFrame(ModelLayers):  # new latents in every frame: every side packet carries bytes
         def side(self, x, x_lr_hat):
-            return SideFrame(SIDE_NEW, self.model.compress_side(x, x_lr_hat)[0])
+            return SideFrame(SideMode.NEW, self.model.compress_side(x, x_lr_hat)[0])
 
     source = write_y4m(work / "victim.y4m", synthetic_frames(64, 48, 12, seed=4))
     victim = work / "victim.mp4"

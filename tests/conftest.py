@@ -102,11 +102,11 @@ def _new_latents_every_frame(loaded):
     model; the shared file should exercise the entropy decoder on every frame.
     """
     from dualcodec.codec import ModelLayers
-    from dualcodec.container import SIDE_NEW, SideFrame
+    from dualcodec.container import SideFrame, SideMode
 
     class NewEveryFrame(ModelLayers):
         def side(self, x, x_lr_hat):
-            return SideFrame(SIDE_NEW, self.model.compress_side(x, x_lr_hat)[0])
+            return SideFrame(SideMode.NEW, self.model.compress_side(x, x_lr_hat)[0])
 
     return NewEveryFrame(loaded)
 

@@ -403,7 +403,7 @@ def test_info_json(capsys, dual_file, tiny_model):
     assert b["base"] + b["side"] + b["other"] == size
     assert b["base"] > 0 and b["side"] > 0 and b["other"] > 0
     assert report["bpp"] == pytest.approx(8 * size / (3 * 37 * 29))
-    assert report["header"]["version"] == 1 and report["header"]["format"] == "dualcodec"
+    assert report["header"]["version"] == 2 and report["header"]["format"] == "dualcodec"
     # The same numbers the encoder reported.
     assert (b["base"], b["side"]) == (dual_file.report.base_bytes, dual_file.report.side_bytes)
 

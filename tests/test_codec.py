@@ -12,7 +12,7 @@ import pytest
 
 from dualcodec.basecodec import BaseCodecSettings
 from dualcodec.codec import BicubicLayers, LayeredCodec, ModelLayers, PlainLayers, decode, make_codec
-from dualcodec.container import ContainerReader
+from dualcodec.container import ContainerReader, SideMode
 from dualcodec.errors import DualcodecError
 from dualcodec.model import load_model
 from dualcodec.video import VideoReader
@@ -57,13 +57,13 @@ def test_encode_decode_every_mode(mode, clip, tiny_model, tmp_path):
 
 def test_expensive_side_bits_are_never_sent(clip, tiny_model, tmp_path):
     # With a prohibitive rate weight the encoder never pays for new latents: every frame
-    # is SKIP, so the writer leaves the data stream out, and the file still decodes.
+    # is SKIP (5 bytes: CRC and mode), in the data track the model's side stream always has.
     layers = ModelLayers(load_model(str(tiny_model.path)), lmbda=1e6)
     out = tmp_path / "cheap.mp4"
     report, video, frames = _round_trip(clip.path, out, layers, str(tiny_model.path), qp=30)
     reader = ContainerReader(out)
-    assert not reader.has_side_stream and list(reader.side_frames()) == []
-    assert report.side_bytes == 0 and video.header.mode == "dual"
+    assert reader.has_side_stream and [s.mode for s in reader.side_frames()] == [SideMode.SKIP] * 3
+    assert report.side_bytes == 3 * 5 and video.header.mode == "dual"
     assert len(frames) == 3 and frames[0].shape == (29, 37, 3)
 
 
@@ -298,3 +298,17 @@ def test_audio_is_cut_to_the_encoded_frames(tmp_path):
         starts = [float((p.pts - (stream.start_time or 0)) * p.time_base) for p in inp.demux(stream) if p.size]
     assert starts and max(starts) < 0.2  # nothing of the 0.8 s that was not encoded
     assert max(starts) > 0.1  # and the audio of the frames that were
+
+
+def test_a_model_without_a_side_stream_writes_no_data_track(clip, tmp_path):
+    from dualcodec.config import ModelConfig
+    from dualcodec.model import DualLayerModel, save_model
+
+    config = ModelConfig(up_width=8, side_width=16, down_width=16, side_stream=False)
+    path = tmp_path / "noside.pt"
+    save_model(DualLayerModel(config), config, "noside", path, lmbda=0.02)
+    out = tmp_path / "noside.mp4"
+    report, video, frames = _round_trip(clip.path, out, ModelLayers(load_model(str(path))), str(path), qp=30)
+    with av.open(str(out)) as inp:
+        assert len(inp.streams.data) == 0  # the data track exists exactly when the model has a side stream
+    assert report.side_bytes == 0 and video.header.mode == "dual" and len(frames) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import zlib
 from pathlib import Path
 
@@ -15,11 +16,9 @@ from dualcodec.container import (
     FORMAT_VERSION,
     METADATA_KEY,
     ContainerReader,
-    SIDE_NEW,
-    SIDE_REPEAT,
-    SIDE_SKIP,
     Header,
     SideFrame,
+    SideMode,
     frame_payload,
     parse_payload,
 )
@@ -60,7 +59,7 @@ def _tree(**changes):
 @pytest.mark.parametrize(
     "text, match",
     [
-        (_tree(version=2), "version 2 is not supported"),
+        (_tree(version=3), "version 3 is not supported.*a newer dualcodec wrote it"),
         (_tree(version="1"), "not supported"),
         (_tree(format="mp4"), "does not name the dualcodec format"),
         (_tree(mode="triple"), "unknown mode"),
@@ -122,7 +121,7 @@ def test_reader_header_and_payloads(dual_file, tiny_model):
     assert reader.rate == 25
     sides = list(reader.side_frames())
     assert len(sides) == 3
-    assert [side.mode for side in sides] == [SIDE_NEW] * 3  # the fixture sends latents every frame
+    assert [side.mode for side in sides] == [SideMode.NEW] * 3  # the fixture sends latents every frame
     assert all(len(side.entropy_bytes) > 0 for side in sides)
     frames = list(reader.base_frames())
     assert len(frames) == 3 and all((p.width, p.height) == (20, 16) for p in frames)
@@ -235,13 +234,13 @@ def test_flipped_side_byte_is_detected_by_the_reader(dual_file, tmp_path):
     # By default the damaged packet decodes as SKIP, and the frame is named.
     reader = ContainerReader(path)
     modes = [side.mode for side in reader.side_frames()]
-    assert modes[1] == SIDE_SKIP and reader.damaged == {1}
+    assert modes[1] == SideMode.SKIP and reader.damaged == {1}
 
 
 def test_unknown_version_in_a_file_is_rejected(dual_file, tmp_path):
     # Rewrite the metadata of a real file with a future version: the reader refuses it.
     path = tmp_path / "future.mp4"
-    text = ContainerReader(dual_file.path).header.to_json().replace('"version":1', '"version":7')
+    text = ContainerReader(dual_file.path).header.to_json().replace('"version":2', '"version":7')
     with av.open(str(dual_file.path)) as inp, av.open(str(path), "w", format="mp4",
                                                        options={"movflags": "use_metadata_tags"}) as out:
         out.metadata[METADATA_KEY] = text
@@ -256,18 +255,18 @@ def test_unknown_version_in_a_file_is_rejected(dual_file, tmp_path):
 
 
 def test_side_frame_bytes_round_trip():
-    new = SideFrame(SIDE_NEW, b"\x01\x02\x03")
+    new = SideFrame(SideMode.NEW, b"\x01\x02\x03")
     assert new.to_bytes() == b"\x00\x01\x02\x03"
     assert SideFrame.from_bytes(new.to_bytes(), 0) == new
-    for mode in (SIDE_REPEAT, SIDE_SKIP):
+    for mode in (SideMode.REPEAT, SideMode.SKIP):
         side = SideFrame(mode)
         assert len(side.to_bytes()) == 1
         assert SideFrame.from_bytes(side.to_bytes(), 5) == side
-    assert SideFrame.from_bytes(bytes([SIDE_SKIP]), 0).mode == SIDE_SKIP  # skipping needs no earlier frame
+    assert SideFrame.from_bytes(bytes([SideMode.SKIP]), 0).mode == SideMode.SKIP  # skipping needs no earlier frame
 
 
-@pytest.mark.parametrize("body, index", [(b"", 1), (b"\x07abc", 1), (bytes([SIDE_REPEAT]), 0),
-                                         (bytes([SIDE_REPEAT]) + b"extra", 3), (bytes([SIDE_SKIP]) + b"x", 3)])
+@pytest.mark.parametrize("body, index", [(b"", 1), (b"\x07abc", 1), (bytes([SideMode.REPEAT]), 0),
+                                         (bytes([SideMode.REPEAT]) + b"extra", 3), (bytes([SideMode.SKIP]) + b"x", 3)])
 def test_bad_side_frame_is_rejected(body, index):
     with pytest.raises(DualcodecError, match="side stream of frame"):
         SideFrame.from_bytes(body, index)
@@ -296,8 +295,8 @@ def test_golden_header(golden):
     header = ContainerReader(golden / "golden.mp4").header
     assert header == Header(mode="dual", scale=2, width=45, height=37, base_width=24, base_height=20,
                             codec="h264", bit_depth=8, full_range=False, model_name="golden",
-                            model_fingerprint="2a78078fe0078dca")
-    assert header.to_json() == GOLDEN_HEADER  # today's writer writes the same bytes
+                            model_fingerprint="2a78078fe0078dca", version=1)
+    assert header.to_json() == GOLDEN_HEADER  # a version 1 header round-trips exactly
 
 
 def test_golden_model_file(golden):
@@ -314,7 +313,7 @@ def test_golden_streams(golden):
     assert sizes.frames == 3
     assert sizes.base_bytes + sizes.side_bytes + sizes.other_bytes == (golden / "golden.mp4").stat().st_size
     sides = list(reader.side_frames())
-    assert [s.mode for s in sides] == [SIDE_NEW, SIDE_REPEAT, SIDE_REPEAT]
+    assert [s.mode for s in sides] == [SideMode.NEW, SideMode.REPEAT, SideMode.REPEAT]
     assert len(sides[0].entropy_bytes) > 0
     assert sizes.side_bytes == sum(4 + len(s.to_bytes()) for s in sides)
 
@@ -327,6 +326,8 @@ def test_golden_decodes_to_the_expected_frames(golden):
     video = decode(golden / "golden.mp4", str(golden / "golden_model.pt"))
     frames = np.stack(list(video.frames))
     assert frames.shape == expected.shape
+    # Since this version 1 file was written, 3 of its 15,000 samples decode 1 code value
+    # apart (the same at 1 and 2 threads); the version 2 golden below pins exact frames.
     assert int(np.abs(frames.astype(np.int16) - expected).max()) <= 1
     # The side stream matters: the same base frame with skipped latents is visibly different,
     # so a decoder that mishandled the side stream would fail the check above.
@@ -336,5 +337,55 @@ def test_golden_decodes_to_the_expected_frames(golden):
 
     layers = ModelLayers(load_model(str(golden / "golden_model.pt")))
     first = next(ContainerReader(golden / "golden.mp4").base_frames())
-    skipped = _to_rgb(layers.up(planes_to_rgb(first, YUVFormat()), SideFrame(SIDE_SKIP)), 45, 37)
+    skipped = _to_rgb(layers.up(planes_to_rgb(first, YUVFormat()), SideFrame(SideMode.SKIP)), 45, 37)
     assert int(np.abs(skipped.astype(np.int16) - expected[0]).max()) > 1
+
+
+# -- golden file, version 2: the encoder's bitstream and the decoded frames, exactly ------
+
+GOLDEN_V2_MD5 = "fde06b2423e0271f11ff16cfbf93634b"  # base and side packets, printed by make_golden.py v2
+
+
+@pytest.fixture()
+def make_golden(golden):
+    sys.path.insert(0, str(golden))
+    import make_golden
+
+    yield make_golden
+    sys.path.remove(str(golden))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_golden_v2_bitstream_is_pinned(make_golden, tmp_path, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        make_golden.encode_v2(tmp_path / "v2.mp4")
+    finally:
+        torch.set_num_threads(1)
+    assert make_golden.bitstream_md5(tmp_path / "v2.mp4") == GOLDEN_V2_MD5
+    assert make_golden.bitstream_md5(GOLDEN / "golden_v2.mp4") == GOLDEN_V2_MD5  # the committed file too
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_golden_v2_decodes_to_exactly_its_frames(golden, threads):
+    import torch
+
+    from dualcodec.codec import decode
+
+    torch.set_num_threads(threads)
+    try:
+        frames = np.stack(list(decode(golden / "golden_v2.mp4", str(golden / "golden_model.pt")).frames))
+    finally:
+        torch.set_num_threads(1)
+    assert np.array_equal(frames, np.load(golden / "golden_v2_frames.npy"))  # no tolerance
+
+
+def test_golden_v2_forgets_latents_at_the_key_frame(golden):
+    reader = ContainerReader(golden / "golden_v2.mp4")
+    assert reader.header.version == 2
+    keys = [planes.key_frame for planes in reader.base_frames()]
+    modes = [side.mode for side in reader.side_frames()]
+    assert keys == [True, False, True]  # GOP 2
+    assert modes == [SideMode.NEW, SideMode.REPEAT, SideMode.NEW]  # no REPEAT at a key frame

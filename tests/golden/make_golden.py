@@ -1,13 +1,17 @@
 """(Re)create the golden files of the container-format stability test.
 
-    .venv/bin/python tests/golden/make_golden.py
+    .venv/bin/python tests/golden/make_golden.py       # version 1 files (kept as written)
+    .venv/bin/python tests/golden/make_golden.py v2    # version 2 files, from golden_model.pt
 
 writes, next to this script:
 
 * ``golden_model.pt``   a tiny model (fixed seed, fixed config) saved with save_model;
-* ``golden.mp4``        a dualcodec file: a fixed synthetic 45x37, 3-frame clip coded
-                        with that model (H.264 QP 30, the command line's codec path);
-* ``golden_frames.npy`` the decoded frames, uint8 ``[3, 37, 45, 3]``.
+* ``golden.mp4``        a version 1 dualcodec file: a fixed synthetic 45x37, 3-frame clip
+                        coded with that model (H.264 QP 30, the command line's codec path);
+* ``golden_frames.npy`` the decoded frames, uint8 ``[3, 37, 45, 3]``;
+* ``golden_v2.mp4``, ``golden_v2_frames.npy``: the same clip and model in format version
+  2, GOP 2 (a key frame at frames 1 and 3), and its decoded frames; it prints the md5 of
+  the encoder's bitstream (base and side packets in file order) that the test pins.
 
 The test (tests/test_container.py, "golden file") only reads these. Regenerate them
 only on purpose, when the file format changes, and then bump the format version and
@@ -110,5 +114,54 @@ def main() -> int:
     return 0
 
 
+VIDEO_V2 = HERE / "golden_v2.mp4"
+FRAMES_V2 = HERE / "golden_v2_frames.npy"
+GOP_V2 = 2
+
+
+def bitstream_md5(path: Path) -> str:
+    """md5 of the base and side packets of a dualcodec file, in file order."""
+    import hashlib
+
+    import av
+
+    digest = hashlib.md5()
+    with av.open(str(path)) as inp:
+        for packet in inp.demux():
+            if packet.size and packet.stream.type in ("video", "data"):
+                digest.update(bytes(packet))
+    return digest.hexdigest()
+
+
+def encode_v2(destination: Path) -> None:
+    """The golden clip coded with the golden model in today's format (GOP 2)."""
+    from dualcodec.basecodec import BaseCodecSettings
+    from dualcodec.codec import make_codec
+    from dualcodec.video import Y4MWriter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "golden.y4m"
+        writer = Y4MWriter(source, WIDTH, HEIGHT, Fraction(25))
+        for frame in clip():
+            writer.write(frame)
+        writer.close()
+        make_codec(BaseCodecSettings(codec="h264", qp=QP, gop=GOP_V2), None, str(MODEL), None).encode(source,
+                                                                                                     destination)
+
+
+def main_v2() -> int:
+    from dualcodec.codec import decode
+    from dualcodec.container import ContainerReader
+
+    torch.set_num_threads(1)
+    encode_v2(VIDEO_V2)
+    np.save(FRAMES_V2, np.stack(list(decode(VIDEO_V2, str(MODEL)).frames)))
+    reader = ContainerReader(VIDEO_V2)
+    print("header:", reader.header.to_json())
+    print("side modes:", [s.mode.name for s in reader.side_frames()])
+    print("bitstream md5:", bitstream_md5(VIDEO_V2))
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_v2() if sys.argv[1:] == ["v2"] else main())
