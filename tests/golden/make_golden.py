@@ -1,21 +1,24 @@
-"""(Re)create the golden files of the container-format stability test.
+"""Create the version 2 golden files of the container-format stability test.
 
-    .venv/bin/python tests/golden/make_golden.py       # version 1 files (kept as written)
-    .venv/bin/python tests/golden/make_golden.py v2    # version 2 files, from golden_model.pt
+    .venv/bin/python tests/golden/make_golden.py
 
-writes, next to this script:
+Next to this script lie:
 
-* ``golden_model.pt``   a tiny model (fixed seed, fixed config) saved with save_model;
-* ``golden.mp4``        a version 1 dualcodec file: a fixed synthetic 45x37, 3-frame clip
-                        coded with that model (H.264 QP 30, the command line's codec path);
-* ``golden_frames.npy`` the decoded frames, uint8 ``[3, 37, 45, 3]``;
-* ``golden_v2.mp4``, ``golden_v2_frames.npy``: the same clip and model in format version
-  2, GOP 2 (a key frame at frames 1 and 3), and its decoded frames; it prints the md5 of
-  the encoder's bitstream (base and side packets in file order) that the test pins.
+* ``golden_model.pt``   a tiny model (fixed seed and config, briefly fitted to the clip
+                        below so its side stream carries real latents), and
+* ``golden.mp4``, ``golden_frames.npy``: a version 1 file of the clip and its decoded
+  frames. These three were written by an earlier version of this script (see git
+  history) and are never regenerated: old files must keep decoding.
 
-The test (tests/test_container.py, "golden file") only reads these. Regenerate them
-only on purpose, when the file format changes, and then bump the format version and
-update the expected header in the test: old files must keep decoding or be refused.
+This script writes, from ``golden_model.pt``:
+
+* ``golden_v2.mp4``        the fixed synthetic 45x37, 3-frame clip in format version 2,
+                           H.264 QP 30, GOP 2 (key frames at frames 1 and 3);
+* ``golden_v2_frames.npy`` its decoded frames, uint8 ``[3, 37, 45, 3]``;
+
+and prints the md5 of the encoder's bitstream (base and side packets in file order) that
+tests/test_container.py pins. Regenerate only on purpose, when the format changes: then
+bump the format version, keep this version's files for the reader, and update the test.
 """
 
 from __future__ import annotations
@@ -30,12 +33,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 MODEL = HERE / "golden_model.pt"
-VIDEO = HERE / "golden.mp4"
-FRAMES = HERE / "golden_frames.npy"
 
-WIDTH, HEIGHT, COUNT = 45, 37, 3  # odd on purpose: padded to 48x40, base layer 24x20
-CONFIG = {"up_width": 8, "side_width": 16, "down_width": 16}
-LMBDA = 0.002  # small: the briefly trained side stream is worth its bits
+WIDTH, HEIGHT = 45, 37  # 3 frames; odd on purpose: padded to 48x40, base layer 24x20
 QP = 30
 
 
@@ -52,66 +51,6 @@ def clip() -> list[np.ndarray]:
         frames.append(np.stack([r, g, b], axis=-1))
     noise = rng.normal(0.0, 4.0, (HEIGHT, WIDTH, 3))
     return [np.clip(np.round(f + noise), 0, 255).astype(np.uint8) for f in frames]
-
-
-def model(frames: list[np.ndarray], steps: int = 150):
-    """The tiny model, briefly trained on the clip itself with the real H.264 base layer.
-
-    An untrained model has an empty side stream (its last analysis layer is zero) and
-    random weights make the side stream useless, so the encoder would skip it; a short
-    fit makes the side stream worth its bits and the file carries real latents.
-    """
-    from dualcodec.config import ModelConfig
-    from dualcodec.model import DualLayerModel
-    from dualcodec.proxy import RealCodecLayer
-
-    torch.manual_seed(1234)
-    config = ModelConfig(**CONFIG)
-    net = DualLayerModel(config)
-    # The clip, edge-padded to a multiple of 2 * scale as the encoder pads it.
-    padded = [np.pad(f, ((0, (-HEIGHT) % 4), (0, (-WIDTH) % 4), (0, 0)), mode="edge") for f in frames]
-    x = torch.from_numpy(np.stack(padded)).permute(0, 3, 1, 2).contiguous()
-    base = RealCodecLayer("h264", "medium", QP)
-    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
-    for _ in range(steps):
-        out = net(x, base)
-        pixels = x.shape[0] * x.shape[2] * x.shape[3]
-        loss = (out.x_hat - x.float() / 255).abs().mean() + LMBDA * out.side_bits.sum() / pixels
-        optimizer.zero_grad()
-        (loss + net.aux_loss()).backward()
-        optimizer.step()
-    net.eval()
-    return net, config
-
-
-def main() -> int:
-    from dualcodec.basecodec import BaseCodecSettings
-    from dualcodec.codec import decode, make_codec
-    from dualcodec.container import ContainerReader
-    from dualcodec.model import save_model
-    from dualcodec.video import Y4MWriter
-
-    torch.set_num_threads(1)
-    net, config = model(clip())
-    save_model(net, config, "golden", MODEL, LMBDA)
-    with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "golden.y4m"
-        writer = Y4MWriter(source, WIDTH, HEIGHT, Fraction(25))
-        for frame in clip():
-            writer.write(frame)
-        writer.close()
-        codec = make_codec(BaseCodecSettings(codec="h264", qp=QP), None, str(MODEL), None)
-        codec.encode(source, VIDEO)
-    video = decode(VIDEO, str(MODEL))
-    frames = np.stack(list(video.frames))
-    np.save(FRAMES, frames)
-    reader = ContainerReader(VIDEO)
-    print("header:", reader.header.to_json())
-    print("side modes:", [s.mode for s in reader.side_frames()])
-    print("sizes:", reader.sizes())
-    for path in (MODEL, VIDEO, FRAMES):
-        print(f"{path.name}: {path.stat().st_size} bytes")
-    return 0
 
 
 VIDEO_V2 = HERE / "golden_v2.mp4"
@@ -149,7 +88,7 @@ def encode_v2(destination: Path) -> None:
                                                                                                      destination)
 
 
-def main_v2() -> int:
+def main() -> int:
     from dualcodec.codec import decode
     from dualcodec.container import ContainerReader
 
@@ -164,4 +103,4 @@ def main_v2() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main_v2() if sys.argv[1:] == ["v2"] else main())
+    sys.exit(main())
