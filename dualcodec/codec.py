@@ -36,11 +36,13 @@ from dualcodec.basecodec import (
     planes_from_tensors,
     planes_to_tensors,
 )
-from dualcodec.container import ContainerReader, ContainerWriter, Header, SideFrame, SideMode
+from dualcodec.container import ContainerReader, ContainerWriter
+from dualcodec.header import Header
 from dualcodec.errors import DualcodecError
 from dualcodec.model import LoadedModel, lmbda_at, load_model, resolve_model_path
 from dualcodec.nets.common import bicubic_down, bicubic_up
 from dualcodec.outputs import atomic_path
+from dualcodec.sidestream import SideFrame, SideMode
 from dualcodec.video import VideoReader
 from dualcodec.yuv import rgb_to_yuv420, yuv420_to_rgb
 

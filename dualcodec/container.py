@@ -1,4 +1,4 @@
-"""The dualcodec file: a standard MP4 that any player opens.
+"""The dualcodec file: a standard MP4 that any player opens, written and read.
 
 Layout (format version 2)
 -------------------------
@@ -9,226 +9,36 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
   and matrix, with the range flag set (``tv`` or ``pc``). A legacy player shows it.
 * A **data** stream exactly when the model has a side stream (``mode`` ``"dual"``): the
   side stream, codec tag ``bin_data``, one packet per video frame with the same
-  presentation time stamp; a ``dual`` file without one (a model without a side stream)
-  upsamples the base layer alone. Each packet is::
-
-      offset  size  field
-      0       4     CRC-32 (IEEE, big-endian) of bytes 4..end
-      4       1     side mode: 0 = NEW, latents follow;
-                               1 = REPEAT, reuse the previous frame's latents (no more bytes);
-                               2 = SKIP, every latent at its most probable value (the
-                                   entropy model's per-channel median; no more bytes)
-      5       n     (NEW only) entropy-coded latents: CompressAI EntropyBottleneck
-                    range-coder string for one frame, latent shape
-                    [M, ceil(bh/8), ceil(bw/8)] (M and the coding tables come from
-                    the model file)
-
-  The encoder picks the mode per frame by rate-distortion cost, so a static scene,
-  or a frame the side stream cannot improve, pays 5 bytes for its side stream. A frame
-  that the base layer codes as a key frame never has mode REPEAT, and the decoder
-  forgets the previous latents there: every GOP decodes on its own.
+  presentation time stamp, laid out as :mod:`dualcodec.sidestream` says; a ``dual``
+  file without one (a model without a side stream) upsamples the base layer alone.
+* Further **audio** streams, copied unchanged from the input, up to the end of the
+  encoded video (``--frames N`` cuts the audio too).
+* File-level metadata key ``dualcodec``: the header (:mod:`dualcodec.header`), absent
+  from a plain file of even size.
 
 Version 1 files (still read): the data stream was left out when the first 64 frames
 were all SKIP, and REPEAT could refer across a key frame (decoded as written).
 
-* Further **audio** streams, copied unchanged from the input, up to the end of the
-  encoded video (``--frames N`` cuts the audio too).
-* File-level metadata key ``dualcodec`` (an ``mdta`` tag; absent from a plain file of
-  even size, see *Plain files* below): the header, compact JSON with sorted keys::
-
-      format       "dualcodec"
-      version      2 (1 is still read)
-      mode         "dual" | "bicubic" | "plain"
-      scale        1 (plain), 2 or 4
-      width/height       size of the original frames (the decoder returns exactly this)
-      base_width/height  size of the base-layer frames (even; the padded original / scale)
-      codec        "h264" | "hevc" | "av1";  bit_depth 8 | 10
-      color        {"matrix","primaries","transfer": "bt709", "range": "tv"|"pc",
-                    "chroma": "420", "siting": "center"}
-      model        {"name", "fingerprint"} for mode "dual", else null
-
-A reader refuses a file whose ``format`` is not ``dualcodec`` or whose ``version`` it
-does not know, or whose header or index is damaged. Damaged packets are concealed as a
-player conceals them (see :class:`ContainerReader`), unless the reader is ``strict``. Rate accounting is exact: the base layer's bytes are the sizes of the
+A reader refuses a file whose header or index is damaged. Damaged packets are
+concealed as a player conceals them (see :class:`ContainerReader`), unless the reader
+is ``strict``. Rate accounting is exact: the base layer's bytes are the sizes of the
 video packets, the side stream's are the sizes of the data packets, and everything else
 (headers, indexes, audio) is the rest.
-
-Plain files: no header
-----------------------
-A ``plain`` file (the base codec alone at full resolution) whose frames needed no
-padding is written *without* the header (and so without ``use_metadata_tags``): the video
-stream and any audio copied from the input, exactly what the codec alone gives. A reader takes any file without the header that
-has a video stream for mode ``plain``, scale 1, reading from the video stream the size
-(even), frame rate, codec (H.264, HEVC or AV1), bit depth (4:2:0 at 8 or 10 bit) and
-range flag (``pc`` when flagged full range, else ``tv``). The matrix flag must be BT.709
-or unspecified: such a file decodes with the BT.709 conversion of :mod:`dualcodec.yuv`,
-the one the encoder used. A plain file of odd width or height keeps the header: it
-alone records the size to crop back to (4:2:0 needs even frame sizes).
 """
 
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass
-from enum import IntEnum
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
-from dualcodec.basecodec import BT709, DECODERS, ENCODERS, RANGE_PC, BaseCodecSettings, BaseDecoder, Planes
+from dualcodec.basecodec import ENCODERS, BaseCodecSettings, BaseDecoder, Planes
 from dualcodec.errors import DualcodecError
+from dualcodec.header import METADATA_KEY, Header
 from dualcodec.outputs import refuse_stdin
-
-FORMAT_NAME = "dualcodec"
-FORMAT_VERSION = 2  # what the writer writes
-READ_VERSIONS = (1, 2)  # what the reader reads
-METADATA_KEY = "dualcodec"
-MODES = ("dual", "bicubic", "plain")
-UNSPECIFIED_MATRIX = 2  # ITU-T H.273 matrix_coefficients "unspecified"
-BIT_DEPTHS = {"yuv420p": 8, "yuvj420p": 8, "yuv420p10le": 10}  # the 4:2:0 formats a plain file may have
-
-
-@dataclass(frozen=True)
-class Header:
-    mode: str
-    scale: int
-    width: int
-    height: int
-    base_width: int
-    base_height: int
-    codec: str
-    bit_depth: int
-    full_range: bool
-    model_name: str | None = None
-    model_fingerprint: str | None = None
-    version: int = FORMAT_VERSION  # a header read from a file: that file's version
-
-    def to_json(self) -> str:
-        tree = {
-            "format": FORMAT_NAME,
-            "version": self.version,
-            "mode": self.mode,
-            "scale": self.scale,
-            "width": self.width,
-            "height": self.height,
-            "base_width": self.base_width,
-            "base_height": self.base_height,
-            "codec": self.codec,
-            "bit_depth": self.bit_depth,
-            "color": {
-                "matrix": "bt709",
-                "primaries": "bt709",
-                "transfer": "bt709",
-                "range": "pc" if self.full_range else "tv",
-                "chroma": "420",
-                "siting": "center",
-            },
-            "model": (
-                {"name": self.model_name, "fingerprint": self.model_fingerprint}
-                if self.mode == "dual"
-                else None
-            ),
-        }
-        return json.dumps(tree, sort_keys=True, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> "Header":
-        try:
-            tree = json.loads(text)
-            if tree.get("format") != FORMAT_NAME:
-                raise DualcodecError("the header does not name the dualcodec format")
-            if tree.get("version") not in READ_VERSIONS:
-                raise DualcodecError(
-                    f"file format version {tree.get('version')} is not supported (this dualcodec reads "
-                    f"{' and '.join(map(str, READ_VERSIONS))}): a newer dualcodec wrote it"
-                )
-            model = tree["model"] or {}
-            header = cls(
-                mode=tree["mode"],
-                scale=int(tree["scale"]),
-                width=int(tree["width"]),
-                height=int(tree["height"]),
-                base_width=int(tree["base_width"]),
-                base_height=int(tree["base_height"]),
-                codec=tree["codec"],
-                bit_depth=int(tree["bit_depth"]),
-                full_range=tree["color"]["range"] == "pc",
-                model_name=model.get("name"),
-                model_fingerprint=model.get("fingerprint"),
-                version=int(tree["version"]),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise DualcodecError("the dualcodec header is malformed") from None
-        if header.mode not in MODES:
-            raise DualcodecError(f"unknown mode {header.mode!r} in the header")
-        return header
-
-    @property
-    def is_written(self) -> bool:
-        """Whether the file carries this header: all but a plain file of even size, which
-        is a standard MP4 whose video stream says everything the decoder needs."""
-        return self.mode != "plain" or (self.width, self.height) != (self.base_width, self.base_height)
-
-    @classmethod
-    def from_video_stream(cls, path: Path, video) -> "Header":
-        """The header of a file that has none: the plain codec, described by its video stream."""
-        cc = video.codec_context
-        codec = cc.codec.canonical_name
-        if codec not in DECODERS:
-            raise DualcodecError(f"{path}: {codec} video is not supported (dualcodec decodes {', '.join(DECODERS)})")
-        if cc.pix_fmt not in BIT_DEPTHS:
-            raise DualcodecError(f"{path}: {cc.pix_fmt} video is not supported (4:2:0 at 8 or 10 bits only)")
-        if cc.colorspace not in (BT709, UNSPECIFIED_MATRIX):
-            raise DualcodecError(f"{path}: the video is flagged with colour matrix {cc.colorspace} "
-                                 "(ITU-T H.273); dualcodec decodes BT.709 only")
-        width, height = cc.width, cc.height
-        if width % 2 or height % 2:
-            raise DualcodecError(f"{path}: the video is {width}x{height}; 4:2:0 needs an even width and height")
-        return cls(mode="plain", scale=1, width=width, height=height, base_width=width, base_height=height,
-                   codec=codec, bit_depth=BIT_DEPTHS[cc.pix_fmt],
-                   full_range=cc.color_range == RANGE_PC or cc.pix_fmt == "yuvj420p")
-
-
-class SideMode(IntEnum):
-    """The first byte of a side-stream packet (after the CRC)."""
-
-    NEW = 0  # entropy-coded latents follow
-    REPEAT = 1  # the previous frame's latents; never at a base-layer key frame (version 2)
-    SKIP = 2  # every latent at its most probable value
-
-
-@dataclass(frozen=True)
-class SideFrame:
-    """The side stream of one frame: a mode and, for ``SideMode.NEW``, the entropy-coded latents."""
-
-    mode: SideMode
-    entropy_bytes: bytes = b""
-
-    def to_bytes(self) -> bytes:
-        return bytes([self.mode]) + self.entropy_bytes
-
-    @classmethod
-    def from_bytes(cls, body: bytes, index: int) -> "SideFrame":
-        if not body or body[0] not in set(SideMode):
-            raise DualcodecError(f"side stream of frame {index + 1} has an unknown mode")
-        if body[0] != SideMode.NEW and len(body) != 1:
-            raise DualcodecError(f"side stream of frame {index + 1} is malformed")
-        if body[0] == SideMode.REPEAT and index == 0:
-            raise DualcodecError("side stream of frame 1 repeats a frame that does not exist")
-        return cls(SideMode(body[0]), body[1:])
-
-
-def frame_payload(body: bytes) -> bytes:
-    """One side-stream packet: CRC-32 then the body."""
-    return zlib.crc32(body).to_bytes(4, "big") + body
-
-
-def parse_payload(payload: bytes, index: int) -> bytes:
-    """The entropy-coded bytes of one side-stream packet; ``index`` counts frames from 0."""
-    if len(payload) < 4 or zlib.crc32(payload[4:]).to_bytes(4, "big") != payload[:4]:
-        raise DualcodecError(f"side stream of frame {index + 1} is corrupted (checksum mismatch)")
-    return payload[4:]
+from dualcodec.sidestream import SideFrame, SideMode, frame_payload, parse_payload
 
 
 class ContainerWriter:

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from dualcodec.container import METADATA_KEY
+from dualcodec.header import METADATA_KEY
 from dualcodec.errors import DualcodecError
 from dualcodec.outputs import STDIO
 from dualcodec.yuv import YUVFormat, rgb_to_ycbcr, ycbcr_to_rgb

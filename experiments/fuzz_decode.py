@@ -174,7 +174,7 @@ def make_victim(work: Path) -> tuple[Path, Path]:
 
     from dualcodec.basecodec import BaseCodecSettings
     from dualcodec.codec import LayeredCodec, ModelLayers
-    from dualcodec.container import SideFrame, SideMode
+    from dualcodec.sidestream import SideFrame, SideMode
     from dualcodec.model import load_model, save_model
 
     torch.set_num_threads(1)

@@ -102,7 +102,7 @@ def _new_latents_every_frame(loaded):
     model; the shared file should exercise the entropy decoder on every frame.
     """
     from dualcodec.codec import ModelLayers
-    from dualcodec.container import SideFrame, SideMode
+    from dualcodec.sidestream import SideFrame, SideMode
 
     class NewEveryFrame(ModelLayers):
         def side(self, x, x_lr_hat):

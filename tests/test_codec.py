@@ -12,7 +12,8 @@ import pytest
 
 from dualcodec.basecodec import BaseCodecSettings
 from dualcodec.codec import BicubicLayers, LayeredCodec, ModelLayers, PlainLayers, decode, make_codec
-from dualcodec.container import ContainerReader, SideMode
+from dualcodec.container import ContainerReader
+from dualcodec.sidestream import SideMode
 from dualcodec.errors import DualcodecError
 from dualcodec.model import load_model
 from dualcodec.video import VideoReader

@@ -1,0 +1,68 @@
+"""Side-stream packets: one per video frame in the data track (:mod:`dualcodec.container`).
+
+Each packet is::
+
+    offset  size  field
+    0       4     CRC-32 (IEEE, big-endian) of bytes 4..end
+    4       1     side mode (:class:`SideMode`): 0 = NEW, latents follow;
+                             1 = REPEAT, reuse the previous frame's latents (no more bytes);
+                             2 = SKIP, every latent at its most probable value (the
+                                 entropy model's per-channel median; no more bytes)
+    5       n     (NEW only) entropy-coded latents: CompressAI EntropyBottleneck
+                  range-coder string for one frame, latent shape
+                  [M, ceil(bh/8), ceil(bw/8)] (M and the coding tables come from
+                  the model file)
+
+The encoder picks the mode per frame by rate-distortion cost, so a static scene, or a
+frame the side stream cannot improve, pays 5 bytes for its side stream. A frame that
+the base layer codes as a key frame never has mode REPEAT (format version 2), and the
+decoder forgets the previous latents there: every GOP decodes on its own.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+from dualcodec.errors import DualcodecError
+
+class SideMode(IntEnum):
+    """The first byte of a side-stream packet (after the CRC)."""
+
+    NEW = 0  # entropy-coded latents follow
+    REPEAT = 1  # the previous frame's latents; never at a base-layer key frame (version 2)
+    SKIP = 2  # every latent at its most probable value
+
+
+@dataclass(frozen=True)
+class SideFrame:
+    """The side stream of one frame: a mode and, for ``SideMode.NEW``, the entropy-coded latents."""
+
+    mode: SideMode
+    entropy_bytes: bytes = b""
+
+    def to_bytes(self) -> bytes:
+        return bytes([self.mode]) + self.entropy_bytes
+
+    @classmethod
+    def from_bytes(cls, body: bytes, index: int) -> "SideFrame":
+        if not body or body[0] not in set(SideMode):
+            raise DualcodecError(f"side stream of frame {index + 1} has an unknown mode")
+        if body[0] != SideMode.NEW and len(body) != 1:
+            raise DualcodecError(f"side stream of frame {index + 1} is malformed")
+        if body[0] == SideMode.REPEAT and index == 0:
+            raise DualcodecError("side stream of frame 1 repeats a frame that does not exist")
+        return cls(SideMode(body[0]), body[1:])
+
+
+def frame_payload(body: bytes) -> bytes:
+    """One side-stream packet: CRC-32 then the body."""
+    return zlib.crc32(body).to_bytes(4, "big") + body
+
+
+def parse_payload(payload: bytes, index: int) -> bytes:
+    """The entropy-coded bytes of one side-stream packet; ``index`` counts frames from 0."""
+    if len(payload) < 4 or zlib.crc32(payload[4:]).to_bytes(4, "big") != payload[:4]:
+        raise DualcodecError(f"side stream of frame {index + 1} is corrupted (checksum mismatch)")
+    return payload[4:]
