@@ -69,7 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("--model", default="default", help="built-in model name or model file (default: default)")
     enc.add_argument("--baseline", choices=["bicubic", "none"],
                      help="no learned layers: bicubic down/up ('bicubic') or the plain codec at full resolution ('none')")
-    enc.add_argument("--frames", type=int, metavar="N", help="encode only the first N frames")
+    enc.add_argument("--frames", type=int, metavar="N", help="encode only the first N frames (the audio too)")
+    enc.add_argument("--audio", choices=["auto", "copy", "aac", "none"], default="auto",
+                     help="the input's audio: auto (default) copies what MP4 players play and transcodes the "
+                     "rest (PCM, Vorbis) to AAC; copy keeps every stream as it is; aac transcodes all; none drops it")
     enc.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
     dec = sub.add_parser("decode", help="decode a dualcodec MP4 to y4m, PNG frames or MP4",
@@ -156,7 +159,7 @@ def _encode(args: argparse.Namespace) -> None:
     qp = args.qp if args.qp is not None or args.crf is not None else 32
     settings = BaseCodecSettings(codec=args.codec, qp=qp, crf=args.crf, preset=args.preset, gop=args.gop,
                                  bit_depth=args.bit_depth)
-    codec = make_codec(settings, args.baseline, args.model, args.scale)
+    codec = make_codec(settings, args.baseline, args.model, args.scale, args.audio)
     report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames)
     if not args.quiet:
         pixels = report.frames * report.width * report.height
@@ -164,7 +167,8 @@ def _encode(args: argparse.Namespace) -> None:
             f"{args.output}: {report.frames} frames {report.width}x{report.height}, base {report.base_width}x"
             f"{report.base_height}; {report.file_bytes} bytes ({8 * report.file_bytes / pixels:.4f} bpp): "
             f"base {report.base_bytes}, side {report.side_bytes}, other "
-            f"{report.file_bytes - report.base_bytes - report.side_bytes}; {report.seconds:.1f} s",
+            f"{report.file_bytes - report.base_bytes - report.side_bytes}; {report.seconds:.1f} s"
+            + (f"; audio: {', '.join(report.audio)}" if report.audio else ""),
             file=sys.stderr,
         )
 
@@ -194,7 +198,7 @@ def _decode(args: argparse.Namespace) -> None:
     header = video.header
     frames = 0
     with place as tmp:
-        writer = open_writer(kind, tmp, header.width, header.height, video.rate)
+        writer = open_writer(kind, tmp, header.width, header.height, video.rate, audio_from=args.input)
         # Frame n is written (colour conversion, file I/O) while frame n+1 is decoded.
         pending: deque[Future] = deque()
         with ThreadPoolExecutor(max_workers=1) as pool:

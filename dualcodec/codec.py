@@ -170,6 +170,7 @@ class EncodeReport:
     side_bytes: int
     file_bytes: int
     seconds: float
+    audio: tuple[str, ...] = ()  # what became of each audio stream ("aac copied", ...)
 
 
 def _padded_size(width: int, height: int, scale: int) -> tuple[int, int]:
@@ -196,11 +197,13 @@ def _progress(total: int | None, desc: str, enabled: bool):
 
 
 class LayeredCodec:
-    """Encode files with a :class:`Layers` and a base codec; the one interface the CLI uses."""
+    """Encode files with a :class:`Layers` and a base codec; the one interface the CLI uses.
+    ``audio``: what to do with the source's audio (:data:`dualcodec.audio.POLICIES`)."""
 
-    def __init__(self, layers: Layers, settings: BaseCodecSettings) -> None:
+    def __init__(self, layers: Layers, settings: BaseCodecSettings, audio: str = "auto") -> None:
         self.layers = layers
         self.settings = settings
+        self.audio = audio
 
     def _header(self, width: int, height: int) -> Header:
         scale = self.layers.scale
@@ -236,8 +239,7 @@ class LayeredCodec:
         with atomic_path(Path(destination)) as tmp:
             writer = ContainerWriter(tmp, header, self.settings, info.rate, side_stream=self.layers.side_stream)
             try:
-                if info.has_audio:
-                    writer.add_audio_streams(Path(source))  # before the first packet is muxed
+                audio = writer.add_audio_streams(Path(source), self.audio) if info.has_audio else []
                 encoder = BaseEncoder(self.settings, header.base_width, header.base_height, info.rate,
                                       writer.video_codec_context)
                 loop = _ClosedLoop(self.layers, writer, encoder, fmt)
@@ -256,15 +258,15 @@ class LayeredCodec:
                         frames += 1
                         bar.update()
                     loop.finish()
-                if info.has_audio:
-                    writer.copy_audio(Path(source), frames / info.rate)
+                writer.copy_audio(frames / info.rate)
             finally:
                 writer.close()
             # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as
             # length prefixes, so the encoder's packet sizes are not the file's.
             sizes = ContainerReader(tmp).sizes()
         return EncodeReport(frames, info.width, info.height, header.base_width, header.base_height,
-                            sizes.base_bytes, sizes.side_bytes, sizes.file_bytes, time.time() - start)
+                            sizes.base_bytes, sizes.side_bytes, sizes.file_bytes, time.time() - start,
+                            tuple(audio))
 
 
 class _ClosedLoop:
@@ -378,16 +380,17 @@ def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[np.ndarr
         yield _to_rgb(x_hat, header.width, header.height)
 
 
-def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, scale: int | None) -> LayeredCodec:
+def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, scale: int | None,
+               audio: str = "auto") -> LayeredCodec:
     """The codec the command line asks for: a learned model, or a baseline; its settings
     are checked against the real encoder first."""
     check_encoder(settings)
     if baseline == "none":
-        return LayeredCodec(PlainLayers(), settings)
+        return LayeredCodec(PlainLayers(), settings, audio)
     if baseline == "bicubic":
-        return LayeredCodec(BicubicLayers(scale or 2), settings)
+        return LayeredCodec(BicubicLayers(scale or 2), settings, audio)
     loaded = load_model(model)
     if scale is not None and scale != loaded.config.scale:
         raise DualcodecError(f"model {loaded.name!r} is {loaded.config.scale}x, not {scale}x (pick a {scale}x model)")
     qp = settings.qp if settings.qp is not None else settings.crf
-    return LayeredCodec(ModelLayers(loaded, lmbda_at(loaded.lmbda, qp)), settings)
+    return LayeredCodec(ModelLayers(loaded, lmbda_at(loaded.lmbda, qp)), settings, audio)

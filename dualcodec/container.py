@@ -62,7 +62,7 @@ class ContainerWriter:
             self.video.codec_tag = "hvc1"  # parameter sets in the sample entry: what Apple players require
         self.data = self.output.add_data_stream("bin_data") if side_stream else None
         self._side_index = 0
-        self._audio: dict = {}
+        self._audio = None  # AudioTracks, once declared
 
     @property
     def video_codec_context(self):
@@ -86,34 +86,19 @@ class ContainerWriter:
         self._side_index += 1
         self.output.mux(packet)
 
-    def add_audio_streams(self, source: Path) -> None:
-        """Declare an output stream for every audio stream of ``source``.
+    def add_audio_streams(self, source: Path, policy: str = "auto") -> list[str]:
+        """Declare the audio tracks of ``source`` (:mod:`dualcodec.audio`); before any packet
+        is muxed. Returns what becomes of each ("aac copied", "pcm_s16le transcoded to aac")."""
+        from dualcodec.audio import AudioTracks
 
-        Call this before muxing any packet: the muxer writes the file header with the
-        first packet, and a stream added after that crashes FFmpeg (SIGFPE).
-        """
-        import av
+        self._audio = AudioTracks(self.output, source, policy)
+        return self._audio.described
 
-        with av.open(str(source)) as inp:
-            self._audio = {s.index: self.output.add_stream_from_template(s) for s in inp.streams.audio}
-
-    def copy_audio(self, source: Path, seconds: float) -> None:
-        """Copy every audio stream of ``source`` unchanged (streams from :meth:`add_audio_streams`),
-        up to the packet that starts at ``seconds`` from the stream's start: the duration
-        of the encoded video."""
-        import av
-
-        if not self._audio:
-            return
-        with av.open(str(source)) as inp:
-            for packet in inp.demux(*inp.streams.audio):
-                if packet.dts is None:
-                    continue
-                start = packet.stream.start_time or 0
-                if packet.pts is not None and (packet.pts - start) * packet.time_base >= seconds:
-                    continue
-                packet.stream = self._audio[packet.stream.index]
-                self.output.mux(packet)
+    def copy_audio(self, seconds: float) -> None:
+        """Mux the declared audio, up to ``seconds`` from each stream's start: the duration of
+        the encoded video."""
+        if self._audio is not None:
+            self._audio.write(seconds)
 
     def close(self) -> None:
         self.output.close()

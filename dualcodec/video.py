@@ -215,16 +215,19 @@ class PngDirWriter:
 
 
 class Mp4Writer:
-    """H.264 CRF 12 MP4 for viewing a decoded video (lossy)."""
+    """H.264 CRF 12 MP4 for viewing a decoded video (lossy), with the audio of ``audio_from``
+    (the decoded file) copied."""
 
-    def __init__(self, path: Path, width: int, height: int, rate: Fraction) -> None:
+    def __init__(self, path: Path, width: int, height: int, rate: Fraction, audio_from: Path | None = None) -> None:
         import av
 
+        from dualcodec.audio import AudioTracks
         from dualcodec.basecodec import BaseCodecSettings, BaseEncoder
 
         self.settings = BaseCodecSettings(codec="h264", qp=None, crf=12, gop=250)
         self.output = av.open(str(path), "w", format="mp4")
         self.stream = self.output.add_stream("libx264", rate=Fraction(rate))
+        self.audio = AudioTracks(self.output, audio_from, "copy") if audio_from is not None else None
         self.pad_w, self.pad_h = width + width % 2, height + height % 2
         self.encoder = BaseEncoder(self.settings, self.pad_w, self.pad_h, rate, self.stream.codec_context)
 
@@ -246,15 +249,18 @@ class Mp4Writer:
 
     def close(self) -> None:
         self.write(None)
+        if self.audio is not None:
+            self.audio.write()
         self.output.close()
 
 
-def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction):
-    """The writer for an :func:`output_kind`: ``"y4m"``, ``"mp4"`` or ``"dir"`` (PNG frames)."""
+def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction, audio_from: Path | None = None):
+    """The writer for an :func:`output_kind`: ``"y4m"``, ``"mp4"`` (with the audio of
+    ``audio_from``) or ``"dir"`` (PNG frames)."""
     if kind == "y4m":
         return Y4MWriter(path, width, height, rate)
     if kind == "mp4":
-        return Mp4Writer(path, width, height, rate)
+        return Mp4Writer(path, width, height, rate, audio_from)
     return PngDirWriter(path)
 
 

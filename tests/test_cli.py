@@ -480,3 +480,16 @@ def test_decode_reports_what_it_wrote(capsys, bicubic_file, out_dir):
     code, _, err = run(capsys, "decode", bicubic_file.path, "-o", out_dir / "x.y4m")
     assert code == 0
     assert f"{out_dir / 'x.y4m'}: 3 frames 37x29 (y4m 4:4:4 16-bit) from a bicubic file;" in err
+
+
+def test_decode_to_mp4_keeps_the_audio(capsys, tmp_path, out_dir):
+    source = make_av_clip(tmp_path / "talk.mp4", frames=5, audio=True)
+    coded = out_dir / "coded.mp4"
+    code, _, err = run(capsys, "encode", source, "-o", coded, "--baseline", "bicubic")
+    assert code == 0 and "audio: aac copied" in err
+    code, _, err = run(capsys, "decode", coded, "-o", out_dir / "view.mp4", "-q")
+    assert code == 0, err
+    with av.open(str(coded)) as inp:
+        expected = [bytes(p) for p in inp.demux(inp.streams.audio[0]) if p.size]
+    with av.open(str(out_dir / "view.mp4")) as inp:
+        assert [bytes(p) for p in inp.demux(inp.streams.audio[0]) if p.size] == expected

@@ -313,3 +313,48 @@ def test_a_model_without_a_side_stream_writes_no_data_track(clip, tmp_path):
     with av.open(str(out)) as inp:
         assert len(inp.streams.data) == 0  # the data track exists exactly when the model has a side stream
     assert report.side_bytes == 0 and video.header.mode == "dual" and len(frames) == 3
+
+
+def _clip_with_pcm_audio(path, frames: int = 10, rate: int = 25):
+    """An MKV with H.264 video and 16-bit PCM audio, which MP4 players do not play."""
+    with av.open(str(path), "w", format="matroska") as out:
+        video = out.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream("pcm_s16le", rate=16000)
+        sound.layout = "mono"
+        for i, rgb in enumerate(synthetic_frames(64, 48, frames, seed=2)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, rate)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        samples = (3000 * np.sin(np.arange(16000 * frames // rate) * 0.05)).astype(np.int16)
+        for start in range(0, len(samples), 1600):
+            chunk = av.AudioFrame.from_ndarray(samples[None, start : start + 1600], format="s16", layout="mono")
+            chunk.sample_rate, chunk.pts = 16000, start
+            out.mux(sound.encode(chunk))
+        out.mux(sound.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("policy, codec, described", [
+    ("auto", "aac", ("pcm_s16le transcoded to aac",)),
+    ("aac", "aac", ("pcm_s16le transcoded to aac",)),
+    ("copy", "pcm_s16le", ("pcm_s16le copied",)),
+    ("none", None, ()),
+])
+def test_audio_policies(tmp_path, policy, codec, described):
+    source = _clip_with_pcm_audio(tmp_path / "pcm.mkv")
+    out = tmp_path / "out.mp4"
+    report = LayeredCodec(BicubicLayers(2), BaseCodecSettings(qp=30), audio=policy).encode(source, out)
+    assert report.audio == described
+    with av.open(str(out)) as inp:
+        assert [s.codec_context.name for s in inp.streams.audio] == ([codec] if codec else [])
+        if codec == "aac":  # the whole 0.4 s of sound, decodable
+            samples = sum(f.samples for f in inp.decode(inp.streams.audio[0]))
+            assert abs(samples - 6400) <= 2048  # AAC frames are 1024 samples; priming and padding
+
+
+def test_aac_audio_is_copied_by_default(tmp_path):
+    source = make_av_clip(tmp_path / "aac.mp4", frames=5, audio=True)
+    report = LayeredCodec(BicubicLayers(2), BaseCodecSettings(qp=30)).encode(source, tmp_path / "out.mp4")
+    assert report.audio == ("aac copied",)

@@ -1,0 +1,85 @@
+"""The audio of a source, carried into an MP4 output: copied, or transcoded to AAC.
+
+Policies (``dualcodec encode --audio``):
+
+* ``auto`` (default): copy what MP4 players play (:data:`MP4_AUDIO`), transcode the rest
+  (PCM, Vorbis, ...) to AAC;
+* ``copy``: copy every audio stream as it is, whatever players make of it;
+* ``aac``: transcode every audio stream to AAC;
+* ``none``: no audio.
+
+Declare the tracks (:class:`AudioTracks`) before the first packet of the output is muxed:
+FFmpeg writes the file header with it, and a stream added later crashes it (SIGFPE).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+POLICIES = ("auto", "copy", "aac", "none")
+# What MP4 players (browsers, QuickTime, Android, VLC) play from an MP4.
+MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"})
+AAC_BIT_RATE = 128_000
+
+
+class AudioTracks:
+    """One output track per audio stream of ``source``, declared in ``output`` at once."""
+
+    def __init__(self, output, source: Path, policy: str = "auto") -> None:
+        import av
+
+        if policy not in POLICIES:
+            raise ValueError(f"audio policy must be one of {POLICIES}, got {policy!r}")
+        self.output, self.source = output, Path(source)
+        self._copied: dict[int, object] = {}  # input stream index -> output stream
+        self._coded: dict[int, object] = {}
+        self.described: list[str] = []  # e.g. "aac copied", "pcm_s16le transcoded to aac"
+        if policy == "none":
+            return
+        with av.open(str(self.source)) as inp:
+            for stream in inp.streams.audio:
+                name = stream.codec_context.name
+                if policy == "copy" or (policy == "auto" and name in MP4_AUDIO):
+                    self._copied[stream.index] = output.add_stream_from_template(stream)
+                    self.described.append(f"{name} copied")
+                else:
+                    rate = stream.codec_context.sample_rate
+                    aac = output.add_stream("aac", rate=rate)
+                    # The default layout for the channel count: a source's may be unordered
+                    # ("1 channels", PCM from MKV), which the AAC encoder refuses.
+                    channels = stream.codec_context.layout.nb_channels
+                    aac.layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
+                    aac.format = "fltp"  # what FFmpeg's AAC encoder takes
+                    aac.time_base = Fraction(1, rate)
+                    aac.bit_rate = AAC_BIT_RATE
+                    self._coded[stream.index] = aac
+                    self.described.append(f"{name} transcoded to aac")
+
+    def write(self, seconds: float | None = None) -> None:
+        """Mux the audio, up to ``seconds`` from each stream's start (None: all of it)."""
+        import av
+
+        if not (self._copied or self._coded):
+            return
+        resamplers = {i: av.AudioResampler(format="fltp", layout=s.layout.name, rate=s.rate)
+                      for i, s in self._coded.items()}
+        with av.open(str(self.source)) as inp:
+            for packet in inp.demux(*inp.streams.audio):
+                index, start = packet.stream.index, packet.stream.start_time or 0
+                late = (seconds is not None and packet.pts is not None
+                        and (packet.pts - start) * packet.time_base >= seconds)
+                if index in self._copied and packet.dts is not None and not late:
+                    packet.stream = self._copied[index]
+                    self.output.mux(packet)
+                elif index in self._coded and not late:
+                    for frame in packet.decode():
+                        self._encode(index, resamplers[index].resample(frame))
+        for index, resampler in resamplers.items():
+            self._encode(index, resampler.resample(None))
+            self.output.mux(self._coded[index].encode(None))
+
+    def _encode(self, index: int, frames: list) -> None:
+        stream = self._coded[index]
+        for frame in frames:
+            self.output.mux(stream.encode(frame))
