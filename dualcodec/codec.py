@@ -37,8 +37,8 @@ from dualcodec.basecodec import (
     planes_to_tensors,
 )
 from dualcodec.container import ContainerReader, ContainerWriter
-from dualcodec.header import Header
 from dualcodec.errors import DualcodecError
+from dualcodec.header import Header
 from dualcodec.model import LoadedModel, lmbda_at, load_model, resolve_model_path
 from dualcodec.nets.common import bicubic_down, bicubic_up
 from dualcodec.outputs import atomic_path
