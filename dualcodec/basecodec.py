@@ -116,15 +116,9 @@ def check_encoder(settings: BaseCodecSettings) -> None:
     problem = preset_problem(settings.codec, preset)
     if problem:
         raise DualcodecError(problem)
-    if settings.codec == "av1":
-        os.environ.setdefault("SVT_LOG", "1")
     width, height = (max(64, n) for n in MIN_SIZE[settings.codec])
-    cc = av.CodecContext.create(ENCODERS[settings.codec], "w")
-    cc.width, cc.height, cc.pix_fmt = width, height, settings.pix_fmt
-    cc.time_base = Fraction(1, 25)
-    cc.options = settings.encoder_options
     try:
-        cc.open()
+        BaseEncoder(settings, width, height).codec_context.open()
     except (av.FFmpegError, OverflowError) as exc:
         raise DualcodecError(f"{ENCODERS[settings.codec]} refuses preset {preset!r} with these settings "
                              f"({exc.__class__.__name__}); {PRESET_HINTS[settings.codec]}") from None
