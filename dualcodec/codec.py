@@ -228,6 +228,8 @@ class LayeredCodec:
         self, source: Path, destination: Path, progress: bool = False, max_frames: int | None = None
     ) -> EncodeReport:
         """Encode ``source`` (at most ``max_frames`` frames) into the MP4 ``destination``."""
+        import av
+
         start = time.time()
         reader = VideoReader(source)
         info = reader.info
@@ -236,34 +238,37 @@ class LayeredCodec:
         fmt = self.settings.yuv_format
         self.layers.reset()
         frames = 0
-        with atomic_path(Path(destination)) as tmp:
-            writer = ContainerWriter(tmp, header, self.settings, info.rate, side_stream=self.layers.side_stream)
-            try:
-                audio = writer.add_audio_streams(Path(source), self.audio) if info.has_audio else []
-                encoder = BaseEncoder(self.settings, header.base_width, header.base_height, info.rate,
-                                      writer.video_codec_context)
-                loop = _ClosedLoop(self.layers, writer, encoder, fmt)
-                known = [n for n in (info.frames, max_frames) if n]
-                total = min(known) if known else None
-                with _progress(total, "encode", progress) as bar:
-                    for rgb in reader.frames():
-                        if max_frames is not None and frames >= max_frames:
-                            break
-                        if rgb.shape[:2] != (info.height, info.width):
-                            raise DualcodecError(
-                                f"{source}: frame {frames + 1} is {rgb.shape[1]}x{rgb.shape[0]}, "
-                                f"the first was {info.width}x{info.height}"
-                            )
-                        loop.push(_to_tensor(rgb, pw, ph))
-                        frames += 1
-                        bar.update()
-                    loop.finish()
-                writer.copy_audio(frames / info.rate)
-            finally:
-                writer.close()
-            # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as
-            # length prefixes, so the encoder's packet sizes are not the file's.
-            sizes = ContainerReader(tmp).sizes()
+        try:
+            with atomic_path(Path(destination)) as tmp:
+                writer = ContainerWriter(tmp, header, self.settings, info.rate, side_stream=self.layers.side_stream)
+                try:
+                    audio = writer.add_audio_streams(Path(source), self.audio) if info.has_audio else []
+                    encoder = BaseEncoder(self.settings, header.base_width, header.base_height, info.rate,
+                                          writer.video_codec_context)
+                    loop = _ClosedLoop(self.layers, writer, encoder, fmt)
+                    known = [n for n in (info.frames, max_frames) if n]
+                    total = min(known) if known else None
+                    with _progress(total, "encode", progress) as bar:
+                        for rgb in reader.frames():
+                            if max_frames is not None and frames >= max_frames:
+                                break
+                            if rgb.shape[:2] != (info.height, info.width):
+                                raise DualcodecError(
+                                    f"{source}: frame {frames + 1} is {rgb.shape[1]}x{rgb.shape[0]}, "
+                                    f"the first was {info.width}x{info.height}"
+                                )
+                            loop.push(_to_tensor(rgb, pw, ph))
+                            frames += 1
+                            bar.update()
+                        loop.finish()
+                    writer.copy_audio(frames / info.rate)
+                finally:
+                    writer.close()
+                # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as
+                # length prefixes, so the encoder's packet sizes are not the file's.
+                sizes = ContainerReader(tmp).sizes()
+        except av.FFmpegError as exc:  # the base encoder or the muxer
+            raise DualcodecError(f"{source}: encoding failed ({exc.__class__.__name__}: {exc})") from None
         return EncodeReport(frames, info.width, info.height, header.base_width, header.base_height,
                             sizes.base_bytes, sizes.side_bytes, sizes.file_bytes, time.time() - start,
                             tuple(audio))

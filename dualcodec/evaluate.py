@@ -117,7 +117,6 @@ def sweep(
     ``on_point(points)`` runs after each new point with every point so far, so a caller can
     save them as they come. A failing point raises :class:`DualcodecError` naming its source.
     """
-    import av
     from tqdm import tqdm
 
     measured = {(p.qp, p.source) for p in done}
@@ -130,9 +129,8 @@ def sweep(
                 continue
             try:
                 points.append(measure(make_codec(qp), src, qp, max_frames))
-            except (DualcodecError, av.FFmpegError) as exc:
-                reason = str(exc) if isinstance(exc, DualcodecError) else f"{exc.__class__.__name__}: {exc}"
-                raise DualcodecError(f"{src} at QP {qp}: {reason}") from None
+            except DualcodecError as exc:
+                raise DualcodecError(f"{src} at QP {qp}: {exc}") from None
             bar.update()
             if on_point is not None:
                 on_point(points)
