@@ -5,4 +5,4 @@ and a spatially varying upsampler rebuild full resolution. Importing this packag
 loads nothing heavy: PyAV, DeepSpeed and DALI are imported where they are used.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

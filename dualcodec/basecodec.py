@@ -9,6 +9,7 @@ settings.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -38,8 +39,10 @@ MAX_QP = {"h264": 51, "hevc": 51, "av1": 63}
 # crash later) below 26 pixels wide, so AV1 asks for 32.
 MIN_SIZE = {"h264": (2, 2), "hevc": (16, 16), "av1": (32, 4)}
 
-# ITU-T H.273 code points written into the stream: BT.709 primaries, transfer, matrix.
+# ITU-T H.273 code points written into the stream: per matrix, the primaries and transfer
+# characteristics that go with it (BT.709; BT.601 625 and 525 lines; BT.2020 10 bit).
 BT709 = 1
+COLOUR_TAGS = {1: (1, 1), 5: (5, 6), 6: (6, 6), 9: (9, 14)}
 RANGE_TV, RANGE_PC = 1, 2
 
 
@@ -54,6 +57,7 @@ class BaseCodecSettings:
     gop: int = 32
     bit_depth: int = 8
     full_range: bool = False
+    matrix: int = BT709  # ITU-T H.273 matrix_coefficients of the planes (dualcodec.yuv)
 
     def __post_init__(self) -> None:
         if self.codec not in ENCODERS:
@@ -69,10 +73,13 @@ class BaseCodecSettings:
             raise DualcodecError(f"base layer bit depth must be 8 or 10, got {self.bit_depth}")
         if self.gop < 1:
             raise DualcodecError(f"gop must be at least 1, got {self.gop}")
+        if self.matrix not in COLOUR_TAGS:
+            raise DualcodecError(f"colour matrix {self.matrix} (ITU-T H.273) is not supported for the base layer "
+                                 "(1 BT.709, 5 or 6 BT.601, 9 BT.2020)")
 
     @property
     def yuv_format(self) -> YUVFormat:
-        return YUVFormat(bit_depth=self.bit_depth, full_range=self.full_range)
+        return YUVFormat(bit_depth=self.bit_depth, full_range=self.full_range, matrix=self.matrix)
 
     @property
     def pix_fmt(self) -> str:
@@ -161,24 +168,35 @@ def planes_to_tensors(planes: Sequence[Planes]) -> tuple[torch.Tensor, torch.Ten
     return y, uv
 
 
-def _frame_from_planes(planes: Planes, pix_fmt: str):
+def frame_from_planes(planes: Planes, pix_fmt: str):
+    """A PyAV frame of ``pix_fmt`` (4:2:0 at 8 or 10 bits) holding ``planes`` (any size;
+    chroma of ``ceil(size / 2)``)."""
     import av
 
-    flat = np.concatenate([planes.y.ravel(), planes.u.ravel(), planes.v.ravel()])
-    return av.VideoFrame.from_ndarray(flat.reshape(-1, planes.width), format=pix_fmt)
+    frame = av.VideoFrame(planes.width, planes.height, pix_fmt)
+    for plane, data in zip(frame.planes, (planes.y, planes.u, planes.v)):
+        row = plane.line_size // data.dtype.itemsize
+        padded = np.zeros((data.shape[0], row), dtype=data.dtype.newbyteorder("<"))
+        padded[:, : data.shape[1]] = data
+        plane.update(padded.tobytes())
+    return frame
+
+
+def planes_from_frame(frame) -> Planes:
+    """The planes of a 4:2:0 PyAV frame (``yuv420p``, ``yuvj420p`` or ``yuv420p10le``) as they are."""
+    dtype = np.dtype("<u2") if frame.format.name == "yuv420p10le" else np.dtype(np.uint8)
+    arrays = []
+    for plane in frame.planes[:3]:
+        rows = np.frombuffer(plane, dtype=dtype).reshape(-1, plane.line_size // dtype.itemsize)
+        arrays.append(rows[: plane.height, : plane.width].astype(dtype.newbyteorder("=")))
+    return Planes(*arrays, corrupt=frame.is_corrupt, key_frame=bool(frame.key_frame))
 
 
 def _planes_from_frame(frame, bit_depth: int) -> Planes:
     pix_fmt = "yuv420p" if bit_depth == 8 else "yuv420p10le"
-    if frame.format.name != pix_fmt:
+    if frame.format.name not in (pix_fmt, "yuvj420p"):
         frame = frame.reformat(format=pix_fmt)
-    w, h = frame.width, frame.height
-    flat = frame.to_ndarray().ravel()
-    cw, ch = w // 2, h // 2
-    y = flat[: w * h].reshape(h, w)
-    u = flat[w * h : w * h + cw * ch].reshape(ch, cw)
-    v = flat[w * h + cw * ch : w * h + 2 * cw * ch].reshape(ch, cw)
-    return Planes(y.copy(), u.copy(), v.copy(), corrupt=frame.is_corrupt, key_frame=bool(frame.key_frame))
+    return planes_from_frame(frame)
 
 
 class BaseEncoder:
@@ -215,9 +233,8 @@ class BaseEncoder:
         cc.time_base = 1 / Fraction(rate)
         cc.framerate = Fraction(rate)
         cc.gop_size = settings.gop
-        cc.colorspace = BT709
-        cc.color_primaries = BT709
-        cc.color_trc = BT709
+        cc.colorspace = settings.matrix
+        cc.color_primaries, cc.color_trc = COLOUR_TAGS[settings.matrix]
         cc.color_range = RANGE_PC if settings.full_range else RANGE_TV
         cc.options = settings.encoder_options
         self.codec_context = cc
@@ -227,7 +244,7 @@ class BaseEncoder:
         """Queue one frame (``None`` flushes); returns the packets the encoder released."""
         if planes is None:
             return list(self.codec_context.encode(None))
-        frame = _frame_from_planes(planes, self.settings.pix_fmt)
+        frame = frame_from_planes(planes, self.settings.pix_fmt)
         frame.pts = self._pts
         frame.time_base = self.codec_context.time_base
         self._pts += 1
@@ -258,15 +275,7 @@ def roundtrip(settings: BaseCodecSettings, frames: Sequence[Planes]) -> tuple[li
     Used in training: the real codec, frame by frame, with exact packet sizes.
     """
     first = frames[0]
-    intra = BaseCodecSettings(
-        codec=settings.codec,
-        qp=settings.qp,
-        crf=settings.crf,
-        preset=settings.preset,
-        gop=1,
-        bit_depth=settings.bit_depth,
-        full_range=settings.full_range,
-    )
+    intra = dataclasses.replace(settings, gop=1)
     encoder = BaseEncoder(intra, first.width, first.height)
     if settings.codec == "h264":
         encoder.codec_context.max_b_frames = 0

@@ -58,14 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     _overwrite_option(enc)
     enc.add_argument("--codec", choices=["h264", "hevc", "av1"], default="h264", help="base-layer codec (default h264)")
     rate = enc.add_mutually_exclusive_group()
-    rate.add_argument("--qp", type=int, help="constant QP for the base layer (default 32)")
+    rate.add_argument("--qp", type=int, help="constant QP for the base layer (default 32; for a 10-bit source, "
+                      "x264's QP scale sits 12 lower: --qp 44 there is about --qp 32 at 8 bits; x265's and "
+                      "SVT-AV1's do not move)")
     rate.add_argument("--crf", type=float, help="constant rate factor instead of constant QP")
     enc.add_argument("--preset", help="encoder preset (default: medium for h264/hevc, 8 for av1)")
     enc.add_argument("--gop", type=int, default=32, help="key-frame interval in frames (default 32)")
-    enc.add_argument("--bit-depth", type=int, choices=[8, 10], default=8,
-                     help="base-layer bit depth (default 8); x264's QP scale moves by 12 at 10 bits (--qp 32 "
-                     "there is about --qp 20 at 8 bits), x265's and SVT-AV1's do not")
-    enc.add_argument("--scale", type=int, choices=[2, 4], help="downscaling factor (default: the model's; 2 for bicubic)")
+    enc.add_argument("--scale", type=_scale, default="auto", metavar="{auto,1,2,4}",
+                     help="base-layer downscaling: auto (default) encodes the plain codec and the model and "
+                     "keeps the one that pays best in rate-distortion (never worse than the plain codec); 1 is "
+                     "the plain codec; 2 or 4 needs a model of that scale (bicubic: 2 unless told)")
     enc.add_argument("--model", default="default", help="built-in model name or model file (default: default)")
     enc.add_argument("--baseline", choices=["bicubic", "none"],
                      help="no learned layers: bicubic down/up ('bicubic') or the plain codec at full resolution ('none')")
@@ -76,13 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
     dec = sub.add_parser("decode", help="decode a dualcodec MP4 to y4m, PNG frames or MP4",
-                         description="Decode a dualcodec MP4. OUT.y4m (4:4:4 16-bit) and OUT_DIR/ (PNG frames) "
-                         "are lossless copies of the decoder's output; OUT.mp4 is a high-quality H.264 for viewing.")
+                         description="Decode a dualcodec MP4. OUT.y4m holds the decoder's output as it is, in the "
+                         "source's format (4:2:0 at its bit depth; what ffmpeg, VMAF and players read); OUT_DIR/ "
+                         "holds PNG frames (8-bit RGB); OUT.mp4 is a high-quality H.264 for viewing.")
     dec.add_argument("input", type=Path, help="dualcodec .mp4 (a video without the header decodes as mode plain)")
     dec.add_argument("-o", "--output", required=True,
                      help="OUT.y4m, OUT.mp4, OUT_DIR/ (PNG frames; a new or empty folder) or - (y4m on "
                      "standard output)")
     _overwrite_option(dec)
+    dec.add_argument("--pix-fmt", choices=["yuv420p", "yuv420p10le", "yuv444p16le"],
+                     help="y4m pixel format (default: the source's, yuv420p or yuv420p10le)")
     dec.add_argument("--model", help="model to decode with (default: the one named in the file)")
     dec.add_argument("--strict", action="store_true",
                      help="refuse a damaged file (default: decode what can be decoded, conceal the rest as a "
@@ -110,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="base-layer QPs (default 22 27 32 37)")
     ev.add_argument("--preset", help="encoder preset (default: medium for h264/hevc, 8 for av1)")
     ev.add_argument("--gop", type=int, default=32, help="key-frame interval in frames (default 32)")
-    ev.add_argument("--scale", type=int, choices=[2, 4], help="downscaling factor (default: the model's; 2 for bicubic)")
+    ev.add_argument("--scale", type=_scale, default="auto", metavar="{auto,1,2,4}",
+                    help="as for encode: auto (default) keeps, file by file, the plain codec or the model, "
+                    "whichever pays best")
     method = ev.add_mutually_exclusive_group()
     method.add_argument("--model", default="default", help="built-in model name or model file (default: default)")
     method.add_argument("--baseline", choices=["bicubic", "none"],
@@ -149,6 +156,14 @@ def _check_frames(frames: int | None) -> None:
         raise DualcodecError(f"--frames must be at least 1, got {frames}")
 
 
+def _scale(text: str) -> str | int:
+    if text == "auto":
+        return text
+    if text in ("1", "2", "4"):
+        return int(text)
+    raise argparse.ArgumentTypeError(f"invalid scale {text!r} (choose from auto, 1, 2, 4)")
+
+
 def _encode(args: argparse.Namespace) -> None:
     from dualcodec.basecodec import BaseCodecSettings
     from dualcodec.codec import make_codec
@@ -157,8 +172,7 @@ def _encode(args: argparse.Namespace) -> None:
     check_output_file(args.output, [args.input], [".mp4"], args.overwrite)
     _check_frames(args.frames)
     qp = args.qp if args.qp is not None or args.crf is not None else 32
-    settings = BaseCodecSettings(codec=args.codec, qp=qp, crf=args.crf, preset=args.preset, gop=args.gop,
-                                 bit_depth=args.bit_depth)
+    settings = BaseCodecSettings(codec=args.codec, qp=qp, crf=args.crf, preset=args.preset, gop=args.gop)
     codec = make_codec(settings, args.baseline, args.model, args.scale, args.audio)
     report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames)
     if not args.quiet:
@@ -171,6 +185,8 @@ def _encode(args: argparse.Namespace) -> None:
             + (f"; audio: {', '.join(report.audio)}" if report.audio else ""),
             file=sys.stderr,
         )
+        if report.choice:
+            print(report.choice, file=sys.stderr)
 
 
 def _decode(args: argparse.Namespace) -> None:
@@ -184,6 +200,8 @@ def _decode(args: argparse.Namespace) -> None:
     from dualcodec.video import open_writer, output_kind
 
     kind = output_kind(args.output)
+    if args.pix_fmt and kind != "y4m":
+        raise DualcodecError("--pix-fmt is for y4m output")
     destination = Path(args.output)
     if args.output == STDIO:  # y4m down a pipe: nothing to check, nothing to rename
         place = contextlib.nullcontext(STDIO)
@@ -198,14 +216,15 @@ def _decode(args: argparse.Namespace) -> None:
     header = video.header
     frames = 0
     with place as tmp:
-        writer = open_writer(kind, tmp, header.width, header.height, video.rate, audio_from=args.input)
+        writer = open_writer(kind, tmp, header.width, header.height, video.rate, video.format,
+                             audio_from=args.input, pix_fmt=args.pix_fmt)
         # Frame n is written (colour conversion, file I/O) while frame n+1 is decoded.
         pending: deque[Future] = deque()
         with ThreadPoolExecutor(max_workers=1) as pool:
             try:
-                for rgb in tqdm(video.frames, desc="decode", unit="frame", disable=args.quiet, leave=False):
+                for planes in tqdm(video.frames, desc="decode", unit="frame", disable=args.quiet, leave=False):
                     frames += 1
-                    pending.append(pool.submit(writer.write, rgb))
+                    pending.append(pool.submit(writer.write, planes))
                     if len(pending) > 2:
                         pending.popleft().result()
                 while pending:
@@ -220,7 +239,8 @@ def _decode(args: argparse.Namespace) -> None:
               f"{'s' if len(video.damaged) > 1 else ''} concealed ({_ranges(video.damaged)}); --strict refuses "
               "damaged files", file=sys.stderr)
     if not args.quiet:
-        what = {"y4m": "y4m 4:4:4 16-bit", "mp4": "H.264 MP4 for viewing", "dir": "PNG frames"}[kind]
+        pix_fmt = args.pix_fmt or ("yuv420p" if header.bit_depth == 8 else "yuv420p10le")
+        what = {"y4m": f"y4m {pix_fmt}", "mp4": "H.264 MP4 for viewing", "dir": "PNG frames"}[kind]
         name = "standard output" if args.output == STDIO else destination
         print(f"{name}: {frames} frames {header.width}x{header.height} ({what}) from a {header.mode} "
               f"file; {time.time() - start:.1f} s", file=sys.stderr)
@@ -239,6 +259,7 @@ def _ranges(indices: set[int]) -> str:
 
 def _info(args: argparse.Namespace) -> None:
     from dualcodec.container import ContainerReader
+    from dualcodec.yuv import MATRIX_NAMES
 
     reader = ContainerReader(args.input)
     sizes = reader.sizes()
@@ -266,7 +287,8 @@ def _info(args: argparse.Namespace) -> None:
     kind = f"dualcodec v{report['header']['version']}" if reader.has_header else "no dualcodec header"
     print(f"{args.input}: {kind}, mode {h.mode}, scale {h.scale}x")
     print(f"  frames {sizes.frames}, {h.width}x{h.height} from a {h.codec} base layer "
-          f"{h.base_width}x{h.base_height} ({h.bit_depth}-bit, range {'pc' if h.full_range else 'tv'})")
+          f"{h.base_width}x{h.base_height} (4:2:0 {h.bit_depth}-bit, range {'pc' if h.full_range else 'tv'}, "
+          f"matrix {MATRIX_NAMES[h.matrix]})")
     if model:
         print(f"  model {model['name']} (fingerprint {model['fingerprint']})")
     print(f"  bytes {sizes.file_bytes}: base {sizes.base_bytes}, side {sizes.side_bytes}, other {sizes.other_bytes}"
@@ -278,6 +300,7 @@ def _eval(args: argparse.Namespace) -> None:
     from dualcodec.codec import make_codec
     from dualcodec.evaluate import resumable_points, results_json, sweep, write_results
     from dualcodec.metrics import lpips_backbone_path
+    from dualcodec.model import load_model
     from dualcodec.outputs import check_output_file, refuse_stdin
     from dualcodec.video import check_inputs
 
@@ -289,10 +312,11 @@ def _eval(args: argparse.Namespace) -> None:
     qps = sorted(set(args.qp))
     codecs = {qp: make_codec(BaseCodecSettings(codec=args.codec, qp=qp, preset=args.preset, gop=args.gop),
                              args.baseline, args.model, args.scale) for qp in qps}
-    method = {"bicubic": "bicubic", "none": "plain"}.get(args.baseline) or f"dualcodec {args.model}"
+    method = ({"bicubic": "bicubic", "none": "plain"}.get(args.baseline) or ("plain" if args.scale == 1 else None)
+              or f"dualcodec {args.model}" + (" auto" if args.scale == "auto" else ""))
     name = args.name or f"{method} {args.codec}"
     sources = [str(p) for p in args.inputs]
-    fingerprint = None if args.baseline else codecs[qps[0]].layers.loaded.fingerprint
+    fingerprint = None if args.baseline or args.scale == 1 else load_model(args.model).fingerprint
     settings = {"codec": args.codec, "qps": qps, "preset": args.preset, "gop": args.gop, "scale": args.scale,
                 "model": None if args.baseline else args.model, "model_fingerprint": fingerprint,
                 "baseline": args.baseline, "frames": args.frames, "inputs": sources}
@@ -309,8 +333,8 @@ def _eval(args: argparse.Namespace) -> None:
     if not args.quiet:
         results = data["results"]
         for i, qp in enumerate(qps):
-            print(f"QP {qp}: {results['bpp'][i]:.4f} bpp, PSNR RGB {results['psnr-rgb'][i]:.2f} dB, "
-                  f"YUV {results['psnr-yuv'][i]:.2f} dB, LPIPS {results['lpips'][i]:.4f}", file=sys.stderr)
+            print(f"QP {qp}: {results['bpp'][i]:.4f} bpp, PSNR-YUV {results['psnr-yuv'][i]:.2f} dB, "
+                  f"RGB {results['psnr-rgb'][i]:.2f} dB, LPIPS {results['lpips'][i]:.4f}", file=sys.stderr)
         kept = f" ({len(done)} points from the earlier run)" if done else ""
         print(f"wrote {args.output}{kept}", file=sys.stderr)
 

@@ -11,6 +11,12 @@ mode          down (encoder)      side stream (encoder)   up (decoder)
 ``plain``     identity (scale 1)  none                    identity
 ============  ==================  ======================  =======================
 
+Frames are the source's own 4:2:0 planes from end to end (:mod:`dualcodec.video`); the
+layers see them on the unit scale of :func:`dualcodec.yuv.planes_to_unit`, and every
+plane the base codec or the output receives is rounded and clamped to code values.
+The base layer is coded in the source's bit depth, range and matrix, so ``plain`` is
+exactly the base codec on the source's planes.
+
 The encoder runs the decoder's loop: each base-layer packet is decoded as soon as
 the encoder releases it, and the side stream of a frame is computed from the original
 frame *and* the decoded base frame, exactly what the decoder will have.
@@ -18,16 +24,20 @@ frame *and* the decoded base frame, exactly what the decoder will have.
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import itertools
 import time
 from collections import deque
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterable, Iterator, Protocol
 
-import numpy as np
 import torch
 
 from dualcodec.basecodec import (
+    MAX_QP,
     BaseCodecSettings,
     BaseDecoder,
     BaseEncoder,
@@ -43,28 +53,36 @@ from dualcodec.model import LoadedModel, lmbda_at, load_model, resolve_model_pat
 from dualcodec.nets.common import bicubic_down, bicubic_up
 from dualcodec.outputs import atomic_path
 from dualcodec.sidestream import SideFrame, SideMode
-from dualcodec.video import VideoReader
-from dualcodec.yuv import rgb_to_yuv420, yuv420_to_rgb
+from dualcodec.video import VideoReader, crop_planes, pad_planes
+from dualcodec.yuv import YUVFormat, planes_to_unit, unit_to_planes
+
+Pair = tuple[torch.Tensor, torch.Tensor]  # (y [1,1,H,W], uv [1,2,H/2,W/2]) on the unit scale
 
 
 class Layers(Protocol):
-    """What turns full-resolution frames into a base frame and side bytes, and back."""
+    """What turns full-resolution planes into base planes and side bytes, and back.
+    Planes are float tensors on the unit scale (:data:`Pair`)."""
 
     mode: str
     scale: int
     side_stream: bool  # the file carries a side stream (a data track)
 
-    def down(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 ``[1,3,H,W]`` to ``x_lr`` float ``[1,3,H/scale,W/scale]``."""
+    def down(self, y: torch.Tensor, uv: torch.Tensor) -> Pair:
+        """Planes to the base layer's planes, ``1/scale`` of the size (unrounded)."""
 
     def reset(self) -> None:
         """Forget the previous frame's side data: a stream or a GOP starts."""
 
-    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> SideFrame | None:
+    def side(self, y: torch.Tensor, uv: torch.Tensor, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor) -> SideFrame | None:
         """The side stream of one frame (``None``: this mode has no side stream)."""
 
-    def up(self, x_lr_hat: torch.Tensor, side: SideFrame | None) -> torch.Tensor:
-        """Decoded base frame (and side stream) to ``x_hat`` float ``[1,3,H,W]``."""
+    def up(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, side: SideFrame | None) -> Pair:
+        """Decoded base planes (and side stream) to full-size planes (unrounded)."""
+
+
+def _distortion(a: Pair, b: Pair) -> float:
+    """``(6 L1(Y) + L1(Cb) + L1(Cr)) / 8`` on the unit scale, the weighting of PSNR-YUV."""
+    return float((6.0 * (a[0] - b[0]).abs().mean() + 2.0 * (a[1] - b[1]).abs().mean()) / 8.0)
 
 
 class ModelLayers:
@@ -82,81 +100,81 @@ class ModelLayers:
         self.reset()
 
     def reset(self) -> None:
-        self._y_hat: torch.Tensor | None = None
+        self._w_hat: torch.Tensor | None = None
 
-    def down(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.downsample(x)
+    def down(self, y: torch.Tensor, uv: torch.Tensor) -> Pair:
+        return self.model.downsample(y, uv)
 
-    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> SideFrame | None:
+    def side(self, y, uv, y_lr_hat, uv_lr_hat) -> SideFrame | None:
         """Pick NEW, REPEAT or SKIP for this frame by ``L1 + lmbda * bits / pixel``."""
         if not self.side_stream:
             return None
-        h, w = x_lr_hat.shape[-2:]
-        strings = self.model.compress_side(x, x_lr_hat)
-        x_f = x.float() / 255.0
-        bits_per_pixel = 8 * len(strings[0]) / (x.shape[-1] * x.shape[-2])
+        h, w = y_lr_hat.shape[-2:]
+        strings = self.model.compress_side(y, uv, y_lr_hat, uv_lr_hat)
+        bits_per_pixel = 8 * len(strings[0]) / (y.shape[-1] * y.shape[-2])
         options = [(SideMode.NEW, self.model.decompress_side(strings, h, w), self.lmbda * bits_per_pixel)]
         options.append((SideMode.SKIP, self.model.skip_latents(h, w), 0.0))
-        if self._y_hat is not None:  # None at the first frame and at every key frame
-            options.append((SideMode.REPEAT, self._y_hat, 0.0))
-        costs = [self._distortion(x_f, x_lr_hat, y_hat) + rate for _, y_hat, rate in options]
-        mode, y_hat, _ = options[min(range(len(options)), key=costs.__getitem__)]
-        self._y_hat = y_hat
+        if self._w_hat is not None:  # None at the first frame and at every key frame
+            options.append((SideMode.REPEAT, self._w_hat, 0.0))
+        costs = [_distortion(self.model.upsample(y_lr_hat, uv_lr_hat, w_hat), (y, uv)) + rate
+                 for _, w_hat, rate in options]
+        mode, w_hat, _ = options[min(range(len(options)), key=costs.__getitem__)]
+        self._w_hat = w_hat
         return SideFrame(mode, strings[0] if mode == SideMode.NEW else b"")
 
-    def _distortion(self, x_f: torch.Tensor, x_lr_hat: torch.Tensor, y_hat: torch.Tensor) -> float:
-        x_hat = self.model.upsample(x_lr_hat, y_hat).clamp(0, 1)
-        return float((x_hat - x_f).abs().mean())
-
-    def up(self, x_lr_hat: torch.Tensor, side: SideFrame | None) -> torch.Tensor:
-        x_lr_hat = x_lr_hat.contiguous(memory_format=torch.channels_last)
+    def up(self, y_lr_hat, uv_lr_hat, side: SideFrame | None) -> Pair:
+        y_lr_hat = y_lr_hat.contiguous(memory_format=torch.channels_last)
         if not self.side_stream:
-            return self.model.upsample(x_lr_hat, None)
-        h, w = x_lr_hat.shape[-2:]
+            return self.model.upsample(y_lr_hat, uv_lr_hat, None)
+        h, w = y_lr_hat.shape[-2:]
         mode = side.mode if side is not None else SideMode.SKIP  # None: a version 1 file without a data track
         if mode == SideMode.NEW:
-            self._y_hat = self.model.decompress_side([side.entropy_bytes], h, w)
+            self._w_hat = self.model.decompress_side([side.entropy_bytes], h, w)
         elif mode == SideMode.SKIP:
-            self._y_hat = self.model.skip_latents(h, w)
-        return self.model.upsample(x_lr_hat, self._y_hat)
+            self._w_hat = self.model.skip_latents(h, w)
+        return self.model.upsample(y_lr_hat, uv_lr_hat, self._w_hat)
 
 
 class BicubicLayers:
+    """Bicubic per plane: antialiased down, the same codec, up."""
+
     mode = "bicubic"
     side_stream = False
 
     def __init__(self, scale: int) -> None:
         self.scale = scale
 
-    def down(self, x: torch.Tensor) -> torch.Tensor:
-        return bicubic_down(x.float() / 255.0, self.scale)
+    def down(self, y, uv) -> Pair:
+        return bicubic_down(y, self.scale), bicubic_down(uv, self.scale)
 
     def reset(self) -> None:
         pass
 
-    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> SideFrame | None:
+    def side(self, y, uv, y_lr_hat, uv_lr_hat) -> SideFrame | None:
         return None
 
-    def up(self, x_lr_hat: torch.Tensor, side: SideFrame | None) -> torch.Tensor:
-        return bicubic_up(x_lr_hat, self.scale)
+    def up(self, y_lr_hat, uv_lr_hat, side: SideFrame | None) -> Pair:
+        return bicubic_up(y_lr_hat, self.scale), bicubic_up(uv_lr_hat, self.scale)
 
 
 class PlainLayers:
+    """The base codec alone on the source's planes."""
+
     mode = "plain"
     scale = 1
     side_stream = False
 
-    def down(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float() / 255.0
+    def down(self, y, uv) -> Pair:
+        return y, uv
 
     def reset(self) -> None:
         pass
 
-    def side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> SideFrame | None:
+    def side(self, y, uv, y_lr_hat, uv_lr_hat) -> SideFrame | None:
         return None
 
-    def up(self, x_lr_hat: torch.Tensor, side: SideFrame | None) -> torch.Tensor:
-        return x_lr_hat
+    def up(self, y_lr_hat, uv_lr_hat, side: SideFrame | None) -> Pair:
+        return y_lr_hat, uv_lr_hat
 
 
 @dataclass(frozen=True)
@@ -171,6 +189,9 @@ class EncodeReport:
     file_bytes: int
     seconds: float
     audio: tuple[str, ...] = ()  # what became of each audio stream ("aac copied", ...)
+    mode: str = "plain"  # the file's: "dual", "bicubic" or "plain"
+    scale: int = 1
+    choice: str | None = None  # why --scale auto chose this mode and scale
 
 
 def _padded_size(width: int, height: int, scale: int) -> tuple[int, int]:
@@ -179,15 +200,14 @@ def _padded_size(width: int, height: int, scale: int) -> tuple[int, int]:
     return width + (-width) % m, height + (-height) % m
 
 
-def _to_tensor(rgb: np.ndarray, width: int, height: int) -> torch.Tensor:
-    h, w = rgb.shape[:2]
-    rgb = np.pad(rgb, ((0, height - h), (0, width - w), (0, 0)), mode="edge")
-    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
+def to_unit(planes: Planes, fmt: YUVFormat) -> Pair:
+    """A frame's planes as float tensors on the unit scale."""
+    return planes_to_unit(*planes_to_tensors([planes]), fmt)
 
 
-def _to_rgb(x_hat: torch.Tensor, width: int, height: int) -> np.ndarray:
-    x = (x_hat[0, :, :height, :width].clamp(0, 1) * 255.0).round().to(torch.uint8)
-    return x.permute(1, 2, 0).contiguous().numpy()
+def to_planes(y: torch.Tensor, uv: torch.Tensor, fmt: YUVFormat) -> Planes:
+    """Unit-scale tensors back to code values, rounded and clamped to the format's range."""
+    return planes_from_tensors(*unit_to_planes(y, uv, fmt), fmt)[0]
 
 
 def _progress(total: int | None, desc: str, enabled: bool):
@@ -205,7 +225,13 @@ class LayeredCodec:
         self.settings = settings
         self.audio = audio
 
-    def _header(self, width: int, height: int) -> Header:
+    @property
+    def model_path(self) -> Path | None:
+        """The model file of the learned layers (``None`` for a baseline)."""
+        loaded = getattr(self.layers, "loaded", None)
+        return loaded.path if loaded else None
+
+    def _header(self, width: int, height: int, settings: BaseCodecSettings) -> Header:
         scale = self.layers.scale
         pw, ph = _padded_size(width, height, scale)
         loaded = getattr(self.layers, "loaded", None)
@@ -216,77 +242,102 @@ class LayeredCodec:
             height=height,
             base_width=pw // scale,
             base_height=ph // scale,
-            codec=self.settings.codec,
-            bit_depth=self.settings.bit_depth,
-            full_range=self.settings.full_range,
+            codec=settings.codec,
+            bit_depth=settings.bit_depth,
+            full_range=settings.full_range,
+            matrix=settings.matrix,
             model_name=loaded.name if loaded else None,
             model_fingerprint=loaded.fingerprint if loaded else None,
         )
 
-    @torch.inference_mode()
     def encode(
-        self, source: Path, destination: Path, progress: bool = False, max_frames: int | None = None
+        self, source: Path, destination: Path, progress: bool = False, max_frames: int | None = None,
+        desc: str = "encode",
     ) -> EncodeReport:
-        """Encode ``source`` (at most ``max_frames`` frames) into the MP4 ``destination``."""
-        import av
-
+        """Encode the file ``source`` (at most ``max_frames`` frames, with its audio) into the
+        MP4 ``destination``: :meth:`compress`'s coding, read from and written to files."""
         start = time.time()
         reader = VideoReader(source)
         info = reader.info
-        header = self._header(info.width, info.height)
-        pw, ph = _padded_size(info.width, info.height, header.scale)
-        fmt = self.settings.yuv_format
+        known = [n for n in (info.frames, max_frames) if n]
+        with atomic_path(Path(destination)) as tmp:
+            frames, audio = self._write(reader.frames(), info.width, info.height, info.format, info.rate, tmp,
+                                        str(source), max_frames, progress, desc, total=min(known) if known else None,
+                                        audio_from=Path(source) if info.has_audio else None)
+            # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as
+            # length prefixes, so the encoder's packet sizes are not the file's.
+            sizes = ContainerReader(tmp).sizes()
+        return self._report(frames, info.width, info.height, sizes, time.time() - start, audio)
+
+    def compress(self, frames: Iterable[Planes], fmt: YUVFormat, rate: Fraction = Fraction(25)) -> bytes:
+        """In memory, as CompressAI's ``compress``: 4:2:0 frames of ``fmt`` (all of one size)
+        to the bytes of a dualcodec MP4, which :func:`decompress` turns back into frames."""
+        frames = iter(frames)
+        first = next(frames, None)
+        if first is None:
+            raise DualcodecError("no frame to compress")
+        buffer = io.BytesIO()
+        self._write(itertools.chain([first], frames), first.width, first.height, fmt, Fraction(rate), buffer,
+                    "the frames")
+        return buffer.getvalue()
+
+    def _report(self, frames: int, width: int, height: int, sizes, seconds: float, audio) -> EncodeReport:
+        scale = self.layers.scale
+        pw, ph = _padded_size(width, height, scale)
+        return EncodeReport(frames, width, height, pw // scale, ph // scale, sizes.base_bytes, sizes.side_bytes,
+                            sizes.file_bytes, seconds, tuple(audio), self.layers.mode, scale)
+
+    @torch.inference_mode()
+    def _write(self, frames: Iterator[Planes], width: int, height: int, fmt: YUVFormat, rate: Fraction, target,
+               name: str, max_frames: int | None = None, progress: bool = False, desc: str = "encode",
+               total: int | None = None, audio_from: Path | None = None) -> tuple[int, list[str]]:
+        """Code ``frames`` into the MP4 ``target`` (a path or a writable binary buffer); the
+        frame count and what became of each audio stream of ``audio_from``."""
+        import av
+
+        settings = dataclasses.replace(self.settings, bit_depth=fmt.bit_depth, full_range=fmt.full_range,
+                                       matrix=fmt.matrix)
+        header = self._header(width, height, settings)
+        pw, ph = _padded_size(width, height, header.scale)
         self.layers.reset()
-        frames = 0
+        count, audio = 0, []
         try:
-            with atomic_path(Path(destination)) as tmp:
-                writer = ContainerWriter(tmp, header, self.settings, info.rate, side_stream=self.layers.side_stream)
-                try:
-                    audio = writer.add_audio_streams(Path(source), self.audio) if info.has_audio else []
-                    encoder = BaseEncoder(self.settings, header.base_width, header.base_height, info.rate,
-                                          writer.video_codec_context)
-                    loop = _ClosedLoop(self.layers, writer, encoder, fmt)
-                    known = [n for n in (info.frames, max_frames) if n]
-                    total = min(known) if known else None
-                    with _progress(total, "encode", progress) as bar:
-                        for rgb in reader.frames():
-                            if max_frames is not None and frames >= max_frames:
-                                break
-                            if rgb.shape[:2] != (info.height, info.width):
-                                raise DualcodecError(
-                                    f"{source}: frame {frames + 1} is {rgb.shape[1]}x{rgb.shape[0]}, "
-                                    f"the first was {info.width}x{info.height}"
-                                )
-                            loop.push(_to_tensor(rgb, pw, ph))
-                            frames += 1
-                            bar.update()
-                        loop.finish()
-                    writer.copy_audio(frames / info.rate)
-                finally:
-                    writer.close()
-                # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as
-                # length prefixes, so the encoder's packet sizes are not the file's.
-                sizes = ContainerReader(tmp).sizes()
+            writer = ContainerWriter(target, header, settings, rate, side_stream=self.layers.side_stream)
+            try:
+                audio = writer.add_audio_streams(audio_from, self.audio) if audio_from is not None else []
+                encoder = BaseEncoder(settings, header.base_width, header.base_height, rate, writer.video_codec_context)
+                loop = _ClosedLoop(self.layers, writer, encoder, fmt)
+                with _progress(total, desc, progress) as bar:
+                    for planes in frames:
+                        if max_frames is not None and count >= max_frames:
+                            break
+                        if (planes.width, planes.height) != (width, height):
+                            raise DualcodecError(f"{name}: frame {count + 1} is {planes.width}x{planes.height}, "
+                                                 f"the first was {width}x{height}")
+                        loop.push(pad_planes(planes, pw, ph))
+                        count += 1
+                        bar.update()
+                    loop.finish()
+                writer.copy_audio(count / rate)
+            finally:
+                writer.close()
         except av.FFmpegError as exc:  # the base encoder or the muxer
-            raise DualcodecError(f"{source}: encoding failed ({exc.__class__.__name__}: {exc})") from None
-        return EncodeReport(frames, info.width, info.height, header.base_width, header.base_height,
-                            sizes.base_bytes, sizes.side_bytes, sizes.file_bytes, time.time() - start,
-                            tuple(audio))
+            raise DualcodecError(f"{name}: encoding failed ({exc.__class__.__name__}: {exc})") from None
+        return count, audio
 
 
 class _ClosedLoop:
     """Feeds frames to the base encoder, decodes its packets, writes side payloads."""
 
-    def __init__(self, layers: Layers, writer: ContainerWriter, encoder: BaseEncoder, fmt) -> None:
+    def __init__(self, layers: Layers, writer: ContainerWriter, encoder: BaseEncoder, fmt: YUVFormat) -> None:
         self.layers, self.writer, self.encoder, self.fmt = layers, writer, encoder, fmt
         self.decoder: BaseDecoder | None = None
-        self.pending: deque[torch.Tensor] = deque()
+        self.pending: deque[Pair] = deque()
 
-    def push(self, x: torch.Tensor) -> None:
-        x_lr = self.layers.down(x).clamp(0, 1)
-        planes = planes_from_tensors(*rgb_to_yuv420(x_lr, self.fmt), self.fmt)[0]
-        self.pending.append(x)
-        self._packets(self.encoder.encode(planes))
+    def push(self, planes: Planes) -> None:
+        y, uv = to_unit(planes, self.fmt)
+        self.pending.append((y, uv))
+        self._packets(self.encoder.encode(to_planes(*self.layers.down(y, uv), self.fmt)))
 
     def finish(self) -> None:
         self._packets(self.encoder.encode(None))
@@ -305,18 +356,12 @@ class _ClosedLoop:
 
     def _decoded(self, decoded: list[Planes]) -> None:
         for planes in decoded:
-            x = self.pending.popleft()
+            y, uv = self.pending.popleft()
             if planes.key_frame:  # nothing refers across a key frame: each GOP decodes on its own
                 self.layers.reset()
-            side = self.layers.side(x, planes_to_rgb(planes, self.fmt))
+            side = self.layers.side(y, uv, *to_unit(planes, self.fmt))
             if side is not None:
                 self.writer.mux_side(side)
-
-
-def planes_to_rgb(planes: Planes, fmt) -> torch.Tensor:
-    """A decoded base frame as R'G'B' ``[1,3,h,w]`` in [0, 1]."""
-    y, uv = planes_to_tensors([planes])
-    return yuv420_to_rgb(y, uv, fmt).clamp(0, 1)
 
 
 def layers_for_header(header: Header, model: str | None) -> Layers:
@@ -325,6 +370,9 @@ def layers_for_header(header: Header, model: str | None) -> Layers:
         return BicubicLayers(header.scale)
     if header.mode == "plain":
         return PlainLayers()
+    if header.version == 1:
+        raise DualcodecError("this is a format version 1 dual-layer file, whose learned layers worked in R'G'B'; "
+                             "this dualcodec's models code 4:2:0 planes and cannot decode it (dualcodec 0.1 can)")
     if model is None:
         try:
             model_path = resolve_model_path(header.model_name)
@@ -350,23 +398,38 @@ def layers_for_header(header: Header, model: str | None) -> Layers:
 class DecodedVideo:
     header: Header
     rate: object
-    frames: Iterator[np.ndarray]
+    frames: Iterator[Planes]
     damaged: set[int]  # 0-based indices of the frames concealed so far (see ContainerReader)
+
+    @property
+    def format(self) -> YUVFormat:
+        """The frames' format: the source's bit depth, range and matrix."""
+        return self.header.yuv_format
 
 
 def decode(source: Path, model: str | None = None, strict: bool = False) -> DecodedVideo:
     """Open a dualcodec file (or a plain video without the header: mode plain); frames are
-    RGB uint8 ``[H, W, 3]`` at the original size. Damage is concealed unless ``strict``."""
-    reader = ContainerReader(source, strict=strict)
+    :class:`Planes` at the original size, in the source's format. Damage is concealed
+    unless ``strict``. :func:`decompress` does the same from bytes in memory."""
+    return _decoded(ContainerReader(Path(source), strict=strict), model)
+
+
+def decompress(data: bytes, model: str | None = None, strict: bool = False) -> DecodedVideo:
+    """In memory, as CompressAI's ``decompress``: the bytes of a dualcodec MP4 (what
+    :meth:`LayeredCodec.compress` returns, or a whole file) back to frames."""
+    return _decoded(ContainerReader(bytes(data), strict=strict), model)
+
+
+def _decoded(reader: ContainerReader, model: str | None) -> DecodedVideo:
     header = reader.header
     layers = layers_for_header(header, model)
     return DecodedVideo(header, reader.rate, _decode_frames(reader, layers), reader.damaged)
 
 
 @torch.inference_mode()
-def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[np.ndarray]:
+def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[Planes]:
     header = reader.header
-    fmt = BaseCodecSettings(codec=header.codec, bit_depth=header.bit_depth, full_range=header.full_range).yuv_format
+    fmt = header.yuv_format
     payloads = reader.side_frames() if header.mode == "dual" and reader.has_side_stream else None
     gops = header.version >= 2  # version 1 files could repeat latents across a key frame
     for index, planes in enumerate(reader.base_frames()):
@@ -381,21 +444,32 @@ def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[np.ndarr
             elif gops and planes.key_frame and side.mode == SideMode.REPEAT:
                 reader.record_damage(index, f"side stream of frame {index + 1} repeats across a key frame")
                 side = SideFrame(SideMode.SKIP)
-        x_hat = layers.up(planes_to_rgb(planes, fmt), side)
-        yield _to_rgb(x_hat, header.width, header.height)
+        yield crop_planes(to_planes(*layers.up(*to_unit(planes, fmt), side), fmt), header.width, header.height)
 
 
-def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, scale: int | None,
-               audio: str = "auto") -> LayeredCodec:
-    """The codec the command line asks for: a learned model, or a baseline; its settings
-    are checked against the real encoder first."""
+def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, scale: int | str | None = "auto",
+               audio: str = "auto"):
+    """The codec the command line asks for: a learned model, a baseline, or (``scale="auto"``,
+    the default with a model) the choice between the model and the plain codec, file by file
+    (:class:`dualcodec.auto.AutoCodec`). Its settings are checked against the real encoder first."""
     check_encoder(settings)
-    if baseline == "none":
+    if baseline == "none" or scale == 1:
+        if baseline == "bicubic":
+            raise DualcodecError("--baseline bicubic needs a scale of 2 or 4")
         return LayeredCodec(PlainLayers(), settings, audio)
     if baseline == "bicubic":
-        return LayeredCodec(BicubicLayers(scale or 2), settings, audio)
+        return LayeredCodec(BicubicLayers(2 if scale in (None, "auto") else scale), settings, audio)
     loaded = load_model(model)
-    if scale is not None and scale != loaded.config.scale:
+    if scale not in (None, "auto") and scale != loaded.config.scale:
         raise DualcodecError(f"model {loaded.name!r} is {loaded.config.scale}x, not {scale}x (pick a {scale}x model)")
     qp = settings.qp if settings.qp is not None else settings.crf
-    return LayeredCodec(ModelLayers(loaded, lmbda_at(loaded.lmbda, qp)), settings, audio)
+    learned = LayeredCodec(ModelLayers(loaded, lmbda_at(loaded.lmbda, qp)), settings, audio)
+    if scale != "auto":
+        return learned
+    from dualcodec.auto import STEP, AutoCodec
+
+    top = MAX_QP[settings.codec]
+    coarser = dataclasses.replace(settings, qp=None if settings.qp is None else min(top, settings.qp + STEP),
+                                  crf=None if settings.crf is None else min(top, settings.crf + STEP))
+    return AutoCodec([LayeredCodec(PlainLayers(), settings, audio), learned],
+                     LayeredCodec(PlainLayers(), coarser, audio))

@@ -5,8 +5,10 @@ Layout (format version 2)
 An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
 
 * Stream 0, **video**: the base layer, an ordinary H.264 / HEVC / AV1 track at the
-  low resolution (``base_width`` x ``base_height``), 4:2:0, BT.709 primaries, transfer
-  and matrix, with the range flag set (``tv`` or ``pc``). A legacy player shows it.
+  low resolution (``base_width`` x ``base_height``), 4:2:0 in the source's bit depth,
+  flagged with the source's matrix (and the primaries and transfer of its standard,
+  :data:`dualcodec.basecodec.COLOUR_TAGS`) and range (``tv`` or ``pc``). A legacy
+  player shows it.
 * A **data** stream exactly when the model has a side stream (``mode`` ``"dual"``): the
   side stream, codec tag ``bin_data``, one packet per video frame with the same
   presentation time stamp, laid out as :mod:`dualcodec.sidestream` says; a ``dual``
@@ -28,11 +30,12 @@ video packets, the side stream's are the sizes of the data packets, and everythi
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from dualcodec.basecodec import ENCODERS, BaseCodecSettings, BaseDecoder, Planes
 from dualcodec.errors import DualcodecError
@@ -44,19 +47,21 @@ from dualcodec.sidestream import SideFrame, SideMode, frame_payload, parse_paylo
 class ContainerWriter:
     """Writes one dualcodec MP4. Use :attr:`video_codec_context` for the base encoder."""
 
-    def __init__(self, path: Path, header: Header, settings: BaseCodecSettings, rate: Fraction,
+    def __init__(self, path: Path | BinaryIO, header: Header, settings: BaseCodecSettings, rate: Fraction,
                  side_stream: bool = False) -> None:
-        """``side_stream``: the file has a data track (exactly when the model has a side stream)."""
+        """``path``: a file name or a seekable binary buffer. ``side_stream``: the file has a
+        data track (exactly when the model has a side stream)."""
         import av
 
         self.header = header
         self.rate = Fraction(rate)
         self.time_base = 1 / self.rate
+        target = path if hasattr(path, "write") else str(path)
         if header.is_written:
-            self.output = av.open(str(path), "w", format="mp4", options={"movflags": "use_metadata_tags"})
+            self.output = av.open(target, "w", format="mp4", options={"movflags": "use_metadata_tags"})
             self.output.metadata[METADATA_KEY] = header.to_json()
         else:
-            self.output = av.open(str(path), "w", format="mp4")
+            self.output = av.open(target, "w", format="mp4")
         self.video = self.output.add_stream(ENCODERS[settings.codec], rate=self.rate)
         if settings.codec == "hevc":
             self.video.codec_tag = "hvc1"  # parameter sets in the sample entry: what Apple players require
@@ -116,9 +121,19 @@ class StreamSizes:
         return self.file_bytes - self.base_bytes - self.side_bytes
 
 
-def _open(path: Path):
+Source = Path | bytes  # a file, or a whole file in memory
+
+
+def _open(path: Source):
     import av
 
+    if isinstance(path, bytes):
+        try:
+            return av.open(io.BytesIO(path), format="mp4")
+        except av.FFmpegError as exc:
+            raise DualcodecError(f"cannot open the stream: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise DualcodecError("cannot open the stream: its metadata is damaged (not UTF-8 text)") from None
     refuse_stdin([path], "an MP4 cannot be read from a pipe (its index may come last)")
     path = Path(path)
     if not path.exists():
@@ -131,13 +146,17 @@ def _open(path: Path):
         raise DualcodecError(f"cannot open {path}: its metadata is damaged (not UTF-8 text)") from None
 
 
-def _check_boxes(path: Path) -> None:
+def _size(path: Source) -> int:
+    return len(path) if isinstance(path, bytes) else Path(path).stat().st_size
+
+
+def _check_boxes(path: Source, name: str) -> None:
     """Refuse an MP4 whose top-level boxes do not tile the file exactly. Without this, a
     truncated dualcodec file, whose header sits at the end of ``moov``, would lose the
     header and pass for a plain video."""
-    size = path.stat().st_size
+    size = _size(path)
     pos = 0
-    with open(path, "rb") as f:
+    with (io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb")) as f:
         while pos < size:
             f.seek(pos)
             head = f.read(16)
@@ -150,7 +169,7 @@ def _check_boxes(path: Path) -> None:
                 break
             pos += box
     if pos != size:
-        raise DualcodecError(f"{path} is truncated or damaged (its MP4 boxes do not add up to its size)")
+        raise DualcodecError(f"{name} is truncated or damaged (its MP4 boxes do not add up to its size)")
 
 
 def _repeat(last: Planes | None, size: tuple[int, int], bit_depth: int) -> Planes:
@@ -176,15 +195,17 @@ class ContainerReader:
     collect in :attr:`damaged` as the frames are read.
     """
 
-    def __init__(self, path: Path, strict: bool = False) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Source, strict: bool = False) -> None:
+        """``path``: a file, or the bytes of a whole file (:func:`dualcodec.codec.decompress`)."""
+        self.source = path if isinstance(path, bytes) else Path(path)
+        self.path = "the stream" if isinstance(path, bytes) else self.source  # for messages
         self.strict = strict
         self.damaged: set[int] = set()
-        with _open(self.path) as inp:
+        with _open(self.source) as inp:
             text = inp.metadata.get(METADATA_KEY)
             header = Header.from_json(text) if text is not None else None
             if header is None and "mp4" in inp.format.name.split(","):
-                _check_boxes(self.path)
+                _check_boxes(self.source, str(self.path))
             if not inp.streams.video:
                 what = "base-layer video stream" if header else "video stream (and no dualcodec header)"
                 raise DualcodecError(f"{self.path} has no {what}")
@@ -215,7 +236,7 @@ class ContainerReader:
         size = (self.header.base_height, self.header.base_width)
         last: Planes | None = None
         index = sent = 0
-        with _open(self.path) as inp:
+        with _open(self.source) as inp:
             packets = inp.demux(inp.streams.video[0])
             ended = False
             while not ended:
@@ -252,7 +273,7 @@ class ContainerReader:
 
         if not self.has_side_stream:
             return
-        with _open(self.path) as inp:
+        with _open(self.source) as inp:
             index = 0
             try:
                 for packet in inp.demux(inp.streams.data[0]):
@@ -269,7 +290,7 @@ class ContainerReader:
                 self.record_damage(index, f"side stream is damaged ({exc.strerror or exc})")
 
     def sizes(self) -> StreamSizes:
-        with _open(self.path) as inp:
+        with _open(self.source) as inp:
             base = side = frames = 0
             for packet in inp.demux():
                 if packet.size == 0:
@@ -279,7 +300,7 @@ class ContainerReader:
                     frames += 1
                 elif packet.stream.type == "data" and self.has_side_stream:
                     side += packet.size
-        return StreamSizes(frames, base, side, self.path.stat().st_size)
+        return StreamSizes(frames, base, side, _size(self.source))
 
     def header_dict(self) -> dict | None:
         """The header as stored in the file (``None``: a plain video without one)."""

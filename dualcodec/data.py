@@ -32,6 +32,11 @@ epochs), yielding uint8 crops::
 Items smaller than the crop on either side are skipped, not padded (padding would
 teach the networks flat borders that real frames do not have); none left is an error.
 
+The crops are R'G'B'; :func:`crops_to_planes` turns a batch into the 4:2:0 planes the
+model takes: BT.601 (as the codec's edge converts an image), limited range (video's
+usual range; images come in at full range, which the networks' unit scale makes alike),
+8 bits, rounded.
+
 Validation crops (:func:`validation_crops`) are not DALI: a fixed grid of windows over
 each held-out image, decoded with PIL, identical on every call and every machine.
 
@@ -52,6 +57,9 @@ import torch
 from dualcodec.errors import DualcodecError
 from dualcodec.outputs import atomic_path
 from dualcodec.video import IMAGE_SUFFIXES, PngDirWriter, VideoReader
+from dualcodec.yuv import BT601, YUVFormat, planes_to_unit, quantize_planes, rgb_to_yuv420
+
+TRAINING_FORMAT = YUVFormat(bit_depth=8, full_range=False, matrix=BT601)
 
 Clip = tuple[Path, ...]
 
@@ -92,11 +100,11 @@ def write_frames(video: Path, folder: Path, max_frames: int | None = None) -> in
     reader = VideoReader(video)
     count = 0
     with atomic_path(folder, is_dir=True) as tmp:
-        writer = PngDirWriter(tmp)
-        for rgb in reader.frames():
+        writer = PngDirWriter(tmp, reader.info.format)
+        for planes in reader.frames():
             if max_frames is not None and count >= max_frames:
                 break
-            writer.write(rgb)
+            writer.write(planes)
             count += 1
     return count
 
@@ -224,6 +232,13 @@ class TrainStream:
     def checkpoint(self) -> bytes:
         """DALI's state after the batches returned so far, for ``TrainStream(..., checkpoint=)``."""
         return self.pipe.checkpoint()
+
+
+def crops_to_planes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 R'G'B' crops ``[B,3,c,c]`` (c even) to 4:2:0 planes on the unit scale, in
+    :data:`TRAINING_FORMAT`: ``y`` ``[B,1,c,c]``, ``uv`` ``[B,2,c/2,c/2]``."""
+    planes = quantize_planes(*rgb_to_yuv420(x.float() / 255.0, TRAINING_FORMAT), TRAINING_FORMAT)
+    return planes_to_unit(*planes, TRAINING_FORMAT)
 
 
 def validation_crops(files: Sequence[Path], crop: int, per_image: int) -> torch.Tensor:

@@ -1,12 +1,14 @@
 """Rate-distortion measured on real files: encode, decode, compare.
 
 Every point encodes a source into a real dualcodec MP4, decodes it, and compares the
-decoded RGB frames with the source's RGB frames (both read by
+decoded frames with the source's frames, in the source's own 4:2:0 planes (read by
 :class:`dualcodec.video.VideoReader`)::
 
     source --encode--> file.mp4 --decode--> x_hat      rate: the whole file's bytes
        |                                      |        (base layer + side stream + rest)
-       +------------- x ----------------------+--> PSNR RGB / YUV, MS-SSIM, LPIPS
+       +------------- x ----------------------+--> PSNR-YUV (planes); PSNR RGB, MS-SSIM,
+                                                   LPIPS (both sides converted to R'G'B'
+                                                   alike, with the source's matrix)
 
 A sweep (one codec, every input, every QP) becomes one results file in CompressAI's
 layout (``{"name", "description", "results": {"bpp": [...], "psnr-rgb": [...], ...}}``,
@@ -26,9 +28,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from dualcodec.basecodec import Planes
 from dualcodec.codec import LayeredCodec, decode
 from dualcodec.errors import DualcodecError
 from dualcodec.video import VideoReader
+from dualcodec.yuv import YUVFormat
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class RDPoint:
     lpips: float  # AlexNet, v0.1
     encode_seconds: float
     decode_seconds: float
+    mode: str = ""  # the file's mode and scale (what --scale auto chose)
+    scale: int = 0
 
     @property
     def bpp(self) -> float:
@@ -74,31 +80,33 @@ class FrameQuality:
     lpips: float
 
 
-def frame_quality(x: np.ndarray, x_hat: np.ndarray) -> FrameQuality:
-    """Every metric of one decoded frame ``x_hat`` against its source ``x`` (RGB uint8)."""
+def frame_quality(x: Planes, x_hat: Planes, fmt: YUVFormat) -> FrameQuality:
+    """Every metric of one decoded frame ``x_hat`` against its source ``x`` (planes of ``fmt``)."""
     from dualcodec import metrics
+    from dualcodec.video import planes_to_rgb
 
-    yuv = metrics.psnr_yuv(x, x_hat)
-    return FrameQuality(metrics.psnr(x, x_hat), yuv.y, yuv.u, yuv.v, yuv.weighted, metrics.ms_ssim(x, x_hat),
-                        metrics.lpips(x, x_hat))
+    yuv = metrics.psnr_yuv(x, x_hat, fmt.bit_depth)
+    rgb, rgb_hat = planes_to_rgb(x, fmt), planes_to_rgb(x_hat, fmt)
+    return FrameQuality(metrics.psnr(rgb, rgb_hat), yuv.y, yuv.u, yuv.v, yuv.weighted,
+                        metrics.ms_ssim(rgb, rgb_hat), metrics.lpips(rgb, rgb_hat))
 
 
-def measure(codec: LayeredCodec, source: Path, qp: int, max_frames: int | None = None) -> RDPoint:
+def measure(codec, source: Path, qp: int, max_frames: int | None = None) -> RDPoint:
     """Encode ``source`` to a temporary file, decode it, and measure size, quality and time."""
     with tempfile.TemporaryDirectory() as tmp:
         encoded = Path(tmp) / "encoded.mp4"
         report = codec.encode(source, encoded, max_frames=max_frames)
         start = time.perf_counter()
-        loaded = getattr(codec.layers, "loaded", None)
-        decoded = list(decode(encoded, str(loaded.path) if loaded else None).frames)
+        video = decode(encoded, str(codec.model_path) if codec.model_path else None)
+        decoded = list(video.frames)
         decode_seconds = time.perf_counter() - start
     if len(decoded) != report.frames:
         raise DualcodecError(f"{source}: encoded {report.frames} frames but decoded {len(decoded)}")
-    scores = [frame_quality(x, x_hat) for x, x_hat in zip(VideoReader(source).frames(), decoded)]
+    scores = [frame_quality(x, x_hat, video.format) for x, x_hat in zip(VideoReader(source).frames(), decoded)]
     mean = {k: float(np.mean([asdict(s)[k] for s in scores])) for k in asdict(scores[0])}
     return RDPoint(str(source), qp, report.frames, report.width, report.height, report.file_bytes,
                    report.base_bytes, report.side_bytes, **mean, encode_seconds=report.seconds,
-                   decode_seconds=decode_seconds)
+                   decode_seconds=decode_seconds, mode=report.mode, scale=report.scale)
 
 
 def sweep(

@@ -11,8 +11,8 @@ sorted keys::
     width/height       size of the original frames (the decoder returns exactly this)
     base_width/height  size of the base-layer frames (even; the padded original / scale)
     codec        "h264" | "hevc" | "av1";  bit_depth 8 | 10
-    color        {"matrix","primaries","transfer": "bt709", "range": "tv"|"pc",
-                  "chroma": "420", "siting": "center"}
+    color        {"matrix": "bt709"|"bt470bg"|"smpte170m"|"bt2020nc" (the source's),
+                  "range": "tv"|"pc", "chroma": "420"}
     model        {"name", "fingerprint"} for mode "dual", else null
 
 A reader refuses a header whose ``format`` is not ``dualcodec`` or whose ``version`` it
@@ -23,10 +23,13 @@ frames needed no padding is written *without* the header: exactly what the codec
 gives. A reader takes any file without the header that has a video stream for mode
 ``plain``, scale 1 (:meth:`Header.from_video_stream`), reading from the video stream the
 size (even), codec (H.264, HEVC or AV1), bit depth (4:2:0 at 8 or 10 bit) and range flag
-(``pc`` when flagged full range, else ``tv``). The matrix flag must be BT.709 or
-unspecified: such a file decodes with the BT.709 conversion of :mod:`dualcodec.yuv`, the
-one the encoder used. A plain file of odd width or height keeps the header: it alone
-records the size to crop back to (4:2:0 needs even frame sizes).
+(``pc`` when flagged full range, else ``tv``) and matrix (BT.709, BT.601 or BT.2020; an
+unflagged one by players' size rule, :func:`dualcodec.yuv.matrix_for`). A plain file of
+odd width or height keeps the header: it alone records the size to crop back to (4:2:0
+needs even frame sizes).
+
+Version 1 headers said ``"bt709"`` for matrix, primaries and transfer, and ``siting``:
+their frames were BT.709 conversions of R'G'B'.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dualcodec.basecodec import BT709, DECODERS, RANGE_PC
+from dualcodec.basecodec import DECODERS, RANGE_PC
 from dualcodec.errors import DualcodecError
+from dualcodec.yuv import BT709, LUMA_WEIGHTS, MATRIX_NAMES, YUVFormat, matrix_for
 
 FORMAT_NAME = "dualcodec"
 FORMAT_VERSION = 2  # what the writer writes
@@ -58,9 +62,15 @@ class Header:
     codec: str
     bit_depth: int
     full_range: bool
+    matrix: int = BT709  # ITU-T H.273 matrix_coefficients of the planes
     model_name: str | None = None
     model_fingerprint: str | None = None
     version: int = FORMAT_VERSION  # a header read from a file: that file's version
+
+    @property
+    def yuv_format(self) -> YUVFormat:
+        """The format of the frames the file decodes to (the source's, and the base layer's)."""
+        return YUVFormat(bit_depth=self.bit_depth, full_range=self.full_range, matrix=self.matrix)
 
     def to_json(self) -> str:
         tree = {
@@ -75,12 +85,9 @@ class Header:
             "codec": self.codec,
             "bit_depth": self.bit_depth,
             "color": {
-                "matrix": "bt709",
-                "primaries": "bt709",
-                "transfer": "bt709",
+                "matrix": MATRIX_NAMES[self.matrix],
                 "range": "pc" if self.full_range else "tv",
                 "chroma": "420",
-                "siting": "center",
             },
             "model": (
                 {"name": self.model_name, "fingerprint": self.model_fingerprint}
@@ -102,6 +109,7 @@ class Header:
                     f"{' and '.join(map(str, READ_VERSIONS))}): a newer dualcodec wrote it"
                 )
             model = tree["model"] or {}
+            matrix = {name: code for code, name in MATRIX_NAMES.items()}[tree["color"]["matrix"]]
             header = cls(
                 mode=tree["mode"],
                 scale=int(tree["scale"]),
@@ -112,6 +120,7 @@ class Header:
                 codec=tree["codec"],
                 bit_depth=int(tree["bit_depth"]),
                 full_range=tree["color"]["range"] == "pc",
+                matrix=matrix,
                 model_name=model.get("name"),
                 model_fingerprint=model.get("fingerprint"),
                 version=int(tree["version"]),
@@ -120,6 +129,10 @@ class Header:
             raise DualcodecError("the dualcodec header is malformed") from None
         if header.mode not in MODES:
             raise DualcodecError(f"unknown mode {header.mode!r} in the header")
+        if header.codec not in DECODERS:
+            raise DualcodecError(f"unknown base codec {header.codec!r} in the header")
+        if header.bit_depth not in BIT_DEPTHS.values():
+            raise DualcodecError(f"bit depth {header.bit_depth} in the header is not supported (8 or 10)")
         return header
 
     @property
@@ -137,12 +150,13 @@ class Header:
             raise DualcodecError(f"{path}: {codec} video is not supported (dualcodec decodes {', '.join(DECODERS)})")
         if cc.pix_fmt not in BIT_DEPTHS:
             raise DualcodecError(f"{path}: {cc.pix_fmt} video is not supported (4:2:0 at 8 or 10 bits only)")
-        if cc.colorspace not in (BT709, UNSPECIFIED_MATRIX):
+        if cc.colorspace not in (*LUMA_WEIGHTS, UNSPECIFIED_MATRIX):
             raise DualcodecError(f"{path}: the video is flagged with colour matrix {cc.colorspace} "
-                                 "(ITU-T H.273); dualcodec decodes BT.709 only")
+                                 "(ITU-T H.273); dualcodec decodes BT.709, BT.601 and BT.2020 only")
         width, height = cc.width, cc.height
         if width % 2 or height % 2:
             raise DualcodecError(f"{path}: the video is {width}x{height}; 4:2:0 needs an even width and height")
         return cls(mode="plain", scale=1, width=width, height=height, base_width=width, base_height=height,
                    codec=codec, bit_depth=BIT_DEPTHS[cc.pix_fmt],
-                   full_range=cc.color_range == RANGE_PC or cc.pix_fmt == "yuvj420p")
+                   full_range=cc.color_range == RANGE_PC or cc.pix_fmt == "yuvj420p",
+                   matrix=matrix_for(cc.colorspace, width, height))

@@ -1,14 +1,21 @@
 """The dual-layer model: training forward pass, real side-stream bytes, model files.
 
-Data flow (``s`` = scale, ``Q`` = the base layer, real or proxy)::
+The model works on 4:2:0 planes on the unit scale of :func:`dualcodec.yuv.planes_to_unit`:
+``y`` ``[B,1,H,W]`` and ``uv`` ``[B,2,H/2,W/2]``. Data flow (``s`` = scale, ``Q`` = the
+base layer, real or proxy)::
 
-    x (uint8) --/255--> x_f --Downsampler--> x_lr --Q--> x_lr_hat ---------------------+
-                          \\                                 |                          |
-                           +-------------------------------g_a--> y --EntropyBottleneck |
-                                                                       |               |
-                                                         y_hat --g_s--> s_feat          |
-                                                                       |               v
-                                                     SpatiallyVaryingUpsampler(x_lr_hat, s_feat) --> x_hat
+    y, uv --Downsampler--> y_lr, uv_lr --Q--> y_lr_hat, uv_lr_hat --------------------------+
+      \\                                             |                                       |
+       +-------------------------------------------g_a--> w --EntropyBottleneck              |
+                                                                   |                         |
+                                                     w_hat --g_s--> s_feat                   |
+                                                                   |                         v
+                                      SpatiallyVaryingUpsampler(y_lr_hat, uv_lr_hat, s_feat) --> y_hat, uv_hat
+
+The downsampler is bicubic per plane (or bicubic plus a learned residual); ``g_a`` and
+the upsampler see the three channels together, chroma brought to luma's grid
+(:func:`dualcodec.nets.common.to_444`), and the upsampler's chroma output goes back to
+4:2:0 (:func:`~dualcodec.nets.common.from_444`).
 
 Three verbs, as in CompressAI: :meth:`forward` for training (likelihoods, no bytes),
 :meth:`compress_side` / :meth:`decompress_side` for real entropy-coded bytes, and
@@ -30,29 +37,31 @@ from compressai.models import CompressionModel
 
 from dualcodec.config import ModelConfig, model_config_from_dict
 from dualcodec.errors import DualcodecError
-from dualcodec.nets.common import bicubic_down, pad_to_multiple
+from dualcodec.nets.common import bicubic_down, from_444, pad_to_multiple, to_444
 from dualcodec.nets.downsampler import LearnedDownsampler
 from dualcodec.nets.side import STRIDE, SideAnalysis, SideSynthesis
 from dualcodec.nets.upsampler import SpatiallyVaryingUpsampler
 
 MODEL_FORMAT = "dualcodec-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: the networks take and return 4:2:0 planes (1: R'G'B', no longer read)
 BUILTIN_DIR = Path(__file__).parent / "models"
 
 
 @dataclass
 class BaseLayerOutput:
-    """What the base layer returns in training: decoded frame and its bits per frame."""
+    """What the base layer returns in training: the decoded planes and bits per frame."""
 
-    x_lr_hat: torch.Tensor  # [B,3,h,w] in [0,1]
-    bits: torch.Tensor  # [B]; differentiable with respect to x_lr where the layer allows it
+    y_lr_hat: torch.Tensor  # [B,1,h,w], unit scale
+    uv_lr_hat: torch.Tensor  # [B,2,h/2,w/2]
+    bits: torch.Tensor  # [B]; differentiable with respect to the planes where the layer allows it
 
 
 @dataclass
 class ForwardOutput:
-    x_hat: torch.Tensor  # [B,3,H,W], not clamped
-    x_lr: torch.Tensor  # [B,3,h,w]
-    x_lr_hat: torch.Tensor
+    y_hat: torch.Tensor  # [B,1,H,W], not clamped
+    uv_hat: torch.Tensor  # [B,2,H/2,W/2]
+    y_lr: torch.Tensor
+    uv_lr: torch.Tensor
     side_bits: torch.Tensor  # [B]
     base_bits: torch.Tensor  # [B]
 
@@ -90,51 +99,53 @@ class DualLayerModel(CompressionModel):
     def has_side_stream(self) -> bool:
         return self.entropy_bottleneck is not None
 
-    def downsample(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` uint8 ``[B,3,H,W]`` (H, W divisible by 2*scale) to ``x_lr`` in about [0,1]."""
-        x_f = x.float() / 255.0
+    def downsample(self, y: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Planes (H, W divisible by 2*scale) to the base layer's planes, unit scale, unrounded."""
         if self.downsampler is None:
-            return bicubic_down(x_f, self.scale)
-        return self.downsampler(x_f)
+            return bicubic_down(y, self.scale), bicubic_down(uv, self.scale)
+        return self.downsampler(y, uv)
 
-    def _analysis(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> torch.Tensor:
-        x_lr_pad = pad_to_multiple(x_lr_hat, STRIDE)
-        x_pad = pad_to_multiple(x.float() / 255.0, STRIDE * self.scale)
+    def _analysis(self, y, uv, y_lr_hat, uv_lr_hat) -> torch.Tensor:
+        x_lr_pad = pad_to_multiple(to_444(y_lr_hat, uv_lr_hat), STRIDE)
+        x_pad = pad_to_multiple(to_444(y, uv), STRIDE * self.scale)
         return self.g_a(x_pad, x_lr_pad)
 
-    def _side_features(self, y_hat: torch.Tensor | None, x_lr_hat: torch.Tensor) -> torch.Tensor:
+    def _side_features(self, w_hat: torch.Tensor | None, x_lr_hat: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x_lr_hat.shape
-        if y_hat is None:
+        if w_hat is None:
             return x_lr_hat.new_zeros(b, self.side_channels, h, w)
-        return self.g_s(y_hat)[..., :h, :w]
+        return self.g_s(w_hat)[..., :h, :w]
 
-    def upsample(self, x_lr_hat: torch.Tensor, y_hat: torch.Tensor | None) -> torch.Tensor:
-        """Decoded base frame and decoded latents to ``x_hat`` ``[B,3,sh,sw]`` (not clamped)."""
-        return self.upsampler(x_lr_hat, self._side_features(y_hat, x_lr_hat))
+    def upsample(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor,
+                 w_hat: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded base planes and decoded latents ``w_hat`` to ``(y_hat, uv_hat)`` at full size (not clamped)."""
+        x_lr_hat = to_444(y_lr_hat, uv_lr_hat)
+        return from_444(self.upsampler(x_lr_hat, self._side_features(w_hat, x_lr_hat)))
 
-    def forward(self, x: torch.Tensor, base_layer: Callable[[torch.Tensor], BaseLayerOutput]) -> ForwardOutput:
-        """Training pass. ``base_layer`` carries ``x_lr`` through the (real or proxy) base codec."""
-        x_lr = self.downsample(x)
-        base = base_layer(x_lr)
+    def forward(self, y: torch.Tensor, uv: torch.Tensor,
+                base_layer: Callable[[torch.Tensor, torch.Tensor], BaseLayerOutput]) -> ForwardOutput:
+        """Training pass. ``base_layer`` carries the downsampled planes through the (real or proxy) base codec."""
+        y_lr, uv_lr = self.downsample(y, uv)
+        base = base_layer(y_lr, uv_lr)
         if self.has_side_stream:
-            y = self._analysis(x, base.x_lr_hat)
+            w = self._analysis(y, uv, base.y_lr_hat, base.uv_lr_hat)
             # Under bf16/fp16 autocast the entropy model still quantises and computes
             # likelihoods in fp32: its CDFs must match the coder's bit for bit.
-            with torch.autocast(y.device.type, enabled=False):
-                y_hat, likelihoods = self.entropy_bottleneck(y.float())
+            with torch.autocast(w.device.type, enabled=False):
+                w_hat, likelihoods = self.entropy_bottleneck(w.float())
             side_bits = -torch.log2(likelihoods.float()).sum(dim=(1, 2, 3))
         else:
-            y_hat, side_bits = None, x.new_zeros(x.shape[0], dtype=torch.float32)
-        x_hat = self.upsample(base.x_lr_hat, y_hat)
-        return ForwardOutput(x_hat, x_lr, base.x_lr_hat, side_bits, base.bits)
+            w_hat, side_bits = None, y.new_zeros(y.shape[0], dtype=torch.float32)
+        y_hat, uv_hat = self.upsample(base.y_lr_hat, base.uv_lr_hat, w_hat)
+        return ForwardOutput(y_hat, uv_hat, y_lr, uv_lr, side_bits, base.bits)
 
     def latent_size(self, lr_height: int, lr_width: int) -> tuple[int, int]:
         return -(-lr_height // STRIDE), -(-lr_width // STRIDE)
 
     @torch.no_grad()
-    def compress_side(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> list[bytes]:
+    def compress_side(self, y, uv, y_lr_hat, uv_lr_hat) -> list[bytes]:
         """Entropy-coded side stream, one byte string per frame of the batch."""
-        return self.entropy_bottleneck.compress(self._analysis(x, x_lr_hat))
+        return self.entropy_bottleneck.compress(self._analysis(y, uv, y_lr_hat, uv_lr_hat))
 
     @torch.no_grad()
     def skip_latents(self, lr_height: int, lr_width: int) -> torch.Tensor:
@@ -144,7 +155,7 @@ class DualLayerModel(CompressionModel):
 
     @torch.no_grad()
     def decompress_side(self, strings: list[bytes], lr_height: int, lr_width: int) -> torch.Tensor:
-        """Byte strings back to the latents ``y_hat``."""
+        """Byte strings back to the latents ``w_hat``."""
         return self.entropy_bottleneck.decompress(strings, self.latent_size(lr_height, lr_width))
 
 
@@ -222,6 +233,9 @@ def load_model(name_or_path: str) -> LoadedModel:
         raise DualcodecError(f"cannot read model file {path}: {exc.__class__.__name__}") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise DualcodecError(f"{path} is not a dualcodec model file")
+    if payload.get("version") == 1:
+        raise DualcodecError(f"{path} is a model of format version 1, whose networks work in R'G'B'; this dualcodec "
+                             f"codes 4:2:0 planes (model format {MODEL_VERSION}): retrain it with dualcodec train")
     if payload.get("version") != MODEL_VERSION:
         raise DualcodecError(f"{path} has model format version {payload.get('version')}, this dualcodec reads {MODEL_VERSION}")
     config = model_config_from_dict(payload["config"])

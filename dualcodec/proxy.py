@@ -1,10 +1,9 @@
 """The base codec inside the training loop.
 
 Forward: the *real* encoder and decoder (x264 / x265 / SVT-AV1 through PyAV) code each
-training crop as an intra picture, with the colour conversion and 4:2:0 subsampling of
-:mod:`dualcodec.yuv`. Backward: a straight-through gradient through that same colour
-conversion and chroma subsampling (rounding and the codec's quantisation pass the
-gradient unchanged), so the downsampler learns what survives 4:2:0.
+training crop's planes as an intra picture (8-bit code values, rounded and clamped as
+the encoder's input is). Backward: a straight-through gradient (rounding, clamping and
+the codec's quantisation pass the gradient unchanged).
 
 Rate: a rho-domain estimate (He and Mitra 2001), the sum of ``log2(1 + |c| / q)`` over
 8x8 DCT coefficients ``c`` of the Y, U and V planes with the H.264 quantiser step
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 
 from dualcodec.basecodec import BaseCodecSettings, planes_from_tensors, planes_to_tensors, roundtrip
 from dualcodec.model import BaseLayerOutput
-from dualcodec.yuv import rgb_to_yuv420, yuv420_to_rgb
+from dualcodec.yuv import BT601, planes_to_unit, unit_to_planes
 
 
 def dct_matrix(n: int = 8) -> torch.Tensor:
@@ -57,19 +56,18 @@ class RealCodecLayer:
     """Callable base layer for :meth:`DualLayerModel.forward` (see module docstring)."""
 
     def __init__(self, codec: str, preset: str, qp: int) -> None:
-        self.settings = BaseCodecSettings(codec=codec, qp=qp, preset=preset)
+        # The training crops' format (dualcodec.data.TRAINING_FORMAT): 8-bit limited range BT.601.
+        self.settings = BaseCodecSettings(codec=codec, qp=qp, preset=preset, matrix=BT601)
 
-    def __call__(self, x_lr: torch.Tensor) -> BaseLayerOutput:
+    def __call__(self, y_lr: torch.Tensor, uv_lr: torch.Tensor) -> BaseLayerOutput:
         fmt = self.settings.yuv_format
-        y, uv = rgb_to_yuv420(x_lr.float(), fmt)
-        # Straight-through path: identity through rounding and quantisation, exact
-        # through the colour conversion and chroma subsampling.
-        x_lr_proxy = yuv420_to_rgb(y, uv, fmt)
+        y, uv = unit_to_planes(y_lr.float(), uv_lr.float(), fmt)
         decoded, sizes = roundtrip(self.settings, planes_from_tensors(y, uv, fmt))
-        y_hat, uv_hat = planes_to_tensors(decoded)
-        x_lr_real = yuv420_to_rgb(y_hat.to(x_lr.device), uv_hat.to(x_lr.device), fmt).clamp(0, 1)
-        x_lr_hat = x_lr_proxy + (x_lr_real - x_lr_proxy).detach()
-        real_bits = 8.0 * torch.tensor(sizes, dtype=torch.float32, device=x_lr.device)
+        y_real, uv_real = (t.to(y_lr.device) for t in planes_to_unit(*planes_to_tensors(decoded), fmt))
+        real_bits = 8.0 * torch.tensor(sizes, dtype=torch.float32, device=y_lr.device)
         estimate = rho_rate_estimate(y, uv, self.settings.qp)
         bits = estimate * (real_bits.sum() / estimate.sum().clamp_min(1e-6)).detach()
-        return BaseLayerOutput(x_lr_hat.to(x_lr.dtype), bits)
+        # Straight through: the value is the real decoded planes, the gradient the identity.
+        y_lr_hat = y_lr + (y_real - y_lr).detach()
+        uv_lr_hat = uv_lr + (uv_real - uv_lr).detach()
+        return BaseLayerOutput(y_lr_hat.to(y_lr.dtype), uv_lr_hat.to(uv_lr.dtype), bits)

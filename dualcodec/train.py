@@ -6,6 +6,9 @@ from ``[data] train_dir`` and minimises
 
     loss = D(x, x_hat) + lmbda(qp) * (side_bits + base_bits) / pixels + aux_loss
 
+on 4:2:0 planes (:func:`dualcodec.data.crops_to_planes`), ``D`` weighing Y, Cb and Cr
+6:1:1 as PSNR-YUV does, ``pixels`` the luma samples.
+
 where ``qp`` is drawn per step from ``[base] qp_min..qp_max`` (the same on every rank).
 ``base_bits`` is the real encoder's bits with the gradient of the rho-domain estimate
 (:mod:`dualcodec.proxy`); ``aux_loss`` trains the entropy model's quantiles.
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 
 from dualcodec.config import Experiment
+from dualcodec.data import crops_to_planes
 from dualcodec.errors import DualcodecError
 from dualcodec.model import DualLayerModel, lmbda_at, save_model
 from dualcodec.proxy import RealCodecLayer
@@ -57,18 +61,33 @@ class StepStats:
     psnr: float
 
 
-def _distortion(x_hat: torch.Tensor, x_f: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "l1":
-        return (x_hat - x_f).abs().mean()
-    return ((x_hat - x_f) ** 2).mean()
+def _distortion(y_hat, uv_hat, y, uv, kind: str) -> torch.Tensor:
+    """``(6 D(Y) + D(Cb) + D(Cr)) / 8``, each the mean L1 or squared error on the unit scale."""
+    def mean_error(a, b):
+        return (a - b).abs().mean() if kind == "l1" else ((a - b) ** 2).mean()
+
+    return (6.0 * mean_error(y_hat, y) + 2.0 * mean_error(uv_hat, uv)) / 8.0
 
 
-def _loss(model_out, x: torch.Tensor, exp: Experiment, qp: int, step: int | None = None) -> tuple[torch.Tensor, StepStats]:
+def psnr_yuv(y_hat, uv_hat, y, uv) -> float:
+    """PSNR-YUV (6:1:1) in dB of unit-scale planes, as 8-bit code values of the training format."""
+    from dualcodec.data import TRAINING_FORMAT
+    from dualcodec.yuv import quantize_planes, unit_to_planes
+
+    fmt = TRAINING_FORMAT
+    rec = quantize_planes(*unit_to_planes(y_hat.detach().float(), uv_hat.detach().float(), fmt), fmt)
+    ref = unit_to_planes(y.float(), uv.float(), fmt)
+    values = [10 * torch.log10(fmt.max_code ** 2 / ((a - b) ** 2).mean().clamp_min(1e-10))
+              for a, b in ((rec[0], ref[0]), (rec[1][:, :1], ref[1][:, :1]), (rec[1][:, 1:], ref[1][:, 1:]))]
+    return float((6 * values[0] + values[1] + values[2]) / 8)
+
+
+def _loss(model_out, y: torch.Tensor, uv: torch.Tensor, exp: Experiment, qp: int,
+          step: int | None = None) -> tuple[torch.Tensor, StepStats]:
     """The training loss; ``step`` (``None`` in validation) ramps the side-bits weight in."""
-    x_f = x.float() / 255.0
-    x_hat = model_out.x_hat.float()
-    distortion = _distortion(x_hat, x_f, exp.loss.distortion)
-    pixels = x.shape[0] * x.shape[2] * x.shape[3]
+    y_hat, uv_hat = model_out.y_hat.float(), model_out.uv_hat.float()
+    distortion = _distortion(y_hat, uv_hat, y, uv, exp.loss.distortion)
+    pixels = y.shape[0] * y.shape[2] * y.shape[3]
     side_bpp = model_out.side_bits.sum() / pixels
     base_bpp = model_out.base_bits.sum() / pixels
     side_weight = 1.0
@@ -76,8 +95,7 @@ def _loss(model_out, x: torch.Tensor, exp: Experiment, qp: int, step: int | None
         side_weight = min(1.0, step / exp.loss.side_rate_warmup)
     rate = side_weight * side_bpp + (base_bpp if exp.loss.base_rate else 0.0)
     loss = distortion + lmbda_at(exp.loss.lmbda, qp) * rate
-    mse = ((x_hat.detach().clamp(0, 1) - x_f) ** 2).mean()
-    stats = StepStats(loss.item(), distortion.item(), side_bpp.item(), base_bpp.item(), (-10 * torch.log10(mse)).item())
+    stats = StepStats(loss.item(), distortion.item(), side_bpp.item(), base_bpp.item(), psnr_yuv(y_hat, uv_hat, y, uv))
     return loss, stats
 
 
@@ -384,9 +402,9 @@ class _Runner:
         self.engine.train()
         if x.dim() == 5:  # clips: the model codes each frame as a picture
             x = x.flatten(0, 1)
-        x = x.to(self.engine.device)
-        out = self.engine(x, RealCodecLayer(self.exp.base.codec, self.exp.base.preset, qp))
-        loss, stats = _loss(out, x, self.exp, qp, step)
+        y, uv = crops_to_planes(x.to(self.engine.device))
+        out = self.engine(y, uv, RealCodecLayer(self.exp.base.codec, self.exp.base.preset, qp))
+        loss, stats = _loss(out, y, uv, self.exp, qp, step)
         aux = self.model.aux_loss() if self.aux_loss else 0.0
         self.engine.backward(loss + aux)
         self.engine.step()
@@ -399,9 +417,9 @@ class _Runner:
         mine = val_x[self.world.rank :: self.world.size]
         totals = np.zeros(len(StepStats.__dataclass_fields__) + 1)
         for x in mine.split(16):
-            x = x.to(self.engine.device)
-            out = self.engine(x, RealCodecLayer(self.exp.base.codec, self.exp.base.preset, self.exp.train.val_qp))
-            _, stats = _loss(out, x, self.exp, self.exp.train.val_qp)
+            y, uv = crops_to_planes(x.to(self.engine.device))
+            out = self.engine(y, uv, RealCodecLayer(self.exp.base.codec, self.exp.base.preset, self.exp.train.val_qp))
+            _, stats = _loss(out, y, uv, self.exp, self.exp.train.val_qp)
             totals += len(x) * np.array([*asdict(stats).values(), 1.0])
         totals = _all_reduce_mean(totals, self.world)
         self.model.train()
@@ -412,16 +430,22 @@ class _Runner:
         """An image grid, one row per crop: original, bicubic baseline, dualcodec (all at ``val_qp``)."""
         from torchvision.utils import make_grid
 
+        from dualcodec.data import TRAINING_FORMAT
         from dualcodec.nets.common import bicubic_down, bicubic_up
+        from dualcodec.yuv import unit_to_planes, yuv420_to_rgb
+
+        def rgb(y, uv):
+            return yuv420_to_rgb(*unit_to_planes(y.float(), uv.float(), TRAINING_FORMAT), TRAINING_FORMAT)
 
         self.model.eval()
-        x = x.to(self.engine.device)
+        y, uv = crops_to_planes(x.to(self.engine.device))
         base = RealCodecLayer(self.exp.base.codec, self.exp.base.preset, self.exp.train.val_qp)
         scale = self.exp.model.scale
-        bicubic = bicubic_up(base(bicubic_down(x.float() / 255.0, scale)).x_lr_hat, scale)
-        ours = self.engine(x, base).x_hat.float()
+        decoded = base(bicubic_down(y, scale), bicubic_down(uv, scale))
+        bicubic = rgb(bicubic_up(decoded.y_lr_hat, scale), bicubic_up(decoded.uv_lr_hat, scale))
+        out = self.engine(y, uv, base)
         self.model.train()
-        rows = torch.stack([x.float() / 255.0, bicubic.float(), ours], dim=1).flatten(0, 1)
+        rows = torch.stack([rgb(y, uv), bicubic, rgb(out.y_hat, out.uv_hat)], dim=1).flatten(0, 1)
         return make_grid(rows.clamp(0, 1), nrow=3, padding=2)
 
     def save_checkpoint(self, ckpt_dir: Path, state: RunState, stream, qp_rng: np.random.Generator) -> None:

@@ -1,14 +1,29 @@
-"""Frames in and out of files: any FFmpeg-readable video or an image in, y4m / PNG / MP4 out.
+"""Frames in and out of files: any FFmpeg-readable video or image in, y4m / PNG / MP4 out.
 
-Frames cross this module as RGB ``uint8`` arrays ``[H, W, 3]``.
+Frames cross this module as :class:`~dualcodec.basecodec.Planes`: Y'CbCr 4:2:0 code
+values at 8 or 10 bits, in the format of :attr:`VideoInfo.format` (bit depth, range,
+matrix: :class:`~dualcodec.yuv.YUVFormat`).
 
-Output formats and their loss:
+Reading (:class:`VideoReader`, everything through PyAV):
 
-* a folder of PNGs: lossless RGB;
-* ``.y4m``: 4:4:4, 16 bit, full range, BT.709 (``C444p16 XCOLORRANGE=FULL``); 16-bit
-  code values carry 8-bit RGB exactly, so reading the file back with
-  :class:`VideoReader` returns the very same RGB: no further loss;
-* ``.mp4``: H.264 at CRF 12 for viewing; lossy.
+* 4:2:0 video at 8 or 10 bits (``yuv420p``, ``yuvj420p``, ``yuv420p10le``) is taken as
+  it is: its planes, range and matrix (an unflagged matrix follows players' size rule,
+  :func:`dualcodec.yuv.matrix_for`);
+* anything else (4:2:2, 4:4:4, RGB, grey, images) is converted once by FFmpeg's swscale
+  as PyAV's ``reformat`` does by default (bilinear chroma filter), to 4:2:0 at 8 bits
+  (10 bits for deeper sources): YUV keeps its matrix and range; RGB, grey and images
+  become BT.601 in the range their decoder flags (full for PNG and JPEG, limited when
+  unflagged), as ``ffmpeg -pix_fmt yuv420p`` converts them.
+
+Writing (:func:`open_writer`):
+
+* ``.y4m`` (and ``-``, standard output): the planes as they are, through FFmpeg's
+  ``yuv4mpegpipe`` muxer: ``C420jpeg`` at 8 bits, ``C420p10`` at 10, with
+  ``XCOLORRANGE``; no further loss. ``pix_fmt="yuv444p16le"`` asks for 16-bit 4:4:4
+  instead (chroma upsampled by swscale);
+* a folder of PNGs: R'G'B' 8 bits, converted with the format's matrix and range (lossy
+  at the rounding to 8-bit RGB);
+* ``.mp4``: H.264 at CRF 12 on the same planes, for viewing; lossy.
 """
 
 from __future__ import annotations
@@ -21,17 +36,24 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import torch
 
-from dualcodec.header import METADATA_KEY
+from dualcodec.basecodec import Planes, frame_from_planes, planes_from_frame
 from dualcodec.errors import DualcodecError
+from dualcodec.header import METADATA_KEY
 from dualcodec.outputs import STDIO
-from dualcodec.yuv import YUVFormat, rgb_to_ycbcr, ycbcr_to_rgb
+from dualcodec.yuv import BT601, YUVFormat, matrix_for
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 RAW_FORMATS = {".264": "h264", ".h264": "h264", ".avc": "h264", ".265": "hevc", ".h265": "hevc", ".hevc": "hevc"}
-Y4M_FORMAT = YUVFormat(bit_depth=16, full_range=True)
 DEFAULT_RATE = Fraction(25)
+NATIVE = {"yuv420p": 8, "yuvj420p": 8, "yuv420p10le": 10}  # taken as they are
+PIX_FMTS = {8: "yuv420p", 10: "yuv420p10le"}
+OUTPUT_PIX_FMTS = ("yuv420p", "yuv420p10le", "yuv444p16le")
+RANGE_PC = 2  # AVCOL_RANGE_JPEG
+# swscale with PyAV's default (automatic) threading is not deterministic: now and then a
+# slice of a yuv420p to yuv444p16le conversion comes out wrong (whole rows of luma at
+# 128 << 8). Every conversion here runs on one thread.
+SWS_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -41,6 +63,43 @@ class VideoInfo:
     rate: Fraction
     frames: int | None  # the stream's count, else estimated from the duration (None: neither known)
     has_audio: bool
+    format: YUVFormat  # of the planes the reader yields
+    source_pix_fmt: str  # the stream's own pixel format
+
+    @property
+    def converted(self) -> bool:
+        """Whether the reader converts the source's pixels (not 4:2:0 at 8 or 10 bits)."""
+        return self.source_pix_fmt not in NATIVE
+
+
+def plane_format(pix_fmt: str, colorspace: int | None, color_range: int | None, width: int,
+                 height: int) -> YUVFormat:
+    """The 4:2:0 format that a source of ``pix_fmt`` is read into (see the module docstring)."""
+    import av
+
+    try:
+        desc = av.VideoFormat(pix_fmt)
+    except (ValueError, av.FFmpegError):
+        raise DualcodecError(f"unknown pixel format {pix_fmt!r}") from None
+    depth = NATIVE.get(pix_fmt) or (8 if max(c.bits for c in desc.components) <= 8 else 10)
+    if desc.is_rgb or len(desc.components) < 3 or pix_fmt.startswith(("pal", "gray", "ya")):
+        # As PyAV's reformat (and ``ffmpeg -pix_fmt yuv420p``, and ../shared/tools/anchors.py)
+        # converts them: BT.601 at any size, and the range FFmpeg's decoder flags (full for
+        # PNG and other images; limited when unflagged).
+        return YUVFormat(bit_depth=depth, full_range=color_range == RANGE_PC, matrix=BT601)
+    full = color_range == RANGE_PC or pix_fmt.startswith("yuvj")
+    return YUVFormat(bit_depth=depth, full_range=full, matrix=matrix_for(colorspace, width, height))
+
+
+def frame_to_planes(frame, fmt: YUVFormat) -> Planes:
+    """A decoded source frame as planes of ``fmt``: as they are for native 4:2:0, else
+    converted once by swscale."""
+    if frame.format.name not in NATIVE or NATIVE[frame.format.name] != fmt.bit_depth:
+        # The range is named: PyAV's output frame otherwise inherits the source's flag.
+        frame = frame.reformat(format=PIX_FMTS[fmt.bit_depth], dst_colorspace=fmt.matrix,
+                               dst_color_range=_range(fmt), threads=SWS_THREADS)
+    planes = planes_from_frame(frame)
+    return Planes(planes.y, planes.u, planes.v)
 
 
 def _av_error(path: Path, exc: Exception) -> DualcodecError:
@@ -48,8 +107,12 @@ def _av_error(path: Path, exc: Exception) -> DualcodecError:
     return DualcodecError(f"cannot read {path}: {reason}")
 
 
+def _range(fmt: YUVFormat) -> int:
+    return RANGE_PC if fmt.full_range else 1  # AVCOL_RANGE_JPEG or _MPEG
+
+
 class VideoReader:
-    """Iterate the frames of a video or image file as RGB uint8 ``[H, W, 3]``.
+    """Iterate the frames of a video or image file as :class:`Planes` (see the module docstring).
 
     ``-`` reads a y4m stream from standard input (``ffmpeg ... -f yuv4mpegpipe -``); its
     frames can be iterated once.
@@ -61,7 +124,12 @@ class VideoReader:
         self.from_stdin = str(path) == STDIO
         self._stdin = None  # standard input's open container, until frames() takes it
         if self.from_stdin:
-            self._open_stdin()
+            self.path = Path(STDIO)
+            try:
+                self._stdin = av.open(sys.stdin.buffer, format="yuv4mpegpipe")
+            except av.FFmpegError as exc:
+                raise DualcodecError(f"cannot read standard input as y4m: {exc.strerror or exc}") from None
+            self.info = self._info(self._stdin, frames=None)
             return
         self.path = Path(path)
         if not self.path.exists():
@@ -69,62 +137,45 @@ class VideoReader:
         if self.path.is_dir():
             raise DualcodecError(f"input is a folder, not a file: {self.path}")
         self.is_image = self.path.suffix.lower() in IMAGE_SUFFIXES
-        if self.is_image:
-            first = self._read_image()
-            self.info = VideoInfo(first.shape[1], first.shape[0], DEFAULT_RATE, 1, False)
-            return
         try:
-            with av.open(str(self.path), format=RAW_FORMATS.get(self.path.suffix.lower())) as inp:
+            with self._open() as inp:
                 if not inp.streams.video:
                     raise DualcodecError(f"{self.path} has no video stream")
                 if METADATA_KEY in inp.metadata:
                     raise DualcodecError(f"{self.path} is a dualcodec file, whose video track is only its "
                                          f"low-resolution base layer: decode it first (dualcodec decode "
                                          f"{self.path} -o frames.y4m)")
-                stream = inp.streams.video[0]
-                rate = Fraction(stream.average_rate or stream.guessed_rate or DEFAULT_RATE)
-                width, height = stream.codec_context.width, stream.codec_context.height
-                self.info = VideoInfo(width, height, rate, stream.frames or _estimated_frames(inp, rate),
-                                      bool(inp.streams.audio))
+                self.info = self._info(inp, frames=1 if self.is_image else None)
         except av.FFmpegError as exc:
             raise _av_error(self.path, exc) from None
         except UnicodeDecodeError:  # PyAV reads every metadata tag as UTF-8
             raise DualcodecError(f"cannot read {self.path}: its metadata is damaged (not UTF-8 text)") from None
-        if self.info.width <= 0 or self.info.height <= 0:
+
+    def _open(self):
+        import av
+
+        suffix = self.path.suffix.lower()
+        fmt = "image2" if self.is_image else RAW_FORMATS.get(suffix)
+        return av.open(str(self.path), format=fmt)
+
+    def _info(self, inp, frames: int | None) -> VideoInfo:
+        stream = inp.streams.video[0]
+        cc = stream.codec_context
+        width, height = cc.width, cc.height
+        if width <= 0 or height <= 0:
             raise DualcodecError(f"cannot read {self.path}: no frame size")
+        rate = DEFAULT_RATE if self.is_image else Fraction(stream.average_rate or stream.guessed_rate or DEFAULT_RATE)
+        if frames is None and not self.from_stdin:
+            frames = stream.frames or _estimated_frames(inp, rate)
+        pix_fmt = cc.pix_fmt or "yuv420p"  # unknown until decoded (a damaged stream): the frames will tell
+        fmt = plane_format(pix_fmt, cc.colorspace, cc.color_range, width, height)
+        return VideoInfo(width, height, rate, frames, bool(inp.streams.audio), fmt, pix_fmt)
 
-    def _open_stdin(self) -> None:
+    is_image = False
+
+    def frames(self) -> Iterator[Planes]:
         import av
 
-        self.path, self.is_image = Path(STDIO), False
-        try:
-            self._stdin = av.open(sys.stdin.buffer, format="yuv4mpegpipe")
-        except av.FFmpegError as exc:
-            raise DualcodecError(f"cannot read standard input as y4m: {exc.strerror or exc}") from None
-        stream = self._stdin.streams.video[0]
-        rate = Fraction(stream.average_rate or stream.guessed_rate or DEFAULT_RATE)
-        self.info = VideoInfo(stream.codec_context.width, stream.codec_context.height, rate, None, False)
-
-    def _read_image(self) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(self.path) as im:
-                if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: convert("RGB") would clip it
-                    grey = np.asarray(im, dtype=np.float64)
-                    top = 65535.0 if im.mode.startswith("I;16") or grey.max() > 255 else 255.0
-                    grey = np.clip(np.round(grey * 255.0 / top), 0, 255).astype(np.uint8)
-                    return np.repeat(grey[..., None], 3, axis=-1)
-                return np.asarray(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DualcodecError(f"cannot read image {self.path}: {exc.__class__.__name__}") from None
-
-    def frames(self) -> Iterator[np.ndarray]:
-        import av
-
-        if self.is_image:
-            yield self._read_image()
-            return
         if self.from_stdin and self._stdin is None:
             raise DualcodecError("standard input can be read only once")
         count = 0
@@ -132,11 +183,13 @@ class VideoReader:
             if self.from_stdin:
                 opened, self._stdin = self._stdin, None
             else:
-                opened = av.open(str(self.path), format=RAW_FORMATS.get(self.path.suffix.lower()))
+                opened = self._open()
             with opened as inp:
                 for frame in inp.decode(inp.streams.video[0]):
                     count += 1
-                    yield _frame_to_rgb(frame)
+                    yield frame_to_planes(frame, self.info.format)
+                    if self.is_image:
+                        break
         except av.FFmpegError as exc:
             raise _av_error(self.path, exc) from None
         if count == 0:
@@ -158,91 +211,99 @@ def check_inputs(paths: Sequence[Path]) -> None:
         VideoReader(Path(path))
 
 
-def _frame_to_rgb(frame) -> np.ndarray:
-    if frame.format.name == "yuv444p16le" and frame.color_range == 2:
-        # Our own lossless y4m: invert it with the conversion that wrote it.
-        # Read the planes directly: the array layout of to_ndarray() for this format
-        # depends on the PyAV version (PyAV 18 returns [H, W, 3]).
-        w, h = frame.width, frame.height
-        planes = np.stack([
-            np.frombuffer(p, dtype="<u2").reshape(h, p.line_size // 2)[:, :w] for p in frame.planes[:3]
-        ]).astype(np.float32)  # [3, H, W]
-        rgb = ycbcr_to_rgb(torch.from_numpy(planes).unsqueeze(0), Y4M_FORMAT)[0]
-        return (rgb * 255.0).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-    return frame.to_ndarray(format="rgb24")
-
-
 class Y4MWriter:
-    """4:4:4 16-bit full-range BT.709 y4m (lossless for 8-bit RGB), to a file or, for
-    ``-``, to standard output (left open)."""
+    """y4m through FFmpeg's ``yuv4mpegpipe`` muxer, to a file or, for ``-``, to standard
+    output (left open): the planes in ``fmt``, or converted to ``pix_fmt``."""
 
-    def __init__(self, path: Path | str, width: int, height: int, rate: Fraction) -> None:
-        rate = Fraction(rate)
+    def __init__(self, path: Path | str, width: int, height: int, rate: Fraction, fmt: YUVFormat,
+                 pix_fmt: str | None = None) -> None:
+        import av
+
         self._owned = str(path) != STDIO
         self.file = open(path, "wb") if self._owned else sys.stdout.buffer
-        self.file.write(
-            f"YUV4MPEG2 W{width} H{height} F{rate.numerator}:{rate.denominator} Ip A1:1 C444p16 XCOLORRANGE=FULL\n".encode()
-        )
+        self.fmt, self.pix_fmt = fmt, pix_fmt or PIX_FMTS[fmt.bit_depth]
+        # strict -1: FFmpeg calls the 10- and 16-bit layouts non-standard y4m; ffmpeg and VMAF read them.
+        self.output = av.open(self.file, "w", format="yuv4mpegpipe", options={"strict": "-1"})
+        self.stream = self.output.add_stream("rawvideo", rate=Fraction(rate))
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, self.pix_fmt
+        self.stream.codec_context.color_range = _range(fmt)
+        self.stream.codec_context.colorspace = fmt.matrix
+        self.index = 0
 
-    def write(self, rgb: np.ndarray) -> None:
-        x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-        planes = rgb_to_ycbcr(x, Y4M_FORMAT)[0].round().clamp(0, Y4M_FORMAT.max_code)
-        self.file.write(b"FRAME\n")
-        self.file.write(planes.numpy().astype("<u2").tobytes())
+    def write(self, planes: Planes) -> None:
+        frame = _frame_of(planes, self.fmt, self.pix_fmt)
+        frame.pts = self.index
+        self.index += 1
+        for packet in self.stream.encode(frame):
+            self.output.mux(packet)
 
     def close(self) -> None:
+        for packet in self.stream.encode(None):
+            self.output.mux(packet)
+        self.output.close()
         if self._owned:
             self.file.close()
         else:
             self.file.flush()
 
 
-class PngDirWriter:
-    """``frame_000001.png``, ``frame_000002.png``, ... in a folder."""
+def _frame_of(planes: Planes, fmt: YUVFormat, pix_fmt: str):
+    frame = frame_from_planes(planes, PIX_FMTS[fmt.bit_depth])
+    if pix_fmt != frame.format.name:
+        frame = frame.reformat(format=pix_fmt, src_colorspace=fmt.matrix, dst_colorspace=fmt.matrix,
+                               src_color_range=_range(fmt), dst_color_range=_range(fmt), threads=SWS_THREADS)
+    return frame
 
-    def __init__(self, folder: Path) -> None:
+
+def planes_to_rgb(planes: Planes, fmt: YUVFormat) -> np.ndarray:
+    """8-bit R'G'B' ``[H, W, 3]`` of a frame, with its format's matrix and range (swscale)."""
+    return _frame_of(planes, fmt, PIX_FMTS[fmt.bit_depth]).to_ndarray(
+        format="rgb24", src_colorspace=fmt.matrix, src_color_range=_range(fmt), threads=SWS_THREADS)
+
+
+class PngDirWriter:
+    """``frame_000001.png``, ``frame_000002.png``, ... in a folder (8-bit R'G'B')."""
+
+    def __init__(self, folder: Path, fmt: YUVFormat) -> None:
         self.folder = Path(folder)
+        self.fmt = fmt
         self.index = 0
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, planes: Planes) -> None:
         from PIL import Image
 
         self.index += 1
-        Image.fromarray(rgb).save(self.folder / f"frame_{self.index:06d}.png", compress_level=1)
+        Image.fromarray(planes_to_rgb(planes, self.fmt)).save(self.folder / f"frame_{self.index:06d}.png",
+                                                              compress_level=1)
 
     def close(self) -> None:
         pass
 
 
 class Mp4Writer:
-    """H.264 CRF 12 MP4 for viewing a decoded video (lossy), with the audio of ``audio_from``
-    (the decoded file) copied."""
+    """H.264 CRF 12 MP4 of the planes for viewing a decoded video (lossy), with the audio of
+    ``audio_from`` (the decoded file) copied."""
 
-    def __init__(self, path: Path, width: int, height: int, rate: Fraction, audio_from: Path | None = None) -> None:
+    def __init__(self, path: Path, width: int, height: int, rate: Fraction, fmt: YUVFormat,
+                 audio_from: Path | None = None) -> None:
         import av
 
         from dualcodec.audio import AudioTracks
         from dualcodec.basecodec import BaseCodecSettings, BaseEncoder
 
-        self.settings = BaseCodecSettings(codec="h264", qp=None, crf=12, gop=250)
+        self.settings = BaseCodecSettings(codec="h264", qp=None, crf=12, gop=250, bit_depth=fmt.bit_depth,
+                                          full_range=fmt.full_range, matrix=fmt.matrix)
         self.output = av.open(str(path), "w", format="mp4")
         self.stream = self.output.add_stream("libx264", rate=Fraction(rate))
         self.audio = AudioTracks(self.output, audio_from, "copy") if audio_from is not None else None
         self.pad_w, self.pad_h = width + width % 2, height + height % 2
         self.encoder = BaseEncoder(self.settings, self.pad_w, self.pad_h, rate, self.stream.codec_context)
 
-    def write(self, rgb: np.ndarray | None) -> None:
-        from dualcodec.basecodec import planes_from_tensors
-        from dualcodec.yuv import rgb_to_yuv420
-
-        if rgb is None:
+    def write(self, planes: Planes | None) -> None:
+        if planes is None:
             packets = self.encoder.encode(None)
         else:
-            h, w = rgb.shape[:2]
-            rgb = np.pad(rgb, ((0, self.pad_h - h), (0, self.pad_w - w), (0, 0)), mode="edge")
-            x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-            fmt = self.settings.yuv_format
-            packets = self.encoder.encode(planes_from_tensors(*rgb_to_yuv420(x, fmt), fmt)[0])
+            packets = self.encoder.encode(pad_planes(planes, self.pad_w, self.pad_h))
         for packet in packets:
             packet.stream = self.stream
             self.output.mux(packet)
@@ -254,14 +315,31 @@ class Mp4Writer:
         self.output.close()
 
 
-def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction, audio_from: Path | None = None):
-    """The writer for an :func:`output_kind`: ``"y4m"``, ``"mp4"`` (with the audio of
-    ``audio_from``) or ``"dir"`` (PNG frames)."""
+def pad_planes(planes: Planes, width: int, height: int) -> Planes:
+    """Edge-pad a frame to ``width x height`` (even), chroma to half of each."""
+    def pad(a: np.ndarray, h: int, w: int) -> np.ndarray:
+        return np.pad(a, ((0, h - a.shape[0]), (0, w - a.shape[1])), mode="edge")
+
+    return Planes(pad(planes.y, height, width), pad(planes.u, height // 2, width // 2),
+                  pad(planes.v, height // 2, width // 2))
+
+
+def crop_planes(planes: Planes, width: int, height: int) -> Planes:
+    """The top-left ``width x height`` of a frame, chroma ``ceil`` of half of each."""
+    cw, ch = -(-width // 2), -(-height // 2)
+    return Planes(planes.y[:height, :width], planes.u[:ch, :cw], planes.v[:ch, :cw],
+                  corrupt=planes.corrupt, key_frame=planes.key_frame)
+
+
+def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction, fmt: YUVFormat,
+                audio_from: Path | None = None, pix_fmt: str | None = None):
+    """The writer for an :func:`output_kind`: ``"y4m"`` (in ``pix_fmt``, default the
+    frames' own), ``"mp4"`` (with the audio of ``audio_from``) or ``"dir"`` (PNG frames)."""
     if kind == "y4m":
-        return Y4MWriter(path, width, height, rate)
+        return Y4MWriter(path, width, height, rate, fmt, pix_fmt)
     if kind == "mp4":
-        return Mp4Writer(path, width, height, rate, audio_from)
-    return PngDirWriter(path)
+        return Mp4Writer(path, width, height, rate, fmt, audio_from)
+    return PngDirWriter(path, fmt)
 
 
 def output_kind(path: str) -> str:

@@ -1,16 +1,19 @@
-"""RGB <-> Y'CbCr 4:2:0, the one place dualcodec converts colour.
+"""Y'CbCr 4:2:0 formats, and the few places dualcodec converts colour.
 
-Training (the base-layer proxy), encoding (frames handed to the base codec) and
-decoding (frames coming out of it) all call these functions, so the learned
-resamplers see exactly the colour conversion and chroma subsampling that the real
-base layer applies.
+Video is coded in its own planes: the encoder and decoder never convert colour. These
+functions serve the edges: training crops (R'G'B' images) become 4:2:0 planes, PNG
+output and the RGB metrics (LPIPS) turn planes back into R'G'B', and the networks see
+planes normalised by :func:`planes_to_unit` (the format's black, white and grey map to
+0, 1 and 0.5 whatever the bit depth and range).
 
 Conventions
 -----------
 * RGB tensors are float, shape ``[B, 3, H, W]``, values in [0, 1] (non-linear R'G'B').
 * Plane tensors hold *code values* (0..255 at 8 bit, 0..1023 at 10 bit) as float:
   ``y`` is ``[B, 1, H, W]``, ``uv`` is ``[B, 2, H/2, W/2]`` (H and W even).
-* Matrix: ITU-R BT.709 (Kr = 0.2126, Kb = 0.0722).
+* Matrix: the ITU-T H.273 ``matrix_coefficients`` code point of the format: 1 (BT.709),
+  5 or 6 (BT.601) or 9 (BT.2020 non-constant luminance). :func:`matrix_for` gives the
+  usual rule for unflagged video (BT.709 from 1280 wide or above 576 lines, else BT.601).
 * Range: limited ("tv": Y in 16..235, C in 16..240 at 8 bit) or full ("pc"),
   flagged in the base-layer stream and in the container header.
 * Chroma siting: centre (the 2x2 box average when subsampling, bilinear with
@@ -24,8 +27,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-KR, KB = 0.2126, 0.0722
-KG = 1.0 - KR - KB
+BT709, BT601_625, BT601, BT2020 = 1, 5, 6, 9  # ITU-T H.273 matrix_coefficients
+# (Kr, Kb) of each matrix.
+LUMA_WEIGHTS = {BT709: (0.2126, 0.0722), BT601_625: (0.299, 0.114), BT601: (0.299, 0.114), BT2020: (0.2627, 0.0593)}
+MATRIX_NAMES = {BT709: "bt709", BT601_625: "bt470bg", BT601: "smpte170m", BT2020: "bt2020nc"}
+
+
+def matrix_for(flagged: int | None, width: int, height: int) -> int:
+    """The matrix of a stream flagged ``flagged`` (None or 2: unspecified): players' rule
+    for unflagged video is BT.709 for HD (1280 wide or more, or over 576 lines), else BT.601."""
+    if flagged in LUMA_WEIGHTS:
+        return flagged
+    return BT709 if width >= 1280 or height > 576 else BT601
 
 
 @dataclass(frozen=True)
@@ -34,10 +47,13 @@ class YUVFormat:
 
     bit_depth: int = 8
     full_range: bool = False
+    matrix: int = BT709
 
     def __post_init__(self) -> None:
         if self.bit_depth not in (8, 10, 16):
             raise ValueError(f"bit depth must be 8, 10 or 16, got {self.bit_depth}")
+        if self.matrix not in LUMA_WEIGHTS:
+            raise ValueError(f"colour matrix {self.matrix} (ITU-T H.273) is not supported")
 
     @property
     def max_code(self) -> int:
@@ -69,9 +85,10 @@ def ycbcr_matrix(fmt: YUVFormat) -> tuple[torch.Tensor, torch.Tensor]:
     """``(M, offset)``, float64, with ``ycbcr = M @ rgb + offset`` in code values for R'G'B' in [0, 1]."""
     y_off, y_rng = fmt.luma_offset_range
     c_off, c_rng = fmt.chroma_offset_range
-    luma = torch.tensor([KR, KG, KB], dtype=torch.float64)
-    blue = (torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64) - luma) / (2.0 * (1.0 - KB))
-    red = (torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64) - luma) / (2.0 * (1.0 - KR))
+    kr, kb = LUMA_WEIGHTS[fmt.matrix]
+    luma = torch.tensor([kr, 1.0 - kr - kb, kb], dtype=torch.float64)
+    blue = (torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64) - luma) / (2.0 * (1.0 - kb))
+    red = (torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64) - luma) / (2.0 * (1.0 - kr))
     matrix = torch.stack([y_rng * luma, c_rng * blue, c_rng * red])
     return matrix, torch.tensor([y_off, c_off, c_off], dtype=torch.float64)
 
@@ -111,3 +128,19 @@ def quantize_planes(
         y.round().clamp(0, fmt.max_code),
         uv.round().clamp(0, fmt.max_code),
     )
+
+
+def planes_to_unit(y: torch.Tensor, uv: torch.Tensor, fmt: YUVFormat) -> tuple[torch.Tensor, torch.Tensor]:
+    """Code values to the networks' scale: luma black 0, white 1; chroma grey 0.5, with the
+    nominal range of 1 (values outside the nominal range, e.g. luma 247 at 8 bits limited,
+    stay outside it: nothing is clipped)."""
+    y_off, y_rng = fmt.luma_offset_range
+    c_off, c_rng = fmt.chroma_offset_range
+    return (y - y_off) / y_rng, (uv - c_off) / c_rng + 0.5
+
+
+def unit_to_planes(y: torch.Tensor, uv: torch.Tensor, fmt: YUVFormat) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`planes_to_unit`: unrounded code values."""
+    y_off, y_rng = fmt.luma_offset_range
+    c_off, c_rng = fmt.chroma_offset_range
+    return y * y_rng + y_off, (uv - 0.5) * c_rng + c_off

@@ -183,8 +183,8 @@ def make_victim(work: Path) -> tuple[Path, Path]:
     save_model(model, config, "tiny", model_path, lmbda=0.02)
 
     class EveryFrame(ModelLayers):  # new latents in every frame: every side packet carries bytes
-        def side(self, x, x_lr_hat):
-            return SideFrame(SideMode.NEW, self.model.compress_side(x, x_lr_hat)[0])
+        def side(self, y, uv, y_lr_hat, uv_lr_hat):
+            return SideFrame(SideMode.NEW, self.model.compress_side(y, uv, y_lr_hat, uv_lr_hat)[0])
 
     source = write_y4m(work / "victim.y4m", synthetic_frames(64, 48, 12, seed=4))
     victim = work / "victim.mp4"

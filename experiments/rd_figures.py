@@ -19,16 +19,17 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results" / "rd"
 CONTENTS = ("kodak", "video")
 CODECS = ("h264", "hevc", "av1")
-METHODS = ("dualcodec", "bicubic", "plain")
-LABELS = {"dualcodec": "dualcodec (default 2x)", "bicubic": "bicubic down/up, same codec",
-          "plain": "plain codec, full resolution"}
+METHODS = ("auto", "dualcodec", "bicubic", "plain")
+LABELS = {"auto": "dualcodec --scale auto (the default)", "dualcodec": "dualcodec 2x model alone",
+          "bicubic": "bicubic down/up per plane, same codec", "plain": "plain codec, full resolution"}
 CODEC_NAMES = {"h264": "H.264", "hevc": "HEVC", "av1": "AV1"}
 # metric key -> (axis label, sign that makes it grow with quality)
-METRICS = {"psnr-rgb": ("PSNR RGB (dB)", 1.0), "ms-ssim-rgb": ("MS-SSIM RGB", 1.0), "lpips": ("LPIPS (AlexNet)", -1.0)}
+METRICS = {"psnr-yuv": ("PSNR-YUV 6:1:1 (dB)", 1.0), "ms-ssim-rgb": ("MS-SSIM RGB", 1.0),
+           "lpips": ("LPIPS (AlexNet)", -1.0)}
 # BD-rate columns: (test, anchor, metric)
-COMPARISONS = [("dualcodec", "bicubic", "psnr-rgb"), ("dualcodec", "plain", "psnr-rgb"),
-               ("bicubic", "plain", "psnr-rgb"), ("dualcodec", "bicubic", "ms-ssim-rgb"),
-               ("dualcodec", "bicubic", "lpips")]
+COMPARISONS = [("auto", "plain", "psnr-yuv"), ("dualcodec", "plain", "psnr-yuv"),
+               ("dualcodec", "bicubic", "psnr-yuv"), ("bicubic", "plain", "psnr-yuv"),
+               ("dualcodec", "bicubic", "ms-ssim-rgb"), ("dualcodec", "bicubic", "lpips")]
 
 
 def load(folder: Path = RESULTS) -> dict[tuple[str, str, str], dict]:
@@ -64,7 +65,7 @@ def bd_rows(runs: dict) -> list[dict]:
                 if bd.warning:
                     warnings[column] = bd.warning
             a, t = runs[content, codec, "bicubic"]["results"], runs[content, codec, "dualcodec"]["results"]
-            gain = bd_psnr(a["bpp"], a["psnr-rgb"], t["bpp"], t["psnr-rgb"])
+            gain = bd_psnr(a["bpp"], a["psnr-yuv"], t["bpp"], t["psnr-yuv"])
             row["dualcodec vs bicubic, bd-psnr"] = None if math.isnan(gain.value) else round(gain.value, 3)
             if gain.warning:
                 warnings["dualcodec vs bicubic, bd-psnr"] = gain.warning
@@ -77,7 +78,7 @@ def markdown(rows: list[dict]) -> str:
     """The BD-rate table as markdown."""
     columns = [f"{t} vs {a}, {m}" for t, a, m in COMPARISONS]
     heads = [f"{t} vs {a} ({METRICS[m][0].split(' (')[0]})" for t, a, m in COMPARISONS]
-    heads.append("dualcodec vs bicubic (BD-PSNR RGB)")
+    heads.append("dualcodec vs bicubic (BD-PSNR YUV)")
     lines = ["| content | base codec | items | " + " | ".join(heads) + " |", "|---" * (3 + len(heads)) + "|"]
     marked = False
     for row in rows:

@@ -1,15 +1,17 @@
 """The full rate-distortion sweep behind the README's results and notebooks/rate_distortion.ipynb.
 
 Runs `dualcodec eval` for every base codec (H.264, HEVC, AV1 at their default presets:
-x264/x265 medium, SVT-AV1 8; GOP 32), every content set and three methods:
+x264/x265 medium, SVT-AV1 8; GOP 32), every content set and four methods, all on the
+sources' own 4:2:0 planes:
 
-* ``dualcodec``: the learned dual layer (``--model``, default: the shipped model);
-* ``bicubic``:   bicubic down, the same base codec at half resolution, bicubic up;
+* ``auto``:      the default, ``--scale auto``: the plain codec or the model, file by file;
+* ``dualcodec``: the learned dual layer alone (``--model``, default: the shipped model; ``--scale 2``);
+* ``bicubic``:   bicubic down per plane, the same base codec at half resolution, bicubic up;
 * ``plain``:     the base codec alone at full resolution.
 
-Content: the 24 Kodak images (one-frame videos) and the shared clips (first 8 frames
-of each; foreman_352x288_2f.y4m is left out, it is the first two frames of the foreman
-clip). Each run writes ``OUT/<content>_<codec>_<method>.json`` (CompressAI's layout),
+Content: the 24 Kodak images (one-frame videos) and the shared clips, the two HD ones
+included (first 8 frames of each; foreman_352x288_2f.y4m is left out, it is the first
+two frames of the foreman clip). Each run writes ``OUT/<content>_<codec>_<method>.json`` (CompressAI's layout),
 then :mod:`rd_figures` writes the BD-rate tables and the figures from every result file
 in OUT. ``--methods`` re-runs some methods only (after retraining: the dualcodec rows),
 leaving the other files as they are; ``OUT/sweep.json`` holds the QPs, which every file
@@ -32,12 +34,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 CLIPS = ["cars_320x240_30f.y4m", "foreman_352x288_300f_intra.264", "mobile_352x288_30f_intra.264",
-         "bikes_640x272_250f.mp4", "vtest_768x576_250f.avi"]
+         "bikes_640x272_250f.mp4", "vtest_768x576_250f.avi", "dogbed_1280x720_149f.mp4", "facade_1920x1080_73f.mp4"]
 CONTENT = {
     "kodak": (lambda: sorted((SHARED / "images" / "test" / "kodak").glob("*.png")), None),
     "video": (lambda: [SHARED / "video" / name for name in CLIPS], 8),
 }
-METHODS = {"dualcodec": [], "bicubic": ["--baseline", "bicubic"], "plain": ["--baseline", "none"]}
+METHODS = {"auto": [], "dualcodec": ["--scale", "2"], "bicubic": ["--baseline", "bicubic"],
+           "plain": ["--baseline", "none"]}
 
 
 def main() -> int:
@@ -49,7 +52,7 @@ def main() -> int:
     parser.add_argument("--content", nargs="+", default=list(CONTENT), choices=list(CONTENT))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
                         help="methods to run (default: all); other methods' result files are kept")
-    parser.add_argument("--qps", type=int, nargs="+", default=[27, 32, 37, 42])
+    parser.add_argument("--qps", type=int, nargs="+", default=[22, 27, 32, 37, 42])
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "experiments" / "results" / "rd")
     args = parser.parse_args()
 
@@ -71,7 +74,7 @@ def main() -> int:
         for content in args.content:
             sources, frames = CONTENT[content]
             for method in methods:
-                model = ["--model", args.model] if method == "dualcodec" else []
+                model = ["--model", args.model] if method in ("auto", "dualcodec") else []
                 cap = ["--frames", str(frames)] if frames else []
                 argv = ["eval", *map(str, sources()), "--codec", codec, "--qp", *map(str, qps), *model,
                         *METHODS[method], *cap, "--name", method,
@@ -84,7 +87,7 @@ def main() -> int:
     record["runs"].append({
         "command": " ".join(["python experiments/rd_sweep.py", *sys.argv[1:]]), "methods": methods,
         "codecs": args.codecs, "content": args.content,
-        "model": args.model if "dualcodec" in methods else None, "seconds": round(elapsed),
+        "model": args.model if {"auto", "dualcodec"} & set(methods) else None, "seconds": round(elapsed),
     })
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"sweep took {elapsed / 60:.1f} min", file=sys.stderr)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from helpers import TINY_LMBDA, build_tiny_model, synthetic_frames, write_y4m
@@ -40,15 +39,15 @@ class ModelFile:
 @dataclass(frozen=True)
 class Clip:
     path: Path
-    frames: list[np.ndarray]
+    frames: list  # dualcodec.basecodec.Planes, 4:2:0 8-bit
 
     @property
     def width(self) -> int:
-        return self.frames[0].shape[1]
+        return self.frames[0].width
 
     @property
     def height(self) -> int:
-        return self.frames[0].shape[0]
+        return self.frames[0].height
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def other_model(tmp_path_factory) -> ModelFile:
 
 @pytest.fixture(scope="session")
 def clip(tmp_path_factory) -> Clip:
-    """3 frames of 37x29 synthetic video as a lossless y4m."""
+    """3 frames of 37x29 synthetic 4:2:0 video as a y4m."""
     frames = synthetic_frames(*CLIP_SIZE, count=CLIP_FRAMES, seed=0)
     path = write_y4m(tmp_path_factory.mktemp("clip") / "clip.y4m", frames)
     return Clip(path, frames)
@@ -105,8 +104,8 @@ def _new_latents_every_frame(loaded):
     from dualcodec.sidestream import SideFrame, SideMode
 
     class NewEveryFrame(ModelLayers):
-        def side(self, x, x_lr_hat):
-            return SideFrame(SideMode.NEW, self.model.compress_side(x, x_lr_hat)[0])
+        def side(self, y, uv, y_lr_hat, uv_lr_hat):
+            return SideFrame(SideMode.NEW, self.model.compress_side(y, uv, y_lr_hat, uv_lr_hat)[0])
 
     return NewEveryFrame(loaded)
 

@@ -21,7 +21,7 @@ def shared_file(relative: str) -> Path:
     return path
 
 
-def synthetic_frames(width: int, height: int, count: int = 3, seed: int = 0, noise: float = 3.0) -> list[np.ndarray]:
+def synthetic_rgb(width: int, height: int, count: int = 3, seed: int = 0, noise: float = 3.0) -> list[np.ndarray]:
     """Smooth moving gradients plus a little noise: RGB uint8 ``[H, W, 3]`` frames."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
@@ -36,16 +36,71 @@ def synthetic_frames(width: int, height: int, count: int = 3, seed: int = 0, noi
     return frames
 
 
-def write_y4m(path: Path, frames: list[np.ndarray], rate: Fraction = Fraction(25)) -> Path:
-    """Write RGB frames losslessly with dualcodec's own y4m writer."""
-    from dualcodec.video import Y4MWriter
+def to_planes(rgb: np.ndarray, pix_fmt: str = "yuv420p"):
+    """An RGB frame as 4:2:0 :class:`~dualcodec.basecodec.Planes` (8 or 10 bit), converted
+    by PyAV (swscale's defaults: BT.601, limited range), not by dualcodec."""
+    import av
 
-    height, width = frames[0].shape[:2]
-    writer = Y4MWriter(path, width, height, rate)
-    for frame in frames:
-        writer.write(frame)
-    writer.close()
+    from dualcodec.basecodec import Planes
+
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+    dtype = np.dtype("<u2") if pix_fmt == "yuv420p10le" else np.dtype(np.uint8)
+    planes = [np.frombuffer(p, dtype=dtype).reshape(-1, p.line_size // dtype.itemsize)[: p.height, : p.width].copy()
+              for p in frame.planes]
+    return Planes(*planes)
+
+
+def image_planes(path: Path):
+    """An image file as PyAV decodes and converts it by default (``reformat(format="yuv420p")``,
+    swscale: BT.601, the decoder's range flag, full for PNG), as ../shared/tools/anchors.py reads it."""
+    import av
+
+    from dualcodec.basecodec import Planes
+
+    with av.open(str(path)) as inp:
+        frame = next(inp.decode(video=0)).reformat(format="yuv420p")
+    return Planes(*(np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[: p.height, : p.width].copy()
+                    for p in frame.planes))
+
+
+def pyav_rgb(planes) -> np.ndarray:
+    """8-bit 4:2:0 planes to R'G'B' by swscale's defaults (BT.601, limited range), PyAV alone."""
+    import av
+
+    frame = av.VideoFrame(planes.width, planes.height, "yuv420p")
+    for plane, data in zip(frame.planes, (planes.y, planes.u, planes.v)):
+        rows = np.zeros((data.shape[0], plane.line_size), np.uint8)
+        rows[:, : data.shape[1]] = data
+        plane.update(rows.tobytes())
+    return frame.to_ndarray(format="rgb24")
+
+
+def synthetic_frames(width: int, height: int, count: int = 3, seed: int = 0, noise: float = 3.0,
+                     pix_fmt: str = "yuv420p") -> list:
+    """:func:`synthetic_rgb` as 4:2:0 :class:`~dualcodec.basecodec.Planes` (see :func:`to_planes`)."""
+    return [to_planes(rgb, pix_fmt) for rgb in synthetic_rgb(width, height, count, seed, noise)]
+
+
+def write_y4m(path: Path, frames: list, rate: Fraction = Fraction(25)) -> Path:
+    """Write 4:2:0 planes (8 or 10 bit, any size) as y4m, with PyAV alone: a y4m header
+    and the raw planes, as the format defines it."""
+    bits = 10 if frames[0].y.dtype == np.uint16 else 8
+    height, width = frames[0].y.shape
+    rate = Fraction(rate)
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F{rate.numerator}:{rate.denominator} Ip A1:1 "
+                f"{'C420p10 XYSCSS=420P10' if bits == 10 else 'C420jpeg'}\n".encode())
+        for planes in frames:
+            f.write(b"FRAME\n")
+            for plane in (planes.y, planes.u, planes.v):
+                f.write(plane.astype("<u2" if bits == 10 else np.uint8).tobytes())
     return Path(path)
+
+
+def psnr_yuv(a, b, peak: float = 255.0) -> float:
+    """PSNR-YUV (6:1:1) of two :class:`~dualcodec.basecodec.Planes` frames, in numpy."""
+    values = [psnr(p, q, peak) for p, q in ((a.y, b.y), (a.u, b.u), (a.v, b.v))]
+    return (6 * values[0] + values[1] + values[2]) / 8
 
 
 def write_png(path: Path, frame: np.ndarray) -> Path:
@@ -99,7 +154,7 @@ def make_av_clip(path: Path, width: int = 64, height: int = 48, frames: int = 5,
         if audio:
             sound = out.add_stream("aac", rate=16000)
             sound.layout = "mono"
-        for i, rgb in enumerate(synthetic_frames(width, height, frames, seed=1)):
+        for i, rgb in enumerate(synthetic_rgb(width, height, frames, seed=1)):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts, frame.time_base = i, Fraction(1, rate)
             out.mux(video.encode(frame))
@@ -144,3 +199,69 @@ def assert_one_line_error(code: int, err: str, expected_code: int = 1) -> str:
     assert lines[0].startswith("dualcodec: error: ")
     assert "Traceback" not in err
     return lines[0]
+
+
+# -- independent references: PyAV and numpy only, no dualcodec code ------------------------
+
+def read_yuv420(path: Path, count: int | None = None) -> list[tuple]:
+    """The (y, u, v) planes of the first ``count`` frames of a 4:2:0 file (``yuv420p``, ``yuvj420p``
+    or ``yuv420p10le``) as PyAV decodes them, unconverted."""
+    import av
+
+    frames = []
+    with av.open(str(path)) as inp:
+        for frame in inp.decode(inp.streams.video[0]):
+            assert frame.format.name in ("yuv420p", "yuvj420p", "yuv420p10le"), frame.format.name
+            dtype = np.dtype("<u2") if frame.format.name == "yuv420p10le" else np.dtype(np.uint8)
+            frames.append(tuple(
+                np.frombuffer(p, dtype=dtype).reshape(-1, p.line_size // dtype.itemsize)[: p.height, : p.width]
+                .astype(dtype.newbyteorder("="))
+                for p in frame.planes[:3]))
+            if count is not None and len(frames) == count:
+                break
+    return frames
+
+
+def x264_mp4(path: Path, frames: list[tuple], qp: int, rate: Fraction, colour: tuple[int, int, int, int],
+             gop: int = 32, preset: str = "medium") -> Path:
+    """``frames`` coded by libx264 at constant ``qp`` into an MP4, with PyAV alone.
+    ``colour``: the (matrix, primaries, transfer, range) code points flagged in the stream."""
+    import av
+
+    ten_bit = frames[0][0].dtype == np.uint16
+    pix_fmt = "yuv420p10le" if ten_bit else "yuv420p"
+    height, width = frames[0][0].shape
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=Fraction(rate))
+        cc = stream.codec_context
+        cc.width, cc.height, cc.pix_fmt, cc.gop_size = width, height, pix_fmt, gop
+        cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = colour
+        cc.options = {"preset": preset, "qp": str(qp)}
+        for i, planes in enumerate(frames):
+            frame = av.VideoFrame(width, height, pix_fmt)
+            for plane, data in zip(frame.planes, planes):
+                row = plane.line_size // data.dtype.itemsize
+                padded = np.zeros((data.shape[0], row), dtype="<u2" if ten_bit else np.uint8)
+                padded[:, : data.shape[1]] = data
+                plane.update(padded.tobytes())
+            frame.pts, frame.time_base = i, 1 / Fraction(rate)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return Path(path)
+
+
+def video_bitstream(path: Path) -> tuple[bytes, list[bytes]]:
+    """The first video stream's parameter sets (its extradata: for H.264 the SPS, with the
+    colour flags, and the PPS) and the payload of each non-empty packet, in file order."""
+    import av
+
+    with av.open(str(path)) as inp:
+        stream = inp.streams.video[0]
+        return bytes(stream.codec_context.extradata or b""), [bytes(p) for p in inp.demux(stream) if p.size]
+
+
+def sequence_psnr_yuv(ref: list[tuple], rec: list[tuple], peak: float) -> float:
+    """PSNR-YUV (6:1:1) of two sequences, each plane's PSNR from its MSE over the whole sequence."""
+    assert len(ref) == len(rec) > 0
+    values = [psnr(np.stack([f[i] for f in ref]), np.stack([f[i] for f in rec]), peak) for i in range(3)]
+    return (6 * values[0] + values[1] + values[2]) / 8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -11,22 +12,28 @@ from dualcodec.basecodec import (
     BaseDecoder,
     BaseEncoder,
     Planes,
+    frame_from_planes,
+    planes_from_frame,
     planes_from_tensors,
     planes_to_tensors,
     roundtrip,
 )
 from dualcodec.errors import DualcodecError
-from dualcodec.yuv import rgb_to_yuv420
-from helpers import psnr, synthetic_frames
+from helpers import psnr, synthetic_frames, write_y4m
 
 CODECS = ["h264", "hevc", "av1"]
 
 
 def _planes(settings: BaseCodecSettings, count: int = 3, size: int = 64, seed: int = 0) -> list[Planes]:
-    frames = synthetic_frames(size, size, count, seed=seed, noise=2.0)
-    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
-    fmt = settings.yuv_format
-    return planes_from_tensors(*rgb_to_yuv420(x, fmt), fmt)
+    """Smooth synthetic 4:2:0 frames at the settings' bit depth (converted by PyAV)."""
+    return synthetic_frames(size, size, count, seed=seed, noise=2.0, pix_fmt=settings.pix_fmt)
+
+
+def _av_planes(frame) -> list[np.ndarray]:
+    """The planes of a PyAV 4:2:0 frame, read from its buffers with numpy."""
+    dtype = np.dtype("<u2") if frame.format.name == "yuv420p10le" else np.dtype(np.uint8)
+    return [np.frombuffer(p, dtype=dtype).reshape(-1, p.line_size // dtype.itemsize)[: p.height, : p.width]
+            for p in frame.planes[:3]]
 
 
 def _luma_psnr(a: list[Planes], b: list[Planes], peak: float = 255.0) -> float:
@@ -138,6 +145,8 @@ def test_planes_from_tensors_rounds_and_clamps():
         ({"codec": "h264", "qp": None, "crf": None}, "exactly one"),
         ({"bit_depth": 12}, "bit depth"),
         ({"gop": 0}, "gop"),
+        ({"matrix": 4}, "colour matrix 4"),
+        ({"matrix": 2}, "colour matrix 2"),
     ],
 )
 def test_invalid_settings_raise(kwargs, match):
@@ -178,22 +187,66 @@ def test_smallest_base_layer_per_codec(codec, too_small, smallest):
     assert decoded[0].y.shape == (h, w) and sizes[0] > 0
 
 
-def test_encoder_writes_bt709_and_range_flags():
+def _encoded_frames(settings: BaseCodecSettings, count: int = 2) -> list:
+    """PyAV frames of the settings' own encoder and decoder (the stream's flags and all)."""
+    encoder = BaseEncoder(settings, 64, 64)
+    packets = []
+    for planes in _planes(settings, count=count):
+        packets += encoder.encode(planes)
+    packets += encoder.encode(None)
+    assert len(packets) == count
+    decoder = BaseDecoder(settings.codec, settings.bit_depth)
+    frames = [f for p in packets for f in decoder.codec_context.decode(p)]
+    return frames + list(decoder.codec_context.decode(None))
+
+
+@pytest.mark.parametrize("full_range, flag", [(False, 1), (True, 2)])
+def test_encoder_writes_the_range_flag(full_range, flag):
     import av
 
-    for full_range, flag in ((False, 1), (True, 2)):
-        settings = BaseCodecSettings(codec="h264", qp=30, full_range=full_range)
-        encoder = BaseEncoder(settings, 64, 64)
-        packets = []
-        for planes in _planes(settings, count=2):
-            packets += encoder.encode(planes)
-        packets += encoder.encode(None)
-        assert len(packets) == 2
-        decoder = BaseDecoder("h264", 8)
-        frames = [f for p in packets for f in decoder.codec_context.decode(p)]
-        frames += list(decoder.codec_context.decode(None))
-        assert len(frames) == 2
-        frame = frames[0]
-        assert isinstance(frame, av.VideoFrame)
-        assert frame.color_range == flag
-        assert frame.colorspace == 1  # BT.709 matrix signalled in the stream
+    settings = BaseCodecSettings(codec="h264", qp=30, full_range=full_range)
+    frames = _encoded_frames(settings)
+    assert len(frames) == 2
+    frame = frames[0]
+    assert isinstance(frame, av.VideoFrame)
+    assert frame.color_range == flag
+    assert frame.colorspace == 1  # the default: BT.709 signalled in the stream
+    assert frame.format.name == ("yuvj420p" if full_range else "yuv420p")  # FFmpeg's name for full range
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("matrix, primaries, transfer, bit_depth", [
+    (1, 1, 1, 8), (5, 5, 6, 8), (6, 6, 6, 8), (9, 9, 14, 10)])
+def test_encoder_writes_the_colour_description(codec, matrix, primaries, transfer, bit_depth):
+    # The planes' matrix, with the primaries and transfer of its standard (ITU-T H.273).
+    settings = BaseCodecSettings(codec=codec, qp=40, matrix=matrix, bit_depth=bit_depth)
+    frame = _encoded_frames(settings, count=1)[0]
+    assert (frame.colorspace, frame.color_primaries, frame.color_trc) == (matrix, primaries, transfer)
+
+
+def test_decoder_returns_full_range_planes_as_they_are():
+    settings = BaseCodecSettings(codec="h264", qp=0, preset="ultrafast", full_range=True)
+    frames = _planes(settings, count=1)
+    frames[0].y[:4] = 0  # below limited-range black: kept, not clipped or rescaled
+    frames[0].y[4:8] = 255
+    decoded, _ = roundtrip(settings, frames)
+    assert np.array_equal(decoded[0].y, frames[0].y)  # QP 0 on x264 is lossless
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv420p10le"])
+@pytest.mark.parametrize("size", [(8, 6), (37, 29)])
+def test_frame_from_planes_and_back(tmp_path, pix_fmt, size):
+    planes = synthetic_frames(*size, count=1, noise=30.0, pix_fmt=pix_fmt)[0]
+    frame = frame_from_planes(planes, pix_fmt)
+    assert (frame.width, frame.height, frame.format.name) == (*size, pix_fmt)
+    for got, expected in zip(_av_planes(frame), (planes.y, planes.u, planes.v)):
+        assert np.array_equal(got, expected)
+    # The frame FFmpeg decodes from a y4m of the same planes (written by hand) ...
+    with av.open(str(write_y4m(tmp_path / "f.y4m", [planes]))) as inp:
+        decoded = next(inp.decode(video=0))
+    # ... converts to the same picture, and reads back as the same planes.
+    assert np.array_equal(frame.to_ndarray(format="rgb24", threads=1), decoded.to_ndarray(format="rgb24", threads=1))
+    back = planes_from_frame(decoded)
+    for got, expected in zip((back.y, back.u, back.v), (planes.y, planes.u, planes.v)):
+        assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    assert back.u.shape == (-(-size[1] // 2), -(-size[0] // 2))

@@ -16,13 +16,22 @@ import pytest
 from dualcodec import __version__
 from dualcodec.codec import decode
 from dualcodec.video import VideoReader
-from helpers import assert_one_line_error, make_av_clip, packet_spans, psnr, run, shared_file
+from helpers import assert_one_line_error, make_av_clip, packet_spans, psnr_yuv, pyav_rgb, read_yuv420, run, shared_file
 
 SCRIPT = Path(sys.executable).parent / "dualcodec"
 
 
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
+
+
+def same(a, b) -> bool:
+    """Two frames' planes are equal, value and type."""
+    return all(p.dtype == q.dtype and np.array_equal(p, q) for p, q in ((a.y, b.y), (a.u, b.u), (a.v, b.v)))
+
+
+def shapes(planes) -> tuple:
+    return planes.y.shape, planes.u.shape, planes.v.shape
 
 
 @pytest.fixture()
@@ -70,7 +79,8 @@ def test_no_command_is_a_usage_error(capsys):
 
 def test_encode_dual_and_summary(capsys, clip, tiny_model, out_dir):
     out = out_dir / "clip.mp4"
-    code, stdout, err = run(capsys, "encode", clip.path, "-o", out, "--model", tiny_model.path, "--qp", 30)
+    code, stdout, err = run(capsys, "encode", clip.path, "-o", out, "--model", tiny_model.path, "--qp", 30,
+                            "--scale", 2)
     assert code == 0, err
     assert out.is_file() and leftovers(out_dir) == ["clip.mp4"]
     assert stdout == ""
@@ -78,6 +88,24 @@ def test_encode_dual_and_summary(capsys, clip, tiny_model, out_dir):
     assert len(summary) == 1
     assert "3 frames 37x29, base 20x16" in summary[0]
     assert f"{out.stat().st_size} bytes" in summary[0]
+    assert "scale auto" not in err  # the scale was given: nothing was chosen
+
+
+def test_encode_scale_auto_says_what_it_chose(capsys, clip, tiny_model, out_dir):
+    out = out_dir / "auto.mp4"
+    code, _, err = run(capsys, "encode", clip.path, "-o", out, "--model", tiny_model.path, "--qp", 30)
+    assert code == 0, err
+    assert leftovers(out_dir) == ["auto.mp4"]  # the candidates are gone
+    _, stdout, _ = run(capsys, "info", out, "--json")
+    report = json.loads(stdout)
+    # One line names the candidates, the kept one first, with its bytes (the file's).
+    chose = [line for line in err.splitlines() if line.startswith("scale auto")]
+    assert len(chose) == 1
+    kept = f"{report['scale']}x {report['mode']} ({out.stat().st_size} B"
+    assert "1x plain (" in chose[0] and "2x dual (" in chose[0] and kept in chose[0]
+    assert chose[0].index(kept) == min(chose[0].index("1x plain ("), chose[0].index("2x dual ("))
+    summary = [line for line in err.splitlines() if line.startswith(str(out))]
+    assert len(summary) == 1 and f"{out.stat().st_size} bytes" in summary[0]
 
 
 def test_encode_quiet_prints_nothing(capsys, clip, tiny_model, out_dir):
@@ -92,7 +120,8 @@ def test_encode_quiet_prints_nothing(capsys, clip, tiny_model, out_dir):
         (["--baseline", "bicubic", "--scale", "4"], "bicubic", 4, "h264"),
         (["--baseline", "bicubic", "--codec", "hevc"], "bicubic", 2, "hevc"),
         (["--baseline", "none", "--codec", "av1", "--crf", "30"], "plain", 1, "av1"),
-        (["--baseline", "bicubic", "--bit-depth", "10", "--gop", "2", "--preset", "fast"], "bicubic", 2, "h264"),
+        (["--scale", "1"], "plain", 1, "h264"),  # the plain codec needs no model
+        (["--baseline", "bicubic", "--gop", "2", "--preset", "fast"], "bicubic", 2, "h264"),
     ],
 )
 def test_encode_baselines(capsys, clip, out_dir, options, mode, scale, codec):
@@ -105,6 +134,21 @@ def test_encode_baselines(capsys, clip, out_dir, options, mode, scale, codec):
     assert (report["mode"], report["scale"], report["codec"]) == (mode, scale, codec)
     assert report["model"] is None
     assert report["frames"] == 3
+
+
+def test_bit_depth_is_no_longer_an_option(capsys, clip, out_dir):
+    # The base layer codes the source's own bit depth.
+    code, _, err = run(capsys, "encode", clip.path, "-o", out_dir / "x.mp4", "--bit-depth", "10", "--baseline",
+                       "bicubic", "-q")
+    assert code == 2 and "unrecognized arguments: --bit-depth" in err
+    assert leftovers(out_dir) == []
+
+
+def test_baseline_bicubic_at_scale_1_is_refused(capsys, clip, out_dir):
+    code, _, err = run(capsys, "encode", clip.path, "-o", out_dir / "x.mp4", "--baseline", "bicubic", "--scale", "1",
+                       "-q")
+    assert "--baseline bicubic needs a scale of 2 or 4" in assert_one_line_error(code, err)
+    assert leftovers(out_dir) == []
 
 
 def test_encode_default_model(capsys, default_model_path, clip, out_dir):
@@ -226,11 +270,44 @@ def test_decode_to_y4m_is_the_decoder_output(capsys, dual_file, tiny_model, out_
     assert leftovers(out_dir) == ["d.y4m"]
     reader = VideoReader(out)
     assert (reader.info.width, reader.info.height, reader.info.rate) == (37, 29, 25)
+    assert reader.info.format == VideoReader(dual_file.clip.path).info.format  # the source's
     frames = list(reader.frames())
     expected = list(decode(dual_file.path, str(tiny_model.path)).frames)
     assert len(frames) == len(expected) == 3
-    assert all(np.array_equal(a, b) for a, b in zip(frames, expected))  # lossless
-    assert min(psnr(a, b) for a, b in zip(dual_file.clip.frames, frames)) > 25
+    assert all(same(a, b) for a, b in zip(frames, expected))  # lossless
+    assert min(psnr_yuv(a, b) for a, b in zip(dual_file.clip.frames, frames)) > 27  # about 29.5 dB
+
+
+@pytest.mark.parametrize("pix_fmt, tag", [("yuv420p", "C420jpeg"), ("yuv420p10le", "C420p10"),
+                                          ("yuv444p16le", "C444p16")])
+def test_decode_to_y4m_in_a_pixel_format(capsys, bicubic_file, out_dir, pix_fmt, tag):
+    out = out_dir / "x.y4m"
+    code, _, err = run(capsys, "decode", bicubic_file.path, "-o", out, "--pix-fmt", pix_fmt)
+    assert code == 0, err
+    assert f"(y4m {pix_fmt})" in err
+    header = out.read_bytes().split(b"\n", 1)[0].decode().split()
+    assert tag in header and "XCOLORRANGE=LIMITED" in header
+    expected = list(decode(bicubic_file.path).frames)
+    if pix_fmt != "yuv444p16le":  # 4:2:0 at 8 or 10 bits: the same code values (times 4 at 10 bits)
+        frames = read_yuv420(out)
+        factor = 4 if pix_fmt == "yuv420p10le" else 1
+        assert len(frames) == 3
+        for frame, planes in zip(frames, expected):
+            assert frame[0].dtype == (np.uint16 if factor == 4 else np.uint8)
+            for p, q in zip(frame, (planes.y, planes.u, planes.v)):
+                assert np.array_equal(p, q.astype(np.uint16) * factor)
+    else:  # 4:4:4 at 16 bits: luma scaled to 16 bits, chroma upsampled (swscale)
+        with av.open(str(out)) as inp:
+            frames = [np.frombuffer(f.planes[0], "<u2").reshape(29, -1)[:, :37] for f in inp.decode(video=0)]
+        assert len(frames) == 3
+        for luma, planes in zip(frames, expected):
+            assert np.abs(luma / 256.0 - planes.y).max() <= 1.0
+
+
+def test_pix_fmt_is_for_y4m_only(capsys, bicubic_file, out_dir):
+    code, _, err = run(capsys, "decode", bicubic_file.path, "-o", f"{out_dir}/frames/", "--pix-fmt", "yuv420p", "-q")
+    assert "--pix-fmt is for y4m output" in assert_one_line_error(code, err)
+    assert leftovers(out_dir) == []
 
 
 def test_decode_to_png_folder(capsys, dual_file, tiny_model, out_dir):
@@ -242,8 +319,9 @@ def test_decode_to_png_folder(capsys, dual_file, tiny_model, out_dir):
     names = sorted(p.name for p in (out_dir / "frames").iterdir())
     assert names == ["frame_000001.png", "frame_000002.png", "frame_000003.png"]
     expected = list(decode(dual_file.path, str(tiny_model.path)).frames)
-    for name, frame in zip(names, expected):
-        assert np.array_equal(np.asarray(Image.open(out_dir / "frames" / name)), frame)
+    for name, planes in zip(names, expected):
+        # R'G'B' of the decoded planes, as swscale converts BT.601 limited range (the clip's format).
+        assert np.array_equal(np.asarray(Image.open(out_dir / "frames" / name)), pyav_rgb(planes))
 
 
 def test_decode_into_an_empty_folder(capsys, bicubic_file, out_dir):
@@ -274,7 +352,8 @@ def test_decode_bicubic_and_plain_need_no_model(capsys, bicubic_file, out_dir):
     code, _, err = run(capsys, "decode", bicubic_file.path, "-o", out_dir / "b.y4m", "-q")
     assert code == 0, err
     frames = list(VideoReader(out_dir / "b.y4m").frames())
-    assert len(frames) == 3 and frames[0].shape == (29, 37, 3)
+    assert len(frames) == 3 and shapes(frames[0]) == ((29, 37), (15, 19), (15, 19))
+    assert all(same(a, b) for a, b in zip(frames, decode(bicubic_file.path).frames))
 
 
 def test_decode_without_the_model(capsys, dual_file, out_dir):
@@ -334,8 +413,8 @@ def test_damage_is_concealed_and_named_by_default(capsys, dual_file, tiny_model,
     assert len(frames) == 3  # every frame, the damaged one concealed
     clean = list(decode(dual_file.path, str(tiny_model.path)).frames)
     if kind == "side":  # frames 1 and 3 decode exactly; frame 2 lost its side stream only
-        assert np.array_equal(frames[0], clean[0]) and np.array_equal(frames[2], clean[2])
-        assert psnr(frames[1], clean[1]) > 25
+        assert same(frames[0], clean[0]) and same(frames[2], clean[2])
+        assert not same(frames[1], clean[1]) and psnr_yuv(frames[1], clean[1]) > 25
 
 
 def test_truncated_file_is_refused_by_default_too(capsys, dual_file, tiny_model, tmp_path, out_dir):
@@ -367,8 +446,8 @@ def test_decode_a_plain_mp4(capsys, tmp_path, out_dir):
     code, _, err = run(capsys, "decode", plain, "-o", out_dir / "x.y4m", "-q")
     assert code == 0, err
     decoded = list(VideoReader(out_dir / "x.y4m").frames())
-    assert len(decoded) == 2 and decoded[0].shape == (48, 64, 3)
-    assert all(np.array_equal(a, b) for a, b in zip(decoded, decode(plain).frames))
+    assert len(decoded) == 2 and shapes(decoded[0]) == ((48, 64), (24, 32), (24, 32))
+    assert all(same(a, b) for a, b in zip(decoded, decode(plain).frames, strict=True))
 
 
 def test_decode_a_file_without_video(capsys, tmp_path, out_dir):
@@ -404,6 +483,9 @@ def test_info_json(capsys, dual_file, tiny_model):
     assert b["base"] > 0 and b["side"] > 0 and b["other"] > 0
     assert report["bpp"] == pytest.approx(8 * size / (3 * 37 * 29))
     assert report["header"]["version"] == 2 and report["header"]["format"] == "dualcodec"
+    # The source's format: 8-bit limited range, BT.601 by the size rule (37x29, unflagged).
+    assert report["header"]["bit_depth"] == 8
+    assert report["header"]["color"] == {"matrix": "smpte170m", "range": "tv", "chroma": "420"}
     # The same numbers the encoder reported.
     assert (b["base"], b["side"]) == (dual_file.report.base_bytes, dual_file.report.side_bytes)
 
@@ -412,7 +494,7 @@ def test_info_text(capsys, dual_file, tiny_model):
     code, stdout, _ = run(capsys, "info", dual_file.path)
     assert code == 0
     assert "mode dual, scale 2x" in stdout
-    assert "frames 3, 37x29 from a h264 base layer 20x16" in stdout
+    assert "frames 3, 37x29 from a h264 base layer 20x16 (4:2:0 8-bit, range tv, matrix smpte170m)" in stdout
     assert tiny_model.fingerprint in stdout
     assert f"bytes {dual_file.path.stat().st_size}:" in stdout
 
@@ -444,16 +526,16 @@ def test_info_errors(capsys, tmp_path):
 def test_real_clip_through_the_command_line(capsys, tiny_model, tmp_path, out_dir):
     foreman = shared_file("video/foreman_352x288_2f.y4m")
     out = out_dir / "foreman.mp4"
-    code, _, err = run(capsys, "encode", foreman, "-o", out, "--model", tiny_model.path, "-q")
+    code, _, err = run(capsys, "encode", foreman, "-o", out, "--model", tiny_model.path, "--scale", 2, "-q")
     assert code == 0, err
     code, stdout, _ = run(capsys, "info", out, "--json")
-    assert json.loads(stdout)["frames"] == 2
+    assert (json.loads(stdout)["frames"], json.loads(stdout)["mode"]) == (2, "dual")
     code, _, err = run(capsys, "decode", out, "-o", out_dir / "foreman.y4m", "--model", tiny_model.path, "-q")
     assert code == 0, err
     source = list(VideoReader(foreman).frames())
     decoded = list(VideoReader(out_dir / "foreman.y4m").frames())
-    assert len(decoded) == 2 and decoded[0].shape == (288, 352, 3)
-    assert min(psnr(a, b) for a, b in zip(source, decoded)) > 24
+    assert len(decoded) == 2 and shapes(decoded[0]) == ((288, 352), (144, 176), (144, 176))
+    assert min(psnr_yuv(a, b) for a, b in zip(source, decoded)) > 26
     assert leftovers(out_dir) == ["foreman.mp4", "foreman.y4m"]
 
 
@@ -479,7 +561,7 @@ def test_hevc_files_play_in_apple_players_and_carry_no_x265_option_string(capsys
 def test_decode_reports_what_it_wrote(capsys, bicubic_file, out_dir):
     code, _, err = run(capsys, "decode", bicubic_file.path, "-o", out_dir / "x.y4m")
     assert code == 0
-    assert f"{out_dir / 'x.y4m'}: 3 frames 37x29 (y4m 4:4:4 16-bit) from a bicubic file;" in err
+    assert f"{out_dir / 'x.y4m'}: 3 frames 37x29 (y4m yuv420p) from a bicubic file;" in err
 
 
 def test_decode_to_mp4_keeps_the_audio(capsys, tmp_path, out_dir):

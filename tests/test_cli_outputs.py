@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dualcodec.cli import EPILOG
-from helpers import assert_one_line_error, make_av_clip, run, synthetic_frames, write_png, write_y4m
+from helpers import assert_one_line_error, make_av_clip, run, synthetic_frames, synthetic_rgb, write_png, write_y4m
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "dualcodec.cli"]
@@ -35,7 +35,7 @@ def home(tmp_path) -> Path:
     """A user's folder: a photo, notes, a subfolder, and a short bicubic dualcodec file."""
     folder = tmp_path / "home"
     (folder / "sub").mkdir(parents=True)
-    write_png(folder / "photo.png", synthetic_frames(16, 12, 1, seed=5)[0])
+    write_png(folder / "photo.png", synthetic_rgb(16, 12, 1, seed=5)[0])
     (folder / "notes.txt").write_text("do not lose me\n")
     (folder / "sub" / "deep.txt").write_text("nor me\n")
     return folder
@@ -178,7 +178,7 @@ def _pyav_y4m(path: Path, frames: int = 4) -> Path:
     with av.open(str(path), "w", format="yuv4mpegpipe") as out:
         stream = out.add_stream("rawvideo", rate=25)
         stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
-        for i, rgb in enumerate(synthetic_frames(48, 32, frames, seed=9)):
+        for i, rgb in enumerate(synthetic_rgb(48, 32, frames, seed=9)):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = i
             out.mux(stream.encode(frame))
@@ -186,15 +186,19 @@ def _pyav_y4m(path: Path, frames: int = 4) -> Path:
     return path
 
 
-def test_encode_reads_y4m_from_stdin(home, tmp_path):
+@pytest.mark.parametrize("method", ["bicubic", "auto"])
+def test_encode_reads_y4m_from_stdin(home, tmp_path, tiny_model, method):
+    # --scale auto reads its input once per candidate: it keeps a copy of the pipe.
     source = _pyav_y4m(tmp_path / "src.y4m")
-    piped = subprocess.run([*CLI, "encode", "-", "-o", "piped.mp4", "--baseline", "bicubic", "-q"], cwd=home,
+    options = ["--baseline", "bicubic"] if method == "bicubic" else ["--model", str(tiny_model.path), "--scale", "auto"]
+    piped = subprocess.run([*CLI, "encode", "-", "-o", "piped.mp4", *options, "-q"], cwd=home,
                            stdin=source.open("rb"), capture_output=True, text=True, timeout=120)
     assert piped.returncode == 0, piped.stderr
-    filed = subprocess.run([*CLI, "encode", str(source), "-o", "filed.mp4", "--baseline", "bicubic", "-q"],
+    filed = subprocess.run([*CLI, "encode", str(source), "-o", "filed.mp4", *options, "-q"],
                            cwd=home, capture_output=True, text=True, timeout=120)
     assert filed.returncode == 0, filed.stderr
     assert (home / "piped.mp4").read_bytes() == (home / "filed.mp4").read_bytes()
+    assert not list(home.glob(".dualcodec-auto-*"))  # the copy and the candidates are gone
 
 
 def test_garbage_on_stdin_is_a_one_line_error(home):
@@ -249,7 +253,7 @@ def test_train_refuses_a_run_folder_that_holds_files(home):
 
 @pytest.fixture()
 def stills(tmp_path) -> list[Path]:
-    return [write_png(tmp_path / f"s{i}.png", synthetic_frames(48, 32, 1, seed=i)[0]) for i in range(3)]
+    return [write_png(tmp_path / f"s{i}.png", synthetic_rgb(48, 32, 1, seed=i)[0]) for i in range(3)]
 
 
 def test_eval_checks_outputs_and_inputs_before_the_sweep(capsys, home, stills, tmp_path, monkeypatch):
@@ -349,23 +353,27 @@ def _signal_mid_work(argv: list[str], cwd: Path, stall: tuple[str, str], partial
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory, tiny_model) -> tuple[Path, Path]:
-    """30 frames of 64x48 and their dual-mode encoding."""
+    """30 frames of 64x48 and their dual-mode encoding (--scale 2: the learned layers, whatever
+    they cost)."""
     folder = tmp_path_factory.mktemp("long")
     source = write_y4m(folder / "long.y4m", synthetic_frames(64, 48, 30, seed=7))
     coded = folder / "long.mp4"
-    code = subprocess.run([*CLI, "encode", source, "-o", coded, "--model", tiny_model.path, "-q"],
+    code = subprocess.run([*CLI, "encode", source, "-o", coded, "--model", tiny_model.path, "--scale", "2", "-q"],
                           capture_output=True, text=True, timeout=300)
     assert code.returncode == 0, code.stderr
     return source, coded
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("scale, partial", [("2", ".out.mp4.*"), ("auto", ".dualcodec-auto-*")])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
-def test_signal_mid_encode_leaves_nothing(home, long_clip, tiny_model, tmp_path, sig):
+def test_signal_mid_encode_leaves_nothing(home, long_clip, tiny_model, tmp_path, sig, scale, partial):
+    # --scale auto codes its candidates in a temporary folder beside the output: the model's
+    # is stopped, after the plain codec's was written.
     source, _ = long_clip
     before = snapshot(home)
-    result = _signal_mid_work(["encode", str(source), "-o", "out.mp4", "--model", str(tiny_model.path), "-q"], home,
-                              ("ModelLayers", "side"), ".out.mp4.*", sig, tmp_path / "marker")
+    result = _signal_mid_work(["encode", str(source), "-o", "out.mp4", "--model", str(tiny_model.path), "--scale",
+                               scale, "-q"], home, ("ModelLayers", "side"), partial, sig, tmp_path / "marker")
     assert result.returncode == 128 + sig, result.stderr
     assert result.stderr.strip() == f"dualcodec: terminated by {signal.Signals(sig).name}"
     assert snapshot(home) == before

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import shutil
 from fractions import Fraction
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -17,7 +19,23 @@ from dualcodec.sidestream import SideMode
 from dualcodec.errors import DualcodecError
 from dualcodec.model import load_model
 from dualcodec.video import VideoReader
-from helpers import make_av_clip, psnr, shared_file, synthetic_frames, write_png, write_y4m
+from helpers import (
+    SHARED_DATA,
+    image_planes,
+    make_av_clip,
+    psnr_yuv,
+    read_yuv420,
+    run,
+    sequence_psnr_yuv,
+    shared_file,
+    synthetic_frames,
+    synthetic_rgb,
+    to_planes,
+    video_bitstream,
+    write_png,
+    write_y4m,
+    x264_mp4,
+)
 
 
 def _layers(mode: str, model_path=None):
@@ -27,6 +45,19 @@ def _layers(mode: str, model_path=None):
     if mode == "bicubic":
         return BicubicLayers(2)
     return PlainLayers()
+
+
+def _same(a, b) -> bool:
+    """Two frames' planes are equal, value and type."""
+    return all(p.dtype == q.dtype and np.array_equal(p, q) for p, q in ((a.y, b.y), (a.u, b.u), (a.v, b.v)))
+
+
+def _shapes(planes) -> tuple:
+    return planes.y.shape, planes.u.shape, planes.v.shape
+
+
+def _mean_psnr_yuv(source, decoded, peak: float = 255.0) -> float:
+    return float(np.mean([psnr_yuv(a, b, peak) for a, b in zip(source, decoded, strict=True)]))
 
 
 def _round_trip(source, destination, layers, model=None, **settings):
@@ -48,9 +79,12 @@ def test_encode_decode_every_mode(mode, clip, tiny_model, tmp_path):
     assert report.side_bytes == 0 or mode == "dual"  # only a dual file may carry side bytes
     assert video.rate == 25
     assert len(frames) == 3
+    assert video.format == VideoReader(clip.path).info.format  # the source's planes, back in its format
     for src, dec in zip(clip.frames, frames):
-        assert dec.shape == src.shape and dec.dtype == np.uint8
-        assert psnr(src, dec) > (33.0 if mode == "plain" else 25.0)
+        assert _shapes(dec) == _shapes(src) == ((29, 37), (15, 19), (15, 19))
+        assert dec.y.dtype == dec.u.dtype == dec.v.dtype == np.uint8
+        # About 41 dB plain, 39 bicubic, 29.5 dual (the tiny model's random weights).
+        assert psnr_yuv(src, dec) > {"plain": 38.0, "bicubic": 36.0, "dual": 27.0}[mode]
     if mode == "dual":
         assert video.header.model_fingerprint == tiny_model.fingerprint
         assert video.header.model_name == "tiny"
@@ -65,51 +99,70 @@ def test_expensive_side_bits_are_never_sent(clip, tiny_model, tmp_path):
     reader = ContainerReader(out)
     assert reader.has_side_stream and [s.mode for s in reader.side_frames()] == [SideMode.SKIP] * 3
     assert report.side_bytes == 3 * 5 and video.header.mode == "dual"
-    assert len(frames) == 3 and frames[0].shape == (29, 37, 3)
+    assert len(frames) == 3 and _shapes(frames[0]) == ((29, 37), (15, 19), (15, 19))
+
+
+def _flag_full_range(path):
+    """Mark a y4m written by :func:`helpers.write_y4m` as full range (``XCOLORRANGE=FULL``)."""
+    data = path.read_bytes()
+    end = data.index(b"\n")
+    path.write_bytes(data[:end] + b" XCOLORRANGE=FULL" + data[end:])
+    return path
 
 
 @pytest.mark.parametrize("bit_depth, full_range", [(8, False), (8, True), (10, False)])
 def test_plain_file_of_even_size_is_a_standard_mp4(bit_depth, full_range, tmp_path):
-    frames = synthetic_frames(64, 48, 3, seed=6)
+    pix_fmt = {(8, False): "yuv420p", (8, True): "yuvj420p", (10, False): "yuv420p10le"}[bit_depth, full_range]
+    frames = synthetic_frames(64, 48, 3, seed=6, pix_fmt=pix_fmt)
     source = write_y4m(tmp_path / "even.y4m", frames)
+    if full_range:
+        _flag_full_range(source)
     out = tmp_path / "plain.mp4"
-    report, video, decoded = _round_trip(source, out, PlainLayers(), qp=20, bit_depth=bit_depth,
-                                         full_range=full_range)
+    # The settings say 8-bit limited range: the base layer codes the source's depth and range.
+    report, video, decoded = _round_trip(source, out, PlainLayers(), qp=20)
     with av.open(str(out)) as inp:
         assert "dualcodec" not in inp.metadata and not inp.streams.data  # the codec's own file, nothing added
+        cc = inp.streams.video[0].codec_context
+        assert cc.pix_fmt in ({"yuv420p10le"} if bit_depth == 10 else {"yuv420p", "yuvj420p"})
+        assert (cc.color_range, cc.colorspace) == (2 if full_range else 1, 6)  # flagged: BT.601 below HD
     assert not ContainerReader(out).has_header
     assert (video.header.mode, video.header.width, video.header.height) == ("plain", 64, 48)
-    assert (video.header.bit_depth, video.header.full_range) == (bit_depth, full_range)  # from the stream
+    assert (video.header.bit_depth, video.header.full_range, video.header.matrix) == (bit_depth, full_range, 6)
     assert report.side_bytes == 0 and len(decoded) == 3
-    # Decoded with the encoder's own conversion (BT.709, the flagged range): 36.5 dB or more
-    # here; decoding with the other range gives 30.3 dB at most.
-    assert min(psnr(a, b) for a, b in zip(frames, decoded)) > 34.0
+    # The decoded planes are the source's, in its depth and range: 41.7 dB or more at 8 bits,
+    # 52 dB at 10.
+    peak = 1023.0 if bit_depth == 10 else 255.0
+    assert all(d.y.dtype == frames[0].y.dtype for d in decoded)
+    assert min(psnr_yuv(a, b, peak) for a, b in zip(frames, decoded, strict=True)) > 40.0
 
 
 def test_plain_beats_bicubic_at_the_same_qp(clip, tmp_path):
     _, _, plain = _round_trip(clip.path, tmp_path / "p.mp4", PlainLayers(), qp=27)
     _, _, bic = _round_trip(clip.path, tmp_path / "b.mp4", BicubicLayers(2), qp=27)
-    assert np.mean([psnr(a, b) for a, b in zip(clip.frames, plain)]) > \
-        np.mean([psnr(a, b) for a, b in zip(clip.frames, bic)])
+    assert _mean_psnr_yuv(clip.frames, plain) > _mean_psnr_yuv(clip.frames, bic)
 
 
 def test_decoding_is_deterministic(dual_file, tiny_model):
     a = list(decode(dual_file.path, str(tiny_model.path)).frames)
     b = list(decode(dual_file.path, str(tiny_model.path)).frames)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert len(a) == len(b) == 3 and all(_same(x, y) for x, y in zip(a, b))
 
 
 @pytest.mark.parametrize("mode", ["dual", "bicubic", "plain"])
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (33, 21), (7, 64)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_one_frame_image_of_odd_size_decodes_to_its_size(mode, size, tiny_model, tmp_path):
     width, height = size
-    image = synthetic_frames(width, height, 1, seed=5)[0]
+    image = synthetic_rgb(width, height, 1, seed=5)[0]
     source = write_png(tmp_path / "image.png", image)
     model = str(tiny_model.path) if mode == "dual" else None
     report, video, frames = _round_trip(source, tmp_path / "o.mp4", _layers(mode, tiny_model.path), model, qp=27)
     assert report.frames == 1 and len(frames) == 1
     assert (video.header.width, video.header.height) == (width, height)
-    assert frames[0].shape == (height, width, 3)
+    chroma = ((height + 1) // 2, (width + 1) // 2)
+    assert _shapes(frames[0]) == ((height, width), chroma, chroma)
+    # The image, converted once by swscale's defaults (what PyAV's reformat gives), comes back.
+    if mode == "plain":
+        assert psnr_yuv(image_planes(source), frames[0]) > 38.0
     scale = video.header.scale
     assert video.header.base_width % 2 == 0 and video.header.base_height % 2 == 0
     assert video.header.base_width * scale >= width and video.header.base_height * scale >= height
@@ -129,8 +182,8 @@ def test_every_base_codec_in_dual_mode(codec, tiny_model, tmp_path):
     with av.open(str(out)) as inp:
         # The stream's codec (PyAV names AV1 streams after the decoder it picks).
         assert inp.streams.video[0].codec_context.name in {codec, {"av1": "libdav1d"}.get(codec)}
-    assert len(frames) == 3 and frames[0].shape == (64, 66, 3)
-    assert min(psnr(a, b) for a, b in zip(source, frames)) > 25.0
+    assert len(frames) == 3 and _shapes(frames[0]) == ((64, 66), (32, 33), (32, 33))
+    assert min(psnr_yuv(a, b) for a, b in zip(source, frames, strict=True)) > 27.0  # about 29.5 dB
 
 
 def test_base_layer_too_small_for_av1(clip, tmp_path):
@@ -146,24 +199,35 @@ def test_every_base_codec_bicubic_64x64(codec, tmp_path):
     source = write_y4m(tmp_path / "in.y4m", frames)
     _, video, out = _round_trip(source, tmp_path / "o.mp4", BicubicLayers(2), codec=codec, qp=27)
     assert video.header.codec == codec and len(out) == 2
-    assert min(psnr(a, b) for a, b in zip(frames, out)) > 25.0
+    assert min(psnr_yuv(a, b) for a, b in zip(frames, out, strict=True)) > 38.0  # about 41 dB
 
 
-def test_crf_and_10bit_base_layer(clip, tmp_path):
+def test_crf_and_10bit_base_layer(tmp_path):
+    ten = synthetic_frames(37, 29, 3, seed=0, pix_fmt="yuv420p10le")
+    source = write_y4m(tmp_path / "ten.y4m", ten)
     out = tmp_path / "ten.mp4"
-    _, video, frames = _round_trip(clip.path, out, BicubicLayers(2), codec="h264", qp=None, crf=20.0, bit_depth=10)
-    assert video.header.bit_depth == 10 and len(frames) == 3
+    # bit_depth=8 in the settings: the base layer codes the source's 10 bits all the same.
+    _, video, frames = _round_trip(source, out, BicubicLayers(2), codec="h264", qp=None, crf=20.0, bit_depth=8)
+    assert video.header.bit_depth == 10 and video.format.bit_depth == 10 and len(frames) == 3
     with av.open(str(out)) as inp:
         assert inp.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
-    assert min(psnr(a, b) for a, b in zip(clip.frames, frames)) > 25.0
+    assert all(f.y.dtype == f.u.dtype == np.uint16 and f.y.max() <= 1023 for f in frames)
+    assert min(psnr_yuv(a, b, 1023.0) for a, b in zip(ten, frames, strict=True)) > 34.0  # about 37 dB
+
+
+def test_an_8bit_source_gets_an_8bit_base_layer(clip, tmp_path):
+    out = tmp_path / "eight.mp4"
+    _, video, frames = _round_trip(clip.path, out, BicubicLayers(2), qp=27, bit_depth=10)
+    assert video.header.bit_depth == 8 and frames[0].y.dtype == np.uint8
+    with av.open(str(out)) as inp:
+        assert inp.streams.video[0].codec_context.pix_fmt == "yuv420p"
 
 
 def test_lower_qp_costs_more_and_looks_better(clip, tmp_path):
     fine, _, fine_frames = _round_trip(clip.path, tmp_path / "f.mp4", PlainLayers(), qp=20)
     coarse, _, coarse_frames = _round_trip(clip.path, tmp_path / "c.mp4", PlainLayers(), qp=44)
     assert fine.base_bytes > coarse.base_bytes
-    assert np.mean([psnr(a, b) for a, b in zip(clip.frames, fine_frames)]) > \
-        np.mean([psnr(a, b) for a, b in zip(clip.frames, coarse_frames)]) + 3
+    assert _mean_psnr_yuv(clip.frames, fine_frames) > _mean_psnr_yuv(clip.frames, coarse_frames) + 3
 
 
 def test_bicubic_baseline_on_real_content(tmp_path):
@@ -175,8 +239,7 @@ def test_bicubic_baseline_on_real_content(tmp_path):
     assert (report.base_width, report.base_height) == (160, 120)
     assert video.rate == Fraction(30)
     assert len(out) == 5
-    mean_psnr = np.mean([psnr(a, b) for a, b in zip(frames, out)])
-    assert 26.0 < mean_psnr < 34.0  # 2x bicubic on traffic at QP 27: about 29 dB
+    assert 31.0 < _mean_psnr_yuv(frames, out) < 37.0  # 2x bicubic on traffic at QP 27: about 34 dB PSNR-YUV
     bpp = 8 * report.file_bytes / (5 * 320 * 240)
     assert 0.05 < bpp < 1.0
 
@@ -214,6 +277,21 @@ def test_make_codec_modes(tiny_model):
     assert dual.mode == "dual" and dual.scale == 2
     with pytest.raises(DualcodecError, match="no model named"):
         make_codec(settings, None, "no-such-model", None)
+    assert make_codec(settings, None, "no-such-model", 1).layers.mode == "plain"  # scale 1 loads no model
+    with pytest.raises(DualcodecError, match="needs a scale of 2 or 4"):
+        make_codec(settings, "bicubic", "unused", 1)
+
+
+def test_make_codec_scale_auto_is_the_default(tiny_model):
+    from dualcodec.auto import STEP, AutoCodec
+
+    auto = make_codec(BaseCodecSettings(qp=30), None, str(tiny_model.path))
+    assert isinstance(auto, AutoCodec)
+    # The candidates, then the plain codec STEP quantiser steps coarser.
+    assert [(c.layers.mode, c.layers.scale, c.settings.qp) for c in auto.codecs] == [
+        ("plain", 1, 30), ("dual", 2, 30), ("plain", 1, 30 + STEP)]
+    assert auto.model_path == tiny_model.path
+    assert make_codec(BaseCodecSettings(qp=50), None, str(tiny_model.path)).codecs[-1].settings.qp == 51  # x264's top
 
 
 def test_audio_is_copied_unchanged(tmp_path):
@@ -241,7 +319,7 @@ def test_audio_is_copied_unchanged(tmp_path):
 def test_mp4_input_without_audio(tmp_path):
     source = make_av_clip(tmp_path / "in.mp4", width=48, height=32, frames=4)
     report, video, frames = _round_trip(source, tmp_path / "o.mp4", PlainLayers(), qp=25)
-    assert report.frames == 4 and frames[0].shape == (32, 48, 3)
+    assert report.frames == 4 and _shapes(frames[0]) == ((32, 48), (16, 24), (16, 24))
     with av.open(str(tmp_path / "o.mp4")) as inp:
         assert len(inp.streams.audio) == 0
 
@@ -277,7 +355,7 @@ def test_copy_of_file_decodes_the_same(dual_file, tiny_model, tmp_path):
     shutil.copy(dual_file.path, moved)
     a = list(decode(dual_file.path, str(tiny_model.path)).frames)
     b = list(decode(moved, str(tiny_model.path)).frames)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert len(a) == len(b) == 3 and all(_same(x, y) for x, y in zip(a, b))
 
 
 def test_default_model_round_trip(default_model_path, clip, tmp_path):
@@ -287,7 +365,8 @@ def test_default_model_round_trip(default_model_path, clip, tmp_path):
     video = decode(out)  # the built-in model is found by name
     frames = list(video.frames)
     assert video.header.model_name and len(frames) == 3
-    assert frames[0].shape == (29, 37, 3)
+    assert _shapes(frames[0]) == ((29, 37), (15, 19), (15, 19))
+    assert min(psnr_yuv(a, b) for a, b in zip(clip.frames, frames)) > 28.0
 
 
 def test_audio_is_cut_to_the_encoded_frames(tmp_path):
@@ -322,7 +401,7 @@ def _clip_with_pcm_audio(path, frames: int = 10, rate: int = 25):
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
         sound = out.add_stream("pcm_s16le", rate=16000)
         sound.layout = "mono"
-        for i, rgb in enumerate(synthetic_frames(64, 48, frames, seed=2)):
+        for i, rgb in enumerate(synthetic_rgb(64, 48, frames, seed=2)):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts, frame.time_base = i, Fraction(1, rate)
             out.mux(video.encode(frame))
@@ -358,3 +437,156 @@ def test_aac_audio_is_copied_by_default(tmp_path):
     source = make_av_clip(tmp_path / "aac.mp4", frames=5, audio=True)
     report = LayeredCodec(BicubicLayers(2), BaseCodecSettings(qp=30)).encode(source, tmp_path / "out.mp4")
     assert report.audio == ("aac copied",)
+
+
+# -- the baselines against implementations that share no code with dualcodec ---------------
+#
+# PyAV, numpy and torch only (tests/helpers.py and ../shared/tools/anchors.py): the planes
+# are read by PyAV, coded by libx264 through PyAV, scored in numpy.
+
+CARS_FRAMES = 12
+# (matrix, primaries, transfer, range) flagged in the base layer of an unflagged 320x240
+# source: BT.601 (525 lines, below HD by players' size rule), limited range.
+BT601_TV = (6, 6, 6, 1)
+
+
+@pytest.fixture(scope="module")
+def cars(tmp_path_factory) -> dict:
+    """bit depth -> (planes, y4m, rate): the first 12 frames of cars (320x240, 30 fps) as
+    PyAV reads them, and the same at 10 bits (each code value times 4)."""
+    original = shared_file("video/cars_320x240_30f.y4m")
+    with av.open(str(original)) as inp:
+        rate = Fraction(inp.streams.video[0].average_rate)
+    eight = read_yuv420(original, CARS_FRAMES)
+    ten = [tuple(p.astype(np.uint16) * 4 for p in frame) for frame in eight]
+    folder = tmp_path_factory.mktemp("cars")
+    clips = {}
+    for bits, frames in ((8, eight), (10, ten)):
+        path = write_y4m(folder / f"cars{bits}.y4m", [SimpleNamespace(y=y, u=u, v=v) for y, u, v in frames], rate)
+        clips[bits] = (frames, path, rate)
+    return clips
+
+
+def _yuv(frames) -> list[tuple]:
+    return [(p.y, p.u, p.v) for p in frames]
+
+
+def _read_y4m(path) -> tuple[list[str], list[tuple]]:
+    """The header words and the (y, u, v) planes of a 4:2:0 y4m, parsed by hand."""
+    data = path.read_bytes()
+    end = data.index(b"\n")
+    words = data[:end].decode().split()
+    width = int(next(w[1:] for w in words if w.startswith("W")))
+    height = int(next(w[1:] for w in words if w.startswith("H")))
+    dtype = np.dtype("<u2") if "C420p10" in words else np.dtype(np.uint8)
+    sizes = [(height, width)] + 2 * [((height + 1) // 2, (width + 1) // 2)]
+    frames, pos = [], end + 1
+    while pos < len(data):
+        end = data.index(b"\n", pos)
+        assert data[pos:end].split()[0] == b"FRAME"
+        pos, planes = end + 1, []
+        for h, w in sizes:
+            count = h * w
+            planes.append(np.frombuffer(data, dtype, count, pos).reshape(h, w).astype(dtype.newbyteorder("=")))
+            pos += count * dtype.itemsize
+        frames.append(tuple(planes))
+    return words, frames
+
+
+def _assert_same_frames(a: list[tuple], b: list[tuple]) -> None:
+    assert len(a) == len(b)
+    for n, (x, y) in enumerate(zip(a, b)):
+        for name, p, q in zip("yuv", x, y):
+            assert p.dtype == q.dtype and np.array_equal(p, q), f"frame {n + 1}, plane {name}"
+
+
+@pytest.mark.parametrize("qp", [12, 32])
+@pytest.mark.parametrize("bits", [8, 10])
+def test_baseline_none_is_x264_alone(capsys, cars, bits, qp, tmp_path):
+    frames, source, rate = cars[bits]
+    peak = (1 << bits) - 1
+    ours = tmp_path / "ours.mp4"
+    report = make_codec(BaseCodecSettings(qp=qp), "none", "unused").encode(source, ours)
+    direct = x264_mp4(tmp_path / "direct.mp4", frames, qp, rate, BT601_TV, gop=32, preset="medium")
+    assert report.frames == CARS_FRAMES and report.mode == "plain"
+    # The same bitstream: parameter sets (depth, colour flags) and every packet's payload.
+    ours_params, ours_packets = video_bitstream(ours)
+    direct_params, direct_packets = video_bitstream(direct)
+    assert ours_params == direct_params
+    assert len(ours_packets) == CARS_FRAMES and ours_packets == direct_packets
+    assert report.file_bytes == ours.stat().st_size == pytest.approx(direct.stat().st_size, rel=0.02)
+    decoded = _yuv(decode(ours).frames)
+    _assert_same_frames(decoded, read_yuv420(direct))
+    assert sequence_psnr_yuv(frames, decoded, peak) == pytest.approx(
+        sequence_psnr_yuv(frames, read_yuv420(direct), peak), abs=0.05)
+    # Decoded to y4m by the command line: the source's depth, the decoder's planes as they are.
+    code, _, err = run(capsys, "decode", ours, "-o", tmp_path / "ours.y4m", "-q")
+    assert code == 0, err
+    words, written = _read_y4m(tmp_path / "ours.y4m")
+    assert ("C420p10" if bits == 10 else "C420jpeg") in words
+    assert words[1:3] == ["W320", "H240"] and "F30:1" in words
+    _assert_same_frames(written, decoded)
+
+
+def _anchors():
+    """../shared/tools/anchors.py, the project's independent rate-distortion anchors."""
+    path = SHARED_DATA.parent / "tools" / "anchors.py"
+    if not path.is_file():
+        pytest.skip(f"independent anchors not available: {path} (expected ../shared/tools beside the repo)")
+    spec = importlib.util.spec_from_file_location("anchors", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as exc:
+        pytest.skip(f"{path} needs {exc.name}, which is not installed")
+    return module
+
+
+@pytest.mark.parametrize("qp", [22, 37])
+def test_baseline_bicubic_matches_an_independent_per_plane_bicubic(cars, qp, tmp_path):
+    anchors = _anchors()
+    frames, source, _ = cars[8]
+    # Each plane antialiased-bicubic down by 2 (torch), x264 (PyAV), each plane bicubic up.
+    low = [tuple(anchors.resize(p, (p.shape[0] // 2, p.shape[1] // 2), True) for p in frame) for frame in frames]
+    anchor_bytes, low_hat = anchors.encode(low, "h264", qp)
+    anchor = [tuple(anchors.resize(p, q.shape, False) for p, q in zip(f, g)) for f, g in zip(low_hat, frames)]
+    out = tmp_path / "bicubic.mp4"
+    report = make_codec(BaseCodecSettings(qp=qp), "bicubic", "unused").encode(source, out)
+    assert (report.mode, report.scale, report.base_width, report.base_height) == ("bicubic", 2, 160, 120)
+    ours = _yuv(decode(out).frames)
+    assert len(ours) == len(anchor) == CARS_FRAMES
+    assert sequence_psnr_yuv(frames, ours, 255) == pytest.approx(sequence_psnr_yuv(frames, anchor, 255), abs=0.1)
+    # The same rate too, give or take dualcodec's header (0.3 KB) and the colour flags.
+    assert report.file_bytes == pytest.approx(anchor_bytes, rel=0.1)
+
+
+@pytest.mark.parametrize("mode", ["dual", "bicubic", "plain"])
+def test_compress_and_decompress_in_memory_are_encode_and_decode(mode, clip, tiny_model, tmp_path):
+    from dualcodec.codec import decompress
+    from dualcodec.yuv import YUVFormat
+
+    layers = _layers(mode, tiny_model.path)
+    codec = LayeredCodec(layers, BaseCodecSettings(qp=30))
+    fmt = VideoReader(clip.path).info.format
+    data = codec.compress(clip.frames, fmt, Fraction(25))
+    out = tmp_path / "file.mp4"
+    LayeredCodec(_layers(mode, tiny_model.path), BaseCodecSettings(qp=30)).encode(clip.path, out)
+    assert data == out.read_bytes()
+    model = str(tiny_model.path) if mode == "dual" else None
+    from_memory, from_file = list(decompress(data, model).frames), list(decode(out, model).frames)
+    assert len(from_memory) == len(clip.frames)
+    for a, b in zip(from_memory, from_file):
+        assert np.array_equal(a.y, b.y) and np.array_equal(a.u, b.u) and np.array_equal(a.v, b.v)
+    assert fmt == YUVFormat(8, False, 6)
+
+
+def test_decompress_refuses_bad_bytes_in_one_line(bicubic_file):
+    from dualcodec.codec import decompress
+
+    data = bicubic_file.path.read_bytes()
+    with pytest.raises(DualcodecError, match="the stream is truncated or damaged"):
+        decompress(data[: len(data) // 2])
+    with pytest.raises(DualcodecError, match="cannot open the stream"):
+        decompress(b"not an mp4 at all")
+    with pytest.raises(DualcodecError, match="no frame to compress"):
+        LayeredCodec(PlainLayers(), BaseCodecSettings()).compress([], None)

@@ -30,6 +30,9 @@ def test_written_file_opens_with_plain_pyav(dual_file):
         frames = list(inp.decode(video))
         assert len(frames) == 3
         assert frames[0].format.name == "yuv420p"
+        # The base layer is coded in the source's format: the clip's y4m is SD and unflagged, so BT.601.
+        assert header.matrix == 6 and not header.full_range
+        assert (frames[0].colorspace, frames[0].color_range) == (6, 1)
         assert (frames[0].width, frames[0].height) == (20, 16)
         assert json.loads(inp.metadata[METADATA_KEY])["mode"] == "dual"
 
@@ -80,7 +83,7 @@ def test_mp4_without_the_header_reads_as_plain(tmp_path):
     reader = ContainerReader(path)
     assert not reader.has_header and reader.header_dict() is None
     assert reader.header == Header(mode="plain", scale=1, width=64, height=48, base_width=64, base_height=48,
-                                   codec="h264", bit_depth=8, full_range=False)
+                                   codec="h264", bit_depth=8, full_range=False, matrix=6)  # unflagged SD: BT.601
     assert reader.rate == 30 and not reader.has_side_stream
     frames = list(reader.base_frames())
     assert len(frames) == 2 and (frames[0].width, frames[0].height) == (64, 48)
@@ -107,13 +110,21 @@ def test_videos_dualcodec_cannot_decode_are_refused(tmp_path):
         out.writeframes(b"\x00\x00" * 800)
     with pytest.raises(DualcodecError, match="has no video stream"):
         ContainerReader(sound)
-    bt601 = make_av_clip(tmp_path / "bt601.mp4", frames=1, matrix=6)
-    with pytest.raises(DualcodecError, match="colour matrix 6 .* BT.709 only"):
-        ContainerReader(bt601)
+    fcc = make_av_clip(tmp_path / "fcc.mp4", frames=1, matrix=4)
+    with pytest.raises(DualcodecError, match="colour matrix 4 .* BT.709, BT.601 and BT.2020 only"):
+        ContainerReader(fcc)
     image = tmp_path / "image.png"
     av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8), format="rgb24").to_image().save(image)
     with pytest.raises(DualcodecError, match="png video is not supported"):
         ContainerReader(image)
+
+
+@pytest.mark.parametrize("matrix", [1, 5, 6, 9])
+def test_plain_videos_of_each_supported_matrix_are_read(tmp_path, matrix):
+    path = make_av_clip(tmp_path / "clip.mp4", frames=2, matrix=matrix)
+    reader = ContainerReader(path)
+    assert reader.header.matrix == matrix and reader.header.yuv_format.matrix == matrix
+    assert len(list(reader.base_frames())) == 2
 
 
 def test_truncated_mp4_does_not_pass_for_a_plain_video(dual_file, tmp_path):
@@ -175,7 +186,7 @@ def test_unknown_version_in_a_file_is_rejected(dual_file, tmp_path):
         ContainerReader(path)
 
 
-# -- golden file: the committed tests/golden/ files must keep decoding, bit for bit ------
+# -- golden file, version 1: still read, its dual layers refused ------------------------
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -189,7 +200,7 @@ GOLDEN_HEADER = (
 
 @pytest.fixture(scope="module")
 def golden() -> Path:
-    missing = [n for n in ("golden.mp4", "golden_model.pt", "golden_frames.npy") if not (GOLDEN / n).is_file()]
+    missing = [n for n in ("golden.mp4", "golden_model.pt", "golden_v2.mp4") if not (GOLDEN / n).is_file()]
     assert not missing, f"golden files missing from {GOLDEN}: {missing} (they are committed, never regenerated here)"
     return GOLDEN
 
@@ -199,17 +210,8 @@ def test_golden_header(golden):
         assert inp.metadata[METADATA_KEY] == GOLDEN_HEADER  # the exact stored string
     header = ContainerReader(golden / "golden.mp4").header
     assert header == Header(mode="dual", scale=2, width=45, height=37, base_width=24, base_height=20,
-                            codec="h264", bit_depth=8, full_range=False, model_name="golden",
+                            codec="h264", bit_depth=8, full_range=False, matrix=1, model_name="golden",
                             model_fingerprint="2a78078fe0078dca", version=1)
-    assert header.to_json() == GOLDEN_HEADER  # a version 1 header round-trips exactly
-
-
-def test_golden_model_file(golden):
-    from dualcodec.model import load_model
-
-    loaded = load_model(str(golden / "golden_model.pt"))
-    assert loaded.name == "golden" and loaded.fingerprint == "2a78078fe0078dca"
-    assert (loaded.config.scale, loaded.config.up_width, loaded.config.side_width) == (2, 8, 16)
 
 
 def test_golden_streams(golden):
@@ -221,34 +223,44 @@ def test_golden_streams(golden):
     assert [s.mode for s in sides] == [SideMode.NEW, SideMode.REPEAT, SideMode.REPEAT]
     assert len(sides[0].entropy_bytes) > 0
     assert sizes.side_bytes == sum(4 + len(s.to_bytes()) for s in sides)
+    frames = list(reader.base_frames())
+    assert len(frames) == 3 and all((p.width, p.height) == (24, 20) for p in frames)
 
 
-def test_golden_decodes_to_the_expected_frames(golden):
+def test_golden_v1_dual_file_is_refused_with_a_message(golden):
     from dualcodec.codec import decode
 
-    expected = np.load(golden / "golden_frames.npy")
-    assert expected.dtype == np.uint8 and expected.shape == (3, 37, 45, 3)
-    video = decode(golden / "golden.mp4", str(golden / "golden_model.pt"))
-    frames = np.stack(list(video.frames))
-    assert frames.shape == expected.shape
-    # Since this version 1 file was written, 3 of its 15,000 samples decode 1 code value
-    # apart (the same at 1 and 2 threads); the version 2 golden below pins exact frames.
-    assert int(np.abs(frames.astype(np.int16) - expected).max()) <= 1
-    # The side stream matters: the same base frame with skipped latents is visibly different,
-    # so a decoder that mishandled the side stream would fail the check above.
-    from dualcodec.codec import ModelLayers, _to_rgb, planes_to_rgb
-    from dualcodec.model import load_model
-    from dualcodec.yuv import YUVFormat
-
-    layers = ModelLayers(load_model(str(golden / "golden_model.pt")))
-    first = next(ContainerReader(golden / "golden.mp4").base_frames())
-    skipped = _to_rgb(layers.up(planes_to_rgb(first, YUVFormat()), SideFrame(SideMode.SKIP)), 45, 37)
-    assert int(np.abs(skipped.astype(np.int16) - expected[0]).max()) > 1
+    # Its learned layers worked in R'G'B': no model of today's format can decode it.
+    with pytest.raises(DualcodecError, match="format version 1 dual-layer file.*R'G'B'") as info:
+        decode(golden / "golden.mp4", str(golden / "golden_model.pt"))
+    assert "\n" not in str(info.value)
 
 
 # -- golden file, version 2: the encoder's bitstream and the decoded frames, exactly ------
 
-GOLDEN_V2_MD5 = "fde06b2423e0271f11ff16cfbf93634b"  # base and side packets, printed by make_golden.py v2
+# Printed by make_golden.py; regenerated with the golden files when the format changes.
+GOLDEN_MODEL_FINGERPRINT = "7979d6ec55ae6576"
+GOLDEN_V2_MD5 = "4418730ee182765bb79599fab4ece89e"  # base and side packets
+
+
+def test_golden_model_file(golden):
+    from dualcodec.model import load_model
+
+    loaded = load_model(str(golden / "golden_model.pt"))
+    assert loaded.name == "golden" and loaded.fingerprint == GOLDEN_MODEL_FINGERPRINT
+    assert (loaded.config.scale, loaded.config.up_width, loaded.config.side_width) == (2, 8, 16)
+
+
+def test_golden_v2_header(golden):
+    header = ContainerReader(golden / "golden_v2.mp4").header
+    # The clip is an unflagged SD y4m: BT.601, limited range, coded so.
+    assert header == Header(mode="dual", scale=2, width=45, height=37, base_width=24, base_height=20,
+                            codec="h264", bit_depth=8, full_range=False, matrix=6, model_name="golden",
+                            model_fingerprint=GOLDEN_MODEL_FINGERPRINT, version=2)
+    with av.open(str(golden / "golden_v2.mp4")) as inp:
+        assert json.loads(inp.metadata[METADATA_KEY])["color"] == {"matrix": "smpte170m", "range": "tv",
+                                                                   "chroma": "420"}
+        assert inp.streams.video[0].codec_context.colorspace == 6
 
 
 @pytest.fixture()
@@ -273,18 +285,51 @@ def test_golden_v2_bitstream_is_pinned(make_golden, tmp_path, threads):
     assert make_golden.bitstream_md5(GOLDEN / "golden_v2.mp4") == GOLDEN_V2_MD5  # the committed file too
 
 
+def _golden_v2_frames(golden) -> list:
+    from dualcodec.basecodec import Planes
+
+    stored = np.load(golden / "golden_v2_frames.npz")
+    assert stored["y"].dtype == np.uint8 and stored["y"].shape == (3, 37, 45)
+    assert stored["u"].shape == stored["v"].shape == (3, 19, 23)
+    return [Planes(*(stored[name][i] for name in "yuv")) for i in range(3)]
+
+
+def _max_difference(a, b) -> int:
+    return max(int(np.abs(p.astype(np.int32) - q).max()) for p, q in ((a.y, b.y), (a.u, b.u), (a.v, b.v)))
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_golden_v2_decodes_to_exactly_its_frames(golden, threads):
     import torch
 
     from dualcodec.codec import decode
 
+    expected = _golden_v2_frames(golden)
     torch.set_num_threads(threads)
     try:
-        frames = np.stack(list(decode(golden / "golden_v2.mp4", str(golden / "golden_model.pt")).frames))
+        video = decode(golden / "golden_v2.mp4", str(golden / "golden_model.pt"))
+        frames = list(video.frames)
     finally:
         torch.set_num_threads(1)
-    assert np.array_equal(frames, np.load(golden / "golden_v2_frames.npy"))  # no tolerance
+    assert video.format.matrix == 6 and len(frames) == 3
+    for got, want in zip(frames, expected):
+        assert got.y.dtype == want.y.dtype and got.u.shape == want.u.shape
+        assert _max_difference(got, want) == 0  # no tolerance
+
+
+def test_golden_v2_side_stream_matters(golden):
+    # The same base frame with skipped latents decodes visibly differently, so a decoder
+    # that mishandled the side stream would fail the exact check above.
+    from dualcodec.codec import ModelLayers, to_planes, to_unit
+    from dualcodec.model import load_model
+    from dualcodec.video import crop_planes
+
+    reader = ContainerReader(golden / "golden_v2.mp4")
+    fmt = reader.header.yuv_format
+    layers = ModelLayers(load_model(str(golden / "golden_model.pt")))
+    first = next(reader.base_frames())
+    skipped = crop_planes(to_planes(*layers.up(*to_unit(first, fmt), SideFrame(SideMode.SKIP)), fmt), 45, 37)
+    assert _max_difference(skipped, _golden_v2_frames(golden)[0]) > 1
 
 
 def test_golden_v2_forgets_latents_at_the_key_frame(golden):

@@ -1,4 +1,5 @@
-"""dualcodec.data: DALI training streams, exact resume, validation crops, frame folders.
+"""dualcodec.data: DALI training streams, exact resume, validation crops, frame folders,
+crops to 4:2:0 planes.
 
 The synthetic images carry their own coordinates (red = column, green = row, blue = image
 number), so a test can tell from a crop alone where it came from and which of the eight
@@ -7,17 +8,37 @@ symmetries of the square was applied to it.
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from dualcodec.cli import main
-from dualcodec.data import TrainStream, list_clips, list_images, validation_crops, write_frames
+from dualcodec.data import (
+    TRAINING_FORMAT,
+    TrainStream,
+    crops_to_planes,
+    list_clips,
+    list_images,
+    validation_crops,
+    write_frames,
+)
 from dualcodec.errors import DualcodecError
-from helpers import SHARED_DATA, synthetic_frames, write_y4m
+from dualcodec.yuv import BT601, YUVFormat
+from helpers import SHARED_DATA, psnr, pyav_rgb, synthetic_frames, synthetic_rgb, to_planes, write_y4m
 
-pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+
+def _has_dali() -> bool:
+    try:
+        return importlib.util.find_spec("nvidia.dali") is not None
+    except ModuleNotFoundError:  # no "nvidia" package at all
+        return False
+
+
+# Only the training streams need DALI; frame folders, validation crops and crops_to_planes do not.
+needs_dali = pytest.mark.skipif(not _has_dali(), reason="NVIDIA DALI is not installed")
 
 
 def _coordinate_image(width: int, height: int, blue: int) -> np.ndarray:
@@ -54,6 +75,7 @@ def test_list_images_sorted_recursive_and_errors(images, tmp_path):
         list_images(tmp_path / "empty")
 
 
+@needs_dali
 def test_crops_are_windows_with_all_eight_symmetries(images):
     seen = set()
     stream = TrainStream(images, 32, 16, seed=0)
@@ -64,6 +86,7 @@ def test_crops_are_windows_with_all_eight_symmetries(images):
     assert len(seen) == 8
 
 
+@needs_dali
 def test_without_rotation_only_flips(images):
     seen = set()
     stream = TrainStream(images, 32, 16, seed=0, rotate=False)
@@ -72,6 +95,7 @@ def test_without_rotation_only_flips(images):
     assert seen == {(1, 0, 0, 1), (-1, 0, 0, 1), (1, 0, 0, -1), (-1, 0, 0, -1)}
 
 
+@needs_dali
 def test_several_crops_per_image(images):
     stream = TrainStream(images, 32, 8, seed=0, crops_per_image=4)
     x = stream.next()
@@ -88,6 +112,7 @@ def _batches(stream: TrainStream, n: int) -> list[torch.Tensor]:
     return [stream.next() for _ in range(n)]
 
 
+@needs_dali
 @pytest.mark.parametrize("crops_per_image", [1, 2])
 def test_resume_continues_exactly(images, crops_per_image):
     # 8 images, batches of 6 crops: the 7 batches after the checkpoint cross epochs.
@@ -103,6 +128,7 @@ def test_resume_continues_exactly(images, crops_per_image):
     assert not any(torch.equal(a, b) for a, b in zip(expected, _batches(other, 7)))
 
 
+@needs_dali
 def test_shards_split_the_files(images):
     for seed in (0, 1):
         blues = []
@@ -114,6 +140,7 @@ def test_shards_split_the_files(images):
         TrainStream(images, 24, 4, seed=0, shard_id=2, num_shards=2)
 
 
+@needs_dali
 def test_images_smaller_than_the_crop_are_skipped(images, tmp_path):
     small = tmp_path / "small.png"
     Image.fromarray(_coordinate_image(40, 30, 99)).save(small)
@@ -144,6 +171,7 @@ def test_list_clips(tmp_path):
         list_clips(root, 6)
 
 
+@needs_dali
 def test_clip_frames_share_crop_flip_and_rotation(tmp_path):
     clips = list_clips(_frame_folders(tmp_path / "frames", [6, 4]), 3)
     stream = TrainStream(clips, 32, 8, seed=0)
@@ -162,6 +190,7 @@ def test_clip_frames_share_crop_flip_and_rotation(tmp_path):
         TrainStream([clips[0], clips[0][:2]], 32, 8, seed=0)
 
 
+@needs_dali
 def test_clip_resume_continues_exactly(tmp_path):
     clips = list_clips(_frame_folders(tmp_path / "frames", [6, 4]), 2)
     first = TrainStream(clips, 24, 4, seed=1)
@@ -182,14 +211,20 @@ def test_validation_crops_are_fixed_windows(images):
     assert x[:, 2, 0, 0].tolist() == [0] * 4 + [1] * 4 + [2] * 4
 
 
-def test_write_frames_is_lossless(tmp_path):
-    frames = synthetic_frames(48, 32, 4)
+def test_write_frames_converts_each_frame_once(tmp_path):
+    rgb = synthetic_rgb(48, 32, 4)
+    frames = [to_planes(x) for x in rgb]
     video = write_y4m(tmp_path / "clip.y4m", frames)
     assert write_frames(video, tmp_path / "clip", max_frames=3) == 3
     written = sorted((tmp_path / "clip").iterdir())
     assert [p.name for p in written] == ["frame_000001.png", "frame_000002.png", "frame_000003.png"]
-    for frame, path in zip(frames, written):
-        assert np.array_equal(np.asarray(Image.open(path)), frame)
+    for frame, original, path in zip(frames, rgb, written):
+        image = np.asarray(Image.open(path))
+        assert image.shape == (32, 48, 3) and image.dtype == np.uint8
+        # The planes as they are, turned into R'G'B' once (unflagged SD: BT.601, limited range)...
+        assert np.array_equal(image, pyav_rgb(frame))
+        # ... so the PNG is the source picture up to one 4:2:0 round trip.
+        assert psnr(image, original) > 30
 
 
 def test_frames_command(tmp_path, capsys):
@@ -206,6 +241,7 @@ def test_frames_command(tmp_path, capsys):
     assert not (tmp_path / "again").exists() and not (tmp_path / "none").exists()
 
 
+@needs_dali
 def test_shared_training_images():
     folder = SHARED_DATA / "images" / "train"
     if not folder.is_dir():
@@ -220,9 +256,65 @@ def test_shared_training_images():
     assert validation_crops(files[:2], 128, 4).shape == (8, 3, 128, 128)
 
 
+@needs_dali
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (DALI's mixed decoder)")
 def test_gpu_stream(images):
     x = TrainStream(images, 32, 8, seed=0, device_id=0).next()
     assert x.shape == (8, 3, 32, 32) and x.device.type == "cuda"
     for crop in x.cpu():
         _symmetry(crop)
+
+
+# Crops to planes ---------------------------------------------------------------------------
+
+def _numpy_bt601_planes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 R'G'B' ``[B,3,H,W]`` to 8-bit limited-range BT.601 4:2:0 code values, in numpy:
+    Y' = 16 + 219 E'y, Cb = 128 + 224 (B' - E'y) / 1.772, Cr = 128 + 224 (R' - E'y) / 1.402,
+    chroma averaged over each 2x2 block before rounding."""
+    r, g, b = (x[:, i].astype(np.float64) / 255.0 for i in range(3))
+    luma = 0.299 * r + 0.587 * g + 0.114 * b
+    cb, cr = 224 * (b - luma) / 1.772, 224 * (r - luma) / 1.402
+
+    def box(c):
+        return (c[:, 0::2, 0::2] + c[:, 0::2, 1::2] + c[:, 1::2, 0::2] + c[:, 1::2, 1::2]) / 4
+
+    y = np.round(16 + 219 * luma)
+    uv = np.round(128 + np.stack([box(cb), box(cr)], axis=1))
+    return y[:, None], uv
+
+
+def test_training_format_is_bt601_limited_8_bit():
+    assert TRAINING_FORMAT == YUVFormat(bit_depth=8, full_range=False, matrix=BT601)
+
+
+def test_crops_to_planes_shapes_and_scale():
+    x = torch.from_numpy(np.stack([_coordinate_image(32, 24, b).transpose(2, 0, 1) for b in (0, 200, 255)]))
+    y, uv = crops_to_planes(x)
+    assert y.shape == (3, 1, 24, 32) and uv.shape == (3, 2, 12, 16)
+    assert y.dtype == uv.dtype == torch.float32
+    # Unit scale of 8-bit code values: (Y - 16) / 219 and (C - 128) / 224 + 0.5, integers inside.
+    codes_y, codes_uv = 16 + 219 * y, 128 + 224 * (uv - 0.5)
+    assert torch.allclose(codes_y, codes_y.round(), atol=1e-4) and torch.allclose(codes_uv, codes_uv.round(), atol=1e-4)
+    assert codes_y.min() >= 16 - 1e-4 and codes_y.max() <= 235 + 1e-4
+
+
+def test_crops_to_planes_of_black_white_and_grey():
+    x = torch.zeros(3, 3, 4, 4, dtype=torch.uint8)
+    x[1], x[2] = 255, 128
+    y, uv = crops_to_planes(x)
+    assert torch.equal(y[0], torch.zeros(1, 4, 4)) and torch.equal(y[1], torch.ones(1, 4, 4))
+    assert torch.allclose(y[2], torch.full((1, 4, 4), (126 - 16) / 219))  # 16 + 219 * 128 / 255 = 125.9 -> 126
+    assert torch.equal(uv, torch.full((3, 2, 2, 2), 0.5))  # no colour, at the training format's grey
+
+
+def test_crops_to_planes_code_values_equal_a_numpy_bt601_conversion():
+    rgb = np.stack([x.transpose(2, 0, 1) for x in synthetic_rgb(40, 24, 3, seed=4, noise=12.0)])
+    y, uv = crops_to_planes(torch.from_numpy(rgb))
+    expected_y, expected_uv = _numpy_bt601_planes(rgb)
+    codes_y = (16 + 219 * y.double()).round().numpy()
+    codes_uv = (128 + 224 * (uv.double() - 0.5)).round().numpy()
+    assert np.array_equal(codes_y, expected_y)
+    assert np.array_equal(codes_uv, expected_uv)
+    # Not BT.709: the matrix matters for these colours.
+    bt709_luma = np.round(16 + 219 * (0.2126 * rgb[:, 0] + 0.7152 * rgb[:, 1] + 0.0722 * rgb[:, 2]) / 255)
+    assert np.abs(codes_y[:, 0] - bt709_luma).max() > 5

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,17 @@ import pytest
 from dualcodec.cli import main
 from dualcodec.errors import DualcodecError
 from dualcodec.evaluate import RDPoint, results_json
-from helpers import shared_file, synthetic_frames, write_png, write_y4m
+from helpers import (
+    psnr,
+    read_yuv420,
+    shared_file,
+    synthetic_frames,
+    synthetic_rgb,
+    video_bitstream,
+    write_png,
+    write_y4m,
+    x264_mp4,
+)
 
 
 def _eval(capsys, *argv) -> tuple[int, str]:
@@ -23,7 +32,7 @@ def _eval(capsys, *argv) -> tuple[int, str]:
 
 @pytest.fixture
 def inputs(tmp_path) -> list[Path]:
-    still = write_png(tmp_path / "still.png", synthetic_frames(96, 64, 1, seed=3)[0])
+    still = write_png(tmp_path / "still.png", synthetic_rgb(96, 64, 1, seed=3)[0])
     clip = write_y4m(tmp_path / "clip.y4m", synthetic_frames(96, 64, 4, seed=4))
     return [still, clip]
 
@@ -37,6 +46,7 @@ def test_eval_writes_compressai_results_that_compressai_parses(tmp_path, capsys,
     data = json.loads(out.read_text())
     results = data["results"]
     assert data["name"] == "plain h264" and data["settings"]["baseline"] == "none"
+    assert data["settings"]["model"] is None and data["settings"]["model_fingerprint"] is None
     assert results["qp"] == [30, 40]  # sorted
     for key in ("bpp", "psnr-rgb", "psnr-yuv", "psnr-y", "psnr-u", "psnr-v", "ms-ssim-rgb", "lpips",
                 "encoding_time", "decoding_time", "file_bytes", "base_bytes", "side_bytes", "other_bytes"):
@@ -53,6 +63,7 @@ def test_eval_writes_compressai_results_that_compressai_parses(tmp_path, capsys,
         assert p["bpp"] == pytest.approx(8 * p["file_bytes"] / (p["frames"] * 96 * 64))
         assert p["encode_seconds"] > 0 and p["decode_seconds"] > 0
         assert p["psnr_yuv"] == pytest.approx((6 * p["psnr_y"] + p["psnr_u"] + p["psnr_v"]) / 8)
+        assert (p["mode"], p["scale"]) == ("plain", 1)
     assert results["bpp"][0] == pytest.approx(np.mean([points[n][0]["bpp"] for n in points]))
     assert results["file_bytes"][1] == sum(points[n][1]["file_bytes"] for n in points)
     parsed = parse_json_file(out, "psnr")
@@ -65,10 +76,31 @@ def test_eval_of_the_default_model_reports_the_dual_layer(tmp_path, capsys, inpu
     code, err = _eval(capsys, inputs[0], "--qp", "32", "-q", "-o", out)
     assert code == 0, err
     data = json.loads(out.read_text())
-    assert data["name"] == "dualcodec default h264" and data["settings"]["model"] == "default"
+    assert data["name"] == "dualcodec default auto h264"  # --scale auto, the default
+    assert data["settings"]["model"] == "default" and data["settings"]["scale"] == "auto"
     point = data["inputs"][0]["points"][0]
-    assert point["psnr_rgb"] > 25 and 0 <= point["lpips"] < 0.5
+    assert point["psnr_rgb"] > 25 and point["psnr_yuv"] > 25 and 0 <= point["lpips"] < 0.5
+    assert (point["mode"], point["scale"]) in {("plain", 1), ("dual", 2)}  # what auto chose
     assert err == ""  # --quiet
+
+
+@pytest.mark.parametrize("scale, name, modes", [
+    ("1", "plain h264", {("plain", 1)}),
+    ("2", "dualcodec {model} h264", {("dual", 2)}),
+    ("auto", "dualcodec {model} auto h264", {("plain", 1), ("dual", 2)}),
+])
+def test_eval_scale(tmp_path, capsys, inputs, tiny_model, scale, name, modes):
+    out = tmp_path / "r.json"
+    code, err = _eval(capsys, inputs[1], "--model", tiny_model.path, "--scale", scale, "--qp", "30", "--frames", "2",
+                      "-q", "-o", out)
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert data["name"] == name.format(model=tiny_model.path)
+    assert data["settings"]["scale"] == (scale if scale == "auto" else int(scale))
+    assert data["settings"]["model_fingerprint"] == (None if scale == "1" else tiny_model.fingerprint)
+    point = data["inputs"][0]["points"][0]
+    assert (point["mode"], point["scale"]) in modes  # the file's, whatever auto chose
+    assert point["side_bytes"] == 0 or point["mode"] == "dual"
 
 
 @pytest.mark.parametrize(
@@ -104,49 +136,36 @@ def test_results_average_over_inputs_and_store_nan_as_null():
     json.dumps(data, allow_nan=False)
 
 
-def _independent_plain_encode(source: Path, path: Path, qp: int, frames: int) -> tuple[int, int, float]:
-    """The plain codec without dualcodec's codec, container or decoder: PyAV straight to MP4.
+def _independent_plain_encode(source: Path, path: Path, qp: int, frames: int) -> tuple[int, int, float, float]:
+    """The plain codec without dualcodec's reader, codec, container or decoder: the y4m's
+    planes (PyAV) straight into libx264 and an MP4 (PyAV), preset medium, constant QP, GOP 32,
+    flagged as the base layer of an unflagged 320x240 source is (BT.601, limited range).
 
-    Same source frames, same RGB -> BT.709 limited-range 4:2:0 conversion (the frames
-    handed to any base codec), x264 preset medium, constant QP, GOP 32, yuv420p.
-    Returns (file bytes, video packet bytes, RGB PSNR of the decoded frames).
+    Returns (file bytes, video packet bytes, PSNR-YUV, RGB PSNR), quality the mean over the
+    frames, as in the results; RGB by swscale's defaults (BT.601, limited range).
     """
     import av
-    import torch
 
-    from dualcodec.video import VideoReader
-    from dualcodec.yuv import YUVFormat, quantize_planes, rgb_to_yuv420, yuv420_to_rgb
+    with av.open(str(source)) as inp:
+        rate = inp.streams.video[0].average_rate
+    originals = read_yuv420(source, frames)
+    x264_mp4(path, originals, qp, rate, colour=(6, 6, 6, 1), gop=32, preset="medium")
+    decoded = read_yuv420(path)
+    assert len(decoded) == frames
 
-    fmt = YUVFormat(8, False)
-    originals = [rgb for _, rgb in zip(range(frames), VideoReader(source).frames())]
-    rate = VideoReader(source).info.rate
-    with av.open(str(path), "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=rate)
-        h, w = originals[0].shape[:2]
-        stream.width, stream.height, stream.pix_fmt, stream.gop_size = w, h, "yuv420p", 32
-        stream.codec_context.colorspace = stream.codec_context.color_primaries = stream.codec_context.color_trc = 1
-        stream.codec_context.color_range = 1
-        stream.options = {"preset": "medium", "qp": str(qp)}
-        for i, rgb in enumerate(originals):
-            x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
-            y, uv = quantize_planes(*rgb_to_yuv420(x, fmt), fmt)
-            planes = np.concatenate([y.numpy().ravel(), uv.numpy().ravel()]).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(planes.reshape(-1, w), format="yuv420p")
-            frame.pts, frame.time_base = i, Fraction(1) / rate
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    video_bytes, mse = 0, []
-    with av.open(str(path)) as inp:
-        for packet in inp.demux(inp.streams.video[0]):
-            video_bytes += packet.size
-            for frame, rgb in zip(packet.decode(), originals[len(mse):]):
-                planes = frame.to_ndarray().astype(np.float32)  # [3H/2, W]: Y, then U and V
-                y = torch.from_numpy(planes[:h])[None, None]
-                uv = torch.from_numpy(planes[h:].reshape(2, h // 2, w // 2))[None]
-                x_hat = (yuv420_to_rgb(y, uv, fmt).clamp(0, 1) * 255).round()[0].permute(1, 2, 0).numpy()
-                mse.append(np.mean((x_hat - rgb.astype(np.float32)) ** 2))
-    assert len(mse) == frames
-    return path.stat().st_size, video_bytes, float(np.mean([10 * math.log10(255**2 / m) for m in mse]))
+    def rgb(planes):
+        height, width = planes[0].shape
+        frame = av.VideoFrame(width, height, "yuv420p")
+        for plane, data in zip(frame.planes, planes):
+            padded = np.zeros((data.shape[0], plane.line_size), np.uint8)
+            padded[:, : data.shape[1]] = data
+            plane.update(padded.tobytes())
+        return frame.to_ndarray(format="rgb24")
+
+    yuv = [(6 * psnr(a[0], b[0]) + psnr(a[1], b[1]) + psnr(a[2], b[2])) / 8 for a, b in zip(originals, decoded)]
+    rgb_psnr = [psnr(rgb(a), rgb(b)) for a, b in zip(originals, decoded)]
+    video_bytes = sum(len(p) for p in video_bitstream(path)[1])
+    return path.stat().st_size, video_bytes, float(np.mean(yuv)), float(np.mean(rgb_psnr))
 
 
 @pytest.mark.slow
@@ -157,12 +176,13 @@ def test_plain_rows_match_an_independent_pyav_encode(tmp_path, capsys, qp):
     code, err = _eval(capsys, source, "--baseline", "none", "--qp", qp, "--frames", 30, "-q", "-o", out)
     assert code == 0, err
     row = json.loads(out.read_text())["inputs"][0]["points"][0]
-    file_bytes, video_bytes, psnr = _independent_plain_encode(source, tmp_path / "pyav.mp4", qp, 30)
+    file_bytes, video_bytes, psnr_yuv, psnr_rgb = _independent_plain_encode(source, tmp_path / "pyav.mp4", qp, 30)
     assert row["base_bytes"] == video_bytes  # the very same bitstream
     # Issue 4: the same bytes within 1% and the same PSNR within 0.01 dB. A plain file
     # carries no dualcodec header (it cost 345 bytes, 2.1% of this clip at QP 37).
     assert row["file_bytes"] == pytest.approx(file_bytes, rel=0.01)
-    assert row["psnr_rgb"] == pytest.approx(psnr, abs=0.01)
+    assert row["psnr_yuv"] == pytest.approx(psnr_yuv, abs=0.01)
+    assert row["psnr_rgb"] == pytest.approx(psnr_rgb, abs=0.01)
 
 
 def _point(source: str, qp: int) -> RDPoint:

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from dualcodec import metrics
+from dualcodec.basecodec import Planes
 from dualcodec.errors import DualcodecError
 from dualcodec.metrics import bd_psnr, bd_rate, lpips, ms_ssim, psnr, psnr_yuv, ssim
-from helpers import shared_file
+from helpers import psnr_yuv as reference_psnr_yuv
+from helpers import shared_file, to_planes
 
 RATE = np.array([0.1, 0.2, 0.4, 0.8])
 PSNR = np.array([28.0, 31.0, 33.5, 35.5])
@@ -56,14 +58,56 @@ def test_ms_ssim_is_nan_below_161_pixels():
     assert math.isnan(ms_ssim(small, small))
 
 
+def _noisy_planes(planes: Planes, sigma: float, seed: int = 1, peak: int = 255) -> Planes:
+    rng = np.random.default_rng(seed)
+    dtype = planes.y.dtype
+    return Planes(*(np.clip(p + rng.normal(0, sigma, p.shape), 0, peak).round().astype(dtype)
+                    for p in (planes.y, planes.u, planes.v)))
+
+
+def _flat_planes(height: int, width: int, y: int, u: int, v: int, dtype=np.uint8) -> Planes:
+    ch, cw = -(-height // 2), -(-width // 2)
+    return Planes(np.full((height, width), y, dtype), np.full((ch, cw), u, dtype), np.full((ch, cw), v, dtype))
+
+
+def test_psnr_yuv_known_values_per_plane():
+    a = _flat_planes(4, 6, 100, 128, 128)
+    b = _flat_planes(4, 6, 110, 124, 128)  # Y off by 10, Cb by 4, Cr exact
+    scores = psnr_yuv(a, b)
+    assert scores.y == pytest.approx(10 * math.log10(255**2 / 100))
+    assert scores.u == pytest.approx(10 * math.log10(255**2 / 16))
+    assert scores.v == float("inf")
+    assert psnr_yuv(b, a).y == pytest.approx(scores.y)  # symmetric; uint8 differences do not wrap
+
+
+def test_psnr_yuv_10_bit_peak_is_1023():
+    a = _flat_planes(4, 6, 400, 512, 512, np.uint16)
+    b = _flat_planes(4, 6, 410, 512, 502, np.uint16)
+    scores = psnr_yuv(a, b, bit_depth=10)
+    assert scores.y == pytest.approx(10 * math.log10(1023**2 / 100))
+    assert scores.v == pytest.approx(scores.y) and scores.u == float("inf")
+    # At the 8-bit peak the same error scores 4x lower in power: 12 dB less.
+    assert psnr_yuv(a, b, bit_depth=8).y == pytest.approx(scores.y - 20 * math.log10(1023 / 255))
+
+
 def test_psnr_yuv_weights_six_one_one():
-    x, y = _image(), _noisy(_image(), 6)
+    x = to_planes(_image())
+    y = _noisy_planes(x, 6)
     scores = psnr_yuv(x, y)
     assert scores.weighted == pytest.approx((6 * scores.y + scores.u + scores.v) / 8)
-    assert 25 < scores.y < 45 and scores.u > scores.y  # chroma is averaged 2x2: less noise
+    assert scores.weighted == pytest.approx(reference_psnr_yuv(x, y))  # the numpy reference of the tests
+    # The same noise in every plane: about the same PSNR in each (sigma 6: about 32.6 dB).
+    assert all(31 < v < 34 for v in (scores.y, scores.u, scores.v))
     assert psnr_yuv(x, x).y == float("inf")
-    odd = _image(size=(51, 77))
-    assert psnr_yuv(odd, _noisy(odd, 6)).y < 45  # odd sizes are padded for 4:2:0
+
+
+def test_psnr_yuv_of_odd_sizes_and_of_frames_that_do_not_match():
+    odd = to_planes(_image(size=(51, 77)))
+    assert odd.u.shape == (26, 39)  # chroma rounds up
+    noisy = _noisy_planes(odd, 6)
+    assert psnr_yuv(odd, noisy).weighted == pytest.approx(reference_psnr_yuv(odd, noisy))
+    with pytest.raises(DualcodecError, match="different sizes"):
+        psnr_yuv(odd, to_planes(_image(size=(52, 77))))
 
 
 def test_lpips_of_an_image_with_itself_is_zero_and_grows_with_noise():

@@ -1,4 +1,5 @@
-"""Training: the smoke experiment end to end through DeepSpeed, exact resume, two ranks."""
+"""Training: the loss on 4:2:0 planes, the smoke experiment end to end through DeepSpeed,
+exact resume, two ranks."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from dualcodec.config import Experiment, load_experiment
+from dualcodec.config import Experiment, LossConfig, load_experiment
 from dualcodec.errors import DualcodecError
 from dualcodec.schedule import make_plan
-from dualcodec.train import World, config_fingerprint, deepspeed_config
+from dualcodec.train import World, _distortion, _loss, config_fingerprint, deepspeed_config, psnr_yuv
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "smoke.toml"
@@ -75,6 +76,85 @@ def test_fingerprint_ignores_where_the_run_lives_but_not_what_it_trains():
     config = deepspeed_config(exp, SMOKE, World(0, 1))
     assert config_fingerprint(exp, config) == config_fingerprint(moved, config)
     assert config_fingerprint(exp, config) != config_fingerprint(changed, config)
+
+
+def _unit_planes(b=2, h=8, w=12, seed=0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Planes on the unit scale of 8-bit limited-range code values (as crops_to_planes gives)."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(16, 236, (b, 1, h, w), generator=gen).float()
+    uv = torch.randint(16, 241, (b, 2, h // 2, w // 2), generator=gen).float()
+    return (y - 16) / 219, (uv - 128) / 224 + 0.5
+
+
+@pytest.mark.parametrize("kind", ["l1", "mse"])
+def test_distortion_weighs_y_cb_cr_six_one_one(kind):
+    y, uv = _unit_planes()
+
+    def error(e):
+        return abs(e) if kind == "l1" else e * e
+
+    assert _distortion(y, uv, y, uv, kind).item() == 0.0
+    # An error in luma alone counts 6/8 of its mean ...
+    assert _distortion(y + 0.1, uv, y, uv, kind).item() == pytest.approx(6 * error(0.1) / 8)
+    # ... in one chroma plane 1/8 (the mean over that plane), whichever plane it is.
+    for c in (0, 1):
+        uv_hat = uv.clone()
+        uv_hat[:, c] -= 0.2
+        assert _distortion(y, uv_hat, y, uv, kind).item() == pytest.approx(error(0.2) / 8)
+    # Luma has 4x the samples of each chroma plane: weighting per plane, not per sample.
+    both = _distortion(y + 0.1, uv - 0.2, y, uv, kind).item()
+    assert both == pytest.approx((6 * error(0.1) + 2 * error(0.2)) / 8)
+
+
+def test_distortion_is_l1_or_squared_error():
+    y, uv = _unit_planes()
+    y_hat = y + torch.linspace(-0.3, 0.3, y.numel()).view_as(y)
+    l1 = _distortion(y_hat, uv, y, uv, "l1").item()
+    mse = _distortion(y_hat, uv, y, uv, "mse").item()
+    assert l1 == pytest.approx(6 / 8 * (y_hat - y).abs().mean().item())
+    assert mse == pytest.approx(6 / 8 * ((y_hat - y) ** 2).mean().item())
+
+
+def test_training_psnr_is_psnr_yuv_of_the_8_bit_planes():
+    from dualcodec.basecodec import Planes
+    from dualcodec.metrics import psnr_yuv as planes_psnr_yuv
+
+    y, uv = _unit_planes(b=1, h=16, w=16)
+    gen = torch.Generator().manual_seed(1)
+    y_hat = y + 0.02 * torch.randn(y.shape, generator=gen)
+    uv_hat = uv + 0.01 * torch.randn(uv.shape, generator=gen)
+
+    def planes(y, uv):  # unit scale back to rounded, clamped 8-bit code values
+        codes_y = (16 + 219 * y).round().clamp(0, 255).numpy().astype(np.uint8)
+        codes_uv = (128 + 224 * (uv - 0.5)).round().clamp(0, 255).numpy().astype(np.uint8)
+        return Planes(codes_y[0, 0], codes_uv[0, 0], codes_uv[0, 1])
+
+    expected = planes_psnr_yuv(planes(y_hat, uv_hat), planes(y, uv)).weighted
+    assert psnr_yuv(y_hat, uv_hat, y, uv) == pytest.approx(expected, abs=1e-3)
+    assert 25 < expected < 45
+
+
+def test_loss_is_distortion_plus_lmbda_times_bits_per_luma_pixel():
+    from dualcodec.model import ForwardOutput, lmbda_at
+
+    y, uv = _unit_planes(b=2, h=8, w=12)
+    y_hat, uv_hat = y + 0.05, uv - 0.02
+    side_bits, base_bits = torch.tensor([96.0, 192.0]), torch.tensor([480.0, 960.0])
+    out = ForwardOutput(y_hat, uv_hat, y[..., ::2, ::2], uv[..., ::2, ::2], side_bits, base_bits)
+    pixels = 2 * 8 * 12  # luma samples
+    for base_rate in (True, False):
+        exp = Experiment(loss=LossConfig(distortion="l1", lmbda=0.02, base_rate=base_rate, side_rate_warmup=10))
+        loss, stats = _loss(out, y, uv, exp, qp=38, step=None)
+        distortion = (6 * 0.05 + 2 * 0.02) / 8
+        rate = side_bits.sum() / pixels + (base_bits.sum() / pixels if base_rate else 0.0)
+        assert stats.distortion == pytest.approx(distortion, rel=1e-5)
+        assert stats.side_bpp == pytest.approx(288 / pixels) and stats.base_bpp == pytest.approx(1440 / pixels)
+        assert loss.item() == pytest.approx(distortion + lmbda_at(0.02, 38) * rate.item(), rel=1e-5)
+        assert stats.psnr == pytest.approx(psnr_yuv(y_hat, uv_hat, y, uv))
+    # In training, the side bits ramp in over side_rate_warmup steps.
+    exp = Experiment(loss=LossConfig(distortion="l1", lmbda=0.02, base_rate=False, side_rate_warmup=10))
+    early, _ = _loss(out, y, uv, exp, qp=32, step=5)
+    assert early.item() == pytest.approx(distortion + 0.02 * 0.5 * 288 / pixels, rel=1e-5)
 
 
 @needs_data

@@ -8,15 +8,16 @@ from torch import nn
 
 
 class Normalize(nn.Module):
-    """Centre and scale images in [0, 1] (the per-channel statistics of natural images).
+    """Centre and scale Y, Cb, Cr on the unit scale of :func:`dualcodec.yuv.planes_to_unit`
+    (the per-channel statistics of natural images).
 
-    Every network starts with this, so callers hand over plain pixel values.
+    Every network starts with this, so callers hand over plain plane values.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor([0.45, 0.44, 0.40]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.27, 0.26, 0.28]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor([0.45, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.26, 0.07, 0.07]).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -43,3 +44,14 @@ def bicubic_down(x: torch.Tensor, scale: int) -> torch.Tensor:
 def bicubic_up(x: torch.Tensor, scale: int) -> torch.Tensor:
     """Bicubic upsampling by an integer factor (the baseline's upsampler)."""
     return F.interpolate(x, scale_factor=float(scale), mode="bicubic", align_corners=False)
+
+
+def to_444(y: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """4:2:0 planes ``[B,1,H,W]``, ``[B,2,H/2,W/2]`` to ``[B,3,H,W]``: chroma upsampled
+    bilinearly (centre siting), for networks that see the three channels together."""
+    return torch.cat([y, F.interpolate(uv, size=y.shape[-2:], mode="bilinear", align_corners=False)], dim=1)
+
+
+def from_444(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B,3,H,W]`` back to 4:2:0 planes: chroma averaged over each 2x2 block (centre siting)."""
+    return x[:, :1], F.avg_pool2d(x[:, 1:], 2)

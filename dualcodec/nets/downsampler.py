@@ -1,7 +1,7 @@
 """Learned downsampler: antialiased bicubic plus a bounded learned residual.
 
-    x [B,3,H,W] --bicubic(1/s)--------------------------------+--> x_lr [B,3,H/s,W/s]
-      \\--Normalize--pixel_unshuffle(s)--conv x depth--tanh*bound--/
+    y, uv (4:2:0) --bicubic(1/s), per plane--------------------------------+--> y_lr, uv_lr
+      \\--to_444--Normalize--pixel_unshuffle(s)--conv x depth--tanh*bound--from_444--/
 
 The residual starts at zero (the last convolution is zero-initialised), so training
 starts from the bicubic baseline; the bound keeps it from pushing detail the base
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dualcodec.nets.common import Normalize, bicubic_down, conv3x3
+from dualcodec.nets.common import Normalize, bicubic_down, conv3x3, from_444, to_444
 
 
 class LearnedDownsampler(nn.Module):
@@ -31,7 +31,8 @@ class LearnedDownsampler(nn.Module):
         nn.init.zeros_(last.bias)
         self.body = nn.Sequential(*layers, last)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[B,3,H,W]`` in [0, 1], H and W divisible by the scale."""
-        residual = self.bound * torch.tanh(self.body(self.unshuffle(self.normalize(x))))
-        return bicubic_down(x, self.scale) + residual
+    def forward(self, y: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Planes on the unit scale, ``[B,1,H,W]`` and ``[B,2,H/2,W/2]`` (H, W divisible by 2 x scale)."""
+        residual = self.bound * torch.tanh(self.body(self.unshuffle(self.normalize(to_444(y, uv)))))
+        res_y, res_uv = from_444(residual)
+        return bicubic_down(y, self.scale) + res_y, bicubic_down(uv, self.scale) + res_uv

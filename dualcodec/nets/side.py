@@ -38,7 +38,7 @@ class SideAnalysis(nn.Module):
         nn.init.zeros_(self.body[-1].bias)
 
     def forward(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[B,3,sh,sw]``, ``x_lr_hat`` ``[B,3,h,w]`` in [0,1], h and w divisible by 8."""
+        """``x`` ``[B,3,sh,sw]``, ``x_lr_hat`` ``[B,3,h,w]``: Y, Cb, Cr on the unit scale, h and w divisible by 8."""
         z = torch.cat([self.unshuffle(self.normalize(x)), self.normalize(x_lr_hat)], dim=1)
         return self.body(z)
 

@@ -98,7 +98,7 @@ class SpatiallyVaryingUpsampler(nn.Module):
         return out.view(b, c, self.num_filters, self.scale * self.scale, h, w)
 
     def forward(self, x_lr_hat: torch.Tensor, s: torch.Tensor, rows: int = 32) -> torch.Tensor:
-        """``x_lr_hat`` ``[B,3,h,w]`` in [0,1], ``s`` ``[B,C_s,h,w]`` -> ``x_hat`` ``[B,3,sh,sw]``.
+        """``x_lr_hat`` ``[B,3,h,w]`` (Y, Cb, Cr on the unit scale), ``s`` ``[B,C_s,h,w]`` -> ``x_hat`` ``[B,3,sh,sw]``.
 
         The mixture is formed at low resolution, phase by phase, in strips of ``rows``
         rows (the candidates of a strip stay in cache); one pixel shuffle at the end

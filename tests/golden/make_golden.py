@@ -4,21 +4,25 @@
 
 Next to this script lie:
 
-* ``golden_model.pt``   a tiny model (fixed seed and config, briefly fitted to the clip
-                        below so its side stream carries real latents), and
-* ``golden.mp4``, ``golden_frames.npy``: a version 1 file of the clip and its decoded
-  frames. These three were written by an earlier version of this script (see git
-  history) and are never regenerated: old files must keep decoding.
+* ``golden.mp4``: a version 1 dual file of the clip below, written by an earlier version
+  of this script (see git history) and never regenerated. Its learned layers worked in
+  R'G'B': today's reader reads its header and streams and refuses to decode it.
+* ``golden_model.pt``: a tiny model (fixed seed and config, briefly fitted to the clip
+  below with the real H.264 base layer, so its side stream carries real latents). The
+  script trains and writes it only when the file is missing or is not a model of today's
+  format (model format 1 worked in R'G'B'); otherwise it is reused as it is.
 
-This script writes, from ``golden_model.pt``:
+From ``golden_model.pt`` the script writes:
 
 * ``golden_v2.mp4``        the fixed synthetic 45x37, 3-frame clip in format version 2,
                            H.264 QP 30, GOP 2 (key frames at frames 1 and 3);
-* ``golden_v2_frames.npy`` its decoded frames, uint8 ``[3, 37, 45, 3]``;
+* ``golden_v2_frames.npz`` its decoded frames: ``y`` uint8 ``[3, 37, 45]``, ``u`` and
+                           ``v`` uint8 ``[3, 19, 23]``;
 
-and prints the md5 of the encoder's bitstream (base and side packets in file order) that
-tests/test_container.py pins. Regenerate only on purpose, when the format changes: then
-bump the format version, keep this version's files for the reader, and update the test.
+and prints the model's fingerprint and the md5 of the encoder's bitstream (base and side
+packets in file order) that tests/test_container.py pins. Regenerate only on purpose,
+when the format changes: then bump the format version, keep this version's files for the
+reader, and update the test.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ HERE = Path(__file__).resolve().parent
 MODEL = HERE / "golden_model.pt"
 
 WIDTH, HEIGHT = 45, 37  # 3 frames; odd on purpose: padded to 48x40, base layer 24x20
+CONFIG = {"up_width": 8, "side_width": 16, "down_width": 16}
+LMBDA = 0.002  # small: the briefly trained side stream is worth its bits
 QP = 30
 
 
-def clip() -> list[np.ndarray]:
+def clip_rgb() -> list[np.ndarray]:
     """Smooth gradients with fixed noise; frame 2 repeats frame 1, frame 3 moves."""
     rng = np.random.default_rng(20240601)
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64)
@@ -53,8 +59,71 @@ def clip() -> list[np.ndarray]:
     return [np.clip(np.round(f + noise), 0, 255).astype(np.uint8) for f in frames]
 
 
+def clip():
+    """The clip as 4:2:0 planes, as ``ffmpeg -pix_fmt yuv420p`` converts it (swscale's
+    defaults: BT.601, limited range), and their format."""
+    import av
+
+    from dualcodec.basecodec import planes_from_frame
+    from dualcodec.yuv import YUVFormat
+
+    frames = [planes_from_frame(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p", threads=1))
+              for rgb in clip_rgb()]
+    return frames, YUVFormat(bit_depth=8, full_range=False, matrix=6)
+
+
+def model(steps: int = 150):
+    """The tiny model, briefly trained on the clip itself with the real H.264 base layer.
+
+    An untrained model has an empty side stream (its last analysis layer is zero) and
+    random weights make the side stream useless, so the encoder would skip it; a short
+    fit makes the side stream worth its bits and the file carries real latents.
+    """
+    from dualcodec.basecodec import planes_to_tensors
+    from dualcodec.config import ModelConfig
+    from dualcodec.model import DualLayerModel
+    from dualcodec.proxy import RealCodecLayer
+    from dualcodec.train import _distortion
+    from dualcodec.video import pad_planes
+    from dualcodec.yuv import planes_to_unit
+
+    torch.manual_seed(1234)
+    config = ModelConfig(**CONFIG)
+    net = DualLayerModel(config)
+    frames, fmt = clip()
+    # The clip, edge-padded to a multiple of 2 * scale as the encoder pads it.
+    m = 2 * config.scale
+    padded = [pad_planes(p, WIDTH + (-WIDTH) % m, HEIGHT + (-HEIGHT) % m) for p in frames]
+    y, uv = planes_to_unit(*planes_to_tensors(padded), fmt)
+    base = RealCodecLayer("h264", "medium", QP)
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for _ in range(steps):
+        out = net(y, uv, base)
+        pixels = y.shape[0] * y.shape[2] * y.shape[3]
+        loss = _distortion(out.y_hat, out.uv_hat, y, uv, "l1") + LMBDA * out.side_bits.sum() / pixels
+        optimizer.zero_grad()
+        (loss + net.aux_loss()).backward()
+        optimizer.step()
+    net.eval()
+    return net, config
+
+
+def ensure_model() -> str:
+    """The golden model's fingerprint, training and saving it first when it is missing
+    or not of today's model format."""
+    from dualcodec.errors import DualcodecError
+    from dualcodec.model import load_model, save_model
+
+    try:
+        return load_model(str(MODEL)).fingerprint
+    except (DualcodecError, FileNotFoundError) as exc:
+        print(f"training {MODEL.name}: {exc}")
+    net, config = model()
+    return save_model(net, config, "golden", MODEL, LMBDA)
+
+
 VIDEO_V2 = HERE / "golden_v2.mp4"
-FRAMES_V2 = HERE / "golden_v2_frames.npy"
+FRAMES_V2 = HERE / "golden_v2_frames.npz"
 GOP_V2 = 2
 
 
@@ -78,11 +147,12 @@ def encode_v2(destination: Path) -> None:
     from dualcodec.codec import make_codec
     from dualcodec.video import Y4MWriter
 
+    frames, fmt = clip()
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "golden.y4m"
-        writer = Y4MWriter(source, WIDTH, HEIGHT, Fraction(25))
-        for frame in clip():
-            writer.write(frame)
+        writer = Y4MWriter(source, WIDTH, HEIGHT, Fraction(25), fmt)
+        for planes in frames:
+            writer.write(planes)
         writer.close()
         make_codec(BaseCodecSettings(codec="h264", qp=QP, gop=GOP_V2), None, str(MODEL), None).encode(source,
                                                                                                      destination)
@@ -93,11 +163,14 @@ def main() -> int:
     from dualcodec.container import ContainerReader
 
     torch.set_num_threads(1)
+    fingerprint = ensure_model()
     encode_v2(VIDEO_V2)
-    np.save(FRAMES_V2, np.stack(list(decode(VIDEO_V2, str(MODEL)).frames)))
+    frames = list(decode(VIDEO_V2, str(MODEL)).frames)
+    np.savez(FRAMES_V2, **{name: np.stack([getattr(p, name) for p in frames]) for name in "yuv"})
     reader = ContainerReader(VIDEO_V2)
     print("header:", reader.header.to_json())
     print("side modes:", [s.mode.name for s in reader.side_frames()])
+    print("model fingerprint:", fingerprint)
     print("bitstream md5:", bitstream_md5(VIDEO_V2))
     return 0
 

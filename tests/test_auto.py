@@ -1,0 +1,119 @@
+"""dualcodec.auto: --scale auto keeps whichever candidate pays best, never worse than plain."""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from dualcodec.auto import AutoCodec, Trial, choose, plain_curve_at, psnr_yuv
+from dualcodec.basecodec import BaseCodecSettings
+from dualcodec.codec import BicubicLayers, LayeredCodec, PlainLayers, decode, make_codec
+from dualcodec.container import ContainerReader
+from helpers import synthetic_frames, write_y4m
+
+
+def _trial(file_bytes: int, quality: float, mode: str = "plain", scale: int = 1) -> Trial:
+    return Trial(mode, scale, file_bytes, quality)
+
+
+def test_plain_curve_is_the_line_in_psnr_over_log_rate():
+    a, b = _trial(1000, 30.0), _trial(2000, 33.0)  # 3 dB per doubling
+    assert plain_curve_at(2000, a, b) == pytest.approx(33.0)
+    assert plain_curve_at(1000, b, a) == pytest.approx(30.0)
+    assert plain_curve_at(math.sqrt(2) * 1000, a, b) == pytest.approx(31.5)
+    assert plain_curve_at(500, a, b) == pytest.approx(27.0)  # extrapolated on the left
+    assert plain_curve_at(4000, a, b) == pytest.approx(36.0)
+    assert plain_curve_at(700, _trial(1000, 30.0), _trial(1000, 31.0)) == 31.0  # one rate: its best quality
+
+
+def test_choose_keeps_a_candidate_only_above_the_plain_curve():
+    plain, coarse = _trial(2000, 33.0), _trial(1000, 30.0)  # 3 dB per doubling of the rate
+    above, below = _trial(1000, 30.5, "dual", 2), _trial(1000, 29.5, "dual", 2)
+    assert choose([plain, above, coarse])[0] == 1
+    assert choose([plain, below, coarse])[0] == 0
+    kept, why = choose([plain, below, _trial(1500, 33.0, "bicubic", 2), coarse])
+    assert kept == 2
+    assert why.startswith("scale auto: kept 2x bicubic (1500 B, 33.00 dB, +1.25 dB against the plain codec")
+    assert "tried 1x plain (2000 B, 33.00 dB)" in why and "2x dual (1000 B, 29.50 dB, -0.50 dB" in why
+    assert choose([plain, coarse])[0] == 0  # no candidate: plain
+
+
+def test_psnr_yuv_matches_numpy(clip, bicubic_file):
+    decoded = list(decode(bicubic_file.path).frames)
+    expected = []
+    for plane in ("y", "u", "v"):
+        a = np.stack([getattr(f, plane) for f in clip.frames]).astype(np.float64)
+        b = np.stack([getattr(f, plane) for f in decoded]).astype(np.float64)
+        expected.append(10 * np.log10(255**2 / np.mean((a - b) ** 2)))
+    want = (6 * expected[0] + expected[1] + expected[2]) / 8
+    assert psnr_yuv(clip.frames, decoded, 8) == pytest.approx(want, abs=1e-9)
+
+
+def _auto(second, qp: int) -> AutoCodec:
+    settings = BaseCodecSettings(qp=qp)
+    coarser = BaseCodecSettings(qp=qp + 6)
+    return AutoCodec([LayeredCodec(PlainLayers(), settings), LayeredCodec(second, settings)],
+                     LayeredCodec(PlainLayers(), coarser))
+
+
+def test_a_worse_candidate_is_not_chosen(clip, tiny_model, tmp_path):
+    # The tiny model's random side stream and upsampler lose to plain at a fine QP.
+    codec = make_codec(BaseCodecSettings(qp=20), None, str(tiny_model.path), "auto")
+    assert isinstance(codec, AutoCodec)
+    out = tmp_path / "auto.mp4"
+    report = codec.encode(clip.path, out)
+    assert (report.mode, report.scale) == ("plain", 1)
+    assert report.choice.startswith("scale auto: kept 1x plain") and "tried 2x dual" in report.choice
+    header = ContainerReader(out).header
+    assert header.mode == "plain"
+    plain = tmp_path / "plain.mp4"
+    LayeredCodec(PlainLayers(), BaseCodecSettings(qp=20)).encode(clip.path, plain)
+    assert out.read_bytes() == plain.read_bytes()  # the plain candidate's very file
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no candidate left behind
+
+
+@pytest.fixture(scope="module")
+def smooth_clip(tmp_path_factory):
+    """Smooth content, coded coarsely below: the half-resolution base pays."""
+    frames = synthetic_frames(256, 192, count=2, seed=3, noise=1.0)
+    return write_y4m(tmp_path_factory.mktemp("smooth") / "smooth.y4m", frames)
+
+
+def test_a_better_candidate_is_chosen_and_its_file_written(smooth_clip, tmp_path):
+    out = tmp_path / "auto.mp4"
+    report = _auto(BicubicLayers(2), qp=42).encode(smooth_clip, out)
+    assert (report.mode, report.scale) == ("bicubic", 2), report.choice
+    assert ContainerReader(out).header.mode == "bicubic"
+    alone = tmp_path / "bicubic.mp4"
+    LayeredCodec(BicubicLayers(2), BaseCodecSettings(qp=42)).encode(smooth_clip, alone)
+    assert out.read_bytes() == alone.read_bytes()
+    assert report.choice.startswith("scale auto: kept 2x bicubic") and "tried 1x plain" in report.choice
+
+
+def test_auto_reads_standard_input_once(smooth_clip, tmp_path, monkeypatch):
+    data = smooth_clip.read_bytes()
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(data)))
+    out = tmp_path / "from_stdin.mp4"
+    report = _auto(BicubicLayers(2), qp=42).encode(Path("-"), out)
+    from_file = tmp_path / "from_file.mp4"
+    _auto(BicubicLayers(2), qp=42).encode(smooth_clip, from_file)
+    assert out.read_bytes() == from_file.read_bytes()
+    assert report.frames == 2
+
+
+def test_compress_keeps_what_encode_keeps(smooth_clip, tmp_path):
+    from dualcodec.codec import decompress
+    from dualcodec.video import VideoReader
+
+    reader = VideoReader(smooth_clip)
+    data = _auto(BicubicLayers(2), qp=42).compress(reader.frames(), reader.info.format, reader.info.rate)
+    out = tmp_path / "auto.mp4"
+    _auto(BicubicLayers(2), qp=42).encode(smooth_clip, out)
+    assert data == out.read_bytes()
+    assert decompress(data).header.mode == "bicubic"
