@@ -100,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="rate-distortion of real files: encode, decode, measure; CompressAI JSON",
                         description="Encode and decode every input at every QP through the real container and "
-                        "record bytes per layer, bpp, PSNR (RGB and YUV 6:1:1), MS-SSIM, LPIPS and times, in "
+                        "record bytes per layer, bpp, PSNR-YUV (6:1:1, on the source's planes), VMAF, PSNR RGB, MS-SSIM, "
+                        "LPIPS and times, in "
                         "CompressAI's results layout (python -m compressai.utils.plot reads it).")
     ev.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="videos or images")
     ev.add_argument("-o", "--output", type=Path, required=True,
@@ -334,7 +335,8 @@ def _eval(args: argparse.Namespace) -> None:
         results = data["results"]
         for i, qp in enumerate(qps):
             print(f"QP {qp}: {results['bpp'][i]:.4f} bpp, PSNR-YUV {results['psnr-yuv'][i]:.2f} dB, "
-                  f"RGB {results['psnr-rgb'][i]:.2f} dB, LPIPS {results['lpips'][i]:.4f}", file=sys.stderr)
+                  f"VMAF {results['vmaf'][i]:.2f}, RGB {results['psnr-rgb'][i]:.2f} dB, "
+                  f"LPIPS {results['lpips'][i]:.4f}", file=sys.stderr)
         kept = f" ({len(done)} points from the earlier run)" if done else ""
         print(f"wrote {args.output}{kept}", file=sys.stderr)
 

@@ -6,9 +6,10 @@ decoded frames with the source's frames, in the source's own 4:2:0 planes (read 
 
     source --encode--> file.mp4 --decode--> x_hat      rate: the whole file's bytes
        |                                      |        (base layer + side stream + rest)
-       +------------- x ----------------------+--> PSNR-YUV (planes); PSNR RGB, MS-SSIM,
-                                                   LPIPS (both sides converted to R'G'B'
-                                                   alike, with the source's matrix)
+       +------------- x ----------------------+--> PSNR-YUV (planes), VMAF (luma, over the
+                                                   sequence); PSNR RGB, MS-SSIM, LPIPS (both
+                                                   sides converted to R'G'B' alike, with the
+                                                   source's matrix)
 
 A sweep (one codec, every input, every QP) becomes one results file in CompressAI's
 layout (``{"name", "description", "results": {"bpp": [...], "psnr-rgb": [...], ...}}``,
@@ -19,6 +20,7 @@ under ``"inputs"``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 import time
@@ -58,6 +60,7 @@ class RDPoint:
     decode_seconds: float
     mode: str = ""  # the file's mode and scale (what --scale auto chose)
     scale: int = 0
+    vmaf: float = float("nan")  # v0.6.1, over the sequence (NaN: measured before VMAF was)
 
     @property
     def bpp(self) -> float:
@@ -102,11 +105,15 @@ def measure(codec, source: Path, qp: int, max_frames: int | None = None) -> RDPo
         decode_seconds = time.perf_counter() - start
     if len(decoded) != report.frames:
         raise DualcodecError(f"{source}: encoded {report.frames} frames but decoded {len(decoded)}")
-    scores = [frame_quality(x, x_hat, video.format) for x, x_hat in zip(VideoReader(source).frames(), decoded)]
+    from dualcodec.metrics import vmaf
+
+    originals = list(itertools.islice(VideoReader(source).frames(), len(decoded)))
+    scores = [frame_quality(x, x_hat, video.format) for x, x_hat in zip(originals, decoded)]
     mean = {k: float(np.mean([asdict(s)[k] for s in scores])) for k in asdict(scores[0])}
     return RDPoint(str(source), qp, report.frames, report.width, report.height, report.file_bytes,
                    report.base_bytes, report.side_bytes, **mean, encode_seconds=report.seconds,
-                   decode_seconds=decode_seconds, mode=report.mode, scale=report.scale)
+                   decode_seconds=decode_seconds, mode=report.mode, scale=report.scale,
+                   vmaf=vmaf(originals, decoded, video.format.bit_depth))
 
 
 def sweep(
@@ -155,6 +162,7 @@ RESULT_KEYS = {
     "psnr_v": "psnr-v",
     "ms_ssim": "ms-ssim-rgb",
     "lpips": "lpips",
+    "vmaf": "vmaf",
     "encode_seconds": "encoding_time",
     "decode_seconds": "decoding_time",
 }

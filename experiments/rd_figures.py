@@ -24,11 +24,12 @@ LABELS = {"auto": "dualcodec --scale auto (the default)", "dualcodec": "dualcode
           "bicubic": "bicubic down/up per plane, same codec", "plain": "plain codec, full resolution"}
 CODEC_NAMES = {"h264": "H.264", "hevc": "HEVC", "av1": "AV1"}
 # metric key -> (axis label, sign that makes it grow with quality)
-METRICS = {"psnr-yuv": ("PSNR-YUV 6:1:1 (dB)", 1.0), "ms-ssim-rgb": ("MS-SSIM RGB", 1.0),
-           "lpips": ("LPIPS (AlexNet)", -1.0)}
+METRICS = {"psnr-yuv": ("PSNR-YUV 6:1:1 (dB)", 1.0), "vmaf": ("VMAF v0.6.1", 1.0),
+           "ms-ssim-rgb": ("MS-SSIM RGB", 1.0), "lpips": ("LPIPS (AlexNet)", -1.0)}
 # BD-rate columns: (test, anchor, metric)
-COMPARISONS = [("auto", "plain", "psnr-yuv"), ("dualcodec", "plain", "psnr-yuv"),
+COMPARISONS = [("auto", "plain", "psnr-yuv"), ("auto", "plain", "vmaf"), ("dualcodec", "plain", "psnr-yuv"),
                ("dualcodec", "bicubic", "psnr-yuv"), ("bicubic", "plain", "psnr-yuv"),
+               ("dualcodec", "bicubic", "vmaf"), ("bicubic", "plain", "vmaf"),
                ("dualcodec", "bicubic", "ms-ssim-rgb"), ("dualcodec", "bicubic", "lpips")]
 
 

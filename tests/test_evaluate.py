@@ -48,11 +48,12 @@ def test_eval_writes_compressai_results_that_compressai_parses(tmp_path, capsys,
     assert data["name"] == "plain h264" and data["settings"]["baseline"] == "none"
     assert data["settings"]["model"] is None and data["settings"]["model_fingerprint"] is None
     assert results["qp"] == [30, 40]  # sorted
-    for key in ("bpp", "psnr-rgb", "psnr-yuv", "psnr-y", "psnr-u", "psnr-v", "ms-ssim-rgb", "lpips",
+    for key in ("bpp", "psnr-rgb", "psnr-yuv", "psnr-y", "psnr-u", "psnr-v", "ms-ssim-rgb", "lpips", "vmaf",
                 "encoding_time", "decoding_time", "file_bytes", "base_bytes", "side_bytes", "other_bytes"):
         assert len(results[key]) == 2, key
     assert results["bpp"][0] > results["bpp"][1] and results["psnr-rgb"][0] > results["psnr-rgb"][1]
     assert results["lpips"][0] < results["lpips"][1]
+    assert 100 >= results["vmaf"][0] > results["vmaf"][1] > 0  # VMAF falls with the rate
     assert results["ms-ssim-rgb"] == [None, None]  # 64 pixels high: too small for MS-SSIM
     assert results["side_bytes"] == [0, 0]
     # Per-input points; the clip was cut to 3 frames; bytes add up; bpp is the whole file's.
@@ -186,7 +187,8 @@ def test_plain_rows_match_an_independent_pyav_encode(tmp_path, capsys, qp):
 
 
 def _point(source: str, qp: int) -> RDPoint:
-    return RDPoint(source, qp, 1, 10, 10, 100, 80, 0, 30.0, 30.0, 40.0, 40.0, 31.0, float("nan"), 0.1, 1.0, 0.5)
+    return RDPoint(source, qp, 1, 10, 10, 100, 80, 0, 30.0, 30.0, 40.0, 40.0, 31.0, float("nan"), 0.1, 1.0, 0.5,
+                   mode="plain", scale=1, vmaf=88.5)
 
 
 def test_a_partial_sweep_averages_only_the_qps_every_source_has():

@@ -14,7 +14,7 @@ from dualcodec.basecodec import Planes
 from dualcodec.errors import DualcodecError
 from dualcodec.metrics import bd_psnr, bd_rate, lpips, ms_ssim, psnr, psnr_yuv, ssim
 from helpers import psnr_yuv as reference_psnr_yuv
-from helpers import shared_file, to_planes
+from helpers import shared_file, synthetic_frames, to_planes, write_y4m
 
 RATE = np.array([0.1, 0.2, 0.4, 0.8])
 PSNR = np.array([28.0, 31.0, 33.5, 35.5])
@@ -199,3 +199,54 @@ def test_bd_rate_ignores_point_order_and_needs_overlap():
 def test_bd_rate_carries_the_overlap_warning():
     shifted = bd_rate(RATE, PSNR, RATE, PSNR + 0.5 * (PSNR.max() - PSNR.min()))
     assert not math.isnan(shifted.value) and "Insufficient curve overlap" in shifted.warning
+
+
+def _libvmaf(distorted, reference, frames: int) -> dict:
+    """VMAF by libvmaf itself: FFmpeg's libvmaf filter, in imageio-ffmpeg's static FFmpeg."""
+    import json
+    import subprocess
+
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="imageio-ffmpeg (the libvmaf reference) not installed")
+    log = distorted.with_suffix(".vmaf.json")
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error",
+                    "-i", str(distorted), "-i", str(reference), "-lavfi",
+                    f"[0:v][1:v]libvmaf=log_fmt=json:log_path={log}:n_threads=1", "-frames:v", str(frames),
+                    "-f", "null", "-"], check=True)
+    return json.loads(log.read_text())
+
+
+def test_vmaf_agrees_with_libvmaf_on_a_real_clip(tmp_path):
+    import itertools
+
+    from dualcodec.metrics import vmaf
+    from dualcodec.video import VideoReader
+
+    source = shared_file("video/cars_320x240_30f.y4m")
+    reference = list(itertools.islice(VideoReader(source).frames(), 12))
+    # A moderate loss: luma blurred (3x3 box) with a little noise, chroma kept.
+    rng = np.random.default_rng(0)
+    distorted = []
+    for f in reference:
+        y = np.pad(f.y.astype(np.float64), 1, mode="edge")
+        blurred = sum(y[i : i + f.y.shape[0], j : j + f.y.shape[1]] for i in range(3) for j in range(3)) / 9
+        noisy = np.clip(np.round(blurred + rng.normal(0, 2.0, f.y.shape)), 0, 255).astype(np.uint8)
+        distorted.append(Planes(noisy, f.u, f.v))
+    libvmaf = _libvmaf(write_y4m(tmp_path / "distorted.y4m", distorted),
+                       write_y4m(tmp_path / "reference.y4m", reference), 12)
+    ours = vmaf(reference, distorted)
+    assert 40 < ours < 95, ours
+    assert ours == pytest.approx(libvmaf["pooled_metrics"]["vmaf"]["mean"], abs=0.1)
+    # Identical sequences score (nearly) 100, each frame clipped as libvmaf clips it.
+    same = vmaf(reference[:4], reference[:4])
+    assert 98.5 < same <= 100.0
+
+
+def test_vmaf_scales_10_bit_planes_and_refuses_tiny_frames():
+    from dualcodec.metrics import vmaf
+
+    a, b = synthetic_frames(48, 32, 2, seed=0), synthetic_frames(48, 32, 2, seed=1)
+    deep = [Planes(f.y.astype(np.uint16) * 4, f.u.astype(np.uint16) * 4, f.v.astype(np.uint16) * 4) for f in (*a, *b)]
+    assert vmaf(deep[:2], deep[2:], bit_depth=10) == pytest.approx(vmaf(a, b), abs=1e-4)
+    assert np.isnan(vmaf(synthetic_frames(16, 16, 1), synthetic_frames(16, 16, 1, seed=2)))
+    with pytest.raises(DualcodecError, match="one size and length"):
+        vmaf(a, b[:1])
