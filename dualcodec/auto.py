@@ -6,8 +6,10 @@ requested QP (or CRF) and is decoded; one more plain encode, ``STEP`` quantiser 
 coarser, gives the plain codec's rate-distortion curve near that point. In the plane
 of BD-rate (PSNR-YUV over log rate) a candidate's gain is its PSNR-YUV minus the plain
 curve's at the candidate's own rate: the line through the two plain points, which lies
-above a concave curve outside the two points. The candidate with the largest positive
-gain is written; none positive, plain is. The file is the chosen candidate's own
+above a concave curve outside the two points. The candidate with the largest gain is
+written if that gain exceeds ``MARGIN_DB``, else plain is: the margin covers the error of
+the line, and keeps a curve of mixed choices from sagging below the plain codec's where
+it switches (its pchip segment between a plain and a learned point). The file is the chosen candidate's own
 standard MP4; its header records the mode and scale, the report says why.
 """
 
@@ -32,6 +34,7 @@ from dualcodec.video import VideoReader, open_writer
 from dualcodec.yuv import YUVFormat
 
 STEP = 6  # quantiser steps between the two plain points: about half the rate for H.264 and HEVC
+MARGIN_DB = 0.1  # PSNR-YUV a candidate must gain over the plain codec's line to be kept
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def choose(trials: Sequence[Trial]) -> tuple[int, str]:
     plain, coarse, candidates = trials[0], trials[-1], trials[1:-1]
     gains = [t.psnr_yuv - plain_curve_at(t.file_bytes, plain, coarse) for t in candidates]
     best = max(range(len(gains)), key=gains.__getitem__, default=None)
-    kept = 1 + best if best is not None and gains[best] > 0 else 0
+    kept = 1 + best if best is not None and gains[best] > MARGIN_DB else 0
     described = [t.describe(g) for t, g in zip(trials[:-1], [None, *gains])]
     tried = "; ".join(d for i, d in enumerate(described) if i != kept)
     return kept, f"scale auto: kept {described[kept]}; tried {tried}"

@@ -27,7 +27,7 @@ with av.open('$clip', 'w', format='yuv4mpegpipe') as out:
     out.mux(s.encode(None))"
 fi
 cd "$work"
-"$work/venv/bin/dualcodec" encode "$clip" -o dual.mp4 --frames 5
+"$work/venv/bin/dualcodec" encode "$clip" -o dual.mp4 --frames 5 --scale 2  # the model itself, not --scale auto
 "$work/venv/bin/dualcodec" decode dual.mp4 -o dual.y4m -q
 "$work/venv/bin/dualcodec" info dual.mp4
 echo "minimal_install: encode, decode and info work without the training stack"

@@ -75,6 +75,31 @@ def bd_rows(runs: dict) -> list[dict]:
     return rows
 
 
+def item_rows(runs: dict, test: str = "auto", anchor: str = "plain", metric: str = "psnr-yuv") -> list[dict]:
+    """BD-rate of ``test`` against ``anchor`` for every item (image or clip) on its own."""
+    from dualcodec.metrics import bd_rate
+
+    rows = []
+    for content in CONTENTS:
+        for codec in CODECS:
+            if (content, codec, test) not in runs or (content, codec, anchor) not in runs:
+                continue
+            curves = {}
+            for method in (test, anchor):
+                for entry in runs[content, codec, method]["inputs"]:
+                    points = sorted(entry["points"], key=lambda p: p["qp"])
+                    key = {"psnr-yuv": "psnr_yuv", "ms-ssim-rgb": "ms_ssim"}.get(metric, metric)
+                    curves[method, entry["source"]] = ([p["bpp"] for p in points], [p[key] for p in points],
+                                                       [p.get("mode", "") for p in points])
+            for source in dict.fromkeys(s for m, s in curves if m == test):
+                (ra, qa, _), (rt, qt, modes) = curves[anchor, source], curves[test, source]
+                bd = bd_rate(ra, qa, rt, qt)
+                rows.append({"content": content, "codec": codec, "item": Path(source).name,
+                             "bd_rate": None if math.isnan(bd.value) else round(bd.value, 2),
+                             "modes": modes, "warning": bd.warning})
+    return rows
+
+
 def markdown(rows: list[dict]) -> str:
     """The BD-rate table as markdown."""
     columns = [f"{t} vs {a}, {m}" for t, a, m in COMPARISONS]
@@ -131,6 +156,8 @@ def summarize(folder: Path = RESULTS) -> None:
     (folder / "bd_rate.json").write_text(json.dumps(rows, indent=1) + "\n")
     table = markdown(rows)
     (folder / "bd_rate.md").write_text(table + "\n")
+    items = item_rows(runs)
+    (folder / "bd_rate_items.json").write_text(json.dumps(items, indent=1) + "\n")
     for content in CONTENTS:
         if any(key[0] == content for key in runs):
             figure(runs, content).savefig(folder / f"rd_{content}.png", dpi=80)
