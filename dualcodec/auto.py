@@ -34,7 +34,7 @@ from dualcodec.video import VideoReader, open_writer
 from dualcodec.yuv import YUVFormat
 
 STEP = 6  # quantiser steps between the two plain points: about half the rate for H.264 and HEVC
-MARGIN_DB = 0.1  # PSNR-YUV a candidate must gain over the plain codec's line to be kept
+MARGIN_DB = 0.3  # PSNR-YUV a candidate must gain over the plain codec's line to be kept
 
 
 @dataclass(frozen=True)
