@@ -2,19 +2,22 @@
 
 The candidates are the plain codec (scale 1: the base codec alone at full resolution)
 and each learned model offered (2x, 4x). Every candidate encodes the file at the
-requested QP (or CRF) and is decoded; one more plain encode, ``STEP`` quantiser steps
-coarser, gives the plain codec's rate-distortion curve near that point. In the plane
-of BD-rate (PSNR-YUV over log rate) a candidate's gain is its PSNR-YUV minus the plain
-curve's at the candidate's own rate: the line through the two plain points, which lies
-above a concave curve outside the two points. The candidate with the largest gain is
-written if that gain exceeds ``MARGIN_DB``, else plain is: the margin covers the error of
-the line, and keeps a curve of mixed choices from sagging below the plain codec's where
-it switches (its pchip segment between a plain and a learned point). The file is the chosen candidate's own
-standard MP4; its header records the mode and scale, the report says why.
+requested QP (or CRF) and is decoded; the plain codec is also encoded ``STEP``, then
+``2 STEP``, ... quantiser steps coarser until its rate is at or below every candidate's,
+so that the plain codec's own curve is measured around each candidate's rate. In the
+plane of BD-rate (PSNR-YUV over log rate) a candidate's gain is its PSNR-YUV minus the
+plain curve's at the candidate's rate, linear between the two plain points around it.
+The candidate with the largest gain is written if that gain exceeds ``MARGIN_DB``, else
+the plain codec at the requested quantiser is: the margin covers the error of the
+interpolation, and keeps a curve of mixed choices from sagging below the plain codec's
+where it switches (its pchip segment between a plain and a learned point). The file is
+the chosen candidate's own standard MP4; its header records the mode and scale, the
+report says why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -26,8 +29,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from dualcodec.basecodec import Planes
-from dualcodec.codec import EncodeReport, LayeredCodec, decode, decompress
+from dualcodec.basecodec import MAX_QP, Planes
+from dualcodec.codec import EncodeReport, LayeredCodec, PlainLayers, decode, decompress
 from dualcodec.errors import DualcodecError
 from dualcodec.outputs import STDIO, atomic_path
 from dualcodec.video import VideoReader, open_writer
@@ -64,44 +67,70 @@ def psnr_yuv(source: Iterable[Planes], decoded: Iterable[Planes], bit_depth: int
     return (6 * psnr[0] + psnr[1] + psnr[2]) / 8
 
 
-def plain_curve_at(rate: float, a: Trial, b: Trial) -> float:
-    """PSNR-YUV of the line through two plain trials at ``rate`` bytes (PSNR over log rate)."""
-    (r0, p0), (r1, p1) = sorted(((t.file_bytes, t.psnr_yuv) for t in (a, b)))
-    if r0 == r1:
-        return max(p0, p1)
-    slope = (p1 - p0) / (math.log(r1) - math.log(r0))
-    return p0 + slope * (math.log(rate) - math.log(r0))
+def plain_curve_at(rate: float, plain: Sequence[Trial]) -> float:
+    """PSNR-YUV of the plain codec's curve at ``rate`` bytes: linear in PSNR over log rate
+    between the two plain trials around it (beyond them, the line through the nearest two)."""
+    points = sorted({(t.file_bytes, t.psnr_yuv) for t in plain})
+    if len(points) == 1 or points[0][0] == points[-1][0]:
+        return max(p for _, p in points)
+    i = next((k for k in range(1, len(points) - 1) if points[k][0] >= rate), len(points) - 1)
+    (r0, p0), (r1, p1) = points[i - 1], points[i]
+    return p0 + (p1 - p0) / (math.log(r1) - math.log(r0)) * (math.log(rate) - math.log(r0))
 
 
-def choose(trials: Sequence[Trial]) -> tuple[int, str]:
-    """``trials``: plain, each candidate, then plain ``STEP`` steps coarser. The index of the
-    trial to keep and why (see the module docstring)."""
-    plain, coarse, candidates = trials[0], trials[-1], trials[1:-1]
-    gains = [t.psnr_yuv - plain_curve_at(t.file_bytes, plain, coarse) for t in candidates]
+def choose(plain: Sequence[Trial], candidates: Sequence[Trial]) -> tuple[int | None, str]:
+    """The index of the candidate to keep (``None``: the plain codec at the requested
+    quantiser, ``plain[0]``) and why (see the module docstring)."""
+    gains = [t.psnr_yuv - plain_curve_at(t.file_bytes, plain) for t in candidates]
     best = max(range(len(gains)), key=gains.__getitem__, default=None)
-    kept = 1 + best if best is not None and gains[best] > MARGIN_DB else 0
-    described = [t.describe(g) for t, g in zip(trials[:-1], [None, *gains])]
-    tried = "; ".join(d for i, d in enumerate(described) if i != kept)
-    return kept, f"scale auto: kept {described[kept]}; tried {tried}"
+    kept = best if best is not None and gains[best] > MARGIN_DB else None
+    tried = [plain[0].describe()] + [t.describe(g) for t, g in zip(candidates, gains)]
+    chosen = 0 if kept is None else 1 + kept
+    others = "; ".join(d for i, d in enumerate(tried) if i != chosen)
+    return kept, f"scale auto: kept {tried[chosen]}; tried {others}"
 
 
 class AutoCodec:
-    """Codes with whichever of ``candidates`` (the plain codec first) pays best; ``coarser``
-    is the plain codec ``STEP`` quantiser steps coarser."""
+    """Codes with the plain codec ``plain`` or whichever of ``candidates`` pays best."""
 
     mode = "auto"
 
-    def __init__(self, candidates: Sequence[LayeredCodec], coarser: LayeredCodec) -> None:
-        if not candidates or candidates[0].layers.mode != "plain":
-            raise ValueError("the plain codec must be the first candidate")
-        self.codecs = [*candidates, coarser]
+    def __init__(self, plain: LayeredCodec, candidates: Sequence[LayeredCodec]) -> None:
+        if plain.layers.mode != "plain":
+            raise ValueError("AutoCodec compares its candidates with the plain codec")
+        self.plain, self.candidates = plain, list(candidates)
 
     @property
     def model_path(self) -> Path | None:
-        return next((c.model_path for c in self.codecs if c.model_path is not None), None)
+        return next((c.model_path for c in self.candidates if c.model_path is not None), None)
 
-    def _model(self, codec: LayeredCodec) -> str | None:
-        return str(codec.model_path) if codec.model_path else None
+    def coarser(self, steps: int) -> LayeredCodec | None:
+        """The plain codec ``steps`` quantiser steps coarser (``None`` past the codec's top)."""
+        s = self.plain.settings
+        top = MAX_QP[s.codec]
+        now = s.qp if s.qp is not None else s.crf
+        if now + steps > top:
+            return None
+        settings = dataclasses.replace(s, qp=None if s.qp is None else s.qp + steps,
+                                       crf=None if s.crf is None else s.crf + steps)
+        return LayeredCodec(PlainLayers(), settings, self.plain.audio)
+
+    def _trials(self, run) -> tuple[list, list, list]:
+        """``run(codec) -> (result, Trial)`` for the plain codec, every candidate, and the plain
+        codec coarser by ``STEP`` at a time until its rate is at or below every candidate's
+        (so each candidate's rate lies between two plain trials)."""
+        plain_result, plain_trial = run(self.plain)
+        results, trials = zip(*(run(c) for c in self.candidates)) if self.candidates else ((), ())
+        plain_trials = [plain_trial]
+        lowest = min((t.file_bytes for t in trials), default=plain_trial.file_bytes)
+        steps = 0
+        while plain_trials[-1].file_bytes > lowest or len(plain_trials) < 2:
+            steps += STEP
+            codec = self.coarser(steps)
+            if codec is None:
+                break
+            plain_trials.append(run(codec)[1])
+        return [plain_result, *results], plain_trials, list(trials)
 
     def encode(self, source: Path, destination: Path, progress: bool = False,
                max_frames: int | None = None) -> EncodeReport:
@@ -111,31 +140,36 @@ class AutoCodec:
         with tempfile.TemporaryDirectory(prefix=".dualcodec-auto-", dir=destination.parent) as tmp:
             if str(source) == STDIO:  # every candidate reads the source: keep a copy of the pipe
                 source = _spool(Path(tmp) / "stdin.y4m", max_frames)
-            reports, trials = [], []
-            for i, codec in enumerate(self.codecs):
-                path = Path(tmp) / f"candidate{i}.mp4"
+            count = iter(range(1 << 30))
+
+            def run(codec: LayeredCodec):
+                path = Path(tmp) / f"trial{next(count)}.mp4"
                 desc = f"try {codec.layers.scale}x {codec.layers.mode}"
                 report = codec.encode(source, path, progress=progress, max_frames=max_frames, desc=desc)
-                video = decode(path, self._model(codec))
+                video = decode(path, str(codec.model_path) if codec.model_path else None)
                 quality = psnr_yuv(VideoReader(source).frames(), video.frames, video.format.bit_depth)
-                reports.append(report)
-                trials.append(Trial(report.mode, report.scale, report.file_bytes, quality))
-            kept, why = choose(trials)
+                return (report, path), Trial(report.mode, report.scale, report.file_bytes, quality)
+
+            results, plain, candidates = self._trials(run)
+            kept, why = choose(plain, candidates)
+            report, path = results[0 if kept is None else 1 + kept]
             with atomic_path(destination) as out:
-                os.replace(Path(tmp) / f"candidate{kept}.mp4", out)
-        return replace(reports[kept], seconds=time.time() - start, choice=why)
+                os.replace(path, out)
+        return replace(report, seconds=time.time() - start, choice=why)
 
     def compress(self, frames: Iterable[Planes], fmt: YUVFormat, rate: Fraction = Fraction(25)) -> bytes:
         """In memory: :meth:`LayeredCodec.compress` of the candidate that pays best."""
         frames = list(frames)
-        streams, trials = [], []
-        for codec in self.codecs:
+
+        def run(codec: LayeredCodec):
             data = codec.compress(frames, fmt, rate)
-            video = decompress(data, self._model(codec))
-            streams.append(data)
-            trials.append(Trial(video.header.mode, video.header.scale, len(data),
-                                psnr_yuv(frames, video.frames, fmt.bit_depth)))
-        return streams[choose(trials)[0]]
+            video = decompress(data, str(codec.model_path) if codec.model_path else None)
+            return data, Trial(video.header.mode, video.header.scale, len(data),
+                               psnr_yuv(frames, video.frames, fmt.bit_depth))
+
+        streams, plain, candidates = self._trials(run)
+        kept, _ = choose(plain, candidates)
+        return streams[0 if kept is None else 1 + kept]
 
 
 def _spool(path: Path, max_frames: int | None) -> Path:

@@ -37,7 +37,6 @@ from typing import Iterable, Iterator, Protocol
 import torch
 
 from dualcodec.basecodec import (
-    MAX_QP,
     BaseCodecSettings,
     BaseDecoder,
     BaseEncoder,
@@ -481,10 +480,6 @@ def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, sc
     learned = LayeredCodec(ModelLayers(loaded, lmbda_at(loaded.lmbda, qp)), settings, audio)
     if scale != "auto":
         return learned
-    from dualcodec.auto import STEP, AutoCodec
+    from dualcodec.auto import AutoCodec
 
-    top = MAX_QP[settings.codec]
-    coarser = dataclasses.replace(settings, qp=None if settings.qp is None else min(top, settings.qp + STEP),
-                                  crf=None if settings.crf is None else min(top, settings.crf + STEP))
-    return AutoCodec([LayeredCodec(PlainLayers(), settings, audio), learned],
-                     LayeredCodec(PlainLayers(), coarser, audio))
+    return AutoCodec(LayeredCodec(PlainLayers(), settings, audio), [learned])

@@ -100,6 +100,30 @@ def item_rows(runs: dict, test: str = "auto", anchor: str = "plain", metric: str
     return rows
 
 
+def _item_cell(item: dict) -> str:
+    if item["bd_rate"] is not None:
+        return f"{item['bd_rate']:+.2f}%"
+    if "overlap" in (item["warning"] or ""):
+        return "no overlap"  # e.g. the model kept at every QP: its curve lies at lower rates than plain's
+    return "not monotonic"  # a kept model point at a lower rate than a later plain point
+
+
+def items_markdown(items: list[dict]) -> str:
+    """Per-item BD-rates (:func:`item_rows`) as markdown: one row per content and codec."""
+    lines = ["| content | base codec | items | auto vs plain per item (PSNR-YUV): each | mean | worst |",
+             "|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for item in items:
+        groups.setdefault((item["content"], item["codec"]), []).append(item)
+    for (content, codec), group in groups.items():
+        values = [i["bd_rate"] for i in group if i["bd_rate"] is not None]
+        cells = ", ".join(f"{i['item'].split('_')[0].removesuffix('.png')} " + _item_cell(i) for i in group)
+        mean = f"{sum(values) / len(values):+.2f}%" if values else "n/a"
+        worst = f"{max(values):+.2f}%" if values else "n/a"
+        lines.append(f"| {content} | {CODEC_NAMES[codec]} | {len(group)} | {cells} | {mean} | {worst} |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict]) -> str:
     """The BD-rate table as markdown."""
     columns = [f"{t} vs {a}, {m}" for t, a, m in COMPARISONS]
@@ -158,10 +182,12 @@ def summarize(folder: Path = RESULTS) -> None:
     (folder / "bd_rate.md").write_text(table + "\n")
     items = item_rows(runs)
     (folder / "bd_rate_items.json").write_text(json.dumps(items, indent=1) + "\n")
+    (folder / "bd_rate_items.md").write_text(items_markdown(items) + "\n")
     for content in CONTENTS:
         if any(key[0] == content for key in runs):
             figure(runs, content).savefig(folder / f"rd_{content}.png", dpi=80)
     print(table)
+    print(items_markdown(items))
 
 
 if __name__ == "__main__":

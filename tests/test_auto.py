@@ -24,25 +24,29 @@ def _trial(file_bytes: int, quality: float, mode: str = "plain", scale: int = 1)
 
 def test_plain_curve_is_the_line_in_psnr_over_log_rate():
     a, b = _trial(1000, 30.0), _trial(2000, 33.0)  # 3 dB per doubling
-    assert plain_curve_at(2000, a, b) == pytest.approx(33.0)
-    assert plain_curve_at(1000, b, a) == pytest.approx(30.0)
-    assert plain_curve_at(math.sqrt(2) * 1000, a, b) == pytest.approx(31.5)
-    assert plain_curve_at(500, a, b) == pytest.approx(27.0)  # extrapolated on the left
-    assert plain_curve_at(4000, a, b) == pytest.approx(36.0)
-    assert plain_curve_at(700, _trial(1000, 30.0), _trial(1000, 31.0)) == 31.0  # one rate: its best quality
+    assert plain_curve_at(2000, [a, b]) == pytest.approx(33.0)
+    assert plain_curve_at(1000, [b, a]) == pytest.approx(30.0)
+    assert plain_curve_at(math.sqrt(2) * 1000, [a, b]) == pytest.approx(31.5)
+    assert plain_curve_at(500, [a, b]) == pytest.approx(27.0)  # extrapolated on the left
+    assert plain_curve_at(4000, [a, b]) == pytest.approx(36.0)
+    assert plain_curve_at(700, [_trial(1000, 30.0), _trial(1000, 31.0)]) == 31.0  # one rate: its best quality
+    # Between the two points around the rate, not the two at the top.
+    c = _trial(500, 25.0)  # 5 dB per halving below 1000 B
+    assert plain_curve_at(math.sqrt(2) * 500, [b, a, c]) == pytest.approx(27.5)
+    assert plain_curve_at(250, [b, a, c]) == pytest.approx(20.0)
 
 
 def test_choose_keeps_a_candidate_only_above_the_plain_curve():
-    plain, coarse = _trial(2000, 33.0), _trial(1000, 30.0)  # 3 dB per doubling of the rate
+    plain = [_trial(2000, 33.0), _trial(1000, 30.0)]  # 3 dB per doubling of the rate
     above, below = _trial(1000, 30.5, "dual", 2), _trial(1000, 29.5, "dual", 2)
-    assert choose([plain, above, coarse])[0] == 1
-    assert choose([plain, below, coarse])[0] == 0
-    kept, why = choose([plain, below, _trial(1500, 33.0, "bicubic", 2), coarse])
-    assert kept == 2
+    assert choose(plain, [above])[0] == 0
+    assert choose(plain, [below])[0] is None
+    kept, why = choose(plain, [below, _trial(1500, 33.0, "bicubic", 2)])
+    assert kept == 1
     assert why.startswith("scale auto: kept 2x bicubic (1500 B, 33.00 dB, +1.25 dB against the plain codec")
     assert "tried 1x plain (2000 B, 33.00 dB)" in why and "2x dual (1000 B, 29.50 dB, -0.50 dB" in why
-    assert choose([plain, coarse])[0] == 0  # no candidate: plain
-    assert choose([plain, _trial(1000, 30.25, "dual", 2), coarse])[0] == 0  # within the margin: plain
+    assert choose(plain, [])[0] is None  # no candidate: plain
+    assert choose(plain, [_trial(1000, 30.25, "dual", 2)])[0] is None  # within the margin: plain
 
 
 def test_psnr_yuv_matches_numpy(clip, bicubic_file):
@@ -58,9 +62,7 @@ def test_psnr_yuv_matches_numpy(clip, bicubic_file):
 
 def _auto(second, qp: int) -> AutoCodec:
     settings = BaseCodecSettings(qp=qp)
-    coarser = BaseCodecSettings(qp=qp + 6)
-    return AutoCodec([LayeredCodec(PlainLayers(), settings), LayeredCodec(second, settings)],
-                     LayeredCodec(PlainLayers(), coarser))
+    return AutoCodec(LayeredCodec(PlainLayers(), settings), [LayeredCodec(second, settings)])
 
 
 def test_a_worse_candidate_is_not_chosen(clip, tiny_model, tmp_path):
@@ -118,3 +120,23 @@ def test_compress_keeps_what_encode_keeps(smooth_clip, tmp_path):
     _auto(BicubicLayers(2), qp=42).encode(smooth_clip, out)
     assert data == out.read_bytes()
     assert decompress(data).header.mode == "bicubic"
+
+
+def test_the_plain_codec_is_measured_down_to_each_candidates_rate(smooth_clip, tmp_path, monkeypatch):
+    from dualcodec import auto
+
+    seen = []
+    encode = LayeredCodec.encode
+
+    def record(self, source, destination, **kwargs):
+        report = encode(self, source, destination, **kwargs)
+        seen.append((self.layers.mode, self.settings.qp, report.file_bytes))
+        return report
+
+    monkeypatch.setattr(LayeredCodec, "encode", record)
+    _auto(BicubicLayers(2), qp=20).encode(smooth_clip, tmp_path / "a.mp4")
+    plain = [(qp, size) for mode, qp, size in seen if mode == "plain"]
+    (bicubic,) = [size for mode, _, size in seen if mode == "bicubic"]
+    assert [qp for qp, _ in plain] == [20 + auto.STEP * k for k in range(len(plain))]
+    assert plain[-1][1] <= bicubic < plain[-2][1]  # the last two plain points bracket the candidate
+    assert AutoCodec(LayeredCodec(PlainLayers(), BaseCodecSettings(qp=50)), []).coarser(6) is None  # x264's top

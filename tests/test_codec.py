@@ -286,11 +286,10 @@ def test_make_codec_scale_auto_is_the_default(tiny_model):
 
     auto = make_codec(BaseCodecSettings(qp=30), None, str(tiny_model.path))
     assert isinstance(auto, AutoCodec)
-    # The candidates, then the plain codec STEP quantiser steps coarser.
-    assert [(c.layers.mode, c.layers.scale, c.settings.qp) for c in auto.codecs] == [
-        ("plain", 1, 30), ("dual", 2, 30), ("plain", 1, 30 + STEP)]
+    assert (auto.plain.layers.mode, auto.plain.settings.qp) == ("plain", 30)
+    assert [(c.layers.mode, c.layers.scale, c.settings.qp) for c in auto.candidates] == [("dual", 2, 30)]
+    assert (auto.coarser(STEP).layers.mode, auto.coarser(STEP).settings.qp) == ("plain", 30 + STEP)
     assert auto.model_path == tiny_model.path
-    assert make_codec(BaseCodecSettings(qp=50), None, str(tiny_model.path)).codecs[-1].settings.qp == 51  # x264's top
 
 
 def test_audio_is_copied_unchanged(tmp_path):
