@@ -181,8 +181,8 @@ def summarize(folder: Path = RESULTS) -> None:
     table = markdown(rows)
     (folder / "bd_rate.md").write_text(table + "\n")
     items = item_rows(runs)
-    (folder / "bd_rate_items.json").write_text(json.dumps(items, indent=1) + "\n")
-    (folder / "bd_rate_items.md").write_text(items_markdown(items) + "\n")
+    (folder / "bd_items.json").write_text(json.dumps(items, indent=1) + "\n")
+    (folder / "bd_items.md").write_text(items_markdown(items) + "\n")
     for content in CONTENTS:
         if any(key[0] == content for key in runs):
             figure(runs, content).savefig(folder / f"rd_{content}.png", dpi=80)
