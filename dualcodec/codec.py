@@ -256,23 +256,16 @@ class LayeredCodec:
         """Encode the file ``source`` (at most ``max_frames`` frames, with its audio) into the
         MP4 ``destination``: :meth:`compress`'s coding, read from and written to files."""
         start = time.time()
-        for attempt in (1, 2):
-            reader = VideoReader(source)
-            info = reader.info
-            known = [n for n in (info.frames, max_frames) if n]
-            try:
-                with atomic_path(Path(destination)) as tmp:
-                    frames, audio = self._write(reader.frames(), info.width, info.height, info.format, info.rate,
-                                                tmp, str(source), max_frames, progress, desc,
-                                                total=min(known) if known else None,
-                                                audio_from=Path(source) if info.has_audio else None)
-                    # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as
-                    # length prefixes, so the encoder's packet sizes are not the file's.
-                    sizes = ContainerReader(tmp).sizes()
-                break
-            except _MuxerRefusedHEVC:
-                if attempt == 2 or reader.from_stdin:
-                    raise
+        reader = VideoReader(source)
+        info = reader.info
+        known = [n for n in (info.frames, max_frames) if n]
+        with atomic_path(Path(destination)) as tmp:
+            frames, audio = self._write(reader.frames(), info.width, info.height, info.format, info.rate, tmp,
+                                        str(source), max_frames, progress, desc, total=min(known) if known else None,
+                                        audio_from=Path(source) if info.has_audio else None)
+            # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as
+            # length prefixes, so the encoder's packet sizes are not the file's.
+            sizes = ContainerReader(tmp).sizes()
         return self._report(frames, info.width, info.height, sizes, time.time() - start, audio)
 
     def compress(self, frames: Iterable[Planes], fmt: YUVFormat, rate: Fraction = Fraction(25)) -> bytes:
@@ -328,16 +321,8 @@ class LayeredCodec:
             finally:
                 writer.close()
         except av.FFmpegError as exc:  # the base encoder or the muxer
-            kind = _MuxerRefusedHEVC if isinstance(exc, av.error.PatchWelcomeError) else DualcodecError
-            raise kind(f"{name}: encoding failed ({exc.__class__.__name__}: {exc})") from None
+            raise DualcodecError(f"{name}: encoding failed ({exc.__class__.__name__}: {exc})") from None
         return count, audio
-
-
-class _MuxerRefusedHEVC(DualcodecError):
-    """FFmpeg's MP4 muxer, rarely and not reproducibly, refuses an HEVC stream at the end of
-    an encode ("Not yet implemented in FFmpeg"; seen a few times in thousands of sweep
-    points, never twice in a row on the same input): :meth:`LayeredCodec.encode` encodes
-    such a file once more."""
 
 
 class _ClosedLoop:

@@ -44,6 +44,9 @@ from dualcodec.outputs import refuse_stdin
 from dualcodec.sidestream import SideFrame, SideMode, frame_payload, parse_payload
 
 
+MAX_REORDER = 16  # frames between a packet's decoding and presentation time at most (x265: bframes <= 16)
+
+
 class ContainerWriter:
     """Writes one dualcodec MP4. Use :attr:`video_codec_context` for the base encoder."""
 
@@ -67,6 +70,7 @@ class ContainerWriter:
             self.video.codec_tag = "hvc1"  # parameter sets in the sample entry: what Apple players require
         self.data = self.output.add_data_stream("bin_data") if side_stream else None
         self._side_index = 0
+        self._last_dts: int | None = None  # of the last base-layer packet
         self._audio = None  # AudioTracks, once declared
 
     @property
@@ -76,7 +80,23 @@ class ContainerWriter:
     def mux_base(self, packets: list) -> None:
         for packet in packets:
             packet.stream = self.video
+            packet.dts = self._sane_dts(packet)
+            self._last_dts = packet.dts
             self.output.mux(packet)
+
+    def _sane_dts(self, packet) -> int:
+        """The packet's decoding time stamp, or one that fits when it is not sane.
+
+        FFmpeg 8's libx265 wrapper now and then leaves the dts of the only packet of a
+        one-frame stream (an image) uninitialised (e.g. -219043332147 for pts 0), and the
+        MP4 muxer then refuses the stream ("Not yet implemented"): measured, 7 of 30 such
+        encodes. A sane dts is at most the pts, above the previous packet's, and within
+        ``MAX_REORDER`` frames of the pts."""
+        pts, dts = packet.pts, packet.dts
+        floor = None if self._last_dts is None else self._last_dts + 1
+        if dts is not None and dts <= pts and pts - dts <= MAX_REORDER and (floor is None or dts >= floor):
+            return dts
+        return pts if floor is None else floor
 
     def mux_side(self, side: SideFrame) -> None:
         """Side-stream packet of the next frame in display order."""

@@ -339,3 +339,45 @@ def test_golden_v2_forgets_latents_at_the_key_frame(golden):
     modes = [side.mode for side in reader.side_frames()]
     assert keys == [True, False, True]  # GOP 2
     assert modes == [SideMode.NEW, SideMode.REPEAT, SideMode.NEW]  # no REPEAT at a key frame
+
+
+def test_insane_base_layer_dts_is_repaired(tmp_path):
+    # FFmpeg 8's libx265 wrapper now and then leaves the dts of a one-frame stream's packet
+    # uninitialised; the MP4 muxer then refuses the file. Such a dts is replaced.
+    from types import SimpleNamespace
+
+    from dualcodec.container import MAX_REORDER, ContainerWriter
+
+    writer = SimpleNamespace(_last_dts=None)
+    sane = ContainerWriter._sane_dts
+    assert sane(writer, SimpleNamespace(pts=0, dts=-219043332147)) == 0
+    assert sane(writer, SimpleNamespace(pts=0, dts=None)) == 0
+    assert sane(writer, SimpleNamespace(pts=3, dts=-1)) == -1  # B-frame reordering: kept
+    assert sane(writer, SimpleNamespace(pts=0, dts=-MAX_REORDER - 1)) == 0
+    writer._last_dts = 4
+    assert sane(writer, SimpleNamespace(pts=9, dts=5)) == 5
+    assert sane(writer, SimpleNamespace(pts=9, dts=3)) == 5  # not above the last one
+    assert sane(writer, SimpleNamespace(pts=9, dts=6799976246779207263)) == 5
+
+
+@pytest.mark.parametrize("threads", ["", "pools=none:frame-threads=1"])
+def test_hevc_images_mux(tmp_path, threads, monkeypatch):
+    # Before the dts repair, 6 of 16 (x265's thread pool) and 16 of 16 (no pool) of these failed.
+    from dualcodec.basecodec import BaseCodecSettings
+    from dualcodec.codec import LayeredCodec, PlainLayers, decode
+    from helpers import synthetic_rgb, write_png
+
+    if threads:
+        options = BaseCodecSettings.encoder_options.fget
+
+        def with_threads(self):
+            o = options(self)
+            o["x265-params"] += ":" + threads
+            return o
+
+        monkeypatch.setattr(BaseCodecSettings, "encoder_options", property(with_threads))
+    image = write_png(tmp_path / "i.png", synthetic_rgb(64, 48, 1, noise=30.0)[0])
+    for qp in (22, 28, 34, 40, 22, 28):
+        out = tmp_path / f"q{qp}.mp4"
+        LayeredCodec(PlainLayers(), BaseCodecSettings(codec="hevc", qp=qp)).encode(image, out)
+        assert len(list(decode(out).frames)) == 1
