@@ -48,7 +48,7 @@ from dualcodec.basecodec import (
 from dualcodec.container import ContainerReader, ContainerWriter
 from dualcodec.errors import DualcodecError
 from dualcodec.header import Header
-from dualcodec.model import LoadedModel, lmbda_at, load_model, resolve_model_path
+from dualcodec.model import LoadedModel, lmbda_at, load_model, plane_distortion, resolve_model_path
 from dualcodec.nets.common import bicubic_down, bicubic_up
 from dualcodec.outputs import atomic_path
 from dualcodec.sidestream import SideFrame, SideMode
@@ -77,11 +77,6 @@ class Layers(Protocol):
 
     def up(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, side: SideFrame | None) -> Pair:
         """Decoded base planes (and side stream) to full-size planes (unrounded)."""
-
-
-def _distortion(a: Pair, b: Pair) -> float:
-    """``(6 L1(Y) + L1(Cb) + L1(Cr)) / 8`` on the unit scale, the weighting of PSNR-YUV."""
-    return float((6.0 * (a[0] - b[0]).abs().mean() + 2.0 * (a[1] - b[1]).abs().mean()) / 8.0)
 
 
 class ModelLayers:
@@ -115,7 +110,7 @@ class ModelLayers:
         options.append((SideMode.SKIP, self.model.skip_latents(h, w), 0.0))
         if self._w_hat is not None:  # None at the first frame and at every key frame
             options.append((SideMode.REPEAT, self._w_hat, 0.0))
-        costs = [_distortion(self.model.upsample(y_lr_hat, uv_lr_hat, w_hat), (y, uv)) + rate
+        costs = [float(plane_distortion(*self.model.upsample(y_lr_hat, uv_lr_hat, w_hat), y, uv)) + rate
                  for _, w_hat, rate in options]
         mode, w_hat, _ = options[min(range(len(options)), key=costs.__getitem__)]
         self._w_hat = w_hat

@@ -66,6 +66,16 @@ class ForwardOutput:
     base_bits: torch.Tensor  # [B]
 
 
+def plane_distortion(y_hat: torch.Tensor, uv_hat: torch.Tensor, y: torch.Tensor, uv: torch.Tensor,
+                     kind: str = "l1") -> torch.Tensor:
+    """``(6 D(Y) + D(Cb) + D(Cr)) / 8``, each the mean L1 (``kind="l1"``) or squared error on
+    the unit scale: the weighting of PSNR-YUV, for the training loss and the encoder's choices."""
+    def mean_error(a, b):
+        return (a - b).abs().mean() if kind == "l1" else ((a - b) ** 2).mean()
+
+    return (6.0 * mean_error(y_hat, y) + 2.0 * mean_error(uv_hat, uv)) / 8.0
+
+
 class DualLayerModel(CompressionModel):
     """Learned downsampler, side stream and spatially varying upsampler (see module docstring)."""
 

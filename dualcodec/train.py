@@ -44,7 +44,7 @@ import torch
 from dualcodec.config import Experiment
 from dualcodec.data import crops_to_planes
 from dualcodec.errors import DualcodecError
-from dualcodec.model import DualLayerModel, lmbda_at, save_model
+from dualcodec.model import DualLayerModel, lmbda_at, plane_distortion, save_model
 from dualcodec.proxy import RealCodecLayer
 from dualcodec.schedule import Plan, Stage, make_plan
 
@@ -59,14 +59,6 @@ class StepStats:
     side_bpp: float
     base_bpp: float
     psnr: float
-
-
-def _distortion(y_hat, uv_hat, y, uv, kind: str) -> torch.Tensor:
-    """``(6 D(Y) + D(Cb) + D(Cr)) / 8``, each the mean L1 or squared error on the unit scale."""
-    def mean_error(a, b):
-        return (a - b).abs().mean() if kind == "l1" else ((a - b) ** 2).mean()
-
-    return (6.0 * mean_error(y_hat, y) + 2.0 * mean_error(uv_hat, uv)) / 8.0
 
 
 def psnr_yuv(y_hat, uv_hat, y, uv) -> float:
@@ -86,7 +78,7 @@ def _loss(model_out, y: torch.Tensor, uv: torch.Tensor, exp: Experiment, qp: int
           step: int | None = None) -> tuple[torch.Tensor, StepStats]:
     """The training loss; ``step`` (``None`` in validation) ramps the side-bits weight in."""
     y_hat, uv_hat = model_out.y_hat.float(), model_out.uv_hat.float()
-    distortion = _distortion(y_hat, uv_hat, y, uv, exp.loss.distortion)
+    distortion = plane_distortion(y_hat, uv_hat, y, uv, exp.loss.distortion)
     pixels = y.shape[0] * y.shape[2] * y.shape[3]
     side_bpp = model_out.side_bits.sum() / pixels
     base_bpp = model_out.base_bits.sum() / pixels

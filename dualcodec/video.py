@@ -48,7 +48,6 @@ RAW_FORMATS = {".264": "h264", ".h264": "h264", ".avc": "h264", ".265": "hevc", 
 DEFAULT_RATE = Fraction(25)
 NATIVE = {"yuv420p": 8, "yuvj420p": 8, "yuv420p10le": 10}  # taken as they are
 PIX_FMTS = {8: "yuv420p", 10: "yuv420p10le"}
-OUTPUT_PIX_FMTS = ("yuv420p", "yuv420p10le", "yuv444p16le")
 RANGE_PC = 2  # AVCOL_RANGE_JPEG
 # swscale with PyAV's default (automatic) threading is not deterministic: now and then a
 # slice of a yuv420p to yuv444p16le conversion comes out wrong (whole rows of luma at

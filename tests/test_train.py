@@ -19,7 +19,8 @@ import torch
 from dualcodec.config import Experiment, LossConfig, load_experiment
 from dualcodec.errors import DualcodecError
 from dualcodec.schedule import make_plan
-from dualcodec.train import World, _distortion, _loss, config_fingerprint, deepspeed_config, psnr_yuv
+from dualcodec.model import plane_distortion as _distortion
+from dualcodec.train import World, _loss, config_fingerprint, deepspeed_config, psnr_yuv
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "smoke.toml"
