@@ -73,6 +73,7 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--model", default="default")
     parser.add_argument("--only", metavar="TEXT", help="only the sources whose name contains TEXT")
+    parser.add_argument("--summary", action="store_true", help="only print the tables of the saved results")
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "experiments" / "results" / "anchors")
     args = parser.parse_args()
     if not ANCHORS.is_file():
@@ -82,6 +83,10 @@ def main() -> int:
     path = args.out / f"{args.codec}.json"
     saved = json.loads(path.read_text()) if path.is_file() else {}
     results = {k: v for k, v in saved.get("sources", {}).items()}
+    if args.summary:
+        summarize(results)
+        baseline_agreement(results)
+        return 0
     start = time.time()
     for content in args.content:
         for source in sources(content):
@@ -94,7 +99,23 @@ def main() -> int:
                                         "command": " ".join(sys.argv), "sources": results}, indent=1) + "\n")
     print(f"{time.time() - start:.0f} s", file=sys.stderr)
     summarize(results)
+    baseline_agreement(results)
     return 0
+
+
+def baseline_agreement(results: dict) -> None:
+    """Per source, how dualcodec's baselines match the anchors' own at every QP: the largest
+    PSNR-YUV difference and the range of the byte ratio."""
+    for key, entry in sorted(results.items()):
+        cells = []
+        for name in ("plain", "bicubic"):
+            anchor, ours = entry["curves"].get(name), entry["curves"].get(f"dualcodec-{name}")
+            if anchor and ours:
+                diff = max(abs(a[1] - o[1]) for a, o in zip(anchor, ours))
+                ratios = [100 * (o[0] / a[0] - 1) for a, o in zip(anchor, ours)]
+                cells.append(f"{name}: |dPSNR| <= {diff:.3f} dB, bytes {min(ratios):+.2f}..{max(ratios):+.2f}%")
+        if cells:
+            print(f"{key}: " + "; ".join(cells))
 
 
 def summarize(results: dict) -> None:

@@ -234,6 +234,7 @@ def test_vmaf_agrees_with_libvmaf_on_a_real_clip(tmp_path):
     libvmaf = _libvmaf(write_y4m(tmp_path / "distorted.y4m", distorted),
                        write_y4m(tmp_path / "reference.y4m", reference), 12)
     ours = vmaf(reference, distorted)
+    print(f"VMAF of the degraded cars clip: vmaf-torch {ours:.3f}, libvmaf {libvmaf['pooled_metrics']['vmaf']['mean']:.3f}")
     assert 40 < ours < 95, ours
     assert ours == pytest.approx(libvmaf["pooled_metrics"]["vmaf"]["mean"], abs=0.1)
     # Identical sequences score (nearly) 100, each frame clipped as libvmaf clips it.
