@@ -28,6 +28,7 @@ EPILOG = """examples:
   dualcodec train experiments/default_x2.toml --set train.name=try
   dualcodec train experiments/default_x2.toml --set train.name=try --resume
   dualcodec frames clip.mp4 other.y4m -o frames/          # PNG frame folders for multi-frame training
+  dualcodec frames --downscale 2 --every 4 phone/*.mp4 -o frames_x2/   # clean, spread-out training frames
   deepspeed --num_gpus 2 $(which dualcodec) train experiments/default_x2.toml   # 2 ranks
 
 outputs: an existing file is replaced only with -y (never an input); frames go into a new
@@ -129,11 +130,19 @@ def _parser() -> argparse.ArgumentParser:
 
     fr = sub.add_parser("frames", help="decode videos into PNG frame folders for training",
                         description="Decode each VIDEO with PyAV into DIR/<video name>/frame_000001.png, ... "
-                        "(lossless RGB): the frame folders that multi-frame training reads as clips.")
+                        "(8-bit RGB PNG, each named after its frame number in the video): the frame folders "
+                        "that training reads as images, or as clips. Camera and web clips carry coding "
+                        "artefacts at full size; --downscale 2 gives clean targets.")
     fr.add_argument("inputs", type=Path, nargs="+", metavar="VIDEO", help="input video (anything FFmpeg reads)")
     fr.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
                     help="output folder (created if missing); each DIR/<video name>/ must be new or empty")
-    fr.add_argument("--frames", type=int, metavar="N", help="only the first N frames of each video")
+    fr.add_argument("--frames", type=int, metavar="N", help="read only the first N frames of each video")
+    fr.add_argument("--every", type=int, default=1, metavar="K",
+                    help="keep every K-th frame: the 1st, the K+1-th, ... (default 1: all); neighbouring "
+                    "frames are near-duplicates for per-image training")
+    fr.add_argument("--downscale", type=int, default=1, metavar="N",
+                    help="shrink each frame N times in RGB, antialiased bicubic (default 1: full size); "
+                    "sides N does not divide lose their last pixels")
     fr.add_argument("-q", "--quiet", action="store_true", help="no summary")
 
     tr = sub.add_parser("train", help="train a model end to end with DeepSpeed",
@@ -344,9 +353,12 @@ def _eval(args: argparse.Namespace) -> None:
 def _frames(args: argparse.Namespace) -> None:
     from dualcodec.data import write_frames
     from dualcodec.outputs import check_output_folder, new_folder, refuse_stdin
-    from dualcodec.video import check_inputs
+    from dualcodec.video import VideoReader
 
     _check_frames(args.frames)
+    for option in ("every", "downscale"):
+        if getattr(args, option) < 1:
+            raise DualcodecError(f"--{option} must be at least 1, got {getattr(args, option)}")
     refuse_stdin(args.inputs, "frames names each folder after its video file")
     names = [video.stem for video in args.inputs]
     for video in args.inputs:
@@ -354,12 +366,17 @@ def _frames(args: argparse.Namespace) -> None:
             raise DualcodecError(f"two inputs would share the frame folder {args.output / video.stem}")
     for video in args.inputs:
         check_output_folder(args.output / video.stem, args.inputs, make_parents=True)
-    check_inputs(args.inputs)
+    for video in args.inputs:  # every input opens, and is large enough, before the first is decoded
+        info = VideoReader(video).info
+        if min(info.width, info.height) < args.downscale:
+            raise DualcodecError(f"--downscale {args.downscale} leaves no pixel of {video} ({info.width}x{info.height})")
     with new_folder(args.output):
         for video in args.inputs:
-            count = write_frames(video, args.output / video.stem, args.frames)
+            written = write_frames(video, args.output / video.stem, args.frames, every=args.every,
+                                   downscale=args.downscale)
             if not args.quiet:
-                print(f"{args.output / video.stem}: {count} frames", file=sys.stderr)
+                print(f"{args.output / video.stem}: {written.count} frames {written.width}x{written.height}",
+                      file=sys.stderr)
 
 
 def _train(args: argparse.Namespace) -> None:

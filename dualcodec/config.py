@@ -101,17 +101,27 @@ class LossConfig:
 
 @config
 class DataConfig:
-    train_dir: str = "../shared/data/images/train"  # images, or frame folders (``dualcodec frames``) for clips
+    """Training data and the validation hold-out (:func:`dualcodec.data.split_sources`)."""
+
+    # Image folders, or folders of frame folders (``dualcodec frames``); each immediate
+    # sub-folder (bsd68/, photos/, one per video) is a source that validation draws from.
+    train_dirs: tuple[str, ...] = ("../shared/data/images/train",)
     rotate: bool = True  # random 90-degree rotations (flips are always on)
     crops_per_image: int = 8  # crops cut from each decoded training image (must divide the rank's batch)
-    val_images: int = 8  # the first N images (sorted) are held out for validation
+    val_fraction: float = 0.03  # of each source's images held out for validation, at least one per source
+    val_gap: int = 1  # frames on each side of a validation frame that no one uses (video sources only)
     val_crop: int = 128
     val_crops: int = 4  # fixed crops per validation image
 
     def __post_init__(self) -> None:
-        if min(self.crops_per_image, self.val_crops, self.val_crop) < 1 or self.val_images < 0:
-            raise DualcodecError("data.crops_per_image, val_crops and val_crop must be positive, val_images not "
-                                 "negative")
+        if not self.train_dirs:
+            raise DualcodecError("data.train_dirs must name at least one folder")
+        if min(self.crops_per_image, self.val_crops, self.val_crop) < 1:
+            raise DualcodecError("data.crops_per_image, val_crops and val_crop must be positive")
+        if not 0 < self.val_fraction < 1:
+            raise DualcodecError(f"data.val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
+        if self.val_gap < 0:
+            raise DualcodecError(f"data.val_gap must not be negative, got {self.val_gap}")
 
 
 @config

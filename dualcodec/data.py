@@ -37,17 +37,21 @@ model takes: BT.601 (as the codec's edge converts an image), limited range (vide
 usual range; images come in at full range, which the networks' unit scale makes alike),
 8 bits, rounded.
 
-Validation crops (:func:`validation_crops`) are not DALI: a fixed grid of windows over
-each held-out image, decoded with PIL, identical on every call and every machine.
+Training and validation files come from :func:`split_sources` over ``[data] train_dirs``:
+every source (an image collection, a video's frame folder) gives a few images, spread over
+it, to validation. Validation crops (:func:`validation_crops`) are not DALI: a fixed grid of
+windows over each held-out image, decoded with PIL, identical on every call and every machine.
 
 Videos become training data through ``dualcodec frames VIDEO... -o DIR``
 (:func:`write_frames`): PyAV decodes them into ``DIR/<video name>/frame_NNNNNN.png``,
-which :func:`list_clips` turns into clips. DALI's own CPU video reader only handles
-VP8/VP9/MJPEG, hence the detour through PNG.
+optionally every K-th frame only and downscaled, which :func:`list_clips` turns into
+clips. DALI's own CPU video reader only handles VP8/VP9/MJPEG, hence the detour through PNG.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -56,12 +60,14 @@ import torch
 
 from dualcodec.errors import DualcodecError
 from dualcodec.outputs import atomic_path
-from dualcodec.video import IMAGE_SUFFIXES, PngDirWriter, VideoReader
+from dualcodec.video import IMAGE_SUFFIXES, VideoReader, planes_to_rgb
 from dualcodec.yuv import BT601, YUVFormat, planes_to_unit, quantize_planes, rgb_to_yuv420
 
 TRAINING_FORMAT = YUVFormat(bit_depth=8, full_range=False, matrix=BT601)
 
 Clip = tuple[Path, ...]
+
+FRAME_NAME = re.compile(r"frame_\d+")  # the file stems write_frames gives frames
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -73,40 +79,159 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def list_clips(folder: Path, length: int) -> list[Clip]:
-    """Every run of ``length`` consecutive frames in the frame folders under ``folder``.
+def _sources(dirs: Sequence[Path | str]) -> dict[Path, list[Path]]:
+    """The images under ``dirs`` by source: an immediate sub-folder of a listed folder, with
+    everything below it, or the listed folder itself for the images directly inside it."""
+    if not dirs:
+        raise DualcodecError("no training folders given")
+    sources: dict[Path, list[Path]] = {}
+    seen: dict[Path, Path] = {}  # resolved file -> the listed folder it was found under
+    for folder in map(Path, dirs):
+        if not folder.is_dir():
+            raise DualcodecError(f"training folder not found: {folder}")
+        for path in list_images(folder):
+            key = path.resolve()
+            if key in seen:
+                raise DualcodecError(f"{path} is under two training folders, {seen[key]} and {folder}: it would "
+                                     "count twice, and could land in training and validation at once")
+            seen[key] = folder
+            rel = path.relative_to(folder)
+            sources.setdefault(folder / rel.parts[0] if len(rel.parts) > 1 else folder, []).append(path)
+    return sources
+
+
+def split_sources(dirs: Sequence[Path | str], val_fraction: float, val_gap: int = 1) -> tuple[list[Path], list[Path]]:
+    """Training and validation images from every source under ``dirs``: ``(train, val)``, each sorted.
+
+    A *source* is an immediate sub-folder of a listed folder, with everything under it
+    (``images/train/bsd68``, ``images/train/photos``; under a ``dualcodec frames`` output,
+    one frame folder per video), or the listed folder itself for images directly inside it.
+    Each source of ``n`` images gives ``k = max(1, round(val_fraction * n))`` of them to
+    validation, at evenly spaced positions of its sorted list (``floor((i + 1/2) n / k)``,
+    ``i < k``). So validation covers every collection and every video, in proportion to
+    its share of the training data; the choice depends on the file names only, the same on
+    every machine and every run.
+
+    A source whose images are all named ``frame_<number>`` (as :func:`write_frames` names
+    them) is a video: its neighbouring frames are near-duplicates, so the ``val_gap``
+    frames on each side of a validation frame (neighbours in the same folder, sorted) are
+    used neither for validation nor for training. With ``dualcodec frames --every 4`` and a
+    gap of 1, a training frame is at least 8 video frames (0.27 s at 30 fps) from every
+    validation frame. Holding out a contiguous stretch per video would leak across its
+    boundary the same way, and holding out whole videos would leave their content
+    unvalidated. Image collections drop no neighbours: their images are separate pictures.
+
+    Errors: a listed folder that is missing or holds no image, an image under two listed
+    folders, a source left with no training image.
+    """
+    if not 0 < val_fraction < 1:
+        raise DualcodecError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if val_gap < 0:
+        raise DualcodecError(f"val_gap must not be negative, got {val_gap}")
+    train: list[Path] = []
+    val: list[Path] = []
+    for source, files in _sources(dirs).items():
+        n = len(files)
+        k = max(1, int(val_fraction * n + 0.5))
+        held = {(2 * i + 1) * n // (2 * k) for i in range(k)}
+        video = all(FRAME_NAME.fullmatch(p.stem) for p in files)
+        dropped = {j for i in held for j in range(i - val_gap, i + val_gap + 1)
+                   if video and 0 <= j < n and files[j].parent == files[i].parent}
+        kept = [p for j, p in enumerate(files) if j not in held | dropped]
+        if not kept:
+            gap = f" (and {val_gap} frames on each side of each, unused)" if video and val_gap else ""
+            raise DualcodecError(f"too few images in source {source}: {n} cannot give {k} to validation{gap} and "
+                                 "keep one for training")
+        train += kept
+        val += [files[i] for i in sorted(held)]
+    return sorted(train), sorted(val)
+
+
+def list_clips(files: Sequence[Path], length: int) -> list[Clip]:
+    """Every run of ``length`` consecutive frames among ``files``, e.g. the training files of
+    :func:`split_sources`.
 
     A frame folder is any folder holding images (``dualcodec frames`` writes one per
-    video); its images, sorted by name, are the frames. Clips start at every frame
-    (they overlap), in sorted folder order, and never span two folders.
+    video); its images, sorted by name, are the frames. Two frames are consecutive when
+    they are neighbours in their folder and both in ``files``: a clip never spans two
+    folders, nor a frame missing from ``files`` (a validation frame, or a neighbour that
+    :func:`split_sources` dropped). Clips start at every frame (they overlap), in sorted
+    folder order.
     """
     if length < 1:
         raise DualcodecError(f"clip length must be at least 1, got {length}")
     by_folder: dict[Path, list[Path]] = {}
-    for path in list_images(folder):
+    for path in sorted(map(Path, files)):
         by_folder.setdefault(path.parent, []).append(path)
-    clips = [tuple(frames[i : i + length]) for frames in by_folder.values() for i in range(len(frames) - length + 1)]
+    clips = []
+    for folder, frames in by_folder.items():
+        position = {p: i for i, p in enumerate(sorted(p for p in folder.iterdir()
+                                                      if p.suffix.lower() in IMAGE_SUFFIXES))}
+        run: list[Path] = []
+        for path in frames:
+            if run and position.get(path, -2) != position.get(run[-1], -2) + 1:
+                run = []
+            run.append(path)
+            if len(run) >= length:
+                clips.append(tuple(run[-length:]))
     if not clips:
-        raise DualcodecError(f"no frame folder under {folder} has {length} frames")
+        raise DualcodecError(f"no frame folder has {length} consecutive frames")
     return clips
 
 
-def write_frames(video: Path, folder: Path, max_frames: int | None = None) -> int:
-    """Decode ``video`` with PyAV into ``folder/frame_000001.png``, ...; returns the frame count.
+@dataclass(frozen=True)
+class WrittenFrames:
+    """What :func:`write_frames` wrote: ``count`` PNGs of ``width`` x ``height``."""
+
+    count: int
+    width: int
+    height: int
+
+
+def write_frames(video: Path, folder: Path, max_frames: int | None = None, *, every: int = 1,
+                 downscale: int = 1) -> WrittenFrames:
+    """Decode ``video`` with PyAV into ``folder/frame_000001.png``, ...: 8-bit R'G'B'.
+
+    ``max_frames`` reads only the first frames of the video; of those, ``every`` keeps the
+    1st, the ``every + 1``-th, ... (per-image training gains little from near-duplicate
+    neighbours). Each file is named after its frame's number in the video, counted from 1,
+    so with ``every=4`` the names run ``frame_000001``, ``frame_000005``, ...
+
+    ``downscale`` shrinks each frame by that integer factor after the conversion to R'G'B',
+    with PIL's bicubic filter widened to the factor (antialiased, as SR data sets make their
+    low-resolution images); a side that the factor does not divide loses its last pixels.
+    Phone and web clips carry their coding artefacts at full size: at half size most are
+    gone, which makes them clean targets. Display rotation (phone clips) is not applied;
+    training rotates by multiples of 90 degrees anyway.
 
     The folder appears only when every frame is written; it must be new or empty
     (:func:`dualcodec.outputs.atomic_path`).
     """
+    from PIL import Image
+
+    if every < 1:
+        raise DualcodecError(f"every must be at least 1, got {every}")
+    if downscale < 1:
+        raise DualcodecError(f"downscale must be at least 1, got {downscale}")
     reader = VideoReader(video)
+    if min(reader.info.width, reader.info.height) < downscale:
+        raise DualcodecError(f"cannot downscale {video} ({reader.info.width}x{reader.info.height}) by {downscale}: "
+                             "no pixel would be left")
     count = 0
     with atomic_path(folder, is_dir=True) as tmp:
-        writer = PngDirWriter(tmp, reader.info.format)
-        for planes in reader.frames():
-            if max_frames is not None and count >= max_frames:
+        for number, planes in enumerate(reader.frames(), start=1):
+            if max_frames is not None and number > max_frames:
                 break
-            writer.write(planes)
+            if (number - 1) % every:
+                continue
+            image = Image.fromarray(planes_to_rgb(planes, reader.info.format))
+            if downscale > 1:
+                width, height = image.width // downscale, image.height // downscale
+                image = image.resize((width, height), Image.Resampling.BICUBIC,
+                                     box=(0, 0, width * downscale, height * downscale))
+            image.save(tmp / f"frame_{number:06d}.png", compress_level=1)
             count += 1
-    return count
+    return WrittenFrames(count, image.width, image.height)
 
 
 def _image_size(path: Path) -> tuple[int, int]:

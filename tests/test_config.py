@@ -109,9 +109,9 @@ def test_set_overrides(tmp_path):
 
 
 def test_set_override_later_wins_and_creates_sections(tmp_path):
-    exp = load_experiment(_write(tmp_path, ""), ["loss.lmbda=0.5", "loss.lmbda=0.25", 'data.train_dir="x y"'])
+    exp = load_experiment(_write(tmp_path, ""), ["loss.lmbda=0.5", "loss.lmbda=0.25", 'data.train_dirs=["x y", "z"]'])
     assert exp.loss.lmbda == 0.25
-    assert exp.data.train_dir == "x y"
+    assert exp.data.train_dirs == ("x y", "z")
 
 
 @pytest.mark.parametrize("assignment", ["lmbda=0.5", "loss.lmbda", "loss"])
@@ -188,11 +188,27 @@ def test_model_config_dict_round_trip():
         ("[train]\nval_every = 0\n", "val_every, checkpoint_every and log_every must be at least 1"),
         ("[train]\nlog_every = -5\n", "must be at least 1"),
         ("[data]\ncrops_per_image = 0\n", "crops_per_image"),
+        ("[data]\ntrain_dirs = []\n", "data.train_dirs must name at least one folder"),
+        ("[data]\nval_fraction = 0\n", r"data.val_fraction must be between 0 and 1 \(exclusive\), got 0"),
+        ("[data]\nval_fraction = 1\n", "data.val_fraction must be between 0 and 1"),
+        ("[data]\nval_gap = -1\n", "data.val_gap must not be negative"),
     ],
 )
 def test_values_that_span_or_bound_a_section_are_checked(tmp_path, text, match):
     with pytest.raises(DualcodecError, match=match):
         load_experiment(_write(tmp_path, text))
+
+
+def test_data_sources_default_and_types(tmp_path):
+    data = load_experiment(_write(tmp_path, "")).data
+    assert data.train_dirs == ("../shared/data/images/train",) and 0 < data.val_fraction < 1 and data.val_gap == 1
+    exp = load_experiment(_write(tmp_path, '[data]\ntrain_dirs = ["a", "b/frames"]\nval_fraction = 0.1\n'))
+    assert exp.data.train_dirs == ("a", "b/frames") and exp.data.val_fraction == 0.1
+    with pytest.raises(DualcodecError, match=r"data\.train_dirs"):  # one folder is still a list
+        load_experiment(_write(tmp_path, '[data]\ntrain_dirs = "a"\n'))
+    for old in ("train_dir = \"a\"", "val_images = 8"):  # the keys before train_dirs, named as unknown
+        with pytest.raises(DualcodecError, match=f"unknown key in \\[data\\]: {old.split()[0]}"):
+            load_experiment(_write(tmp_path, f"[data]\n{old}\n"))
 
 
 def test_the_base_codecs_default_preset_is_its_own(tmp_path):

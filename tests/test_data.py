@@ -1,5 +1,5 @@
-"""dualcodec.data: DALI training streams, exact resume, validation crops, frame folders,
-crops to 4:2:0 planes.
+"""dualcodec.data: the split into training and validation sources, DALI training streams,
+exact resume, validation crops, frame folders, crops to 4:2:0 planes.
 
 The synthetic images carry their own coordinates (red = column, green = row, blue = image
 number), so a test can tell from a crop alone where it came from and which of the eight
@@ -22,12 +22,25 @@ from dualcodec.data import (
     crops_to_planes,
     list_clips,
     list_images,
+    split_sources,
+    WrittenFrames,
     validation_crops,
     write_frames,
 )
 from dualcodec.errors import DualcodecError
 from dualcodec.yuv import BT601, YUVFormat
-from helpers import SHARED_DATA, psnr, pyav_rgb, synthetic_frames, synthetic_rgb, to_planes, write_y4m
+from helpers import (
+    SHARED_DATA,
+    assert_one_line_error,
+    psnr,
+    pyav_rgb,
+    run,
+    shared_file,
+    synthetic_frames,
+    synthetic_rgb,
+    to_planes,
+    write_y4m,
+)
 
 
 def _has_dali() -> bool:
@@ -162,18 +175,18 @@ def _frame_folders(root, lengths):
 
 def test_list_clips(tmp_path):
     root = _frame_folders(tmp_path / "frames", [5, 3, 1])
-    clips = list_clips(root, 3)
+    clips = list_clips(list_images(root), 3)
     assert len(clips) == 3 + 1
     assert [p.name for p in clips[1]] == ["frame_000002.png", "frame_000003.png", "frame_000004.png"]
     assert clips[-1][0].parent.name == "v1"
-    assert len(list_clips(root, 1)) == 9
-    with pytest.raises(DualcodecError, match="has 6 frames"):
-        list_clips(root, 6)
+    assert len(list_clips(list_images(root), 1)) == 9
+    with pytest.raises(DualcodecError, match="has 6 consecutive frames"):
+        list_clips(list_images(root), 6)
 
 
 @needs_dali
 def test_clip_frames_share_crop_flip_and_rotation(tmp_path):
-    clips = list_clips(_frame_folders(tmp_path / "frames", [6, 4]), 3)
+    clips = list_clips(list_images(_frame_folders(tmp_path / "frames", [6, 4])), 3)
     stream = TrainStream(clips, 32, 8, seed=0)
     seen = set()
     for _ in range(3):
@@ -192,7 +205,7 @@ def test_clip_frames_share_crop_flip_and_rotation(tmp_path):
 
 @needs_dali
 def test_clip_resume_continues_exactly(tmp_path):
-    clips = list_clips(_frame_folders(tmp_path / "frames", [6, 4]), 2)
+    clips = list_clips(list_images(_frame_folders(tmp_path / "frames", [6, 4])), 2)
     first = TrainStream(clips, 24, 4, seed=1)
     _batches(first, 2)
     state = first.checkpoint()
@@ -215,7 +228,7 @@ def test_write_frames_converts_each_frame_once(tmp_path):
     rgb = synthetic_rgb(48, 32, 4)
     frames = [to_planes(x) for x in rgb]
     video = write_y4m(tmp_path / "clip.y4m", frames)
-    assert write_frames(video, tmp_path / "clip", max_frames=3) == 3
+    assert write_frames(video, tmp_path / "clip", max_frames=3).count == 3
     written = sorted((tmp_path / "clip").iterdir())
     assert [p.name for p in written] == ["frame_000001.png", "frame_000002.png", "frame_000003.png"]
     for frame, original, path in zip(frames, rgb, written):
@@ -232,13 +245,120 @@ def test_frames_command(tmp_path, capsys):
     (tmp_path / "other").mkdir()
     b = write_y4m(tmp_path / "other" / "b.y4m", synthetic_frames(40, 24, 2))
     assert main(["frames", str(a), str(b), "-o", str(tmp_path / "frames")]) == 0
-    assert "a: 3 frames" in capsys.readouterr().err
-    assert len(list_clips(tmp_path / "frames", 2)) == 2 + 1
+    assert "a: 3 frames 48x32" in capsys.readouterr().err
+    assert len(list_clips(list_images(tmp_path / "frames"), 2)) == 2 + 1
     dup = write_y4m(tmp_path / "other" / "a.y4m", synthetic_frames(40, 24, 2))
     assert main(["frames", str(a), str(dup), "-o", str(tmp_path / "again")]) == 1
     assert "share the frame folder" in capsys.readouterr().err
     assert main(["frames", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "none")]) == 1
     assert not (tmp_path / "again").exists() and not (tmp_path / "none").exists()
+
+
+def test_write_frames_every_and_downscale(tmp_path):
+    video = write_y4m(tmp_path / "clip.y4m", [to_planes(x) for x in synthetic_rgb(48, 34, 7)])
+    full = write_frames(video, tmp_path / "full", every=3)
+    assert full == WrittenFrames(3, 48, 34)
+    assert [p.name for p in sorted((tmp_path / "full").iterdir())] == ["frame_000001.png", "frame_000004.png",
+                                                                        "frame_000007.png"]
+    small = write_frames(video, tmp_path / "small", max_frames=4, every=3, downscale=4)
+    assert small == WrittenFrames(2, 12, 8)  # 34 / 4: the last 2 rows are cut
+    for name in ("frame_000001.png", "frame_000004.png"):
+        with Image.open(tmp_path / "full" / name) as im:
+            expected = np.asarray(im.resize((12, 8), Image.Resampling.BICUBIC, box=(0, 0, 48, 32)))
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "small" / name)), expected)
+    with pytest.raises(DualcodecError, match="every must be at least 1"):
+        write_frames(video, tmp_path / "bad", every=0)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_frames_command_every_and_downscale_on_a_real_clip(tmp_path, capsys):
+    video = shared_file("video/cars_320x240_30f.y4m")
+    code, _, err = run(capsys, "frames", video, "-o", tmp_path / "x2", "--every", 4, "--downscale", 2)
+    assert code == 0 and f"{video.stem}: 8 frames 160x120" in err  # frames 1, 5, ..., 29
+    written = list_images(tmp_path / "x2")
+    assert len(written) == 8 and written[1].name == "frame_000005.png"
+    assert all(Image.open(p).size == (160, 120) for p in written)
+    code, _, err = run(capsys, "frames", video, "-o", tmp_path / "first", "--frames", 10, "--every", 4)
+    assert code == 0 and f"{video.stem}: 3 frames 320x240" in err
+    for argv, message in ((["--every", 0], "--every must be at least 1, got 0"),
+                          (["--downscale", -2], "--downscale must be at least 1, got -2"),
+                          (["--downscale", 241], "--downscale 241 leaves no pixel of")):
+        line = assert_one_line_error(*run(capsys, "frames", video, "-o", tmp_path / "bad", *argv)[::2])
+        assert message in line
+    assert not (tmp_path / "bad").exists()
+
+
+# Sources: training and validation ---------------------------------------------------------
+
+def _collection(folder, count, stem="im"):
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(_coordinate_image(40, 30, i)).save(folder / f"{stem}{i:02d}.png")
+
+
+@pytest.fixture
+def sources(tmp_path):
+    """``images/`` with collections a (10 images) and b (3), ``frames/`` with videos v0 (20
+    frames) and v1 (8), as ``dualcodec frames`` names them."""
+    _collection(tmp_path / "images" / "a", 10)
+    _collection(tmp_path / "images" / "b" / "nested", 3)  # a source holds everything below it
+    (tmp_path / "images" / "a" / "README.md").write_text("not an image")
+    _frame_folders(tmp_path / "frames", [20, 8])
+    return [tmp_path / "images", tmp_path / "frames"]
+
+
+def test_split_draws_from_every_source_and_drops_the_neighbours_of_validation_frames(sources):
+    images, frames = sources
+    train, val = split_sources(sources, 0.1, val_gap=1)
+    assert train == sorted(train) and val == sorted(val)
+    # k = max(1, round(0.1 n)) per source at positions floor((i + 1/2) n / k): a 1 of 10, b 1 of 3,
+    # v0 2 of 20, v1 1 of 8.
+    assert [str(p.relative_to(p.parents[1])) for p in val] == ["v0/frame_000006.png", "v0/frame_000016.png",
+                                                              "v1/frame_000005.png", "a/im05.png", "nested/im01.png"]
+    assert not set(train) & set(val)
+    unused = set(list_images(images) + list_images(frames)) - set(train) - set(val)
+    # frames beside a validation frame are used nowhere; images of a collection all are
+    assert sorted(p.name for p in unused) == ["frame_000004.png", "frame_000005.png", "frame_000006.png",
+                                              "frame_000007.png", "frame_000015.png", "frame_000017.png"]
+    assert {p.parent.name for p in unused} == {"v0", "v1"}
+    assert split_sources(list(reversed(sources)), 0.1, val_gap=1) == (train, val)  # the same every time
+    # Clips of the training frames never jump over a held-out one. Runs left: v0 0-3, 7-13, 17-19;
+    # v1 0-2, 6-7; a 0-4, 6-9; b none of 3.
+    clips = list_clips(train, 3)
+    assert len(clips) == (2 + 5 + 1) + 1 + (3 + 2)
+    assert all(int(c[-1].stem[6:]) - int(c[0].stem[6:]) == 2 for c in clips if c[0].parent.parent == frames)
+
+
+def test_split_refuses_sources_too_small_missing_or_twice(tmp_path, sources):
+    _collection(tmp_path / "images" / "c", 1)
+    with pytest.raises(DualcodecError, match=r"too few images in source .*c: 1 cannot give 1 to validation"):
+        split_sources(sources, 0.1)
+    _frame_folders(tmp_path / "short", [3])
+    with pytest.raises(DualcodecError, match=r"source .*v0: 3 .*1 frames on each side"):
+        split_sources([tmp_path / "short"], 0.1)
+    assert len(split_sources([tmp_path / "short"], 0.1, val_gap=0)[0]) == 2  # without the gap they fit
+    with pytest.raises(DualcodecError, match="not found"):
+        split_sources([tmp_path / "gone"], 0.1)
+    with pytest.raises(DualcodecError, match="under two training folders"):
+        split_sources([sources[0], sources[0] / "a"], 0.1)
+    with pytest.raises(DualcodecError, match="between 0 and 1"):
+        split_sources(sources[1:], 1.0)
+
+
+def test_images_directly_in_a_listed_folder_are_one_source(tmp_path):
+    _collection(tmp_path / "flat", 6)
+    train, val = split_sources([tmp_path / "flat"], 0.2, val_gap=3)  # not frames: no neighbour dropped
+    assert [p.name for p in val] == ["im03.png"] and len(train) == 5
+
+
+def test_split_of_the_shared_training_images():
+    folder = SHARED_DATA / "images" / "train"
+    if not folder.is_dir():
+        pytest.skip(f"shared training images not available: {folder} (expected ../shared/data beside the repo)")
+    train, val = split_sources([folder], 0.03)
+    assert {p.relative_to(folder).parts[0] for p in val} == {"bsd68", "jxl_wesaturate", "photos", "sun_hays80",
+                                                            "wikipedia"}
+    assert len(val) == 9 and len(train) + len(val) == len(list_images(folder))
 
 
 @needs_dali
