@@ -67,8 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("--gop", type=int, default=32, help="key-frame interval in frames (default 32)")
     enc.add_argument("--scale", type=_scale, default="auto", metavar="{auto,1,2,4}",
                      help="base-layer downscaling: auto (default) encodes the plain codec and the model and "
-                     "keeps the one that pays best in rate-distortion (never worse than the plain codec); 1 is "
-                     "the plain codec; 2 or 4 needs a model of that scale (bicubic: 2 unless told)")
+                     "keeps the one that pays best in rate-distortion (never worse than the plain codec); 1, 2 "
+                     "or 4 use the model of that scale (--model default: default_x1, default, default_x4; "
+                     "1 without a scale-1 model is the plain codec; bicubic: 2 unless told)")
     enc.add_argument("--model", default="default", help="built-in model name or model file (default: default)")
     enc.add_argument("--baseline", choices=["bicubic", "none"],
                      help="no learned layers: bicubic down/up ('bicubic') or the plain codec at full resolution ('none')")
@@ -307,6 +308,7 @@ def _info(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from dualcodec.basecodec import BaseCodecSettings
+    from dualcodec.auto import AutoCodec
     from dualcodec.codec import make_codec
     from dualcodec.evaluate import resumable_points, results_json, sweep, write_results
     from dualcodec.metrics import lpips_backbone_path
@@ -322,11 +324,13 @@ def _eval(args: argparse.Namespace) -> None:
     qps = sorted(set(args.qp))
     codecs = {qp: make_codec(BaseCodecSettings(codec=args.codec, qp=qp, preset=args.preset, gop=args.gop),
                              args.baseline, args.model, args.scale) for qp in qps}
-    method = ({"bicubic": "bicubic", "none": "plain"}.get(args.baseline) or ("plain" if args.scale == 1 else None)
-              or f"dualcodec {args.model}" + (" auto" if args.scale == "auto" else ""))
+    probe = codecs[qps[0]]
+    mode = "auto" if isinstance(probe, AutoCodec) else probe.layers.mode
+    method = ({"bicubic": "bicubic", "plain": "plain"}.get(mode)
+              or f"dualcodec {args.model}" + (" auto" if mode == "auto" else ""))
     name = args.name or f"{method} {args.codec}"
     sources = [str(p) for p in args.inputs]
-    fingerprint = None if args.baseline or args.scale == 1 else load_model(args.model).fingerprint
+    fingerprint = load_model(str(probe.model_path)).fingerprint if probe.model_path else None
     settings = {"codec": args.codec, "qps": qps, "preset": args.preset, "gop": args.gop, "scale": args.scale,
                 "model": None if args.baseline else args.model, "model_fingerprint": fingerprint,
                 "baseline": args.baseline, "frames": args.frames, "inputs": sources}

@@ -46,9 +46,9 @@ from dualcodec.basecodec import (
     planes_to_tensors,
 )
 from dualcodec.container import ContainerReader, ContainerWriter
-from dualcodec.errors import DualcodecError
+from dualcodec.errors import DamagedData, DualcodecError
 from dualcodec.header import Header
-from dualcodec.model import LoadedModel, lmbda_at, load_model, plane_distortion, resolve_model_path
+from dualcodec.model import LoadedModel, block_distortion, lmbda_at, load_model, plane_distortion, resolve_model_path
 from dualcodec.nets.common import bicubic_down, bicubic_up
 from dualcodec.outputs import atomic_path
 from dualcodec.sidestream import SideFrame, SideMode
@@ -72,25 +72,33 @@ class Layers(Protocol):
     def reset(self) -> None:
         """Forget the previous frame's side data: a stream or a GOP starts."""
 
-    def side(self, y: torch.Tensor, uv: torch.Tensor, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor) -> SideFrame | None:
-        """The side stream of one frame (``None``: this mode has no side stream)."""
+    def side(self, y: torch.Tensor, uv: torch.Tensor, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor,
+             fmt: YUVFormat) -> SideFrame | None:
+        """The side stream of one frame (``None``: this mode has no side stream); ``fmt`` is
+        the frames' format."""
 
-    def up(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, side: SideFrame | None) -> Pair:
+    def up(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, side: SideFrame | None, fmt: YUVFormat) -> Pair:
         """Decoded base planes (and side stream) to full-size planes (unrounded)."""
 
 
 class ModelLayers:
     """The learned layers. ``lmbda`` weighs side-stream bits (per pixel) against L1
-    distortion when the encoder chooses between new latents and repeating the last ones."""
+    distortion in the encoder's choices; ``level`` is the side level the encoder signals
+    (the QP, see :mod:`dualcodec.entropy`)."""
 
     mode = "dual"
 
-    def __init__(self, loaded: LoadedModel, lmbda: float = 0.0) -> None:
+    def __init__(self, loaded: LoadedModel, lmbda: float = 0.0, level: int = 32) -> None:
+        from dualcodec.entropy import LEVELS
+
+        if not 0 <= level < LEVELS:
+            raise DualcodecError(f"side level {level} is outside 0..{LEVELS - 1} (the QP or CRF sets it)")
         self.loaded = loaded
         self.model = loaded.model.to(memory_format=torch.channels_last)
         self.scale = loaded.config.scale
         self.side_stream = self.model.has_side_stream
         self.lmbda = lmbda
+        self.level = level
         self.reset()
 
     def reset(self) -> None:
@@ -99,33 +107,49 @@ class ModelLayers:
     def down(self, y: torch.Tensor, uv: torch.Tensor) -> Pair:
         return self.model.downsample(y, uv)
 
-    def side(self, y, uv, y_lr_hat, uv_lr_hat) -> SideFrame | None:
-        """Pick NEW, REPEAT or SKIP for this frame by ``L1 + lmbda * bits / pixel``."""
+    def side(self, y, uv, y_lr_hat, uv_lr_hat, fmt: YUVFormat) -> SideFrame | None:
+        """The enhancement layer of one frame: each block enhanced where its latents' bits
+        buy more than ``lmbda`` times their cost in L1 (6:1:1), then NEW, REPEAT or SKIP
+        for the frame by ``L1 + lmbda * bits / pixel``."""
         if not self.side_stream:
             return None
-        h, w = y_lr_hat.shape[-2:]
-        strings = self.model.compress_side(y, uv, y_lr_hat, uv_lr_hat)
-        bits_per_pixel = 8 * len(strings[0]) / (y.shape[-1] * y.shape[-2])
-        options = [(SideMode.NEW, self.model.decompress_side(strings, h, w), self.lmbda * bits_per_pixel)]
-        options.append((SideMode.SKIP, self.model.skip_latents(h, w), 0.0))
+        model, coder = self.model, self.model.latent_coder
+        pixels = y.shape[-1] * y.shape[-2]
+        classes = model.side_classes(y_lr_hat, fmt)
+        q = coder.quantize(model.analyse(y, uv, y_lr_hat, uv_lr_hat), self.level)
+        block = model.side_stride * self.scale
+
+        def distortion(w_hat, per_block: bool = False):
+            y_hat, uv_hat = model.upsample(y_lr_hat, uv_lr_hat, w_hat)
+            return (block_distortion(y_hat, uv_hat, y, uv, block)[0] if per_block
+                    else float(plane_distortion(y_hat, uv_hat, y, uv)))
+
+        gain = distortion(None, True) - distortion(coder.dequantize(q, self.level), True)
+        enhanced = gain > self.lmbda * coder.block_bits(q, classes, self.level) / pixels
+        options = [(SideMode.SKIP, None, 0.0)]
+        if bool(enhanced.any()):
+            payload = coder.compress(q, classes, self.level, enhanced)
+            w_hat = coder.dequantize(q * enhanced, self.level)
+            options.append((SideMode.NEW, w_hat, self.lmbda * 8 * len(payload) / pixels))
         if self._w_hat is not None:  # None at the first frame and at every key frame
             options.append((SideMode.REPEAT, self._w_hat, 0.0))
-        costs = [float(plane_distortion(*self.model.upsample(y_lr_hat, uv_lr_hat, w_hat), y, uv)) + rate
-                 for _, w_hat, rate in options]
+        costs = [distortion(w_hat) + rate for _, w_hat, rate in options]
         mode, w_hat, _ = options[min(range(len(options)), key=costs.__getitem__)]
         self._w_hat = w_hat
-        return SideFrame(mode, strings[0] if mode == SideMode.NEW else b"")
+        return SideFrame(mode, payload if mode == SideMode.NEW else b"")
 
-    def up(self, y_lr_hat, uv_lr_hat, side: SideFrame | None) -> Pair:
+    def up(self, y_lr_hat, uv_lr_hat, side: SideFrame | None, fmt: YUVFormat) -> Pair:
+        """Raises :class:`~dualcodec.errors.DamagedData` for a NEW payload that does not
+        parse (the decoder then conceals the frame with SKIP)."""
         y_lr_hat = y_lr_hat.contiguous(memory_format=torch.channels_last)
         if not self.side_stream:
             return self.model.upsample(y_lr_hat, uv_lr_hat, None)
-        h, w = y_lr_hat.shape[-2:]
-        mode = side.mode if side is not None else SideMode.SKIP  # None: a version 1 file without a data track
+        mode = side.mode if side is not None else SideMode.SKIP
         if mode == SideMode.NEW:
-            self._w_hat = self.model.decompress_side([side.entropy_bytes], h, w)
+            classes = self.model.side_classes(y_lr_hat, fmt)
+            self._w_hat = self.model.latent_coder.decompress(side.entropy_bytes, classes).w_hat
         elif mode == SideMode.SKIP:
-            self._w_hat = self.model.skip_latents(h, w)
+            self._w_hat = None
         return self.model.upsample(y_lr_hat, uv_lr_hat, self._w_hat)
 
 
@@ -144,10 +168,10 @@ class BicubicLayers:
     def reset(self) -> None:
         pass
 
-    def side(self, y, uv, y_lr_hat, uv_lr_hat) -> SideFrame | None:
+    def side(self, y, uv, y_lr_hat, uv_lr_hat, fmt) -> SideFrame | None:
         return None
 
-    def up(self, y_lr_hat, uv_lr_hat, side: SideFrame | None) -> Pair:
+    def up(self, y_lr_hat, uv_lr_hat, side: SideFrame | None, fmt) -> Pair:
         return bicubic_up(y_lr_hat, self.scale), bicubic_up(uv_lr_hat, self.scale)
 
 
@@ -164,10 +188,10 @@ class PlainLayers:
     def reset(self) -> None:
         pass
 
-    def side(self, y, uv, y_lr_hat, uv_lr_hat) -> SideFrame | None:
+    def side(self, y, uv, y_lr_hat, uv_lr_hat, fmt) -> SideFrame | None:
         return None
 
-    def up(self, y_lr_hat, uv_lr_hat, side: SideFrame | None) -> Pair:
+    def up(self, y_lr_hat, uv_lr_hat, side: SideFrame | None, fmt) -> Pair:
         return y_lr_hat, uv_lr_hat
 
 
@@ -353,7 +377,7 @@ class _ClosedLoop:
             y, uv = self.pending.popleft()
             if planes.key_frame:  # nothing refers across a key frame: each GOP decodes on its own
                 self.layers.reset()
-            side = self.layers.side(y, uv, *to_unit(planes, self.fmt))
+            side = self.layers.side(y, uv, *to_unit(planes, self.fmt), self.fmt)
             if side is not None:
                 self.writer.mux_side(side)
 
@@ -367,6 +391,10 @@ def layers_for_header(header: Header, model: str | None) -> Layers:
     if header.version == 1:
         raise DualcodecError("this is a format version 1 dual-layer file, whose learned layers worked in R'G'B'; "
                              "this dualcodec's models code 4:2:0 planes and cannot decode it (dualcodec 0.1 can)")
+    if header.version == 2:
+        raise DualcodecError("this is a format version 2 dual-layer file, whose side stream was a factorised latent; "
+                             "this dualcodec's side stream is an enhancement layer and cannot decode it "
+                             "(dualcodec 0.2 can)")
     if model is None:
         try:
             model_path = resolve_model_path(header.model_name)
@@ -438,28 +466,64 @@ def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[Planes]:
             elif gops and planes.key_frame and side.mode == SideMode.REPEAT:
                 reader.record_damage(index, f"side stream of frame {index + 1} repeats across a key frame")
                 side = SideFrame(SideMode.SKIP)
-        yield crop_planes(to_planes(*layers.up(*to_unit(planes, fmt), side), fmt), header.width, header.height)
+        base = to_unit(planes, fmt)
+        try:
+            y, uv = layers.up(*base, side, fmt)
+        except DamagedData as exc:
+            reader.record_damage(index, f"side stream of frame {index + 1} is damaged: {exc}")
+            y, uv = layers.up(*base, SideFrame(SideMode.SKIP), fmt)
+        yield crop_planes(to_planes(y, uv, fmt), header.width, header.height)
+
+
+SIBLINGS = {1: "_x1", 4: "_x4"}  # built-in models that go with a built-in model NAME: NAME_x1, NAME_x4
+
+
+def model_family(model: str) -> dict[int, LoadedModel]:
+    """The models ``--scale`` chooses among, by scale: a built-in model with its built-in
+    siblings of the other scales (``default``: ``default_x1``, ``default_x4``), or one model file."""
+    from dualcodec.model import BUILTIN_DIR
+
+    loaded = load_model(model)
+    family = {loaded.config.scale: loaded}
+    if (BUILTIN_DIR / f"{model}.pt").is_file():
+        for scale, suffix in SIBLINGS.items():
+            path = BUILTIN_DIR / f"{model}{suffix}.pt"
+            if scale not in family and path.is_file():
+                sibling = load_model(str(path))
+                if sibling.config.scale == scale:
+                    family[scale] = sibling
+    return family
 
 
 def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, scale: int | str | None = "auto",
                audio: str = "auto"):
     """The codec the command line asks for: a learned model, a baseline, or (``scale="auto"``,
-    the default with a model) the choice between the model and the plain codec, file by file
-    (:class:`dualcodec.auto.AutoCodec`). Its settings are checked against the real encoder first."""
+    the default with a model) the choice between the plain codec and every model of the
+    family (:func:`model_family`), file by file (:class:`dualcodec.auto.AutoCodec`).
+    ``scale=1`` is the family's scale-1 model, or the plain codec where it has none. Its
+    settings are checked against the real encoder first."""
     check_encoder(settings)
-    if baseline == "none" or scale == 1:
-        if baseline == "bicubic":
-            raise DualcodecError("--baseline bicubic needs a scale of 2 or 4")
-        return LayeredCodec(PlainLayers(), settings, audio)
+    plain = LayeredCodec(PlainLayers(), settings, audio)
     if baseline == "bicubic":
+        if scale == 1:
+            raise DualcodecError("--baseline bicubic needs a scale of 2 or 4")
         return LayeredCodec(BicubicLayers(2 if scale in (None, "auto") else scale), settings, audio)
-    loaded = load_model(model)
-    if scale not in (None, "auto") and scale != loaded.config.scale:
-        raise DualcodecError(f"model {loaded.name!r} is {loaded.config.scale}x, not {scale}x (pick a {scale}x model)")
+    if baseline == "none":
+        return plain
+    family = model_family(model)
+    if scale == 1 and 1 not in family:
+        return plain
     qp = settings.qp if settings.qp is not None else settings.crf
-    learned = LayeredCodec(ModelLayers(loaded, lmbda_at(loaded.lmbda, qp)), settings, audio)
-    if scale != "auto":
-        return learned
+
+    def learned(loaded: LoadedModel) -> LayeredCodec:
+        return LayeredCodec(ModelLayers(loaded, lmbda_at(loaded.lmbda, qp), level=round(qp)), settings, audio)
+
+    if scale not in (None, "auto"):
+        if scale not in family:
+            name = next(iter(family.values())).name
+            raise DualcodecError(f"model {name!r} is {', '.join(f'{s}x' for s in sorted(family))}, not {scale}x "
+                                 f"(pick a {scale}x model)")
+        return learned(family[scale])
     from dualcodec.auto import AutoCodec
 
-    return AutoCodec(LayeredCodec(PlainLayers(), settings, audio), [learned])
+    return AutoCodec(plain, [learned(family[s]) for s in sorted(family)])

@@ -40,19 +40,23 @@ class ModelConfig:
     down_width: int = 32
     down_depth: int = 3
     down_bound: float = 0.2
-    side_stream: bool = True
-    latent_channels: int = 8
+    side_stream: bool = True  # the enhancement layer
+    latent_channels: int = 16
+    side_stride: int = 4  # base-layer pixels per latent vector, each direction (a power of two)
     side_channels: int = 8
-    side_width: int = 32
+    side_width: int = 64
+    side_residual: bool = True  # g_s also outputs the enhancement residual, added on the upsampled base
     up_width: int = 16
     up_depth: int = 3
     num_filters: int = 8
     taps: int = 5
-    up_residual: bool = False
+    up_residual: bool = True  # the upsampler's per-pixel detail term, from its features
 
     def __post_init__(self) -> None:
-        if self.scale not in (2, 4):
-            raise DualcodecError(f"model.scale must be 2 or 4, got {self.scale}")
+        if self.scale not in (1, 2, 4):
+            raise DualcodecError(f"model.scale must be 1, 2 or 4, got {self.scale}")
+        if self.side_stride < 2 or self.side_stride & (self.side_stride - 1):
+            raise DualcodecError(f"model.side_stride must be a power of two, at least 2, got {self.side_stride}")
         if self.downsampler not in ("learned", "bicubic"):
             raise DualcodecError(f"model.downsampler must be 'learned' or 'bicubic', got {self.downsampler!r}")
         if self.taps % 2 == 0:
@@ -83,20 +87,27 @@ class BaseConfig:
 
 @config
 class LossConfig:
-    """``loss = D(x, x_hat) + lmbda(qp) * (side_bits + base_bits) / pixels``.
+    """``loss = D(x, x_hat) + lmbda(qp) * (r(t) * side_lmbda * side_bits + base_bits) / pixels``.
 
     ``lmbda(qp) = lmbda * 2 ** ((qp - 32) / 6)`` follows the quantiser step, so one
     model trained over a range of QPs trades rate for distortion like the codec does.
+    ``r(t)`` ramps the side bits in: 0 for ``side_rate_delay`` steps (the side path learns
+    on distortion alone), then linearly to 1 over ``side_rate_warmup`` steps.
     """
 
     distortion: str = "l1"  # "l1" | "mse"
     lmbda: float = 0.01
     base_rate: bool = True
-    side_rate_warmup: int = 0  # steps over which the side-bits weight ramps from 0 to 1
+    side_lmbda: float = 1.0  # the side bits' weight, in units of lmbda (the value-curve diagnostic varies it)
+    side_rate_delay: int = 0  # steps on distortion alone before the side-bits weight ramps in
+    side_rate_warmup: int = 0  # steps over which the side-bits weight then ramps from 0 to 1
+    train_skip: bool = True  # train through the encoder's per-block skip/enhance choice
 
     def __post_init__(self) -> None:
         if self.distortion not in ("l1", "mse"):
             raise DualcodecError(f"loss.distortion must be 'l1' or 'mse', got {self.distortion!r}")
+        if min(self.lmbda, self.side_lmbda, self.side_rate_delay, self.side_rate_warmup) < 0:
+            raise DualcodecError("loss.lmbda, side_lmbda, side_rate_delay and side_rate_warmup must not be negative")
 
 
 @config

@@ -1,6 +1,6 @@
 """The dualcodec file: a standard MP4 that any player opens, written and read.
 
-Layout (format version 2)
+Layout (format version 3)
 -------------------------
 An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
 
@@ -18,7 +18,10 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
 * File-level metadata key ``dualcodec``: the header (:mod:`dualcodec.header`), absent
   from a plain file of even size.
 
-Version 1 files (still read): the data stream was left out when the first 64 frames
+Version 2 files (plain and bicubic still read): the side stream's NEW packets held
+factorised latents of the old side stream, and SKIP meant the latents' medians.
+
+Version 1 files (plain and bicubic still read): the data stream was left out when the first 64 frames
 were all SKIP, and REPEAT could refer across a key frame (decoded as written).
 
 A reader refuses a file whose header or index is damaged. Damaged packets are

@@ -2,24 +2,32 @@
 
 The model works on 4:2:0 planes on the unit scale of :func:`dualcodec.yuv.planes_to_unit`:
 ``y`` ``[B,1,H,W]`` and ``uv`` ``[B,2,H/2,W/2]``. Data flow (``s`` = scale, ``Q`` = the
-base layer, real or proxy)::
+base layer, real or proxy; ``x`` the planes seen together, chroma on luma's grid)::
 
-    y, uv --Downsampler--> y_lr, uv_lr --Q--> y_lr_hat, uv_lr_hat --------------------------+
-      \\                                             |                                       |
-       +-------------------------------------------g_a--> w --EntropyBottleneck              |
-                                                                   |                         |
-                                                     w_hat --g_s--> s_feat                   |
-                                                                   |                         v
-                                      SpatiallyVaryingUpsampler(y_lr_hat, uv_lr_hat, s_feat) --> y_hat, uv_hat
+    y, uv --Downsampler--> y_lr, uv_lr --Q--> y_lr_hat, uv_lr_hat = x_lr_hat ------------------+
+      \\                                             |                                             |
+       +----x, x - bicubic_up(x_lr_hat), x_lr_hat --g_a--> w --LatentCoder (classes of x_lr_hat)    |
+                                                                |                                   |
+                                                  w_hat --g_s--> s_feat                             |
+                                                                |                                   v
+                            SpatiallyVaryingUpsampler(x_lr_hat, s_feat) = filters + detail --> y_hat, uv_hat
+
+The side stream is an enhancement layer: ``g_a`` codes the residual against the
+upsampled base, conditioned on the base (:mod:`dualcodec.nets.side`), the latent coder's
+densities are conditioned on the decoded base through integer activity classes
+(:mod:`dualcodec.entropy`), and ``s_feat`` steers the upsampler's per-pixel filters and
+its per-pixel detail term, the residual added on the upsampled base. Scale 1 is the
+same model on a full-resolution base: a learned, side-informed post-filter.
 
 The downsampler is bicubic per plane (or bicubic plus a learned residual); ``g_a`` and
 the upsampler see the three channels together, chroma brought to luma's grid
 (:func:`dualcodec.nets.common.to_444`), and the upsampler's chroma output goes back to
 4:2:0 (:func:`~dualcodec.nets.common.from_444`).
 
-Three verbs, as in CompressAI: :meth:`forward` for training (likelihoods, no bytes),
-:meth:`compress_side` / :meth:`decompress_side` for real entropy-coded bytes, and
-``update()`` (inherited) to build the coding tables before compressing.
+Verbs: :meth:`forward` for training (bits from likelihoods), :meth:`analyse`,
+:meth:`side_classes` and :attr:`latent_coder` for the real side stream
+(:class:`dualcodec.codec.ModelLayers` makes the per-block choices), :meth:`upsample` at
+the decoder, and :meth:`update` to build the coding tables before saving.
 """
 
 from __future__ import annotations
@@ -32,19 +40,23 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from compressai.entropy_models import EntropyBottleneck
-from compressai.models import CompressionModel
+import torch.nn.functional as F
+from torch import nn
 
 from dualcodec.config import ModelConfig, model_config_from_dict
+from dualcodec.entropy import LatentCoder, activity_classes
 from dualcodec.errors import DualcodecError
-from dualcodec.nets.common import bicubic_down, from_444, pad_to_multiple, to_444
+from dualcodec.nets.common import bicubic_down, bicubic_up, from_444, pad_to_multiple, to_444
 from dualcodec.nets.downsampler import LearnedDownsampler
-from dualcodec.nets.side import STRIDE, SideAnalysis, SideSynthesis
+from dualcodec.nets.side import SideAnalysis, SideSynthesis
 from dualcodec.nets.upsampler import SpatiallyVaryingUpsampler
+from dualcodec.yuv import YUVFormat, unit_to_planes
 
 MODEL_FORMAT = "dualcodec-model"
-MODEL_VERSION = 2  # 2: the networks take and return 4:2:0 planes (1: R'G'B', no longer read)
+MODEL_VERSION = 3  # 3: enhancement-layer side stream; 2: factorised side latents; 1: R'G'B' (neither read)
+OLD_MODELS = {1: "whose networks work in R'G'B'", 2: "whose side stream is a factorised latent, not an enhancement layer"}
 BUILTIN_DIR = Path(__file__).parent / "models"
+Y_WEIGHT, UV_WEIGHT = 6.0, 2.0  # PSNR-YUV's 6:1:1, the two chroma planes together
 
 
 @dataclass
@@ -66,38 +78,61 @@ class ForwardOutput:
     base_bits: torch.Tensor  # [B]
 
 
+def _error(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
+    return (a - b).abs() if kind == "l1" else (a - b) ** 2
+
+
 def plane_distortion(y_hat: torch.Tensor, uv_hat: torch.Tensor, y: torch.Tensor, uv: torch.Tensor,
                      kind: str = "l1") -> torch.Tensor:
     """``(6 D(Y) + D(Cb) + D(Cr)) / 8``, each the mean L1 (``kind="l1"``) or squared error on
     the unit scale: the weighting of PSNR-YUV, for the training loss and the encoder's choices."""
-    def mean_error(a, b):
-        return (a - b).abs().mean() if kind == "l1" else ((a - b) ** 2).mean()
-
-    return (6.0 * mean_error(y_hat, y) + 2.0 * mean_error(uv_hat, uv)) / 8.0
+    return (Y_WEIGHT * _error(y_hat, y, kind).mean() + UV_WEIGHT * _error(uv_hat, uv, kind).mean()) / 8.0
 
 
-class DualLayerModel(CompressionModel):
-    """Learned downsampler, side stream and spatially varying upsampler (see module docstring)."""
+def block_distortion(y_hat: torch.Tensor, uv_hat: torch.Tensor, y: torch.Tensor, uv: torch.Tensor,
+                     block: int) -> torch.Tensor:
+    """Each ``block x block`` luma block's share of its frame's :func:`plane_distortion`
+    (L1), ``[B, hb, wb]``: a frame's blocks add up to that frame's distortion."""
+    def sums(error: torch.Tensor, size: int) -> torch.Tensor:
+        h, w = error.shape[-2:]
+        count = error[0].numel()
+        error = F.pad(error, (0, (-w) % size, 0, (-h) % size))
+        return F.avg_pool2d(error, size, divisor_override=1).sum(dim=1) / count
+
+    ey, euv = _error(y_hat, y, "l1"), _error(uv_hat, uv, "l1")
+    return (Y_WEIGHT * sums(ey, block) + UV_WEIGHT * sums(euv, block // 2)) / 8.0
+
+
+def binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Bits per flag of a flag set with probability ``p``."""
+    p = p.clamp(1 / 256, 255 / 256)
+    return -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
+
+
+class DualLayerModel(nn.Module):
+    """Learned downsampler, enhancement-layer side stream and spatially varying upsampler
+    (see module docstring)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.scale = config.scale
         self.side_channels = config.side_channels
+        self.side_stride = config.side_stride
         self.downsampler = (
             LearnedDownsampler(config.scale, config.down_width, config.down_depth, config.down_bound)
-            if config.downsampler == "learned"
+            if config.downsampler == "learned" and config.scale > 1
             else None
         )
         if config.side_stream:
-            self.g_a = SideAnalysis(config.scale, config.latent_channels, config.side_width)
-            self.g_s = SideSynthesis(config.latent_channels, config.side_channels, config.side_width)
-            # A narrow initial density: the side stream starts nearly free and earns its bits.
-            self.entropy_bottleneck = EntropyBottleneck(config.latent_channels, init_scale=1.0)
+            self.g_a = SideAnalysis(config.scale, config.latent_channels, config.side_width, config.side_stride)
+            self.g_s = SideSynthesis(config.latent_channels, config.side_channels, config.side_width,
+                                     config.side_stride, 3 * config.scale ** 2 if config.side_residual else 0)
+            self.latent_coder = LatentCoder(config.latent_channels)
         else:
-            self.g_a = self.g_s = self.entropy_bottleneck = None
+            self.g_a = self.g_s = self.latent_coder = None
         self.upsampler = SpatiallyVaryingUpsampler(
             config.scale,
-            config.side_channels,
+            config.side_channels if config.side_stream else 0,
             config.up_width,
             config.up_depth,
             config.num_filters,
@@ -107,66 +142,93 @@ class DualLayerModel(CompressionModel):
 
     @property
     def has_side_stream(self) -> bool:
-        return self.entropy_bottleneck is not None
+        return self.latent_coder is not None
+
+    def update(self) -> None:
+        """Build the side stream's coding tables (before saving; see :mod:`dualcodec.entropy`)."""
+        if self.has_side_stream:
+            self.latent_coder.update()
 
     def downsample(self, y: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Planes (H, W divisible by 2*scale) to the base layer's planes, unit scale, unrounded."""
+        if self.scale == 1:
+            return y, uv
         if self.downsampler is None:
             return bicubic_down(y, self.scale), bicubic_down(uv, self.scale)
         return self.downsampler(y, uv)
 
-    def _analysis(self, y, uv, y_lr_hat, uv_lr_hat) -> torch.Tensor:
-        x_lr_pad = pad_to_multiple(to_444(y_lr_hat, uv_lr_hat), STRIDE)
-        x_pad = pad_to_multiple(to_444(y, uv), STRIDE * self.scale)
-        return self.g_a(x_pad, x_lr_pad)
+    def side_classes(self, y_lr_hat: torch.Tensor, fmt: YUVFormat) -> torch.Tensor:
+        """Activity classes ``[B, hb, wb]`` of the decoded base luma (unit scale, in ``fmt``),
+        from its integer code values."""
+        codes = torch.round(unit_to_planes(y_lr_hat.float(), y_lr_hat.new_zeros(()), fmt)[0])
+        return activity_classes(codes, self.side_stride, fmt.bit_depth)
 
-    def _side_features(self, w_hat: torch.Tensor | None, x_lr_hat: torch.Tensor) -> torch.Tensor:
+    def analyse(self, y, uv, y_lr_hat, uv_lr_hat) -> torch.Tensor:
+        """The encoder's side latents ``w`` ``[B, M, hb, wb]``."""
+        x_lr_hat = pad_to_multiple(to_444(y_lr_hat, uv_lr_hat), self.side_stride)
+        x_pad = pad_to_multiple(to_444(y, uv), self.side_stride * self.scale)
+        x_up = bicubic_up(x_lr_hat, self.scale) if self.scale > 1 else x_lr_hat
+        return self.g_a(x_pad, x_up, x_lr_hat)
+
+    def latent_size(self, lr_height: int, lr_width: int) -> tuple[int, int]:
+        return -(-lr_height // self.side_stride), -(-lr_width // self.side_stride)
+
+    def _side_features(self, w_hat: torch.Tensor | None,
+                       x_lr_hat: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if not self.has_side_stream:
+            return None, None
         b, _, h, w = x_lr_hat.shape
         if w_hat is None:
-            return x_lr_hat.new_zeros(b, self.side_channels, h, w)
-        return self.g_s(w_hat)[..., :h, :w]
+            w_hat = x_lr_hat.new_zeros(b, self.latent_coder.channels, *self.latent_size(h, w))
+        s, r = self.g_s(w_hat)
+        return s[..., :h, :w], None if r is None else r[..., :h, :w]
 
     def upsample(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor,
                  w_hat: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoded base planes and decoded latents ``w_hat`` to ``(y_hat, uv_hat)`` at full size (not clamped)."""
+        """Decoded base planes and decoded latents ``w_hat`` (``None``: all skipped) to
+        ``(y_hat, uv_hat)`` at full size (not clamped)."""
         x_lr_hat = to_444(y_lr_hat, uv_lr_hat)
-        return from_444(self.upsampler(x_lr_hat, self._side_features(w_hat, x_lr_hat)))
+        return from_444(self.upsampler(x_lr_hat, *self._side_features(w_hat, x_lr_hat)))
 
     def forward(self, y: torch.Tensor, uv: torch.Tensor,
-                base_layer: Callable[[torch.Tensor, torch.Tensor], BaseLayerOutput]) -> ForwardOutput:
-        """Training pass. ``base_layer`` carries the downsampled planes through the (real or proxy) base codec."""
+                base_layer: Callable[[torch.Tensor, torch.Tensor], BaseLayerOutput], level: float,
+                fmt: YUVFormat, skip_lmbda: float | None = None) -> ForwardOutput:
+        """Training pass. ``base_layer`` carries the downsampled planes through the (real or
+        proxy) base codec; ``level`` is the side level (the QP), ``fmt`` the planes' format.
+
+        With ``skip_lmbda`` (the side bits' weight per pixel, against the L1 distortion) each
+        block is enhanced or skipped as the encoder decides (:class:`dualcodec.codec.ModelLayers`):
+        enhanced where its latents lower the distortion by more than they cost. The output
+        takes each block from the enhanced or the skipped reconstruction, and the side bits
+        count the enhanced blocks' latents and every block's flag: the side path learns to
+        be worth its bits where it is used. Without it every block is enhanced.
+        """
         y_lr, uv_lr = self.downsample(y, uv)
         base = base_layer(y_lr, uv_lr)
-        if self.has_side_stream:
-            w = self._analysis(y, uv, base.y_lr_hat, base.uv_lr_hat)
-            # Under bf16/fp16 autocast the entropy model still quantises and computes
-            # likelihoods in fp32: its CDFs must match the coder's bit for bit.
-            with torch.autocast(w.device.type, enabled=False):
-                w_hat, likelihoods = self.entropy_bottleneck(w.float())
-            side_bits = -torch.log2(likelihoods.float()).sum(dim=(1, 2, 3))
-        else:
-            w_hat, side_bits = None, y.new_zeros(y.shape[0], dtype=torch.float32)
+        if not self.has_side_stream:
+            y_hat, uv_hat = self.upsample(base.y_lr_hat, base.uv_lr_hat, None)
+            return ForwardOutput(y_hat, uv_hat, y_lr, uv_lr, y.new_zeros(y.shape[0], dtype=torch.float32), base.bits)
+        w = self.analyse(y, uv, base.y_lr_hat, base.uv_lr_hat)
+        classes = self.side_classes(base.y_lr_hat.detach(), fmt)
+        # Under bf16/fp16 autocast the latent coder still works in fp32, as the coder does.
+        with torch.autocast(w.device.type, enabled=False):
+            w_hat, block_bits = self.latent_coder(w.float(), classes, level)
         y_hat, uv_hat = self.upsample(base.y_lr_hat, base.uv_lr_hat, w_hat)
+        if skip_lmbda is None:
+            return ForwardOutput(y_hat, uv_hat, y_lr, uv_lr, block_bits.sum(dim=(1, 2)), base.bits)
+        y_skip, uv_skip = self.upsample(base.y_lr_hat, base.uv_lr_hat, None)
+        block = self.side_stride * self.scale
+        hb, wb = block_bits.shape[-2:]
+        gain = (block_distortion(y_skip, uv_skip, y, uv, block) - block_distortion(y_hat, uv_hat, y, uv, block))
+        pixels = y.shape[-1] * y.shape[-2]
+        enhanced = (gain[:, :hb, :wb] > skip_lmbda * block_bits.detach() / pixels).to(y_hat.dtype)
+        flag_bits = binary_entropy(enhanced.mean(dim=(1, 2))) * hb * wb
+        side_bits = (enhanced * block_bits).sum(dim=(1, 2)) + flag_bits
+        y_mask = enhanced.repeat_interleave(block, 1).repeat_interleave(block, 2)[:, None, : y.shape[-2], : y.shape[-1]]
+        uv_mask = y_mask[..., ::2, ::2]
+        y_hat = y_skip + y_mask * (y_hat - y_skip)
+        uv_hat = uv_skip + uv_mask * (uv_hat - uv_skip)
         return ForwardOutput(y_hat, uv_hat, y_lr, uv_lr, side_bits, base.bits)
-
-    def latent_size(self, lr_height: int, lr_width: int) -> tuple[int, int]:
-        return -(-lr_height // STRIDE), -(-lr_width // STRIDE)
-
-    @torch.no_grad()
-    def compress_side(self, y, uv, y_lr_hat, uv_lr_hat) -> list[bytes]:
-        """Entropy-coded side stream, one byte string per frame of the batch."""
-        return self.entropy_bottleneck.compress(self._analysis(y, uv, y_lr_hat, uv_lr_hat))
-
-    @torch.no_grad()
-    def skip_latents(self, lr_height: int, lr_width: int) -> torch.Tensor:
-        """Every latent at its most probable value: the entropy model's per-channel median."""
-        medians = self.entropy_bottleneck.quantiles[:, 0, 1].detach()
-        return medians.view(1, -1, 1, 1).expand(1, -1, *self.latent_size(lr_height, lr_width)).contiguous()
-
-    @torch.no_grad()
-    def decompress_side(self, strings: list[bytes], lr_height: int, lr_width: int) -> torch.Tensor:
-        """Byte strings back to the latents ``w_hat``."""
-        return self.entropy_bottleneck.decompress(strings, self.latent_size(lr_height, lr_width))
 
 
 # -- model files ---------------------------------------------------------------------------
@@ -199,8 +261,7 @@ def lmbda_at(lmbda: float, qp: float) -> float:
 def save_model(model: DualLayerModel, config: ModelConfig, name: str, path: Path, lmbda: float) -> str:
     """Write a self-describing model file (config, weights with coding tables, fingerprint,
     and the rate weight ``lmbda`` it was trained with, which the encoder's mode decisions use)."""
-    if model.has_side_stream:
-        model.update(force=True)
+    model.update()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     fingerprint = _fingerprint(asdict(config), state)
     payload = {
@@ -243,9 +304,9 @@ def load_model(name_or_path: str) -> LoadedModel:
         raise DualcodecError(f"cannot read model file {path}: {exc.__class__.__name__}") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise DualcodecError(f"{path} is not a dualcodec model file")
-    if payload.get("version") == 1:
-        raise DualcodecError(f"{path} is a model of format version 1, whose networks work in R'G'B'; this dualcodec "
-                             f"codes 4:2:0 planes (model format {MODEL_VERSION}): retrain it with dualcodec train")
+    if payload.get("version") in OLD_MODELS:
+        raise DualcodecError(f"{path} is a model of format version {payload['version']}, {OLD_MODELS[payload['version']]}; "
+                             f"this dualcodec reads model format {MODEL_VERSION}: retrain it with dualcodec train")
     if payload.get("version") != MODEL_VERSION:
         raise DualcodecError(f"{path} has model format version {payload.get('version')}, this dualcodec reads {MODEL_VERSION}")
     config = model_config_from_dict(payload["config"])
@@ -253,6 +314,6 @@ def load_model(name_or_path: str) -> LoadedModel:
     if _fingerprint(payload["config"], state) != payload["fingerprint"]:
         raise DualcodecError(f"{path} is damaged: its weights do not match its fingerprint")
     model = DualLayerModel(config)
-    model.load_state_dict(state)  # CompressionModel's version resizes the coding-table buffers
+    model.load_state_dict(state)
     model.eval()
     return LoadedModel(model, payload["name"], payload["fingerprint"], config, path, float(payload["lmbda"]))

@@ -6,16 +6,16 @@ Each packet is::
     0       4     CRC-32 (IEEE, big-endian) of bytes 4..end
     4       1     side mode (:class:`SideMode`): 0 = NEW, latents follow;
                              1 = REPEAT, reuse the previous frame's latents (no more bytes);
-                             2 = SKIP, every latent at its most probable value (the
-                                 entropy model's per-channel median; no more bytes)
-    5       n     (NEW only) entropy-coded latents: CompressAI EntropyBottleneck
-                  range-coder string for one frame, latent shape
-                  [M, ceil(bh/8), ceil(bw/8)] (M and the coding tables come from
-                  the model file)
+                             2 = SKIP, every block skipped: the upsampler works from the
+                                 base layer alone (no more bytes)
+    5       n     (NEW only) the enhancement layer of one frame: side level, per-block
+                  skip flags and the enhanced blocks' latents, laid out as
+                  :mod:`dualcodec.entropy` says (latent shape [M, ceil(bh/S), ceil(bw/S)],
+                  M, the stride S and the coding tables from the model file)
 
 The encoder picks the mode per frame by rate-distortion cost, so a static scene, or a
 frame the side stream cannot improve, pays 5 bytes for its side stream. A frame that
-the base layer codes as a key frame never has mode REPEAT (format version 2), and the
+the base layer codes as a key frame never has mode REPEAT (format version 2 on), and the
 decoder forgets the previous latents there: every GOP decodes on its own.
 """
 

@@ -2,16 +2,17 @@
 
 ``dualcodec train EXPERIMENT.toml`` builds the model from ``[model]``, streams augmented
 crops (random crop, flips, 90-degree rotations; :mod:`dualcodec.data`, NVIDIA DALI)
-from ``[data] train_dir`` and minimises
+from ``[data] train_dirs`` (validation held out from every source) and minimises
 
-    loss = D(x, x_hat) + lmbda(qp) * (side_bits + base_bits) / pixels + aux_loss
+    loss = D(x, x_hat) + lmbda(qp) * (w(t) * side_bits + base_bits) / pixels
 
 on 4:2:0 planes (:func:`dualcodec.data.crops_to_planes`), ``D`` weighing Y, Cb and Cr
 6:1:1 as PSNR-YUV does, ``pixels`` the luma samples.
 
 where ``qp`` is drawn per step from ``[base] qp_min..qp_max`` (the same on every rank).
 ``base_bits`` is the real encoder's bits with the gradient of the rho-domain estimate
-(:mod:`dualcodec.proxy`); ``aux_loss`` trains the entropy model's quantiles.
+(:mod:`dualcodec.proxy`); ``w(t)`` ramps the side bits in (:func:`side_weight`), and with
+``[loss] train_skip`` each block is enhanced or skipped as the encoder would choose.
 
 The crop size, clip length, batch and learning rate follow ``[schedule]``
 (:mod:`dualcodec.schedule`: multigrid stages, linear scaling, warm-up, restarts). The
@@ -41,8 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dualcodec.config import Experiment
-from dualcodec.data import crops_to_planes
+from dualcodec.config import Experiment, LossConfig
+from dualcodec.data import TRAINING_FORMAT, crops_to_planes
 from dualcodec.errors import DualcodecError
 from dualcodec.model import DualLayerModel, lmbda_at, plane_distortion, save_model
 from dualcodec.proxy import RealCodecLayer
@@ -74,18 +75,26 @@ def psnr_yuv(y_hat, uv_hat, y, uv) -> float:
     return float((6 * values[0] + values[1] + values[2]) / 8)
 
 
+def side_weight(loss: LossConfig, step: int | None) -> float:
+    """The side bits' weight in units of ``lmbda`` at ``step`` (``None``: validation, fully
+    ramped in): ``side_lmbda`` times 0 for ``side_rate_delay`` steps, then linear to 1."""
+    if step is None:
+        return loss.side_lmbda
+    if step < loss.side_rate_delay:
+        return 0.0
+    ramp = 1.0 if loss.side_rate_warmup == 0 else min(1.0, (step - loss.side_rate_delay) / loss.side_rate_warmup)
+    return loss.side_lmbda * ramp
+
+
 def _loss(model_out, y: torch.Tensor, uv: torch.Tensor, exp: Experiment, qp: int,
-          step: int | None = None) -> tuple[torch.Tensor, StepStats]:
-    """The training loss; ``step`` (``None`` in validation) ramps the side-bits weight in."""
+          side: float) -> tuple[torch.Tensor, StepStats]:
+    """The training loss, the side bits weighed ``side`` (:func:`side_weight`)."""
     y_hat, uv_hat = model_out.y_hat.float(), model_out.uv_hat.float()
     distortion = plane_distortion(y_hat, uv_hat, y, uv, exp.loss.distortion)
     pixels = y.shape[0] * y.shape[2] * y.shape[3]
     side_bpp = model_out.side_bits.sum() / pixels
     base_bpp = model_out.base_bits.sum() / pixels
-    side_weight = 1.0
-    if step is not None and exp.loss.side_rate_warmup > 0:
-        side_weight = min(1.0, step / exp.loss.side_rate_warmup)
-    rate = side_weight * side_bpp + (base_bpp if exp.loss.base_rate else 0.0)
+    rate = side * side_bpp + (base_bpp if exp.loss.base_rate else 0.0)
     loss = distortion + lmbda_at(exp.loss.lmbda, qp) * rate
     stats = StepStats(loss.item(), distortion.item(), side_bpp.item(), base_bpp.item(), psnr_yuv(y_hat, uv_hat, y, uv))
     return loss, stats
@@ -244,133 +253,163 @@ def require_training_stack() -> None:
 def train(exp: Experiment, experiment_path: Path, progress: bool = True, resume: bool = False) -> TrainResult:
     """Run (or resume) one experiment."""
     require_training_stack()
-    import deepspeed
-    from tqdm import tqdm
-
-    from dualcodec.data import list_images, validation_crops
-
-    world = _world()
-    ds_config = deepspeed_config(exp, experiment_path, world)
-    fingerprint = config_fingerprint(exp, ds_config)
-    plan = make_plan(exp.schedule)
-    run_dir = Path(exp.train.out_dir) / exp.train.name
-    ckpt_dir, latest = _checkpoint_paths(run_dir)
-    if resume and not latest.exists():
-        raise DualcodecError(f"nothing to resume: no checkpoint in {ckpt_dir}")
-    if not resume:
-        _check_new_run_dir(run_dir)
-    if resume:
-        saved = json.loads((run_dir / "experiment.json").read_text()).get("fingerprint")
-        if saved != fingerprint:
-            raise DualcodecError(f"{run_dir} was trained under another configuration (fingerprint {saved}, now "
-                                 f"{fingerprint}); start a new run instead of resuming")
-
-    files = list_images(Path(exp.data.train_dir))
-    if len(files) <= exp.data.val_images:
-        raise DualcodecError(f"need more than {exp.data.val_images} images in {exp.data.train_dir}")
-    val_files, train_files = files[: exp.data.val_images], files[exp.data.val_images :]
-    val_x = validation_crops(val_files, exp.data.val_crop, exp.data.val_crops)
-
-    torch.manual_seed(exp.train.seed)  # identical initial weights on every rank
-    model = DualLayerModel(exp.model)
-    aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    groups = [{"params": main}] + ([{"params": aux, "weight_decay": 0.0}] if aux else [])
-    optimizer = torch.optim.Adam(groups, lr=plan.peak_lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: plan.lr_at(step) / plan.peak_lr)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
-
-    if world.size > 1:  # every rank has checked the run folder before rank 0 writes into it
-        import torch.distributed as dist
-
-        dist.barrier()
-    state = RunState()
-    qp_rng = np.random.default_rng(exp.train.seed + 1)
-    stream_state: str | None = None
-    if resume:
-        _, client = engine.load_checkpoint(str(ckpt_dir))
-        state = RunState(**client["run"])
-        own = torch.load(ckpt_dir / latest.read_text().strip() / f"rank{world.rank}.pt", weights_only=False)
-        qp_rng.bit_generator.state = own["qp_rng"]
-        torch.set_rng_state(own["torch_rng"])
-        # At a stage boundary the next step starts a fresh stream, as it would have.
-        stream_state = own["stream"] if own["stage"] == plan.stage_at(state.step).index else None
-    elif world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "experiment.json").write_text(json.dumps({**asdict(exp), "fingerprint": fingerprint}, indent=2))
-        (run_dir / "deepspeed.json").write_text(json.dumps(ds_config, indent=2))
-        print(f"{exp.train.name}: {world.size} rank{'s' if world.size > 1 else ''}, global batch "
-              f"{exp.schedule.batch}; {plan.describe()}", flush=True)
-
-    log = RunLog(run_dir, world, state.step)
-    runner = _Runner(exp, plan, world, engine, model, aux_loss=bool(aux), train_files=train_files)
-    model_path = run_dir / "model.pt"
-    bar = tqdm(total=plan.total, initial=state.step, desc=exp.train.name, disable=not (progress and world.is_main),
-               dynamic_ncols=True)
-    begin = time.time() - state.elapsed
-    window: list[np.ndarray] = []
-    window_start, window_images = time.time(), 0
-    stop = False
-    try:
-        while state.step < plan.total:
-            stage = plan.stage_at(state.step)
-            stream = runner.stream_for(stage, stream_state)
-            stream_state = None
-            qp = int(qp_rng.integers(exp.base.qp_min, exp.base.qp_max + 1))
-            stats = runner.step(stream.next(), qp, state.step)
-            state.step += 1
-            bar.update(1)
-            window.append(np.array([getattr(stats, k) for k in StepStats.__dataclass_fields__]))
-            window_images += exp.schedule.batch * stage.clip
-            if state.step % exp.train.log_every == 0:
-                mean = StepStats(*_all_reduce_mean(np.mean(window, axis=0), world))
-                rate = window_images / (time.time() - window_start)
-                bar.set_postfix(loss=f"{mean.loss:.4f}", psnr=f"{mean.psnr:.2f}", lr=f"{engine.get_lr()[0]:.2e}")
-                log.record(state.step, {"time": time.time() - begin, "qp": qp, "lr": engine.get_lr()[0],
-                                        "crop": stage.crop, "clip": stage.clip, "images_per_second": rate,
-                                        "train": asdict(mean)},
-                           {**{f"train/{k}": v for k, v in asdict(mean).items()}, "lr": engine.get_lr()[0],
-                            "images_per_second": rate})
-                window, window_start, window_images = [], time.time(), 0
-            improved = stop = False
-            if state.step % exp.train.val_every == 0 or state.step == plan.total:
-                val = runner.validate(val_x)
-                log.record(state.step, {"time": time.time() - begin, "val": asdict(val)},
-                           {f"val/{k}": v for k, v in asdict(val).items()})
-                validations = state.step // exp.train.val_every
-                if world.is_main and exp.train.images_every and validations % exp.train.images_every == 0:
-                    log.images(state.step, "val/original | bicubic | dualcodec", runner.samples(val_x[:4]))
-                improved = val.loss < state.best
-                state.best, state.stale = (val.loss, 0) if improved else (state.best, state.stale + 1)
-                if improved and world.is_main:
-                    save_model(model, exp.model, exp.train.name, model_path, exp.loss.lmbda)
-                stop = exp.train.patience > 0 and state.stale >= exp.train.patience
-            if improved or stop or state.step % exp.train.checkpoint_every == 0 or state.step == plan.total:
-                state.elapsed = time.time() - begin
-                runner.save_checkpoint(ckpt_dir, state, stream, qp_rng)
-            if stop:
-                log.record(state.step, {"time": time.time() - begin, "early_stop": {"best": state.best,
-                                                                                     "patience": exp.train.patience}}, {})
-                if world.is_main:
-                    print(f"{exp.train.name}: early stop at step {state.step}: no better validation loss in "
-                          f"{exp.train.patience} validations (best {state.best:.5f})", flush=True)
-                break
-    finally:
-        bar.close()
-        log.close()
-    return TrainResult(model_path, state.step, state.best, stop, model)
+    return Trainer(exp, experiment_path, resume).run(progress)
 
 
-class _Runner:
-    """One rank's model, engine and data stream: the steps, validation and checkpoints."""
+class Trainer:
+    """One rank's run: its model and DeepSpeed engine, data stream, log and checkpoints.
 
-    def __init__(self, exp: Experiment, plan: Plan, world: World, engine, model: DualLayerModel, aux_loss: bool,
-                 train_files: list[Path]) -> None:
-        self.exp, self.plan, self.world, self.engine, self.model = exp, plan, world, engine, model
-        self.aux_loss = aux_loss
-        self.train_files = train_files
+    :meth:`run` reads in the order a step happens: draw the QP, take a batch, step the
+    engine, log, validate (exporting the model at a better loss), checkpoint.
+    """
+
+    def __init__(self, exp: Experiment, experiment_path: Path, resume: bool) -> None:
+        import deepspeed
+
+        from dualcodec.data import split_sources, validation_crops
+
+        self.exp, self.world = exp, _world()
+        ds_config = deepspeed_config(exp, experiment_path, self.world)
+        self.fingerprint = config_fingerprint(exp, ds_config)
+        self.plan = make_plan(exp.schedule)
+        self.run_dir = Path(exp.train.out_dir) / exp.train.name
+        self.ckpt_dir, latest = _checkpoint_paths(self.run_dir)
+        self._check_run_dir(resume, latest)
+        self.train_files, val_files = split_sources(exp.data.train_dirs, exp.data.val_fraction, exp.data.val_gap)
+        self.val_x = validation_crops(val_files, exp.data.val_crop, exp.data.val_crops)
+
+        torch.manual_seed(exp.train.seed)  # identical initial weights on every rank
+        model = DualLayerModel(exp.model)
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.plan.peak_lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: self.plan.lr_at(t) / self.plan.peak_lr)
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                                    config=ds_config)
+        self.model: DualLayerModel = self.engine.module
+        # The engine owns the batch: the experiment's, as deepspeed_config filled it in.
+        self.batch = self.engine.train_micro_batch_size_per_gpu() * self.engine.gradient_accumulation_steps()
+        if self.world.size > 1:  # every rank has checked the run folder before rank 0 writes into it
+            import torch.distributed as dist
+
+            dist.barrier()
+        self.state = RunState()
+        self.qp_rng = np.random.default_rng(exp.train.seed + 1)
         self.stage: Stage | None = None
         self.stream = None
+        self.pending_stream_state = self._restore(latest) if resume else None
+        if not resume:
+            self._start(ds_config)
+        self.log = RunLog(self.run_dir, self.world, self.state.step)
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def _check_run_dir(self, resume: bool, latest: Path) -> None:
+        if resume and not latest.exists():
+            raise DualcodecError(f"nothing to resume: no checkpoint in {self.ckpt_dir}")
+        if not resume:
+            _check_new_run_dir(self.run_dir)
+            return
+        saved = json.loads((self.run_dir / "experiment.json").read_text()).get("fingerprint")
+        if saved != self.fingerprint:
+            raise DualcodecError(f"{self.run_dir} was trained under another configuration (fingerprint {saved}, now "
+                                 f"{self.fingerprint}); start a new run instead of resuming")
+
+    def _start(self, ds_config: dict) -> None:
+        if self.world.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "experiment.json").write_text(
+                json.dumps({**asdict(self.exp), "fingerprint": self.fingerprint}, indent=2))
+            (self.run_dir / "deepspeed.json").write_text(json.dumps(ds_config, indent=2))
+            print(f"{self.exp.train.name}: {self.world.size} rank{'s' if self.world.size > 1 else ''}, global batch "
+                  f"{self.batch}; {self.plan.describe()}", flush=True)
+
+    def _restore(self, latest: Path) -> bytes | None:
+        """Load the latest checkpoint; the data stream's state, if the stage has not changed."""
+        _, client = self.engine.load_checkpoint(str(self.ckpt_dir))
+        self.state = RunState(**client["run"])
+        own = torch.load(self.ckpt_dir / latest.read_text().strip() / f"rank{self.world.rank}.pt", weights_only=False)
+        self.qp_rng.bit_generator.state = own["qp_rng"]
+        torch.set_rng_state(own["torch_rng"])
+        if own.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(own["cuda_rng"])
+        # At a stage boundary the next step starts a fresh stream, as it would have.
+        return own["stream"] if own["stage"] == self.plan.stage_at(self.state.step).index else None
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, progress: bool = True) -> TrainResult:
+        from tqdm import tqdm
+
+        exp, state = self.exp, self.state
+        bar = tqdm(total=self.plan.total, initial=state.step, desc=exp.train.name,
+                   disable=not (progress and self.world.is_main), dynamic_ncols=True)
+        self.begin = time.time() - state.elapsed
+        self._window_reset()
+        stop = False
+        try:
+            while state.step < self.plan.total:
+                stage = self.plan.stage_at(state.step)
+                stream = self.stream_for(stage, self.pending_stream_state)
+                self.pending_stream_state = None
+                qp = int(self.qp_rng.integers(exp.base.qp_min, exp.base.qp_max + 1))
+                stats = self.step(stream.next(), qp, state.step)
+                state.step += 1
+                bar.update(1)
+                self._log_step(stats, stage, qp, bar)
+                improved = False
+                if state.step % exp.train.val_every == 0 or state.step == self.plan.total:
+                    improved, stop = self._validate_and_export()
+                if improved or stop or state.step % exp.train.checkpoint_every == 0 or state.step == self.plan.total:
+                    state.elapsed = time.time() - self.begin
+                    self.save_checkpoint(self.ckpt_dir, state, stream, self.qp_rng)
+                if stop:
+                    self._record_early_stop()
+                    break
+        finally:
+            bar.close()
+            self.log.close()
+        return TrainResult(self.run_dir / "model.pt", state.step, state.best, stop, self.model)
+
+    def _window_reset(self) -> None:
+        self.window: list[np.ndarray] = []
+        self.window_start, self.window_images = time.time(), 0
+
+    def _log_step(self, stats: StepStats, stage: Stage, qp: int, bar) -> None:
+        """Average the last ``log_every`` steps over the ranks into the log and TensorBoard."""
+        self.window.append(np.array([getattr(stats, k) for k in StepStats.__dataclass_fields__]))
+        self.window_images += self.batch * stage.clip
+        if self.state.step % self.exp.train.log_every:
+            return
+        mean = StepStats(*_all_reduce_mean(np.mean(self.window, axis=0), self.world))
+        rate = self.window_images / (time.time() - self.window_start)
+        lr = self.engine.get_lr()[0]
+        bar.set_postfix(loss=f"{mean.loss:.4f}", psnr=f"{mean.psnr:.2f}", lr=f"{lr:.2e}")
+        self.log.record(self.state.step, {"time": time.time() - self.begin, "qp": qp, "lr": lr, "crop": stage.crop,
+                                          "clip": stage.clip, "images_per_second": rate, "train": asdict(mean)},
+                        {**{f"train/{k}": v for k, v in asdict(mean).items()}, "lr": lr, "images_per_second": rate})
+        self._window_reset()
+
+    def _validate_and_export(self) -> tuple[bool, bool]:
+        """Validate; export the model at a better loss. ``(improved, stop early)``."""
+        exp, state = self.exp, self.state
+        val = self.validate(self.val_x)
+        self.log.record(state.step, {"time": time.time() - self.begin, "val": asdict(val)},
+                        {f"val/{k}": v for k, v in asdict(val).items()})
+        validations = state.step // exp.train.val_every
+        if self.world.is_main and exp.train.images_every and validations % exp.train.images_every == 0:
+            self.log.images(state.step, "val/original | bicubic | dualcodec", self.samples(self.val_x[:4]))
+        improved = val.loss < state.best
+        state.best, state.stale = (val.loss, 0) if improved else (state.best, state.stale + 1)
+        if improved and self.world.is_main:
+            save_model(self.model, exp.model, exp.train.name, self.run_dir / "model.pt", exp.loss.lmbda)
+        return improved, exp.train.patience > 0 and state.stale >= exp.train.patience
+
+    def _record_early_stop(self) -> None:
+        exp, state = self.exp, self.state
+        self.log.record(state.step, {"time": time.time() - self.begin,
+                                     "early_stop": {"best": state.best, "patience": exp.train.patience}}, {})
+        if self.world.is_main:
+            print(f"{exp.train.name}: early stop at step {state.step}: no better validation loss in "
+                  f"{exp.train.patience} validations (best {state.best:.5f})", flush=True)
 
     def stream_for(self, stage: Stage, checkpoint: str | None):
         """The data stream of ``stage``; rebuilt (or restored from ``checkpoint``) when the stage changes."""
@@ -378,9 +417,9 @@ class _Runner:
             from dualcodec.data import TrainStream, list_clips
 
             clips = stage.clip > 1
-            items = list_clips(Path(self.exp.data.train_dir), stage.clip) if clips else self.train_files
+            items = list_clips(self.train_files, stage.clip) if clips else self.train_files
             self.stream = TrainStream(
-                items, stage.crop, self.exp.schedule.batch // self.world.size, seed=self.exp.train.seed + stage.index,
+                items, stage.crop, self.engine.train_micro_batch_size_per_gpu(), seed=self.exp.train.seed + stage.index,
                 shard_id=self.world.rank, num_shards=self.world.size, device_id=self._device_id(),
                 rotate=self.exp.data.rotate, crops_per_image=1 if clips else self.exp.data.crops_per_image,
                 checkpoint=checkpoint)
@@ -395,12 +434,17 @@ class _Runner:
         if x.dim() == 5:  # clips: the model codes each frame as a picture
             x = x.flatten(0, 1)
         y, uv = crops_to_planes(x.to(self.engine.device))
-        out = self.engine(y, uv, RealCodecLayer(self.exp.base.codec, self.exp.base.preset, qp))
-        loss, stats = _loss(out, y, uv, self.exp, qp, step)
-        aux = self.model.aux_loss() if self.aux_loss else 0.0
-        self.engine.backward(loss + aux)
+        side = side_weight(self.exp.loss, step)
+        out = self.engine(y, uv, RealCodecLayer(self.exp.base.codec, self.exp.base.preset, qp), qp, TRAINING_FORMAT,
+                          self._skip_lmbda(qp, side))
+        loss, stats = _loss(out, y, uv, self.exp, qp, side)
+        self.engine.backward(loss)
         self.engine.step()
         return stats
+
+    def _skip_lmbda(self, qp: int, side: float) -> float | None:
+        """The per-block skip choice's rate weight (``None``: train without it)."""
+        return lmbda_at(self.exp.loss.lmbda, qp) * side if self.exp.loss.train_skip else None
 
     @torch.no_grad()
     def validate(self, val_x: torch.Tensor) -> StepStats:
@@ -410,8 +454,10 @@ class _Runner:
         totals = np.zeros(len(StepStats.__dataclass_fields__) + 1)
         for x in mine.split(16):
             y, uv = crops_to_planes(x.to(self.engine.device))
-            out = self.engine(y, uv, RealCodecLayer(self.exp.base.codec, self.exp.base.preset, self.exp.train.val_qp))
-            _, stats = _loss(out, y, uv, self.exp, self.exp.train.val_qp)
+            qp, side = self.exp.train.val_qp, side_weight(self.exp.loss, None)
+            out = self.engine(y, uv, RealCodecLayer(self.exp.base.codec, self.exp.base.preset, qp), qp,
+                              TRAINING_FORMAT, self._skip_lmbda(qp, side))
+            _, stats = _loss(out, y, uv, self.exp, qp, side)
             totals += len(x) * np.array([*asdict(stats).values(), 1.0])
         totals = _all_reduce_mean(totals, self.world)
         self.model.train()
@@ -435,7 +481,7 @@ class _Runner:
         scale = self.exp.model.scale
         decoded = base(bicubic_down(y, scale), bicubic_down(uv, scale))
         bicubic = rgb(bicubic_up(decoded.y_lr_hat, scale), bicubic_up(decoded.uv_lr_hat, scale))
-        out = self.engine(y, uv, base)
+        out = self.engine(y, uv, base, self.exp.train.val_qp, TRAINING_FORMAT)
         self.model.train()
         rows = torch.stack([rgb(y, uv), bicubic, rgb(out.y_hat, out.uv_hat)], dim=1).flatten(0, 1)
         return make_grid(rows.clamp(0, 1), nrow=3, padding=2)
@@ -446,5 +492,7 @@ class _Runner:
         # last, so a process killed in between resumes from the previous checkpoint.
         (ckpt_dir / tag).mkdir(parents=True, exist_ok=True)
         torch.save({"stage": self.stage.index, "stream": stream.checkpoint(), "qp_rng": qp_rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state()}, ckpt_dir / tag / f"rank{self.world.rank}.pt")
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},
+                   ckpt_dir / tag / f"rank{self.world.rank}.pt")
         self.engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"run": asdict(state)})

@@ -165,31 +165,26 @@ def fuzz(path: Path, model: Path, count: int, seed: int = 0) -> Report:
 
 
 def make_victim(work: Path) -> tuple[Path, Path]:
-    """A 12-frame dual file with side data in every frame, from a tiny model with random
-    side weights (so the side stream carries bytes), and the model file."""
+    """A 12-frame dual file with side data in every frame (a NEW packet, every block
+    enhanced), from a tiny model with random side weights (so the side stream carries
+    bytes), and the model file."""
     sys.path.insert(0, str(ROOT / "tests"))
     import torch
 
-    from helpers import build_tiny_model, synthetic_frames, write_y4m
+    from helpers import build_tiny_model, new_latents_every_frame, synthetic_frames, write_y4m
 
     from dualcodec.basecodec import BaseCodecSettings
-    from dualcodec.codec import LayeredCodec, ModelLayers
-    from dualcodec.sidestream import SideFrame, SideMode
+    from dualcodec.codec import LayeredCodec
     from dualcodec.model import load_model, save_model
 
     torch.set_num_threads(1)
     model, config = build_tiny_model(seed=3)
     model_path = work / "tiny.pt"
     save_model(model, config, "tiny", model_path, lmbda=0.02)
-
-    class EveryFrame(ModelLayers):  # new latents in every frame: every side packet carries bytes
-        def side(self, y, uv, y_lr_hat, uv_lr_hat):
-            return SideFrame(SideMode.NEW, self.model.compress_side(y, uv, y_lr_hat, uv_lr_hat)[0])
-
     source = write_y4m(work / "victim.y4m", synthetic_frames(64, 48, 12, seed=4))
     victim = work / "victim.mp4"
-    LayeredCodec(EveryFrame(load_model(str(model_path))), BaseCodecSettings(codec="h264", qp=30, gop=4)).encode(
-        source, victim)
+    layers = new_latents_every_frame(load_model(str(model_path)), level=30)
+    LayeredCodec(layers, BaseCodecSettings(codec="h264", qp=30, gop=4)).encode(source, victim)
     return victim, model_path
 
 

@@ -118,10 +118,12 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
 def build_tiny_model(seed: int = 0, perturb: bool = True):
     """A tiny DualLayerModel and its config.
 
-    ``perturb`` gives the zero-initialised last layers of the side analysis and of the
-    upsampler's kernel predictor small random weights, so the side stream carries
-    non-zero latents and the upsampler is not plain bicubic (an untrained model would
-    exercise neither).
+    ``perturb`` scales up the last layer of the side analysis (its latents quantise to
+    non-zero symbols at the side levels the tests code at, so the entropy decoder has work)
+    and gives the zero-initialised enhancement residual of the side synthesis and the
+    upsampler's kernel predictor small random weights, so the decoded frames depend on the
+    latents and the upsampler is not plain bicubic (an untrained model would exercise
+    neither).
     """
     import torch
 
@@ -133,9 +135,36 @@ def build_tiny_model(seed: int = 0, perturb: bool = True):
     model = DualLayerModel(config)
     if perturb:
         with torch.no_grad():
-            model.g_a.body[-1].weight.normal_(0.0, 0.5)
+            if model.has_side_stream:
+                model.g_a.body[-1].weight.normal_(0.0, 0.5)
+                last = model.g_s.body[-1]
+                last.weight[model.g_s.out_channels:].normal_(0.0, 0.002)
             model.upsampler.head.weight.normal_(0.0, 0.02)
     return model, config
+
+
+def new_latents_every_frame(loaded, level: int = 30):
+    """The model's layers (:class:`~dualcodec.codec.ModelLayers`), but sending a NEW side
+    packet with every block enhanced in every frame, at side level ``level``.
+
+    The encoder's rate-distortion choice would often skip blocks, or whole frames, with an
+    untrained model; files made with these layers exercise the entropy decoder on every
+    block of every frame.
+    """
+    import torch
+
+    from dualcodec.codec import ModelLayers
+    from dualcodec.sidestream import SideFrame, SideMode
+
+    class NewEveryFrame(ModelLayers):
+        def side(self, y, uv, y_lr_hat, uv_lr_hat, fmt):
+            model, coder = self.model, self.model.latent_coder
+            q = coder.quantize(model.analyse(y, uv, y_lr_hat, uv_lr_hat), self.level)
+            classes = model.side_classes(y_lr_hat, fmt)
+            enhanced = torch.ones(q.shape[-2:], dtype=torch.bool)
+            return SideFrame(SideMode.NEW, coder.compress(q, classes, self.level, enhanced))
+
+    return NewEveryFrame(loaded, level=level)
 
 
 def make_av_clip(path: Path, width: int = 64, height: int = 48, frames: int = 5, rate: int = 25,

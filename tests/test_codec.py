@@ -38,9 +38,10 @@ from helpers import (
 
 
 def _layers(mode: str, model_path=None):
-    """The layers the command line would build (for dual: the model's rate weight at QP 30)."""
+    """The layers the command line would build (for dual, ``--scale 2``: the model's rate weight
+    and side level at QP 30)."""
     if mode == "dual":
-        return make_codec(BaseCodecSettings(qp=30), None, str(model_path), None).layers
+        return make_codec(BaseCodecSettings(qp=30), None, str(model_path), 2).layers
     if mode == "bicubic":
         return BicubicLayers(2)
     return PlainLayers()
@@ -99,6 +100,112 @@ def test_expensive_side_bits_are_never_sent(clip, tiny_model, tmp_path):
     assert reader.has_side_stream and [s.mode for s in reader.side_frames()] == [SideMode.SKIP] * 3
     assert report.side_bytes == 3 * 5 and video.header.mode == "dual"
     assert len(frames) == 3 and _shapes(frames[0]) == ((29, 37), (15, 19), (15, 19))
+
+
+def _oracle_layers(tiny_model, y, uv, lmbda, zero_block=(1, 2)):
+    """ModelLayers over the tiny model, made an oracle: a block whose decoded latents are
+    non-zero comes out as the original ``y, uv``, any other as bicubic, so enhancing a block
+    gains exactly its bicubic error; the analysis's latents of ``zero_block`` are zeroed."""
+    import torch
+
+    from dualcodec.model import LoadedModel
+    from dualcodec.nets.common import bicubic_up
+
+    loaded = load_model(str(tiny_model.path))
+    model = loaded.model
+    analyse = model.analyse
+
+    def zeroing_analyse(*args):
+        w = analyse(*args).clone()
+        w[..., zero_block[0], zero_block[1]] = 0
+        return w
+
+    def oracle_upsample(y_lr_hat, uv_lr_hat, w_hat):
+        y_up, uv_up = bicubic_up(y_lr_hat, 2), bicubic_up(uv_lr_hat, 2)
+        if w_hat is None:
+            return y_up, uv_up
+        mask = (w_hat != 0).any(dim=1, keepdim=True).float()
+        y_mask = mask.repeat_interleave(8, -2).repeat_interleave(8, -1)[..., : y.shape[-2], : y.shape[-1]]
+        uv_mask = mask.repeat_interleave(4, -2).repeat_interleave(4, -1)[..., : uv.shape[-2], : uv.shape[-1]]
+        return y_up + y_mask * (y - y_up), uv_up + uv_mask * (uv - uv_up)
+
+    model.analyse, model.upsample = zeroing_analyse, oracle_upsample
+    return ModelLayers(LoadedModel(model, loaded.name, loaded.fingerprint, loaded.config, loaded.path, loaded.lmbda),
+                       lmbda, level=30)
+
+
+def _side_inputs(clip):
+    """The first clip frame, padded as the encoder pads it, and its base layer (bicubic, lossless
+    but for the rounding to code values): unit-scale planes and their format."""
+    from dualcodec.basecodec import planes_to_tensors
+    from dualcodec.nets.common import bicubic_down
+    from dualcodec.video import pad_planes
+    from dualcodec.yuv import YUVFormat, planes_to_unit, unit_to_planes
+
+    fmt = YUVFormat(8, False, 6)
+    y, uv = planes_to_unit(*planes_to_tensors([pad_planes(clip.frames[0], 40, 32)]), fmt)
+    codes = [p.round() for p in unit_to_planes(bicubic_down(y, 2), bicubic_down(uv, 2), fmt)]
+    return y, uv, *planes_to_unit(*codes, fmt), fmt
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_the_encoder_enhances_the_blocks_worth_their_bits(clip, tiny_model, split):
+    import torch
+
+    from dualcodec.model import block_distortion
+    from dualcodec.nets.common import bicubic_up
+
+    y, uv, y_lr_hat, uv_lr_hat, fmt = _side_inputs(clip)
+    layers = _oracle_layers(tiny_model, y, uv, 0.0)
+    model, coder = layers.model, layers.model.latent_coder
+    classes = model.side_classes(y_lr_hat, fmt)
+    q = coder.quantize(model.analyse(y, uv, y_lr_hat, uv_lr_hat), 30)
+    nonzero = (q[0] != 0).any(dim=0)
+    assert nonzero.shape == (4, 5) and not nonzero[1, 2] and int(nonzero.sum()) == 19
+    # A block's gain is its bicubic error; its cost, lmbda times its bits per pixel.
+    gain = block_distortion(bicubic_up(y_lr_hat, 2), bicubic_up(uv_lr_hat, 2), y, uv, 8)[0]
+    bits_per_pixel = coder.block_bits(q, classes, 30) / (40 * 32)
+    if split:  # lmbda at the median gain per bit: about half the blocks are worth their bits
+        layers.lmbda = float((gain / bits_per_pixel)[nonzero].median())
+    compressed = []
+    compress = coder.compress
+    coder.compress = lambda *args: compressed.append(args[3].clone()) or compress(*args)
+    side = layers.side(y, uv, y_lr_hat, uv_lr_hat, fmt)
+    (enhanced,) = compressed  # the blocks the encoder priced as NEW
+    if not split:  # free bits: every block whose latents are not all zero, and the frame is NEW
+        assert torch.equal(enhanced, nonzero)
+        assert side.mode == SideMode.NEW
+        decoded = coder.decompress(side.entropy_bytes, classes)
+        assert torch.equal(decoded.enhanced, enhanced)
+        assert torch.equal(decoded.w_hat, coder.dequantize(q * enhanced, 30))
+        assert torch.equal(layers._w_hat, decoded.w_hat)  # what a REPEAT would reuse: the decoder's latents
+    else:
+        assert torch.equal(enhanced, nonzero & (gain > layers.lmbda * bits_per_pixel))
+        assert 5 < int(enhanced.sum()) < 14
+        # The frame then pays for the payload's header, flags and flush too: NEW or SKIP.
+        if side.mode == SideMode.NEW:
+            assert torch.equal(coder.decompress(side.entropy_bytes, classes).enhanced, enhanced)
+        else:
+            assert side.mode == SideMode.SKIP and layers._w_hat is None
+
+
+def test_the_encoder_skips_a_frame_whose_blocks_are_not_worth_their_bits(clip, tiny_model):
+    y, uv, y_lr_hat, uv_lr_hat, fmt = _side_inputs(clip)
+    layers = _oracle_layers(tiny_model, y, uv, lmbda=1e9)
+    side = layers.side(y, uv, y_lr_hat, uv_lr_hat, fmt)
+    assert side.mode == SideMode.SKIP and side.entropy_bytes == b"" and layers._w_hat is None
+    # The next frame could repeat nothing: with nothing kept, it is SKIP again, never REPEAT.
+    assert layers.side(y, uv, y_lr_hat, uv_lr_hat, fmt).mode == SideMode.SKIP
+
+
+def test_the_encoder_repeats_the_last_latents_when_they_still_fit(clip, tiny_model):
+    y, uv, y_lr_hat, uv_lr_hat, fmt = _side_inputs(clip)
+    layers = _oracle_layers(tiny_model, y, uv, lmbda=1e-3)
+    assert layers.side(y, uv, y_lr_hat, uv_lr_hat, fmt).mode == SideMode.NEW
+    # The same frame again: the kept latents reconstruct it as well, for no bits.
+    assert layers.side(y, uv, y_lr_hat, uv_lr_hat, fmt).mode == SideMode.REPEAT
+    layers.reset()  # a key frame
+    assert layers.side(y, uv, y_lr_hat, uv_lr_hat, fmt).mode == SideMode.NEW
 
 
 def _flag_full_range(path):
@@ -272,11 +379,12 @@ def test_make_codec_modes(tiny_model):
     bicubic = make_codec(settings, "bicubic", "unused", 4).layers
     assert bicubic.mode == "bicubic" and bicubic.scale == 4
     assert make_codec(settings, "bicubic", "unused", None).layers.scale == 2
-    dual = make_codec(settings, None, str(tiny_model.path), None).layers
+    dual = make_codec(settings, None, str(tiny_model.path), 2).layers
     assert dual.mode == "dual" and dual.scale == 2
     with pytest.raises(DualcodecError, match="no model named"):
         make_codec(settings, None, "no-such-model", None)
-    assert make_codec(settings, None, "no-such-model", 1).layers.mode == "plain"  # scale 1 loads no model
+    # Scale 1 is the model family's scale-1 model, the plain codec where it has none.
+    assert make_codec(settings, None, str(tiny_model.path), 1).layers.mode == "plain"
     with pytest.raises(DualcodecError, match="needs a scale of 2 or 4"):
         make_codec(settings, "bicubic", "unused", 1)
 

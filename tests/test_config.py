@@ -84,7 +84,10 @@ def test_int_is_accepted_for_a_float(tmp_path):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("[model]\nscale = 3\n", "scale"),
+        ("[model]\nscale = 3\n", "model.scale must be 1, 2 or 4"),
+        ("[model]\nside_stride = 6\n", "model.side_stride must be a power of two"),
+        ("[model]\nside_stride = 1\n", "model.side_stride must be a power of two, at least 2"),
+        ("[loss]\nside_lmbda = -0.5\n", "must not be negative"),
         ("[model]\ntaps = 4\n", "taps"),
         ('[model]\ndownsampler = "lanczos"\n', "downsampler"),
         ('[loss]\ndistortion = "ssim"\n', "distortion"),

@@ -72,7 +72,7 @@ def test_eval_writes_compressai_results_that_compressai_parses(tmp_path, capsys,
     assert "QP 30" in err and f"wrote {out}" in err
 
 
-def test_eval_of_the_default_model_reports_the_dual_layer(tmp_path, capsys, inputs):
+def test_eval_of_the_default_model_reports_the_dual_layer(default_model_path, tmp_path, capsys, inputs):
     out = tmp_path / "dual.json"
     code, err = _eval(capsys, inputs[0], "--qp", "32", "-q", "-o", out)
     assert code == 0, err

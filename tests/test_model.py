@@ -1,4 +1,4 @@
-"""dualcodec.model: forward pass, side-stream bytes, model files."""
+"""dualcodec.model: forward pass, the side stream through the model, distortion per block, model files."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import pytest
 import torch
 
 from dualcodec.config import ModelConfig
-from dualcodec.data import crops_to_planes
+from dualcodec.data import TRAINING_FORMAT, crops_to_planes
 from dualcodec.errors import DualcodecError
 from dualcodec.model import (
     MODEL_VERSION,
     BaseLayerOutput,
     DualLayerModel,
+    block_distortion,
     load_model,
+    plane_distortion,
     resolve_model_path,
     save_model,
 )
@@ -23,6 +25,7 @@ from dualcodec.nets.common import bicubic_down, bicubic_up, from_444, to_444
 from helpers import TINY_CONFIG, TINY_LMBDA, build_tiny_model
 
 TINY = ModelConfig(**TINY_CONFIG)
+LEVEL = 30  # the side level (QP) of the forward passes
 
 
 def fake_base(y_lr: torch.Tensor, uv_lr: torch.Tensor) -> BaseLayerOutput:
@@ -47,7 +50,7 @@ def test_forward_shapes():
     torch.manual_seed(0)
     model = DualLayerModel(TINY)
     y, uv = _planes()
-    out = model(y, uv, fake_base)
+    out = model(y, uv, fake_base, LEVEL, TRAINING_FORMAT)
     assert out.y_hat.shape == (2, 1, 64, 48) and out.uv_hat.shape == (2, 2, 32, 24)
     assert out.y_lr.shape == (2, 1, 32, 24) and out.uv_lr.shape == (2, 2, 16, 12)
     assert out.side_bits.shape == out.base_bits.shape == (2,)
@@ -58,17 +61,122 @@ def test_forward_shapes():
 def test_forward_scale_4_and_sizes_not_multiple_of_the_latent_stride():
     torch.manual_seed(0)
     model = DualLayerModel(ModelConfig(scale=4, **TINY_CONFIG))
-    y, uv = _planes(b=1, h=40, w=56)  # low resolution 10x14 (chroma 5x7): not a multiple of 8
-    out = model(y, uv, fake_base)
+    y, uv = _planes(b=1, h=40, w=56)  # low resolution 10x14 (chroma 5x7): not a multiple of the stride 4
+    out = model(y, uv, fake_base, LEVEL, TRAINING_FORMAT)
     assert out.y_lr.shape == (1, 1, 10, 14) and out.uv_lr.shape == (1, 2, 5, 7)
     assert out.y_hat.shape == (1, 1, 40, 56) and out.uv_hat.shape == (1, 2, 20, 28)
     assert torch.isfinite(out.side_bits).all() and (out.side_bits > 0).all()
 
 
+def test_forward_at_scale_1_is_a_post_filter_on_a_full_resolution_base():
+    torch.manual_seed(0)
+    model = DualLayerModel(ModelConfig(scale=1, **TINY_CONFIG))
+    y, uv = _planes(b=2, h=34, w=42)  # 9x11 latent blocks, the last ones partial
+    out = model(y, uv, fake_base, LEVEL, TRAINING_FORMAT)
+    assert out.y_lr is y and out.uv_lr is uv  # no downsampling: the base layer codes the frame itself
+    assert out.y_hat.shape == (2, 1, 34, 42) and out.uv_hat.shape == (2, 2, 17, 21)
+    assert torch.isfinite(out.side_bits).all() and (out.side_bits > 0).all()
+    # Untrained, the filter passes luma through (chroma goes through to_444 and back).
+    assert torch.allclose(out.y_hat, y, atol=1e-5)
+    assert torch.allclose(out.uv_hat, from_444(to_444(y, uv))[1], atol=1e-5)
+    out.y_hat.sum().backward()  # and it trains
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_side_residual_adds_the_enhancement_residual_channels_to_g_s(residual):
+    config = ModelConfig(side_residual=residual, **TINY_CONFIG)
+    model = DualLayerModel(config)
+    extra = 3 * config.scale ** 2 if residual else 0  # Y, Cb, Cr per phase of the pixel shuffle
+    assert model.g_s.body[-1].out_channels == config.side_channels + extra
+    s, r = model.g_s(torch.randn(1, config.latent_channels, 2, 3))
+    assert s.shape == (1, config.side_channels, 8, 12)
+    assert (r is None) == (not residual)
+    if residual:
+        assert r.shape == (1, extra, 8, 12) and torch.equal(r, torch.zeros_like(r))  # starts at zero
+
+
+def test_the_enhancement_residual_is_added_on_the_upsampled_base():
+    torch.manual_seed(0)
+    model = DualLayerModel(ModelConfig(**TINY_CONFIG))
+    y_lr_hat, uv_lr_hat = _lr_planes(b=1, h=16, w=24)
+    w_hat = torch.randn(1, TINY.latent_channels, 4, 6)
+    before = model.upsample(y_lr_hat, uv_lr_hat, w_hat)
+    with torch.no_grad():  # a residual of +0.1 on every luma phase, 0 on chroma
+        last = model.g_s.body[-1]
+        last.bias[TINY.side_channels:TINY.side_channels + 4] = 0.1
+    y_hat, uv_hat = model.upsample(y_lr_hat, uv_lr_hat, w_hat)
+    assert torch.allclose(y_hat - before[0], torch.full_like(y_hat, 0.1), atol=1e-6)
+    assert torch.allclose(uv_hat, before[1], atol=1e-6)
+    # Skipped (no latents): g_s still runs on zero latents, so the bias shows there too.
+    y_skip, _ = model.upsample(y_lr_hat, uv_lr_hat, None)
+    y_zero, _ = model.upsample(y_lr_hat, uv_lr_hat, torch.zeros_like(w_hat))
+    assert torch.equal(y_skip, y_zero)
+
+
+def _forward_parts(model, y, uv, skip_lmbda):
+    """A forward pass in evaluation (rounded latents) with its per-block bits captured, and
+    the two reconstructions it chooses between: every block enhanced, every block skipped."""
+    seen = {}
+    hook = model.latent_coder.register_forward_hook(lambda m, args, out: seen.update(w_hat=out[0], bits=out[1]))
+    out = model(y, uv, fake_base, LEVEL, TRAINING_FORMAT, skip_lmbda=skip_lmbda)
+    hook.remove()
+    with torch.no_grad():
+        enhanced = model.upsample(out.y_lr, out.uv_lr, seen["w_hat"])
+        skipped = model.upsample(out.y_lr, out.uv_lr, None)
+    return out, seen["bits"], enhanced, skipped
+
+
+def test_forward_without_skip_lmbda_enhances_every_block():
+    model, _ = build_tiny_model(seed=0)
+    model.eval()
+    y, uv = _planes(b=2, h=64, w=48)
+    out, bits, enhanced, _ = _forward_parts(model, y, uv, None)
+    assert bits.shape == (2, 8, 6)  # per block: 32x24 base, stride 4
+    assert torch.allclose(out.side_bits, bits.sum(dim=(1, 2)))
+    assert torch.allclose(out.y_hat, enhanced[0], atol=1e-6) and torch.allclose(out.uv_hat, enhanced[1], atol=1e-6)
+
+
+def test_forward_with_a_prohibitive_skip_lmbda_skips_every_block():
+    from dualcodec.model import binary_entropy
+
+    model, _ = build_tiny_model(seed=0)
+    model.eval()
+    y, uv = _planes(b=2, h=64, w=48)
+    out, _, _, skipped = _forward_parts(model, y, uv, 1e12)
+    assert torch.allclose(out.y_hat, skipped[0], atol=1e-6) and torch.allclose(out.uv_hat, skipped[1], atol=1e-6)
+    # Only the flags are paid for (at the clipped probability the coder's p byte allows).
+    flags = binary_entropy(torch.tensor(0.0)) * 8 * 6
+    assert torch.allclose(out.side_bits, flags.expand(2))
+
+
+@pytest.mark.parametrize("skip_lmbda", [0.0, 3e-4])
+def test_forward_with_skip_lmbda_takes_each_block_from_the_cheaper_reconstruction(skip_lmbda):
+    from dualcodec.model import binary_entropy
+
+    model, _ = build_tiny_model(seed=0)  # random weights: its latents help some blocks, harm others
+    model.eval()
+    y, uv = _planes(b=2, h=64, w=48)
+    out, bits, enhanced, skipped = _forward_parts(model, y, uv, skip_lmbda)
+    # The encoder's rule (dualcodec.codec.ModelLayers.side), computed here from its parts.
+    gain = block_distortion(*skipped, y, uv, 8) - block_distortion(*enhanced, y, uv, 8)
+    chosen = gain > skip_lmbda * bits / (64 * 48)
+    assert 0 < int(chosen.sum()) < chosen.numel(), "the example should enhance some blocks and skip others"
+    for n in range(2):
+        for i in range(8):
+            for j in range(6):
+                source = enhanced if chosen[n, i, j] else skipped
+                rows, cols = slice(8 * i, 8 * i + 8), slice(8 * j, 8 * j + 8)
+                assert torch.allclose(out.y_hat[n, :, rows, cols], source[0][n, :, rows, cols], atol=1e-6)
+                rows, cols = slice(4 * i, 4 * i + 4), slice(4 * j, 4 * j + 4)
+                assert torch.allclose(out.uv_hat[n, :, rows, cols], source[1][n, :, rows, cols], atol=1e-6)
+    flags = binary_entropy(chosen.float().mean(dim=(1, 2))) * 48
+    assert torch.allclose(out.side_bits, (chosen * bits).sum(dim=(1, 2)) + flags, rtol=1e-5)
+
+
 def test_forward_without_side_stream_has_zero_side_bits():
     model = DualLayerModel(ModelConfig(side_stream=False, downsampler="bicubic", **TINY_CONFIG))
     assert not model.has_side_stream
-    out = model(*_planes(), fake_base)
+    out = model(*_planes(), fake_base, LEVEL, TRAINING_FORMAT)
     assert torch.equal(out.side_bits, torch.zeros(2))
     assert out.y_hat.shape == (2, 1, 64, 48) and out.uv_hat.shape == (2, 2, 32, 24)
 
@@ -77,15 +185,15 @@ def test_entropy_model_stays_fp32_under_bf16_autocast():
     torch.manual_seed(0)
     model = DualLayerModel(TINY)
     y, uv = _planes()
-    reference = model(y, uv, fake_base).side_bits
+    reference = model(y, uv, fake_base, LEVEL, TRAINING_FORMAT).side_bits
     torch.manual_seed(0)
     model = DualLayerModel(TINY)
     seen = {}
-    model.entropy_bottleneck.register_forward_hook(lambda m, args, out: seen.update(w=args[0], w_hat=out[0]))
+    model.latent_coder.register_forward_hook(lambda m, args, out: seen.update(w=args[0], w_hat=out[0], bits=out[1]))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(y, uv, fake_base)
+        out = model(y, uv, fake_base, LEVEL, TRAINING_FORMAT)
     assert out.y_hat.dtype == out.uv_hat.dtype == torch.bfloat16  # the networks did run in bf16
-    assert seen["w"].dtype == seen["w_hat"].dtype == torch.float32
+    assert seen["w"].dtype == seen["w_hat"].dtype == seen["bits"].dtype == torch.float32
     assert torch.isfinite(out.side_bits).all()
     assert torch.allclose(out.side_bits, reference, rtol=0.1)  # bits from bf16 features, fp32 likelihoods
 
@@ -93,7 +201,7 @@ def test_entropy_model_stays_fp32_under_bf16_autocast():
 def test_forward_is_differentiable_end_to_end():
     model, _ = build_tiny_model(seed=0)
     y, uv = _planes()
-    out = model(y, uv, fake_base)
+    out = model(y, uv, fake_base, LEVEL, TRAINING_FORMAT)
     loss = (out.y_hat - y).abs().mean() + (out.uv_hat - uv).abs().mean() + 1e-3 * out.side_bits.mean()
     loss.backward()
     for module in (model.downsampler, model.g_a, model.g_s, model.upsampler):
@@ -110,14 +218,28 @@ def test_base_layer_sees_the_downsampled_frame():
 
     model = DualLayerModel(TINY)
     # What the base layer returns is what the side analysis and the upsampler see.
-    model.g_a.register_forward_hook(lambda m, args, out: seen.update(analysis=args[1]))
+    model.g_a.register_forward_hook(lambda m, args, out: seen.update(analysis=args[2]))
     model.upsampler.register_forward_hook(lambda m, args, out: seen.update(upsampler=args[0]))
-    out = model(*_planes(), spy)
+    out = model(*_planes(), spy, LEVEL, TRAINING_FORMAT)
     assert seen["y_lr"] is out.y_lr and seen["uv_lr"] is out.uv_lr
     assert torch.equal(out.base_bits, torch.full((2,), 123.0))
     decoded = torch.tensor([0.25, 0.75, 0.75]).view(1, 3, 1, 1)
     assert torch.equal(seen["upsampler"], decoded.expand(2, 3, 32, 24))
     assert torch.equal(seen["analysis"], decoded.expand(2, 3, 32, 24))
+
+
+def test_the_latent_coder_sees_the_activity_classes_of_the_decoded_base():
+    seen = {}
+    model, _ = build_tiny_model(seed=0)
+    model.latent_coder.register_forward_hook(lambda m, args, out: seen.update(classes=args[1], level=args[2]))
+    y, uv = _planes()
+    out = model(y, uv, fake_base, 37, TRAINING_FORMAT)
+    y_lr = out.y_lr.detach()
+    assert torch.equal(seen["classes"], model.side_classes(y_lr, TRAINING_FORMAT)) and seen["level"] == 37
+    assert seen["classes"].shape == (2, 8, 6)
+    # From the code values: the flat base of a constant frame is class 0 everywhere.
+    flat = torch.full((1, 1, 32, 24), 0.5)
+    assert torch.equal(model.side_classes(flat, TRAINING_FORMAT), torch.zeros(1, 8, 6, dtype=torch.int64))
 
 
 def test_untrained_downsampler_is_bicubic_per_plane():
@@ -143,11 +265,14 @@ def _lr_planes(b=2, h=16, w=24, seed=3) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("scale", [2, 4])
-def test_untrained_upsampler_is_bicubic_in_the_interior(scale):
+@pytest.mark.parametrize("latents", ["random", "skipped"])
+def test_untrained_upsampler_is_bicubic_in_the_interior(scale, latents):
     torch.manual_seed(0)
     model = DualLayerModel(ModelConfig(scale=scale, **TINY_CONFIG))
     y_lr_hat, uv_lr_hat = _lr_planes()
-    w_hat = torch.randn(2, TINY.latent_channels, 2, 3)  # the side features cannot matter yet
+    assert model.latent_size(16, 24) == (4, 6)
+    # Neither the side features nor the enhancement residual matter yet.
+    w_hat = torch.randn(2, TINY.latent_channels, 4, 6) if latents == "random" else None
     y_hat, uv_hat = model.upsample(y_lr_hat, uv_lr_hat, w_hat)
     assert y_hat.shape == (2, 1, 16 * scale, 24 * scale) and uv_hat.shape == (2, 2, 8 * scale, 12 * scale)
     border = 2 * scale
@@ -211,8 +336,8 @@ def test_save_load_round_trip(tmp_path):
     model.eval()
     y, uv = _planes()
     with torch.no_grad():
-        a = model(y, uv, fake_base)
-        b = loaded.model(y, uv, fake_base)
+        a = model(y, uv, fake_base, LEVEL, TRAINING_FORMAT)
+        b = loaded.model(y, uv, fake_base, LEVEL, TRAINING_FORMAT)
     assert torch.equal(a.y_hat, b.y_hat) and torch.equal(a.uv_hat, b.uv_hat)
     assert torch.equal(a.side_bits, b.side_bits)
     # Saving the loaded model again gives the same fingerprint: it covers weights and config.
@@ -285,6 +410,16 @@ def test_version_1_model_file_is_refused_with_a_message(saved):
     assert "R'G'B'" in str(info.value) and "m.pt" in str(info.value) and "retrain" in str(info.value)
 
 
+def test_version_2_model_file_is_refused_with_a_message(saved):
+    # Model format 2 had a factorised side latent (CompressAI's EntropyBottleneck).
+    _set_version(saved, 2)
+    with pytest.raises(DualcodecError, match="version 2") as info:
+        load_model(str(saved))
+    message = str(info.value)
+    assert "factorised" in message and "enhancement layer" in message and "retrain" in message
+    assert "m.pt" in message and "\n" not in message
+
+
 def test_unknown_model_name(tmp_path):
     with pytest.raises(DualcodecError, match="no model named or at"):
         resolve_model_path(str(tmp_path / "missing.pt"))
@@ -292,44 +427,102 @@ def test_unknown_model_name(tmp_path):
         load_model("no-such-built-in-model")
 
 
-def test_compress_decompress_side_reproduces_w_hat(saved):
-    model = load_model(str(saved)).model  # save_model ran update(): coding tables are ready
-    y, uv = _planes(b=2, h=64, w=48, seed=1)
+def _coded(model, y, uv, level=LEVEL):
+    """What the encoder codes for planes ``y, uv`` over a lossless base: ``(q, classes)``."""
     y_lr_hat, uv_lr_hat = (p.clamp(0, 1) for p in model.downsample(y, uv))
-    strings = model.compress_side(y, uv, y_lr_hat, uv_lr_hat)
-    assert len(strings) == 2 and all(isinstance(s, bytes) and len(s) > 0 for s in strings)
-    w_hat = model.decompress_side(strings, 32, 24)
-    assert w_hat.shape == (2, TINY.latent_channels, 4, 3)
     with torch.no_grad():
-        w = model._analysis(y, uv, y_lr_hat, uv_lr_hat)
-        reference, _ = model.entropy_bottleneck(w, training=False)
-    assert reference.abs().max() > 0  # the latents carry something
-    assert torch.equal(w_hat, reference)
-    # Per frame: the strings are independent.
-    assert torch.equal(model.decompress_side(strings[1:], 32, 24), reference[1:])
+        q = model.latent_coder.quantize(model.analyse(y, uv, y_lr_hat, uv_lr_hat), level)
+    return q, model.side_classes(y_lr_hat, TRAINING_FORMAT)
+
+
+def test_side_stream_round_trip_through_the_model_reproduces_w_hat(saved):
+    model = load_model(str(saved)).model  # save_model ran update(): coding tables are ready
+    coder = model.latent_coder
+    y, uv = _planes(b=1, h=64, w=48, seed=1)
+    q, classes = _coded(model, y, uv)
+    assert q.shape == (1, TINY.latent_channels, 8, 6) and classes.shape == (1, 8, 6)
+    assert (q != 0).float().mean() > 0.3  # the tiny model's latents carry something at level 30
+    enhanced = torch.ones(8, 6, dtype=torch.bool)
+    enhanced[2:5, 1:4] = False
+    payload = coder.compress(q, classes, LEVEL, enhanced)
+    decoded = coder.decompress(payload, classes)
+    assert decoded.level == LEVEL and torch.equal(decoded.enhanced, enhanced)
+    assert torch.equal(decoded.w_hat, coder.dequantize(q * enhanced, LEVEL))
+
+
+def test_the_encoders_reconstruction_is_the_decoders_exactly(saved):
+    model = load_model(str(saved)).model
+    coder = model.latent_coder
+    y, uv = _planes(b=1, h=64, w=48, seed=1)
+    q, classes = _coded(model, y, uv)
+    enhanced = torch.ones(8, 6, dtype=torch.bool)
+    decoded = coder.decompress(coder.compress(q, classes, LEVEL, enhanced), classes)
+    y_lr_hat, uv_lr_hat = (p.clamp(0, 1) for p in model.downsample(y, uv))
+    with torch.no_grad():
+        a = model.upsample(y_lr_hat, uv_lr_hat, decoded.w_hat)
+        b = model.upsample(y_lr_hat, uv_lr_hat, coder.dequantize(q * enhanced, LEVEL))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
 def test_side_stream_size_follows_the_latents(saved):
     model = load_model(str(saved)).model
-    big = _planes(b=1, h=128, w=128, seed=2)
-    small = _planes(b=1, h=32, w=32, seed=2)
-    n_big = len(model.compress_side(*big, *model.downsample(*big))[0])
-    n_small = len(model.compress_side(*small, *model.downsample(*small))[0])
-    assert n_big > n_small
+    coder = model.latent_coder
+
+    def size(h, w, level=LEVEL):
+        q, classes = _coded(model, *_planes(b=1, h=h, w=w, seed=2), level)
+        return len(coder.compress(q, classes, level, torch.ones(q.shape[-2:], dtype=torch.bool)))
+
+    assert size(128, 128) > size(32, 32)  # more blocks
+    assert size(64, 64, level=20) > size(64, 64, level=30) > size(64, 64, level=45)  # finer quantiser
+
+
+@pytest.mark.parametrize("b, h, w, block", [(1, 64, 48, 8), (2, 32, 16, 4),
+                                            (1, 30, 22, 8), (2, 18, 34, 4), (1, 6, 10, 16)])
+def test_block_distortion_shares_out_each_frames_plane_distortion(b, h, w, block):
+    gen = torch.Generator().manual_seed(h * w)
+    y, uv = torch.rand(b, 1, h, w, generator=gen), torch.rand(b, 2, h // 2, w // 2, generator=gen)
+    y_hat, uv_hat = y + 0.1 * torch.randn(y.shape, generator=gen), uv + 0.1 * torch.randn(uv.shape, generator=gen)
+    blocks = block_distortion(y_hat, uv_hat, y, uv, block)
+    assert blocks.shape == (b, -(-h // block), -(-w // block))  # partial blocks at the right and bottom edges
+    assert (blocks >= 0).all()
+    for n in range(b):  # each frame's blocks add up to that frame's distortion
+        frame = plane_distortion(y_hat[n:n + 1], uv_hat[n:n + 1], y[n:n + 1], uv[n:n + 1], kind="l1")
+        assert float(blocks[n].sum()) == pytest.approx(float(frame), rel=1e-5), n
+    # Each block holds its own pixels' error: 6/8 of luma and 2/8 of chroma, as means over the planes.
+    i, j = blocks.shape[1] - 1, 0
+    ey = (y_hat - y)[:1].abs()[..., i * block:(i + 1) * block, :block].sum() / (h * w)
+    euv = (uv_hat - uv)[:1].abs()[..., i * block // 2:(i + 1) * block // 2, :block // 2].sum() / uv[:1].numel()
+    assert float(blocks[0, i, j]) == pytest.approx(float((6 * ey + 2 * euv) / 8), rel=1e-5)
+
+
+def test_block_distortion_of_an_error_in_one_block_is_in_that_block():
+    y, uv = torch.zeros(2, 1, 24, 40), torch.zeros(2, 2, 12, 20)
+    y_hat = y.clone()
+    y_hat[1, :, 9, 17] = 0.5  # frame 2, block (1, 2) at block size 8
+    blocks = block_distortion(y_hat, uv, y, uv, 8)
+    assert float(blocks[1, 1, 2]) == pytest.approx(6 * 0.5 / (24 * 40) / 8)
+    blocks[1, 1, 2] = 0
+    assert torch.equal(blocks, torch.zeros(2, 3, 5))
 
 
 def test_latent_size_rounds_up():
-    model = DualLayerModel(TINY)
-    assert model.latent_size(16, 24) == (2, 3)
-    assert model.latent_size(17, 1) == (3, 1)
+    model = DualLayerModel(TINY)  # stride 4
+    assert model.latent_size(16, 24) == (4, 6)
+    assert model.latent_size(17, 1) == (5, 1)
+    assert DualLayerModel(ModelConfig(side_stride=8, **TINY_CONFIG)).latent_size(17, 1) == (3, 1)
 
 
 def test_model_file_is_self_describing(saved):
     payload = torch.load(saved, weights_only=True)
-    assert payload["format"] == "dualcodec-model" and payload["version"] == MODEL_VERSION == 2
-    assert payload["config"]["up_width"] == 8
-    # The coding tables are in the file (update() ran before saving).
-    assert any(k.endswith("_quantized_cdf") and v.numel() > 0 for k, v in payload["state_dict"].items())
+    assert payload["format"] == "dualcodec-model" and payload["version"] == MODEL_VERSION == 3
+    assert payload["config"]["up_width"] == 8 and payload["config"]["side_stride"] == 4
+    # The coding tables are in the file (update() ran before saving): the Gaussians' CDFs and,
+    # per (level, class, channel), the entry the decoder uses, and the gains per level.
+    state = payload["state_dict"]
+    assert state["latent_coder.gaussian._quantized_cdf"].shape[0] == 64
+    assert state["latent_coder.index_table"].shape == (64, 7, TINY.latent_channels)
+    assert state["latent_coder.gain_table"].shape == (64, TINY.latent_channels)
+    assert state["latent_coder.index_table"].dtype == torch.int32
 
 
 def test_builtin_dir_resolution(tmp_path, monkeypatch):

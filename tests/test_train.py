@@ -20,7 +20,7 @@ from dualcodec.config import Experiment, LossConfig, load_experiment
 from dualcodec.errors import DualcodecError
 from dualcodec.schedule import make_plan
 from dualcodec.model import plane_distortion as _distortion
-from dualcodec.train import World, _loss, config_fingerprint, deepspeed_config, psnr_yuv
+from dualcodec.train import World, _loss, config_fingerprint, deepspeed_config, psnr_yuv, side_weight
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "smoke.toml"
@@ -30,7 +30,7 @@ needs_data = pytest.mark.skipif(not TRAIN_DIR.is_dir(), reason=f"training images
 
 def _train_cmd(out_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "dualcodec.cli", "train", str(SMOKE), "--set", f"train.out_dir='{out_dir}'",
-            "--set", f"data.train_dir='{TRAIN_DIR}'", "-q", *extra]
+            "--set", f"data.train_dirs=['{TRAIN_DIR}']", "-q", *extra]
 
 
 def _env() -> dict[str, str]:
@@ -143,19 +143,41 @@ def test_loss_is_distortion_plus_lmbda_times_bits_per_luma_pixel():
     side_bits, base_bits = torch.tensor([96.0, 192.0]), torch.tensor([480.0, 960.0])
     out = ForwardOutput(y_hat, uv_hat, y[..., ::2, ::2], uv[..., ::2, ::2], side_bits, base_bits)
     pixels = 2 * 8 * 12  # luma samples
+    distortion = (6 * 0.05 + 2 * 0.02) / 8
     for base_rate in (True, False):
         exp = Experiment(loss=LossConfig(distortion="l1", lmbda=0.02, base_rate=base_rate, side_rate_warmup=10))
-        loss, stats = _loss(out, y, uv, exp, qp=38, step=None)
-        distortion = (6 * 0.05 + 2 * 0.02) / 8
+        loss, stats = _loss(out, y, uv, exp, qp=38, side=side_weight(exp.loss, None))
         rate = side_bits.sum() / pixels + (base_bits.sum() / pixels if base_rate else 0.0)
         assert stats.distortion == pytest.approx(distortion, rel=1e-5)
         assert stats.side_bpp == pytest.approx(288 / pixels) and stats.base_bpp == pytest.approx(1440 / pixels)
         assert loss.item() == pytest.approx(distortion + lmbda_at(0.02, 38) * rate.item(), rel=1e-5)
         assert stats.psnr == pytest.approx(psnr_yuv(y_hat, uv_hat, y, uv))
-    # In training, the side bits ramp in over side_rate_warmup steps.
-    exp = Experiment(loss=LossConfig(distortion="l1", lmbda=0.02, base_rate=False, side_rate_warmup=10))
-    early, _ = _loss(out, y, uv, exp, qp=32, step=5)
-    assert early.item() == pytest.approx(distortion + 0.02 * 0.5 * 288 / pixels, rel=1e-5)
+    # The side bits count with the weight given (side_weight: ramped in, times side_lmbda) ...
+    exp = Experiment(loss=LossConfig(distortion="l1", lmbda=0.02, base_rate=False))
+    for side in (0.0, 0.5, 3.0):
+        loss, stats = _loss(out, y, uv, exp, qp=32, side=side)
+        assert loss.item() == pytest.approx(distortion + 0.02 * side * 288 / pixels, rel=1e-5)
+        assert stats.side_bpp == pytest.approx(288 / pixels)  # ... and are reported unweighed
+
+
+def test_side_weight_waits_ramps_and_scales():
+    def weights(**loss):
+        config = LossConfig(**loss)
+        return [side_weight(config, step) for step in (0, 4, 5, 10, 15, 20, 100)] + [side_weight(config, None)]
+
+    assert weights() == [1.0] * 8
+    assert weights(side_rate_warmup=10) == [0.0, 0.4, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert weights(side_rate_delay=5) == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert weights(side_rate_delay=10, side_rate_warmup=10) == [0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0]
+    assert weights(side_lmbda=0.25, side_rate_delay=10, side_rate_warmup=10) == [
+        0.0, 0.0, 0.0, 0.0, 0.125, 0.25, 0.25, 0.25]  # validation: fully ramped in
+    assert weights(side_lmbda=0.0) == [0.0] * 8
+
+
+@pytest.mark.parametrize("field", ["lmbda", "side_lmbda", "side_rate_delay", "side_rate_warmup"])
+def test_negative_loss_weights_and_steps_are_refused(field):
+    with pytest.raises(DualcodecError, match="must not be negative"):
+        LossConfig(**{field: -1})
 
 
 @needs_data
@@ -241,7 +263,7 @@ def recording_next(self):
     return x
 data.TrainStream.next = recording_next
 smoke, out, train_dir, dump = sys.argv[1:5]
-exp = load_experiment(smoke, [f"train.out_dir='{out}'", f"data.train_dir='{train_dir}'", "schedule.steps=6",
+exp = load_experiment(smoke, [f"train.out_dir='{out}'", f"data.train_dirs=['{train_dir}']", "schedule.steps=6",
                               "train.val_every=6", "train.checkpoint_every=100", "train.images_every=0"])
 result = train(exp, Path(smoke), progress=False)
 # parameters only: rank 0 also fills the entropy coder's tables (buffers) when it exports
@@ -303,7 +325,7 @@ def test_temporal_cycle_trains_on_clips_from_frame_folders(tmp_path):
     (tmp_path / "frames").mkdir()
     write_frames(clip, tmp_path / "frames" / clip.stem, max_frames=12)
     cmd = [sys.executable, "-m", "dualcodec.cli", "train", str(SMOKE), "--set", f"train.out_dir='{tmp_path}'",
-           "--set", f"data.train_dir='{tmp_path / 'frames'}'", "--set", "schedule.steps=8", "--set", "schedule.crops=[32]",
+           "--set", f"data.train_dirs=['{tmp_path / 'frames'}']", "--set", "schedule.steps=8", "--set", "schedule.crops=[32]",
            "--set", "schedule.crop_fractions=[1]", "--set", "schedule.clips=[1, 3]", "--set", "schedule.clip_fractions=[1, 1]",
            "--set", "train.log_every=2", "--set", "train.val_every=8", "-q"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())

@@ -1,12 +1,20 @@
 """Side-stream transforms: analysis ``g_a`` (encoder only) and synthesis ``g_s``.
 
-    g_a: [x as pixel_unshuffle(s) ; x_lr_hat] at low resolution h x w
-         --conv/2--conv/2--conv/2--> y [B, M, h/8, w/8]
-    g_s: y_hat --(conv, pixel_shuffle 2) x 3--> s [B, C_s, h, w]
+The side stream is an enhancement layer: it codes what the upsampled base layer lacks.
+``g_a`` sees, on the base layer's grid (full-resolution inputs folded in by
+``pixel_unshuffle(s)``), the original ``x``, the *residual* ``x - up(x_lr_hat)`` against
+the bicubic upsampling of the decoded base, and the decoded base ``x_lr_hat`` itself
+(the encoder runs the decoder's loop), so its bits go to what the base layer lost::
 
-``g_a`` sees the decoded base frame ``x_lr_hat`` as well as the original ``x`` (the
-encoder runs the decoder's loop), so the side stream can spend its bits on what the
-base layer lost. ``g_s`` runs at the decoder and feeds the upsampler's kernel predictor.
+    g_a: [x, x - up(x_lr_hat)] --unshuffle(s)--+
+         x_lr_hat -----------------------------+--cat--(conv/2) x log2(stride)--conv--> w [B, M, h/stride, w/stride]
+    g_s: w_hat --(conv, pixel_shuffle 2) x log2(stride)--conv--> [s [B, C_s, h, w] ; r [B, 3 s^2, h, w]]
+
+``r`` is the enhancement residual: ``pixel_shuffle(s)`` puts it at full resolution, where
+it is added on the upsampled base (the skip path: the latents reach the output through
+three layers). ``s`` enters the upsampler's feature network beside the decoded base,
+where it steers the per-pixel filter weights and the per-pixel detail term: that part of
+the synthesis is conditioned on the base layer.
 """
 
 from __future__ import annotations
@@ -16,44 +24,57 @@ from torch import nn
 
 from dualcodec.nets.common import Normalize, conv3x3
 
-STRIDE = 8  # low-resolution pixels per latent sample, each direction
+RESIDUAL_STD = 0.05  # typical size of the residual on the unit scale: the input's scaling
+
+
+def _stages(stride: int) -> int:
+    stages = stride.bit_length() - 1
+    if stride < 2 or 1 << stages != stride:
+        raise ValueError(f"side stride must be a power of two >= 2, got {stride}")
+    return stages
 
 
 class SideAnalysis(nn.Module):
-    def __init__(self, scale: int, latent_channels: int, width: int = 32) -> None:
+    def __init__(self, scale: int, latent_channels: int, width: int = 32, stride: int = 4) -> None:
         super().__init__()
         self.normalize = Normalize()
         self.unshuffle = nn.PixelUnshuffle(scale)
-        c_in = 3 * scale * scale + 3
-        self.body = nn.Sequential(
-            conv3x3(c_in, width, stride=2),
-            nn.LeakyReLU(0.1),
-            conv3x3(width, width, stride=2),
-            nn.LeakyReLU(0.1),
-            conv3x3(width, width, stride=2),
-            nn.LeakyReLU(0.1),
-            conv3x3(width, latent_channels),
-        )
-        nn.init.zeros_(self.body[-1].weight)  # latents start at zero: no side bits until useful
-        nn.init.zeros_(self.body[-1].bias)
+        layers: list[nn.Module] = []
+        c = 6 * scale * scale + 3
+        for _ in range(_stages(stride)):
+            layers += [conv3x3(c, width, stride=2), nn.LeakyReLU(0.1)]
+            c = width
+        layers.append(conv3x3(width, latent_channels))
+        self.body = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor, x_lr_hat: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[B,3,sh,sw]``, ``x_lr_hat`` ``[B,3,h,w]``: Y, Cb, Cr on the unit scale, h and w divisible by 8."""
-        z = torch.cat([self.unshuffle(self.normalize(x)), self.normalize(x_lr_hat)], dim=1)
+    def forward(self, x: torch.Tensor, x_up: torch.Tensor, x_lr_hat: torch.Tensor) -> torch.Tensor:
+        """``x`` and ``x_up`` (the upsampled decoded base) ``[B,3,sh,sw]``, ``x_lr_hat``
+        ``[B,3,h,w]``: Y, Cb, Cr on the unit scale, h and w divisible by the stride."""
+        residual = (x - x_up) / RESIDUAL_STD
+        z = torch.cat([self.unshuffle(self.normalize(x)), self.unshuffle(residual), self.normalize(x_lr_hat)], dim=1)
         return self.body(z)
 
 
 class SideSynthesis(nn.Module):
-    def __init__(self, latent_channels: int, out_channels: int, width: int = 32) -> None:
+    def __init__(self, latent_channels: int, out_channels: int, width: int = 64, stride: int = 4,
+                 residual_channels: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = latent_channels
-        for _ in range(3):
+        for _ in range(_stages(stride)):
             layers += [conv3x3(c, width), nn.LeakyReLU(0.1), nn.PixelShuffle(2)]
             c = width // 4
-        layers.append(conv3x3(c, out_channels))
+        layers.append(conv3x3(c, out_channels + residual_channels))
         self.body = nn.Sequential(*layers)
+        self.out_channels = out_channels
+        with torch.no_grad():  # the residual starts at zero: an untrained model is the upsampler alone
+            self.body[-1].weight[out_channels:] = 0
+            self.body[-1].bias[out_channels:] = 0
 
-    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
-        """``y_hat`` ``[B,M,h/8,w/8]`` to side features ``[B,C_s,h,w]``."""
-        return self.body(y_hat)
+    def forward(self, w_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``w_hat`` ``[B,M,h/stride,w/stride]`` to side features ``s`` ``[B,C_s,h,w]`` and the
+        residual ``r`` ``[B,3 s^2,h,w]`` (``None`` without one)."""
+        out = self.body(w_hat)
+        if out.shape[1] == self.out_channels:
+            return out, None
+        return out[:, : self.out_channels], out[:, self.out_channels :]

@@ -72,8 +72,9 @@ class SpatiallyVaryingUpsampler(nn.Module):
         filters[1:] += 0.02 * torch.randn_like(filters[1:])
         self.filters = nn.Parameter(filters)  # [K, s*s, t, t]
 
-    def features(self, x_lr_hat: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        f = F.leaky_relu(self.conv_in(torch.cat([self.normalize(x_lr_hat), s], dim=1)), 0.1)
+    def features(self, x_lr_hat: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
+        z = self.normalize(x_lr_hat) if s is None else torch.cat([self.normalize(x_lr_hat), s], dim=1)
+        f = F.leaky_relu(self.conv_in(z), 0.1)
         for conv in self.body:
             f = f + F.leaky_relu(conv(f), 0.1)
         return f
@@ -97,8 +98,11 @@ class SpatiallyVaryingUpsampler(nn.Module):
         out = F.conv2d(x_padded.contiguous(), weight, groups=c)
         return out.view(b, c, self.num_filters, self.scale * self.scale, h, w)
 
-    def forward(self, x_lr_hat: torch.Tensor, s: torch.Tensor, rows: int = 32) -> torch.Tensor:
-        """``x_lr_hat`` ``[B,3,h,w]`` (Y, Cb, Cr on the unit scale), ``s`` ``[B,C_s,h,w]`` -> ``x_hat`` ``[B,3,sh,sw]``.
+    def forward(self, x_lr_hat: torch.Tensor, s: torch.Tensor | None, residual: torch.Tensor | None = None,
+                rows: int = 32) -> torch.Tensor:
+        """``x_lr_hat`` ``[B,3,h,w]`` (Y, Cb, Cr on the unit scale), ``s`` ``[B,C_s,h,w]`` (``None``
+        without a side stream) -> ``x_hat`` ``[B,3,sh,sw]``; ``residual`` ``[B,3 s^2,h,w]``, in
+        pixel-shuffle layout, is added at the end.
 
         The mixture is formed at low resolution, phase by phase, in strips of ``rows``
         rows (the candidates of a strip stay in cache); one pixel shuffle at the end
@@ -116,4 +120,6 @@ class SpatiallyVaryingUpsampler(nn.Module):
         mixed = torch.cat(strips, dim=-2).reshape(b, c * self.scale * self.scale, h, w)
         if self.detail is not None:
             mixed = mixed + self.detail(f)  # channel c*s*s + phase, as pixel_shuffle reads it
+        if residual is not None:
+            mixed = mixed + residual
         return F.pixel_shuffle(mixed, self.scale)

@@ -1,27 +1,31 @@
-"""Create the version 2 golden files of the container-format stability test.
+"""Create the version 3 golden files of the container-format stability test.
 
     .venv/bin/python tests/golden/make_golden.py
 
-Next to this script lie:
+Next to this script lie, written by earlier versions of it (see git history) and never
+regenerated:
 
-* ``golden.mp4``: a version 1 dual file of the clip below, written by an earlier version
-  of this script (see git history) and never regenerated. Its learned layers worked in
+* ``golden.mp4``: a version 1 dual file of the clip below. Its learned layers worked in
   R'G'B': today's reader reads its header and streams and refuses to decode it.
-* ``golden_model.pt``: a tiny model (fixed seed and config, briefly fitted to the clip
-  below with the real H.264 base layer, so its side stream carries real latents). The
-  script trains and writes it only when the file is missing or is not a model of today's
-  format (model format 1 worked in R'G'B'); otherwise it is reused as it is.
+* ``golden_v2.mp4``: a version 2 dual file of the clip below (GOP 2). Its side stream was a
+  factorised latent (model format 2): today's reader reads its header and streams and
+  refuses to decode it.
 
-From ``golden_model.pt`` the script writes:
+The script writes:
 
-* ``golden_v2.mp4``        the fixed synthetic 45x37, 3-frame clip in format version 2,
-                           H.264 QP 30, GOP 2 (key frames at frames 1 and 3);
-* ``golden_v2_frames.npz`` its decoded frames: ``y`` uint8 ``[3, 37, 45]``, ``u`` and
+* ``golden_model.pt``      a tiny model (fixed seed and config, briefly fitted to the clip
+                           below with the real H.264 base layer, so its enhancement layer
+                           carries real latents), trained and written only when the file is
+                           missing or is not a model of today's format (model format 1 worked
+                           in R'G'B', 2 had the factorised side latent); otherwise reused;
+* ``golden_v3.mp4``        the fixed synthetic 45x37, 3-frame clip in format version 3,
+                           H.264 QP 30 (side level 30), GOP 2 (key frames at frames 1 and 3);
+* ``golden_v3_frames.npz`` its decoded frames: ``y`` uint8 ``[3, 37, 45]``, ``u`` and
                            ``v`` uint8 ``[3, 19, 23]``;
 
 and prints the model's fingerprint and the md5 of the encoder's bitstream (base and side
 packets in file order) that tests/test_container.py pins. Regenerate only on purpose,
-when the format changes: then bump the format version, keep this version's files for the
+when the format changes: then bump the format version, keep this version's file for the
 reader, and update the test.
 """
 
@@ -75,15 +79,14 @@ def clip():
 def model(steps: int = 150):
     """The tiny model, briefly trained on the clip itself with the real H.264 base layer.
 
-    An untrained model has an empty side stream (its last analysis layer is zero) and
-    random weights make the side stream useless, so the encoder would skip it; a short
-    fit makes the side stream worth its bits and the file carries real latents.
+    An untrained model's enhancement layer changes nothing (the synthesis's residual and the
+    upsampler's kernel predictor start at zero), so the encoder would skip every block; a
+    short fit makes the side stream worth its bits and the file carries real latents.
     """
     from dualcodec.basecodec import planes_to_tensors
     from dualcodec.config import ModelConfig
-    from dualcodec.model import DualLayerModel
+    from dualcodec.model import DualLayerModel, plane_distortion
     from dualcodec.proxy import RealCodecLayer
-    from dualcodec.train import _distortion
     from dualcodec.video import pad_planes
     from dualcodec.yuv import planes_to_unit
 
@@ -98,11 +101,11 @@ def model(steps: int = 150):
     base = RealCodecLayer("h264", "medium", QP)
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
     for _ in range(steps):
-        out = net(y, uv, base)
+        out = net(y, uv, base, QP, fmt)
         pixels = y.shape[0] * y.shape[2] * y.shape[3]
-        loss = _distortion(out.y_hat, out.uv_hat, y, uv, "l1") + LMBDA * out.side_bits.sum() / pixels
+        loss = plane_distortion(out.y_hat, out.uv_hat, y, uv, "l1") + LMBDA * out.side_bits.sum() / pixels
         optimizer.zero_grad()
-        (loss + net.aux_loss()).backward()
+        loss.backward()
         optimizer.step()
     net.eval()
     return net, config
@@ -122,9 +125,9 @@ def ensure_model() -> str:
     return save_model(net, config, "golden", MODEL, LMBDA)
 
 
-VIDEO_V2 = HERE / "golden_v2.mp4"
-FRAMES_V2 = HERE / "golden_v2_frames.npz"
-GOP_V2 = 2
+VIDEO = HERE / "golden_v3.mp4"
+FRAMES = HERE / "golden_v3_frames.npz"
+GOP = 2
 
 
 def bitstream_md5(path: Path) -> str:
@@ -141,7 +144,7 @@ def bitstream_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def encode_v2(destination: Path) -> None:
+def encode(destination: Path) -> None:
     """The golden clip coded with the golden model in today's format (GOP 2)."""
     from dualcodec.basecodec import BaseCodecSettings
     from dualcodec.codec import make_codec
@@ -154,8 +157,7 @@ def encode_v2(destination: Path) -> None:
         for planes in frames:
             writer.write(planes)
         writer.close()
-        make_codec(BaseCodecSettings(codec="h264", qp=QP, gop=GOP_V2), None, str(MODEL), None).encode(source,
-                                                                                                     destination)
+        make_codec(BaseCodecSettings(codec="h264", qp=QP, gop=GOP), None, str(MODEL), 2).encode(source, destination)
 
 
 def main() -> int:
@@ -164,14 +166,14 @@ def main() -> int:
 
     torch.set_num_threads(1)
     fingerprint = ensure_model()
-    encode_v2(VIDEO_V2)
-    frames = list(decode(VIDEO_V2, str(MODEL)).frames)
-    np.savez(FRAMES_V2, **{name: np.stack([getattr(p, name) for p in frames]) for name in "yuv"})
-    reader = ContainerReader(VIDEO_V2)
+    encode(VIDEO)
+    frames = list(decode(VIDEO, str(MODEL)).frames)
+    np.savez(FRAMES, **{name: np.stack([getattr(p, name) for p in frames]) for name in "yuv"})
+    reader = ContainerReader(VIDEO)
     print("header:", reader.header.to_json())
     print("side modes:", [s.mode.name for s in reader.side_frames()])
     print("model fingerprint:", fingerprint)
-    print("bitstream md5:", bitstream_md5(VIDEO_V2))
+    print("bitstream md5:", bitstream_md5(VIDEO))
     return 0
 
 

@@ -1,0 +1,253 @@
+"""Entropy coding of the side latents, conditioned on the decoded base layer.
+
+The side latents ``w`` ``[B, M, hb, wb]`` hold one vector per block of ``stride x stride``
+base-layer pixels. For one frame at side level ``l`` (the QP the encoder signals, 0..63):
+
+* **Quantisation.** ``q = round(w * g_l)``, ``w_hat = q / g_l``, with a learned gain per
+  channel ``g_l[m] = exp(a[m] + b[m] (l - 32) / 6)``: coarser at high QPs, as the base
+  codec's own step, so one model serves every QP.
+* **Probability model.** ``q[m]`` of block ``j`` is a discretised zero-mean Gaussian of
+  scale ``sigma[c_j, m] * g_l[m]``; ``c_j`` is the block's *activity class*, computed by
+  :func:`activity_classes` with integer arithmetic from the decoded base layer's luma
+  code values, which the decoder has bit for bit. Flat blocks, where the base layer is
+  already close, get narrow densities; textured ones wide.
+* **Tables.** The Gaussian is coded with the nearest entry at or above its scale in a fixed
+  table of 64 log-spaced scales (CompressAI's). The entry of every (level, class,
+  channel) is looked up once, by :meth:`LatentCoder.update` when the model is saved, and
+  stored with the weights (``index_table``), as are the gains (``gain_table``). Decoding
+  compares no network output against anything: a file decodes to the same latents at any
+  thread count and with any runtime (``../shared/RESEARCH.md`` section 9).
+* **Skip.** Each block carries a flag: enhanced, or skipped (``w_hat = 0``, no latent
+  bits). The encoder sets them by rate-distortion cost; the flags are range coded under
+  one probability per frame.
+
+Payload of one frame (the entropy bytes of a NEW side packet, :mod:`dualcodec.sidestream`)::
+
+    offset  size  field
+    0       1     side level l (0..63)
+    1       1     p: P(enhanced) = p / 256 (1..255)
+    2       3     n: length of the flag string (big-endian)
+    5       n     flags, one per block in raster order (rANS, CompressAI's coder)
+    5+n     rest  q of the enhanced blocks, block by block in raster order, channel
+                  by channel within a block (rANS, tables above)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dualcodec.errors import DamagedData, DualcodecError
+
+LEVELS = 64  # side levels: QPs of H.264/HEVC (0..51) and AV1 (0..63)
+ACTIVITY_THRESHOLDS = (4, 8, 16, 32, 64, 128)  # 16 x mean |gradient| per pixel, 8-bit code values
+CLASSES = len(ACTIVITY_THRESHOLDS) + 1
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64  # the coding tables' Gaussian scales
+LIKELIHOOD_BOUND = 1e-9
+HEADER_BYTES = 5
+
+
+def activity_classes(y_codes: torch.Tensor, stride: int, bit_depth: int) -> torch.Tensor:
+    """Activity class (0..CLASSES-1) of every ``stride x stride`` block of integer luma
+    code values ``[B,1,h,w]`` (edges replicate-padded to whole blocks): ``[B, hb, wb]``.
+
+    Integer arithmetic only: the sum of absolute horizontal and vertical differences in
+    each block, scaled to 16 x the mean per pixel at 8 bits, against
+    :data:`ACTIVITY_THRESHOLDS`.
+    """
+    y = y_codes.to(torch.int64)
+    h, w = y.shape[-2:]
+    y = torch.nn.functional.pad(y, (0, (-w) % stride, 0, (-h) % stride), mode="replicate")
+    grad = torch.zeros_like(y)
+    grad[..., :, 1:] += (y[..., :, 1:] - y[..., :, :-1]).abs()
+    grad[..., 1:, :] += (y[..., 1:, :] - y[..., :-1, :]).abs()
+    b, _, hp, wp = grad.shape
+    sums = grad.view(b, hp // stride, stride, wp // stride, stride).sum(dim=(2, 4))
+    activity = (sums * 16) // (stride * stride << (bit_depth - 8))
+    classes = torch.zeros_like(activity)
+    for threshold in ACTIVITY_THRESHOLDS:
+        classes += (activity >= threshold).to(torch.int64)
+    return classes
+
+
+def _standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * torch.erfc(-x / math.sqrt(2.0))
+
+
+def _gaussian_likelihood(values: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    values = values.abs()
+    return _standard_normal_cdf((0.5 - values) / scales) - _standard_normal_cdf((-0.5 - values) / scales)
+
+
+def _ste_round(x: torch.Tensor) -> torch.Tensor:
+    """Rounding with an identity gradient."""
+    return x + (torch.round(x) - x).detach()
+
+
+@dataclass(frozen=True)
+class CodedLatents:
+    """What the decoder gets back from one frame's payload."""
+
+    w_hat: torch.Tensor  # [1, M, hb, wb]
+    enhanced: torch.Tensor  # [hb, wb] bool
+    level: int
+
+
+class LatentCoder(nn.Module):
+    """Quantiser, probability model and coder of the side latents (see the module docstring)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        from compressai.entropy_models import GaussianConditional
+
+        self.channels = channels
+        self.log_sigma = nn.Parameter(torch.zeros(CLASSES, channels))
+        self.gain_log = nn.Parameter(torch.zeros(channels))  # a
+        self.gain_slope = nn.Parameter(torch.full((channels,), -math.log(2.0) / 2.0))  # b: halves every 12 QP
+        self.gaussian = GaussianConditional(None, scale_bound=SCALE_MIN)
+        scale_table = torch.exp(torch.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
+        self.gaussian.update_scale_table(scale_table.tolist(), force=True)  # fixed: the tables' shapes are final
+        self.register_buffer("index_table", torch.zeros(LEVELS, CLASSES, channels, dtype=torch.int32))
+        self.register_buffer("gain_table", torch.ones(LEVELS, channels))
+
+    # -- training ------------------------------------------------------------------------
+
+    def gain(self, level: float) -> torch.Tensor:
+        """``g_l`` ``[M]`` from the parameters (training; coding uses :attr:`gain_table`)."""
+        return torch.exp(self.gain_log + self.gain_slope * (level - 32.0) / 6.0)
+
+    def scales(self, classes: torch.Tensor) -> torch.Tensor:
+        """``sigma[c_j, m]`` for every block: ``[B, M, hb, wb]``."""
+        return torch.exp(self.log_sigma)[classes].permute(0, 3, 1, 2)
+
+    def forward(self, w: torch.Tensor, classes: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training: ``(w_hat, bits)``. The synthesis gets straight-through rounded latents,
+        the likelihoods see additive uniform noise; ``bits`` ``[B, hb, wb]``, per block."""
+        g = self.gain(level).view(1, -1, 1, 1)
+        v = w * g
+        noisy = v + torch.empty_like(v).uniform_(-0.5, 0.5) if self.training else torch.round(v)
+        scales = (self.scales(classes) * g).clamp_min(SCALE_MIN)
+        likelihood = _gaussian_likelihood(noisy, scales).clamp_min(LIKELIHOOD_BOUND)
+        bits = -torch.log2(likelihood).sum(dim=1)
+        return _ste_round(v) / g, bits
+
+    # -- tables --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Build the coding tables from the learned parameters (before saving or coding)."""
+        levels = torch.arange(LEVELS, dtype=torch.float32).view(-1, 1)
+        gains = torch.exp(self.gain_log.detach().cpu() + self.gain_slope.detach().cpu() * (levels - 32.0) / 6.0)
+        scales = torch.exp(self.log_sigma.detach().cpu()).unsqueeze(0) * gains.unsqueeze(1)  # [L, K, M]
+        self.gain_table.copy_(gains)
+        self.index_table.copy_(self.gaussian.build_indexes(scales).to(torch.int32))
+
+    # -- coding --------------------------------------------------------------------------
+
+    def quantize(self, w: torch.Tensor, level: int) -> torch.Tensor:
+        """Symbols ``q`` of one frame's latents ``[1, M, hb, wb]`` (int32)."""
+        return torch.round(w * self.gain_table[level].view(1, -1, 1, 1)).to(torch.int32)
+
+    def dequantize(self, q: torch.Tensor, level: int) -> torch.Tensor:
+        return q.float() / self.gain_table[level].view(1, -1, 1, 1)
+
+    def block_bits(self, q: torch.Tensor, classes: torch.Tensor, level: int) -> torch.Tensor:
+        """Bits each block's symbols cost under the coding tables' Gaussians, ``[hb, wb]``
+        (an estimate for the encoder's choices; the coder adds little)."""
+        scales = self.gaussian.scale_table[self.index_table[level][classes[0]].long()].permute(2, 0, 1)
+        likelihood = _gaussian_likelihood(q[0].float(), scales).clamp_min(LIKELIHOOD_BOUND)
+        return -torch.log2(likelihood).sum(dim=0)
+
+    def _tables(self) -> tuple[list, list, list]:
+        """The coding tables as the coder takes them (lists), cached."""
+        g = self.gaussian
+        key = (g.quantized_cdf.data_ptr(), g.quantized_cdf._version)
+        if getattr(self, "_tables_key", None) != key:
+            self._tables_cache = (g.quantized_cdf.tolist(), g.cdf_length.tolist(), g.offset.tolist())
+            self._tables_key = key
+        return self._tables_cache
+
+    def compress(self, q: torch.Tensor, classes: torch.Tensor, level: int, enhanced: torch.Tensor) -> bytes:
+        """One frame's payload: symbols ``q`` ``[1, M, hb, wb]`` (clipped to +-MAX_SYMBOL),
+        classes ``[1, hb, wb]``, ``enhanced`` ``[hb, wb]`` bool (at least one block)."""
+        if not 0 <= level < LEVELS:
+            raise DualcodecError(f"side level {level} is outside 0..{LEVELS - 1}")
+        if not bool(enhanced.any()):
+            raise DualcodecError("a side-stream payload needs at least one enhanced block (else the frame is SKIP)")
+        flags = enhanced.reshape(-1).to(torch.int32)
+        p = min(255, max(1, round(256 * float(flags.float().mean()))))
+        flag_bytes = _encode(flags.tolist(), [0] * flags.numel(), ([_binary_cdf(p)], [4], [0]))
+        keep = enhanced.reshape(-1)
+        symbols = q[0].permute(1, 2, 0).reshape(-1, self.channels)[keep].clamp(-MAX_SYMBOL, MAX_SYMBOL)
+        indexes = self.index_table[level][classes[0].reshape(-1)[keep]]
+        latent_bytes = _encode(symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(), self._tables())
+        return bytes([level, p]) + len(flag_bytes).to_bytes(3, "big") + flag_bytes + latent_bytes
+
+    def decompress(self, payload: bytes, classes: torch.Tensor) -> CodedLatents:
+        """A payload back to latents; ``classes`` ``[1, hb, wb]`` from the decoded base layer.
+        Raises :class:`~dualcodec.errors.DamagedData` for a payload that does not parse."""
+        hb, wb = classes.shape[-2:]
+        if len(payload) < HEADER_BYTES or payload[0] >= LEVELS or not 1 <= payload[1] <= 255:
+            raise DamagedData("its header is malformed")
+        level, p, n = payload[0], payload[1], int.from_bytes(payload[2:5], "big")
+        if HEADER_BYTES + n > len(payload):
+            raise DamagedData("it is truncated")
+        flags = _decode(payload[HEADER_BYTES:HEADER_BYTES + n], [0] * (hb * wb), ([_binary_cdf(p)], [4], [0]))
+        flags = torch.tensor(flags)
+        if not bool(((flags == 0) | (flags == 1)).all()) or not bool(flags.any()):
+            raise DamagedData("its skip flags are malformed")
+        enhanced = flags.bool()
+        indexes = self.index_table[level][classes[0].reshape(-1)[enhanced]]
+        values = _decode(payload[HEADER_BYTES + n:], indexes.reshape(-1).tolist(), self._tables())
+        q = torch.zeros(hb * wb, self.channels, dtype=torch.int32)
+        q[enhanced] = torch.tensor(values, dtype=torch.int32).view(-1, self.channels)
+        q = q.view(1, hb, wb, self.channels).permute(0, 3, 1, 2).contiguous()
+        return CodedLatents(self.dequantize(q, level), enhanced.view(hb, wb), level)
+
+
+MAX_SYMBOL = 1023  # latent symbols are clipped to this: the coder's escape codes stay short
+PAD_SYMBOLS = 16  # near-certain zeros after every string's symbols: slack for CompressAI's coder buffer
+_PAD_P = 1  # their table: P(1) = 1/256
+
+
+def _with_padding(symbols: list[int], indexes: list[int], tables) -> tuple[list[int], list[int], tuple]:
+    cdfs, lengths, offsets = tables
+    pad = len(cdfs)
+    return (symbols + [0] * PAD_SYMBOLS, indexes + [pad] * PAD_SYMBOLS,
+            (cdfs + [_binary_cdf(_PAD_P)], lengths + [4], offsets + [0]))
+
+
+def _encode(symbols: list[int], indexes: list[int], tables) -> bytes:
+    """Range-code ``symbols`` with the tables ``(cdfs, lengths, offsets)`` they index, plus padding.
+
+    CompressAI's encoder writes into a buffer of one 32-bit word per symbol and flushes two
+    more; the padding symbols (about 0.006 bits each) keep every string inside it."""
+    from compressai import ans
+
+    symbols, indexes, (cdfs, lengths, offsets) = _with_padding(symbols, indexes, tables)
+    return ans.RansEncoder().encode_with_indexes(symbols, indexes, cdfs, lengths, offsets)
+
+
+def _decode(data: bytes, indexes: list[int], tables) -> list[int]:
+    """Inverse of :func:`_encode`; :class:`~dualcodec.errors.DamagedData` unless ``data`` is
+    exactly what :func:`_encode` makes of the decoded symbols (the decoder has no
+    end-of-string check: the input is zero-padded so that it never reads past it)."""
+    from compressai import ans
+
+    padded_symbols, padded_indexes, (cdfs, lengths, offsets) = _with_padding([], indexes, tables)
+    values = ans.RansDecoder().decode_with_indexes(data + bytes(8 * len(padded_indexes) + 64), padded_indexes,
+                                                   cdfs, lengths, offsets)
+    symbols = values[: len(indexes)]
+    if values[len(indexes):] != padded_symbols or _encode(symbols, indexes, tables) != data:
+        raise DamagedData("its latents are malformed")
+    return symbols
+
+
+def _binary_cdf(p: int) -> list[int]:
+    """The quantised CDF of a flag with P(1) = p / 256 (and CompressAI's escape symbol)."""
+    from compressai._CXX import pmf_to_quantized_cdf
+
+    return pmf_to_quantized_cdf([1.0 - p / 256.0, p / 256.0, 1e-9], 16)
