@@ -696,3 +696,27 @@ def test_decompress_refuses_bad_bytes_in_one_line(bicubic_file):
         decompress(b"not an mp4 at all")
     with pytest.raises(DualcodecError, match="no frame to compress"):
         LayeredCodec(PlainLayers(), BaseCodecSettings()).compress([], None)
+
+
+def test_a_builtin_model_brings_its_siblings_of_other_scales(tmp_path, monkeypatch):
+    """``--model default`` is the family default (2x), default_x1 and default_x4: --scale
+    picks one, --scale auto tries them all; a model file is a family of one."""
+    import dualcodec.model
+    from dualcodec.auto import AutoCodec
+    from dualcodec.codec import model_family
+    from dualcodec.config import ModelConfig
+    from dualcodec.model import DualLayerModel, save_model
+
+    for name, scale, stride in (("mine", 2, 4), ("mine_x1", 1, 8), ("mine_x4", 4, 2)):
+        config = ModelConfig(scale=scale, side_stride=stride, up_width=4, side_width=8, downsampler="bicubic")
+        save_model(DualLayerModel(config), config, name, tmp_path / f"{name}.pt", lmbda=0.02)
+    monkeypatch.setattr(dualcodec.model, "BUILTIN_DIR", tmp_path)
+    assert sorted(model_family("mine")) == [1, 2, 4]
+    assert sorted(model_family(str(tmp_path / "mine_x4.pt"))) == [4]  # a file: no siblings
+    settings = BaseCodecSettings(qp=30)
+    assert [make_codec(settings, None, "mine", s).layers.scale for s in (1, 2, 4)] == [1, 2, 4]
+    assert make_codec(settings, None, "mine", 1).layers.mode == "dual"  # the scale-1 model, not plain
+    auto = make_codec(settings, None, "mine")
+    assert isinstance(auto, AutoCodec) and [c.layers.scale for c in auto.candidates] == [1, 2, 4]
+    with pytest.raises(DualcodecError, match=r"model 'mine_x4' is 4x, not 2x"):
+        make_codec(settings, None, str(tmp_path / "mine_x4.pt"), 2)
