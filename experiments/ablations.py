@@ -37,9 +37,11 @@ METRIC = "psnr-yuv"
 def evaluate(content: str, method: list[str], out: Path) -> dict:
     from dualcodec.cli import main as dualcodec
 
-    if not out.is_file():
+    if not out.is_file() or not json.loads(out.read_text()).get("complete"):
         sources, extra = CONTENT[content]
         argv = ["eval", *sources(), "--codec", "h264", "--qp", *QPS, *method, *extra, "--name", out.stem, "-o", str(out)]
+        if out.is_file():
+            argv.append("--resume")  # an interrupted evaluation continues where it stopped
         if dualcodec(argv):
             raise SystemExit(f"ablations: dualcodec eval failed for {out.stem}")
     return json.loads(out.read_text())["results"]
