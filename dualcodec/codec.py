@@ -124,17 +124,20 @@ class ModelLayers:
             return (block_distortion(y_hat, uv_hat, y, uv, block)[0] if per_block
                     else float(plane_distortion(y_hat, uv_hat, y, uv)))
 
-        gain = distortion(None, True) - distortion(coder.dequantize(q, self.level), True)
-        enhanced = gain > self.lmbda * coder.block_bits(q, classes, self.level) / pixels
-        options = [(SideMode.SKIP, None, 0.0)]
+        skipped = distortion(None, True)
+        full = distortion(coder.dequantize(q, self.level), True)
+        enhanced = skipped - full > self.lmbda * coder.block_bits(q, classes, self.level) / pixels
+        # (mode, latents, rate cost, distortion); a frame's blocks add up to its distortion
+        options = [(SideMode.SKIP, None, 0.0, float(skipped.sum()))]
         if bool(enhanced.any()):
             payload = coder.compress(q, classes, self.level, enhanced)
             w_hat = coder.dequantize(q * enhanced, self.level)
-            options.append((SideMode.NEW, w_hat, self.lmbda * 8 * len(payload) / pixels))
+            options.append((SideMode.NEW, w_hat, self.lmbda * 8 * len(payload) / pixels,
+                            float(full.sum()) if bool(enhanced.all()) else distortion(w_hat)))
         if self._w_hat is not None:  # None at the first frame and at every key frame
-            options.append((SideMode.REPEAT, self._w_hat, 0.0))
-        costs = [distortion(w_hat) + rate for _, w_hat, rate in options]
-        mode, w_hat, _ = options[min(range(len(options)), key=costs.__getitem__)]
+            options.append((SideMode.REPEAT, self._w_hat, 0.0, distortion(self._w_hat)))
+        costs = [d + rate for _, _, rate, d in options]
+        mode, w_hat, _, _ = options[min(range(len(options)), key=costs.__getitem__)]
         self._w_hat = w_hat
         return SideFrame(mode, payload if mode == SideMode.NEW else b"")
 

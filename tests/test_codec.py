@@ -465,7 +465,7 @@ def test_copy_of_file_decodes_the_same(dual_file, tiny_model, tmp_path):
 
 
 def test_default_model_round_trip(default_model_path, clip, tmp_path):
-    codec = make_codec(BaseCodecSettings(qp=30), None, "default", None)
+    codec = make_codec(BaseCodecSettings(qp=30), None, "default", 2)
     out = tmp_path / "default.mp4"
     codec.encode(clip.path, out)
     video = decode(out)  # the built-in model is found by name
