@@ -102,7 +102,10 @@ class AutoCodec:
 
     @property
     def model_path(self) -> Path | None:
-        return next((c.model_path for c in self.candidates if c.model_path is not None), None)
+        """The candidates' model file, if they share one; ``None`` for a family of built-in
+        models, which a decoder finds by the name in the file's header."""
+        paths = {c.model_path for c in self.candidates if c.model_path is not None}
+        return paths.pop() if len(paths) == 1 else None
 
     def coarser(self, steps: int) -> LayeredCodec | None:
         """The plain codec ``steps`` quantiser steps coarser (``None`` past the codec's top)."""

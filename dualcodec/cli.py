@@ -330,7 +330,8 @@ def _eval(args: argparse.Namespace) -> None:
               or f"dualcodec {args.model}" + (" auto" if mode == "auto" else ""))
     name = args.name or f"{method} {args.codec}"
     sources = [str(p) for p in args.inputs]
-    fingerprint = load_model(str(probe.model_path)).fingerprint if probe.model_path else None
+    fingerprint = (None if mode in ("bicubic", "plain") else  # the family's model for auto, else the one coding
+                   load_model(args.model if mode == "auto" else str(probe.model_path)).fingerprint)
     settings = {"codec": args.codec, "qps": qps, "preset": args.preset, "gop": args.gop, "scale": args.scale,
                 "model": None if args.baseline else args.model, "model_fingerprint": fingerprint,
                 "baseline": args.baseline, "frames": args.frames, "inputs": sources}

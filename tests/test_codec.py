@@ -718,5 +718,7 @@ def test_a_builtin_model_brings_its_siblings_of_other_scales(tmp_path, monkeypat
     assert make_codec(settings, None, "mine", 1).layers.mode == "dual"  # the scale-1 model, not plain
     auto = make_codec(settings, None, "mine")
     assert isinstance(auto, AutoCodec) and [c.layers.scale for c in auto.candidates] == [1, 2, 4]
+    assert auto.model_path is None  # several model files: a decoder finds the kept one by its header's name
+    assert make_codec(settings, None, str(tmp_path / "mine_x4.pt")).model_path == tmp_path / "mine_x4.pt"
     with pytest.raises(DualcodecError, match=r"model 'mine_x4' is 4x, not 2x"):
         make_codec(settings, None, str(tmp_path / "mine_x4.pt"), 2)
