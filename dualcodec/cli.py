@@ -30,6 +30,8 @@ EPILOG = """examples:
   dualcodec frames clip.mp4 other.y4m -o frames/          # PNG frame folders for multi-frame training
   dualcodec frames --downscale 2 --every 4 phone/*.mp4 -o frames_x2/   # clean, spread-out training frames
   deepspeed --num_gpus 2 $(which dualcodec) train experiments/default_x2.toml   # 2 ranks
+  dualcodec export my_model.pt --calibration ../shared/data/images/train   # int8 decoder graphs
+  dualcodec decode clip.mp4 -o out.y4m --runtime torch --threads 1          # the eager reference
 
 outputs: an existing file is replaced only with -y (never an input); frames go into a new
 or empty folder, never into one that holds files; everything appears only when complete.
@@ -94,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--strict", action="store_true",
                      help="refuse a damaged file (default: decode what can be decoded, conceal the rest as a "
                      "player does, and name the damaged frames in one warning)")
+    _runtime_options(dec)
     dec.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     inf = sub.add_parser("info", help="describe a dualcodec MP4: header, frames and bytes per layer")
@@ -127,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="evaluate a baseline instead: bicubic down/up, or the plain codec at full resolution")
     ev.add_argument("--frames", type=int, metavar="N", help="use only the first N frames of each input")
     ev.add_argument("--name", help="curve name in the results (default: the model or baseline and the codec)")
+    _runtime_options(ev)
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
     fr = sub.add_parser("frames", help="decode videos into PNG frame folders for training",
@@ -155,6 +159,20 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true",
                     help="continue the run from its last checkpoint (refused if the configuration changed)")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    ex = sub.add_parser("export", help="build a model's int8 decoder graphs (for --runtime openvino-int8)",
+                        description="Quantise the decoder's networks of MODEL to int8 (OpenVINO, NNCF's "
+                        "post-training quantisation), calibrated on real images coded by the model at several "
+                        "QPs, and write them beside the model file as NAME.int8/ (replacing an older set), "
+                        "tied to the model's fingerprint.")
+    ex.add_argument("model", help="built-in model name or model file")
+    ex.add_argument("--calibration", type=Path, nargs="+", required=True, metavar="DIR",
+                    help="folders of images to calibrate on (training images, never test images)")
+    ex.add_argument("--images", type=_positive, default=24, metavar="N",
+                    help="images to calibrate on, spread over the folders (default 24)")
+    ex.add_argument("--qp", type=int, nargs="+", default=[22, 32, 42], metavar="QP",
+                    help="H.264 QPs to code them at (default 22 32 42)")
+    ex.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     return parser
 
 
@@ -165,6 +183,16 @@ def _overwrite_option(parser, text: str = "overwrite an existing output file (as
 def _check_frames(frames: int | None) -> None:
     if frames is not None and frames < 1:
         raise DualcodecError(f"--frames must be at least 1, got {frames}")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _scale(text: str) -> str | int:
@@ -200,6 +228,16 @@ def _encode(args: argparse.Namespace) -> None:
             print(report.choice, file=sys.stderr)
 
 
+def _runtime_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runtime", choices=["auto", "torch", "openvino", "openvino-int8"], default="auto",
+                        help="what runs the learned layers at decode: auto (default) is openvino (compiled, "
+                        "fp32, the reference's code values to within 1), or torch where openvino is missing; torch "
+                        "is the eager fp32 reference; openvino-int8 needs the graphs of dualcodec export")
+    parser.add_argument("--threads", type=_positive, metavar="N",
+                        help="threads for the learned layers' runtime (default: the runtime's own choice, "
+                        "one per core)")
+
+
 def _decode(args: argparse.Namespace) -> None:
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -223,7 +261,7 @@ def _decode(args: argparse.Namespace) -> None:
         check_output_file(destination, [args.input], [f".{kind}"], args.overwrite)
         place = atomic_path(destination)
     start = time.time()
-    video = decode(args.input, args.model, strict=args.strict)
+    video = decode(args.input, args.model, strict=args.strict, runtime=args.runtime, threads=args.threads)
     header = video.header
     frames = 0
     with place as tmp:
@@ -334,7 +372,7 @@ def _eval(args: argparse.Namespace) -> None:
                    load_model(args.model if mode == "auto" else str(probe.model_path)).fingerprint)
     settings = {"codec": args.codec, "qps": qps, "preset": args.preset, "gop": args.gop, "scale": args.scale,
                 "model": None if args.baseline else args.model, "model_fingerprint": fingerprint,
-                "baseline": args.baseline, "frames": args.frames, "inputs": sources}
+                "baseline": args.baseline, "frames": args.frames, "inputs": sources, "runtime": args.runtime}
     done = resumable_points(args.output, settings) if args.resume and args.output.exists() else []
     description = f"dualcodec eval: real files, whole-file rate; {method}, {args.codec} base"
 
@@ -342,7 +380,7 @@ def _eval(args: argparse.Namespace) -> None:
         write_results(args.output, results_json(points, name, description, settings, sources, qps))
 
     points = sweep(args.inputs, codecs.__getitem__, qps, args.frames, progress=not args.quiet, desc=name,
-                   done=done, on_point=save)
+                   done=done, on_point=save, runtime=args.runtime, threads=args.threads)
     data = results_json(points, name, description, settings, sources, qps)
     write_results(args.output, data)
     if not args.quiet:
@@ -395,6 +433,21 @@ def _train(args: argparse.Namespace) -> None:
               f"{result.best_loss:.5f}; model written to {result.model_path}", file=sys.stderr)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from dualcodec.export import export_int8
+    from dualcodec.model import load_model
+
+    for folder in args.calibration:
+        if not folder.is_dir():
+            raise DualcodecError(f"calibration folder not found: {folder}")
+    loaded = load_model(args.model)
+    start = time.time()
+    folder = export_int8(loaded, args.calibration, args.images, tuple(args.qp), progress=not args.quiet)
+    if not args.quiet:
+        print(f"{folder}: int8 graphs of {loaded.name} ({loaded.fingerprint}); {time.time() - start:.0f} s",
+              file=sys.stderr)
+
+
 class _Terminated(BaseException):
     """SIGTERM or SIGHUP, raised in the main thread so that every ``finally`` (temporary
     outputs, the decoder's writer thread) runs as it does on Ctrl-C."""
@@ -422,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     # compressai scripts its entropy coder helpers with torch.jit, which torch now flags.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
     args = _parser().parse_args(argv)
-    handlers = {"encode": _encode, "decode": _decode, "info": _info, "eval": _eval, "frames": _frames, "train": _train}
+    handlers = {"encode": _encode, "decode": _decode, "info": _info, "eval": _eval, "frames": _frames, "train": _train,
+                "export": _export}
     signals = (signal.SIGTERM, signal.SIGHUP)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = [signal.signal(sig, _raise_terminated) for sig in signals] if in_main_thread else []

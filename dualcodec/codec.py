@@ -51,6 +51,7 @@ from dualcodec.header import Header
 from dualcodec.model import LoadedModel, block_distortion, lmbda_at, load_model, plane_distortion, resolve_model_path
 from dualcodec.nets.common import bicubic_down, bicubic_up
 from dualcodec.outputs import atomic_path
+from dualcodec.pipeline import threaded
 from dualcodec.sidestream import SideFrame, SideMode
 from dualcodec.video import VideoReader, crop_planes, pad_planes
 from dualcodec.yuv import YUVFormat, planes_to_unit, unit_to_planes
@@ -77,8 +78,9 @@ class Layers(Protocol):
         """The side stream of one frame (``None``: this mode has no side stream); ``fmt`` is
         the frames' format."""
 
-    def up(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, side: SideFrame | None, fmt: YUVFormat) -> Pair:
-        """Decoded base planes (and side stream) to full-size planes (unrounded)."""
+    def up(self, base: Planes, side: SideFrame | None, fmt: YUVFormat) -> Planes:
+        """Decoded base planes (and side stream) to full-size planes: code values in and
+        out, so a compiled runtime can do the conversions inside its graph."""
 
 
 class ModelLayers:
@@ -88,12 +90,20 @@ class ModelLayers:
 
     mode = "dual"
 
-    def __init__(self, loaded: LoadedModel, lmbda: float = 0.0, level: int = 32) -> None:
+    def __init__(self, loaded: LoadedModel, lmbda: float = 0.0, level: int = 32, runtime="auto",
+                 threads: int | None = None) -> None:
+        """``runtime``: a name of :data:`dualcodec.runtime.RUNTIMES` or a
+        :class:`~dualcodec.runtime.Runtime`; it and ``threads`` run the decoder's networks."""
         from dualcodec.entropy import LEVELS
+        from dualcodec.runtime import RUNTIMES
 
         if not 0 <= level < LEVELS:
             raise DualcodecError(f"side level {level} is outside 0..{LEVELS - 1} (the QP or CRF sets it)")
+        if isinstance(runtime, str) and runtime not in RUNTIMES:
+            raise DualcodecError(f"unknown runtime {runtime!r} (one of {', '.join(RUNTIMES)})")
         self.loaded = loaded
+        self.runtime_name, self.threads = runtime, threads
+        self._runtime = None  # made at the first decoded frame: the encoder needs none
         self.model = loaded.model.to(memory_format=torch.channels_last)
         self.scale = loaded.config.scale
         self.side_stream = self.model.has_side_stream
@@ -103,6 +113,16 @@ class ModelLayers:
 
     def reset(self) -> None:
         self._w_hat: torch.Tensor | None = None
+        self._features = None  # the decoder's side features of _w_hat
+
+    @property
+    def runtime(self):
+        """The decoder's :class:`~dualcodec.runtime.Runtime`."""
+        if self._runtime is None:
+            from dualcodec.runtime import make_runtime
+
+            self._runtime = make_runtime(self.runtime_name, self.loaded, self.threads)
+        return self._runtime
 
     def down(self, y: torch.Tensor, uv: torch.Tensor) -> Pair:
         return self.model.downsample(y, uv)
@@ -141,19 +161,23 @@ class ModelLayers:
         self._w_hat = w_hat
         return SideFrame(mode, payload if mode == SideMode.NEW else b"")
 
-    def up(self, y_lr_hat, uv_lr_hat, side: SideFrame | None, fmt: YUVFormat) -> Pair:
+    def up(self, base: Planes, side: SideFrame | None, fmt: YUVFormat) -> Planes:
         """Raises :class:`~dualcodec.errors.DamagedData` for a NEW payload that does not
-        parse (the decoder then conceals the frame with SKIP)."""
-        y_lr_hat = y_lr_hat.contiguous(memory_format=torch.channels_last)
-        if not self.side_stream:
-            return self.model.upsample(y_lr_hat, uv_lr_hat, None)
-        mode = side.mode if side is not None else SideMode.SKIP
+        parse (the decoder then conceals the frame with SKIP). The latents are decoded
+        with classes from the base luma's code values, before any network runs."""
+        from dualcodec.entropy import activity_classes
+
+        runtime = self.runtime
+        h, w = base.y.shape
+        mode = side.mode if side is not None and self.side_stream else SideMode.SKIP
         if mode == SideMode.NEW:
-            classes = self.model.side_classes(y_lr_hat, fmt)
+            codes = torch.from_numpy(base.y.astype("int64"))[None, None]
+            classes = activity_classes(codes, self.model.side_stride, fmt.bit_depth)
             self._w_hat = self.model.latent_coder.decompress(side.entropy_bytes, classes).w_hat
-        elif mode == SideMode.SKIP:
-            self._w_hat = None
-        return self.model.upsample(y_lr_hat, uv_lr_hat, self._w_hat)
+            self._features = runtime.side_features(self._w_hat, h, w)
+        elif mode == SideMode.SKIP or self._features is None:
+            self._w_hat, self._features = None, runtime.side_features(None, h, w)
+        return Planes(*runtime.upsample(base.y, base.u, base.v, self._features, fmt))
 
 
 class BicubicLayers:
@@ -174,8 +198,9 @@ class BicubicLayers:
     def side(self, y, uv, y_lr_hat, uv_lr_hat, fmt) -> SideFrame | None:
         return None
 
-    def up(self, y_lr_hat, uv_lr_hat, side: SideFrame | None, fmt) -> Pair:
-        return bicubic_up(y_lr_hat, self.scale), bicubic_up(uv_lr_hat, self.scale)
+    def up(self, base: Planes, side: SideFrame | None, fmt) -> Planes:
+        y, uv = to_unit(base, fmt)
+        return to_planes(bicubic_up(y, self.scale), bicubic_up(uv, self.scale), fmt)
 
 
 class PlainLayers:
@@ -194,8 +219,8 @@ class PlainLayers:
     def side(self, y, uv, y_lr_hat, uv_lr_hat, fmt) -> SideFrame | None:
         return None
 
-    def up(self, y_lr_hat, uv_lr_hat, side: SideFrame | None, fmt) -> Pair:
-        return y_lr_hat, uv_lr_hat
+    def up(self, base: Planes, side: SideFrame | None, fmt) -> Planes:
+        return base
 
 
 @dataclass(frozen=True)
@@ -385,8 +410,9 @@ class _ClosedLoop:
                 self.writer.mux_side(side)
 
 
-def layers_for_header(header: Header, model: str | None) -> Layers:
-    """The layers that decode a file, checking that the model matches the one it was made with."""
+def layers_for_header(header: Header, model: str | None, runtime: str = "auto", threads: int | None = None) -> Layers:
+    """The layers that decode a file, checking that the model matches the one it was made
+    with; ``runtime`` and ``threads`` run its networks (:mod:`dualcodec.runtime`)."""
     if header.mode == "bicubic":
         return BicubicLayers(header.scale)
     if header.mode == "plain":
@@ -416,7 +442,7 @@ def layers_for_header(header: Header, model: str | None) -> Layers:
         )
     if loaded.config.scale != header.scale:
         raise DualcodecError(f"model {loaded.name!r} is {loaded.config.scale}x, the file is {header.scale}x")
-    return ModelLayers(loaded)
+    return ModelLayers(loaded, runtime=runtime, threads=threads)
 
 
 @dataclass
@@ -432,34 +458,56 @@ class DecodedVideo:
         return self.header.yuv_format
 
 
-def decode(source: Path, model: str | None = None, strict: bool = False) -> DecodedVideo:
+def decode(source: Path, model: str | None = None, strict: bool = False, runtime: str = "auto",
+           threads: int | None = None) -> DecodedVideo:
     """Open a dualcodec file (or a plain video without the header: mode plain); frames are
     :class:`Planes` at the original size, in the source's format. Damage is concealed
-    unless ``strict``. :func:`decompress` does the same from bytes in memory."""
-    return _decoded(ContainerReader(Path(source), strict=strict), model)
+    unless ``strict``. ``runtime`` runs the learned layers (:data:`dualcodec.runtime.RUNTIMES`)
+    on ``threads`` threads (``None``: the runtime's default). :func:`decompress` does the
+    same from bytes in memory."""
+    return _decoded(ContainerReader(Path(source), strict=strict), model, runtime, threads)
 
 
-def decompress(data: bytes, model: str | None = None, strict: bool = False) -> DecodedVideo:
+def decompress(data: bytes, model: str | None = None, strict: bool = False, runtime: str = "auto",
+               threads: int | None = None) -> DecodedVideo:
     """In memory, as CompressAI's ``decompress``: the bytes of a dualcodec MP4 (what
     :meth:`LayeredCodec.compress` returns, or a whole file) back to frames."""
-    return _decoded(ContainerReader(bytes(data), strict=strict), model)
+    return _decoded(ContainerReader(bytes(data), strict=strict), model, runtime, threads)
 
 
-def _decoded(reader: ContainerReader, model: str | None) -> DecodedVideo:
+def _decoded(reader: ContainerReader, model: str | None, runtime: str, threads: int | None) -> DecodedVideo:
     header = reader.header
-    layers = layers_for_header(header, model)
+    layers = layers_for_header(header, model, runtime, threads)
     return DecodedVideo(header, reader.rate, _decode_frames(reader, layers), reader.damaged)
 
 
-@torch.inference_mode()
 def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[Planes]:
+    """Three stages on their own threads (:mod:`dualcodec.pipeline`): the container and
+    the base decoder, then the side stream and the networks, then the consumer."""
     header = reader.header
-    fmt = header.yuv_format
+    gops = header.version >= 2  # version 1 files could repeat latents across a key frame
+
+    def up(planes: Planes, side: SideFrame | None, index: int) -> Planes:
+        if gops and planes.key_frame:
+            layers.reset()
+        try:
+            out = layers.up(planes, side, header.yuv_format)
+        except DamagedData as exc:
+            reader.record_damage(index, f"side stream of frame {index + 1} is damaged: {exc}")
+            out = layers.up(planes, SideFrame(SideMode.SKIP), header.yuv_format)
+        return crop_planes(out, header.width, header.height)
+
+    return threaded((up(planes, side, index) for index, (planes, side) in enumerate(threaded(_base_and_side(reader)))),
+                    setup=torch.inference_mode)
+
+
+def _base_and_side(reader: ContainerReader) -> Iterator[tuple[Planes, SideFrame | None]]:
+    """Each decoded base frame with its side-stream packet; a missing packet, or one that
+    repeats across a key frame, is recorded as damage and becomes SKIP."""
+    header = reader.header
     payloads = reader.side_frames() if header.mode == "dual" and reader.has_side_stream else None
     gops = header.version >= 2  # version 1 files could repeat latents across a key frame
     for index, planes in enumerate(reader.base_frames()):
-        if gops and planes.key_frame:
-            layers.reset()
         side = None
         if payloads is not None:
             side = next(payloads, None)
@@ -469,13 +517,7 @@ def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[Planes]:
             elif gops and planes.key_frame and side.mode == SideMode.REPEAT:
                 reader.record_damage(index, f"side stream of frame {index + 1} repeats across a key frame")
                 side = SideFrame(SideMode.SKIP)
-        base = to_unit(planes, fmt)
-        try:
-            y, uv = layers.up(*base, side, fmt)
-        except DamagedData as exc:
-            reader.record_damage(index, f"side stream of frame {index + 1} is damaged: {exc}")
-            y, uv = layers.up(*base, SideFrame(SideMode.SKIP), fmt)
-        yield crop_planes(to_planes(y, uv, fmt), header.width, header.height)
+        yield planes, side
 
 
 SIBLINGS = {1: "_x1", 4: "_x4"}  # built-in models that go with a built-in model NAME: NAME_x1, NAME_x4

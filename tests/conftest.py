@@ -7,6 +7,8 @@ when the folder is absent).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,8 @@ def pytest_configure(config):
     # The tests run tiny tensors: one thread is fastest, and on a loaded machine extra
     # threads spin against the other processes (30x slower on 2 busy cores).
     torch.set_num_threads(1)
+    # Traced decoder graphs go to a folder of the test session, not the user's cache.
+    os.environ["DUALCODEC_CACHE"] = tempfile.mkdtemp(prefix="dualcodec-cache-")
 
 
 CLIP_SIZE = (37, 29)  # odd on purpose: the codec pads and crops

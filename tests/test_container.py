@@ -192,7 +192,7 @@ def _with_side_payload(source: Path, destination: Path, frame: int, payload: byt
 ])
 def test_a_new_payload_the_entropy_decoder_refuses_is_concealed_or_refused(dual_file, tiny_model, tmp_path,
                                                                             payload, message):
-    from dualcodec.codec import ModelLayers, decode, to_planes, to_unit
+    from dualcodec.codec import ModelLayers, decode
     from dualcodec.model import load_model
     from dualcodec.video import crop_planes
 
@@ -212,8 +212,8 @@ def test_a_new_payload_the_entropy_decoder_refuses_is_concealed_or_refused(dual_
     reader = ContainerReader(path)
     base = list(reader.base_frames())[1]
     fmt = reader.header.yuv_format
-    skipped = ModelLayers(load_model(str(tiny_model.path))).up(*to_unit(base, fmt), SideFrame(SideMode.SKIP), fmt)
-    concealed = crop_planes(to_planes(*skipped, fmt), 37, 29)
+    skipped = ModelLayers(load_model(str(tiny_model.path))).up(base, SideFrame(SideMode.SKIP), fmt)
+    concealed = crop_planes(skipped, 37, 29)
     assert all(np.array_equal(p, q) for p, q in zip((concealed.y, concealed.u, concealed.v),
                                                       (frames[1].y, frames[1].u, frames[1].v)))
 
@@ -407,16 +407,17 @@ def _max_difference(a, b) -> int:
     return max(int(np.abs(p.astype(np.int32) - q).max()) for p, q in ((a.y, b.y), (a.u, b.u), (a.v, b.v)))
 
 
+@pytest.mark.parametrize("runtime", ["torch", "openvino"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_golden_v3_decodes_to_exactly_its_frames(golden, threads):
+def test_golden_v3_decodes_to_exactly_its_frames(golden, threads, runtime):
+    # The stored frames are the torch decode's; OpenVINO fp32 gives the same code values.
     import torch
 
     from dualcodec.codec import decode
 
     expected = _golden_v3_frames(golden)
-    torch.set_num_threads(threads)
     try:
-        video = decode(golden / "golden_v3.mp4", str(golden / "golden_model.pt"))
+        video = decode(golden / "golden_v3.mp4", str(golden / "golden_model.pt"), runtime=runtime, threads=threads)
         frames = list(video.frames)
     finally:
         torch.set_num_threads(1)
@@ -429,7 +430,7 @@ def test_golden_v3_decodes_to_exactly_its_frames(golden, threads):
 def test_golden_v3_side_stream_matters(golden):
     # The same base frame with every block skipped decodes visibly differently, so a decoder
     # that mishandled the side stream would fail the exact check above.
-    from dualcodec.codec import ModelLayers, to_planes, to_unit
+    from dualcodec.codec import ModelLayers
     from dualcodec.model import load_model
     from dualcodec.video import crop_planes
 
@@ -437,7 +438,7 @@ def test_golden_v3_side_stream_matters(golden):
     fmt = reader.header.yuv_format
     layers = ModelLayers(load_model(str(golden / "golden_model.pt")))
     first = next(reader.base_frames())
-    skipped = crop_planes(to_planes(*layers.up(*to_unit(first, fmt), SideFrame(SideMode.SKIP), fmt), fmt), 45, 37)
+    skipped = crop_planes(layers.up(first, SideFrame(SideMode.SKIP), fmt), 45, 37)
     assert _max_difference(skipped, _golden_v3_frames(golden)[0]) > 1
 
 

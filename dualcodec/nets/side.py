@@ -67,6 +67,7 @@ class SideSynthesis(nn.Module):
         layers.append(conv3x3(c, out_channels + residual_channels))
         self.body = nn.Sequential(*layers)
         self.out_channels = out_channels
+        self.residual_channels = residual_channels
         with torch.no_grad():  # the residual starts at zero: an untrained model is the upsampler alone
             self.body[-1].weight[out_channels:] = 0
             self.body[-1].bias[out_channels:] = 0
@@ -75,6 +76,6 @@ class SideSynthesis(nn.Module):
         """``w_hat`` ``[B,M,h/stride,w/stride]`` to side features ``s`` ``[B,C_s,h,w]`` and the
         residual ``r`` ``[B,3 s^2,h,w]`` (``None`` without one)."""
         out = self.body(w_hat)
-        if out.shape[1] == self.out_channels:
+        if not self.residual_channels:
             return out, None
         return out[:, : self.out_channels], out[:, self.out_channels :]

@@ -7,11 +7,11 @@ base frame. The filters therefore change from pixel to pixel, steered by the dec
 frame and by the side features ``s`` that only the encoder could compute.
 
     x_lr_hat [B,3,h,w] --Normalize--+
-    s        [B,C_s,h,w] -----------+--cat--conv3x3--(conv3x3 + residual) x depth--conv1x1
-                                                                       |
-                                        weights w [B,K,sh,sw] <--pixel_shuffle(s)
-    x_lr_hat --polyphase conv (K filters x s^2 phases, t x t taps)--pixel_shuffle(s)--> c [B,3,K,sh,sw]
-    x_hat = sum_k w_k * c_k  (+ d, a per-pixel detail term from a 1x1 conv, if ``residual``)
+    s        [B,C_s,h,w] -----------+--cat--conv3x3--(conv3x3 + residual) x depth = f --conv1x1--> w [B,K s^2,h,w]
+    x_lr_hat --polyphase conv (K filters x s^2 phases, t x t taps)--> c [B,3 K s^2,h,w]
+    m = sum_k w_k * c_k  (+ d, a per-pixel detail term from a 1x1 conv of f, if ``residual``;
+                          + r, the side stream's enhancement residual)   [B, 3 s^2, h, w]
+    y_hat = pixel_shuffle(m_Y, s);  uv_hat = 2x2 means of pixel_shuffle(m_CbCr, s)
 
 Filter 0 starts as bicubic and the weights start at (1, 0, ..., 0), so an untrained
 upsampler is exactly bicubic upsampling.
@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dualcodec.nets.common import Normalize, conv3x3
+
+CHANNELS = 3  # Y, Cb, Cr, chroma on luma's grid
 
 
 def bicubic_polyphase(scale: int, taps: int) -> torch.Tensor:
@@ -40,6 +42,19 @@ def bicubic_polyphase(scale: int, taps: int) -> torch.Tensor:
     return phases.reshape(taps, taps, scale * scale).permute(2, 0, 1).contiguous()
 
 
+def chroma_average(scale: int) -> torch.Tensor:
+    """A grouped 1x1 convolution that averages each 2x2 block of output positions of a
+    phase layout (``scale**2`` phases per pixel, ``scale >= 2``) into ``(scale/2)**2`` phases,
+    per chroma channel: ``[2 (s/2)^2, s^2, 1, 1]``."""
+    half = scale // 2
+    weight = torch.zeros(2 * half * half, scale * scale, 1, 1)
+    for c in range(2):
+        for py in range(scale):
+            for px in range(scale):
+                weight[c * half * half + (py // 2) * half + px // 2, py * scale + px] = 0.25
+    return weight
+
+
 class SpatiallyVaryingUpsampler(nn.Module):
     def __init__(
         self,
@@ -50,9 +65,11 @@ class SpatiallyVaryingUpsampler(nn.Module):
         num_filters: int = 8,
         taps: int = 5,
         residual: bool = False,
+        chroma_filters: bool = True,
     ) -> None:
         super().__init__()
         self.scale = scale
+        self.mixed = CHANNELS if chroma_filters else 1  # channels the per-pixel mixture forms
         self.num_filters = num_filters
         self.taps = taps
         self.normalize = Normalize()
@@ -71,6 +88,19 @@ class SpatiallyVaryingUpsampler(nn.Module):
         filters = bicubic.unsqueeze(0).repeat(num_filters, 1, 1, 1)
         filters[1:] += 0.02 * torch.randn_like(filters[1:])
         self.filters = nn.Parameter(filters)  # [K, s*s, t, t]
+        self.phases = scale * scale
+        # Fixed index and weights of the 4-D mixture (see kernel_weights).
+        order = torch.arange(num_filters * self.phases).view(num_filters, self.phases).t().reshape(-1)
+        self.register_buffer("head_order", order, persistent=False)
+        groups = torch.arange(self.mixed * self.phases * num_filters) // num_filters
+        filter_sum = (groups[None] == torch.arange(self.mixed * self.phases)[:, None]).float()
+        self.register_buffer("filter_sum", filter_sum[..., None, None], persistent=False)
+        # Without chroma filters, chroma is bicubic's polyphase filters alone (plus the
+        # detail term and the side residual): the mixture, most of the decoder's memory
+        # traffic, then covers luma only.
+        chroma_bicubic = None if chroma_filters else bicubic.reshape(-1, 1, taps, taps).repeat(2, 1, 1, 1)
+        self.register_buffer("chroma_bicubic", chroma_bicubic, persistent=False)
+        self.register_buffer("chroma_average", chroma_average(scale) if scale > 1 else None, persistent=False)
 
     def features(self, x_lr_hat: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
         z = self.normalize(x_lr_hat) if s is None else torch.cat([self.normalize(x_lr_hat), s], dim=1)
@@ -80,46 +110,59 @@ class SpatiallyVaryingUpsampler(nn.Module):
         return f
 
     def kernel_weights(self, f: torch.Tensor) -> torch.Tensor:
-        """Filter weights for every output pixel, in low-resolution layout ``[B, K, s*s, h, w]``."""
-        b, _, h, w = f.shape
-        phases = self.scale * self.scale
-        # The offset rides in the bias, and the 1x1 conv runs on NCHW features: both
-        # save a full pass over the weights at decode time.
-        bias = self.head.bias + self.weight_offset.view(-1, 1).expand(-1, phases).reshape(-1)
-        weights = F.conv2d(f.contiguous(), self.head.weight, bias)
-        return weights.view(b, self.num_filters, phases, h, w)
+        """Filter weights for every output pixel, in low-resolution layout, repeated for the
+        mixed channels: ``[B, 3 s^2 K, h, w]`` (``s^2 K`` without chroma filters), channel ``(c s^2 + p) K + k`` for channel
+        ``c``, phase ``p`` and filter ``k`` (the order :meth:`_candidates` produces)."""
+        # The head's rows, stored (k, p), are read in (p, k) order and repeated per channel:
+        # the mixture then stays a 4-D, per-channel product (no 6-D views, which cost a
+        # layout change each in a compiled graph). The offset rides in the bias.
+        bias = (self.head.bias + self.weight_offset.view(-1, 1).expand(-1, self.phases).reshape(-1))
+        weight = self.head.weight[self.head_order].repeat(self.mixed, 1, 1, 1)
+        return F.conv2d(f.contiguous(), weight, bias[self.head_order].repeat(self.mixed))
 
     def _candidates(self, x_padded: torch.Tensor) -> torch.Tensor:
-        """Every filter applied to every channel of a replicate-padded strip, per phase:
-        ``[B, 3, K, s*s, rows, w]``."""
-        b, c = x_padded.shape[:2]
-        h, w = x_padded.shape[-2] - self.taps + 1, x_padded.shape[-1] - self.taps + 1
-        weight = self.filters.reshape(-1, 1, self.taps, self.taps).repeat(c, 1, 1, 1)
-        out = F.conv2d(x_padded.contiguous(), weight, groups=c)
-        return out.view(b, c, self.num_filters, self.scale * self.scale, h, w)
+        """Every filter applied to every mixed channel of a replicate-padded strip, per phase:
+        ``[B, 3 s^2 K, rows, w]`` (luma alone without chroma filters) in the order of
+        :meth:`kernel_weights`."""
+        weight = self.filters.transpose(0, 1).reshape(-1, 1, self.taps, self.taps).repeat(self.mixed, 1, 1, 1)
+        return F.conv2d(x_padded[:, : self.mixed].contiguous(), weight, groups=self.mixed)
+
+    def _mix(self, x_padded: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``sum_k w_k c_k`` for every channel and phase: ``[B, 3 s^2, rows, w]`` (a 1x1
+        convolution of zeros and ones sums each group of K products)."""
+        mixed = F.conv2d(self._candidates(x_padded) * weights, self.filter_sum)
+        if self.chroma_bicubic is None:
+            return mixed
+        return torch.cat([mixed, F.conv2d(x_padded[:, 1:].contiguous(), self.chroma_bicubic, groups=2)], dim=1)
 
     def forward(self, x_lr_hat: torch.Tensor, s: torch.Tensor | None, residual: torch.Tensor | None = None,
-                rows: int = 32) -> torch.Tensor:
-        """``x_lr_hat`` ``[B,3,h,w]`` (Y, Cb, Cr on the unit scale), ``s`` ``[B,C_s,h,w]`` (``None``
-        without a side stream) -> ``x_hat`` ``[B,3,sh,sw]``; ``residual`` ``[B,3 s^2,h,w]``, in
-        pixel-shuffle layout, is added at the end.
+                rows: int | None = 32) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x_lr_hat`` ``[B,3,h,w]`` (Y, Cb, Cr on the unit scale, chroma on luma's grid),
+        ``s`` ``[B,C_s,h,w]`` (``None`` without a side stream) -> 4:2:0 planes ``y_hat``
+        ``[B,1,sh,sw]`` and ``uv_hat`` ``[B,2,sh/2,sw/2]``; ``residual`` ``[B,3 s^2,h,w]``, in
+        pixel-shuffle layout, is added before the planes are formed.
 
         The mixture is formed at low resolution, phase by phase, in strips of ``rows``
-        rows (the candidates of a strip stay in cache); one pixel shuffle at the end
-        puts each phase at its output position.
+        rows (the candidates of a strip stay in cache; ``None``: one strip, the form a
+        compiled graph takes). Luma's phases are pixel-shuffled to their output
+        positions; chroma is averaged over each 2x2 output block still in phase layout
+        (:func:`~dualcodec.nets.common.from_444` without forming full-resolution chroma).
         """
-        b, c, h, w = x_lr_hat.shape
+        h = x_lr_hat.shape[-2]
         f = self.features(x_lr_hat, s)
         weights = self.kernel_weights(f)
         x_padded = F.pad(x_lr_hat, [self.taps // 2] * 4, mode="replicate")
-        strips = []
-        for top in range(0, h, rows):
-            bottom = min(h, top + rows)
-            candidates = self._candidates(x_padded[:, :, top : bottom + self.taps - 1])
-            strips.append((candidates * weights[:, None, :, :, top:bottom]).sum(dim=2))
-        mixed = torch.cat(strips, dim=-2).reshape(b, c * self.scale * self.scale, h, w)
+        if rows is None:
+            mixed = self._mix(x_padded, weights)
+        else:
+            mixed = torch.cat([self._mix(x_padded[:, :, top : min(h, top + rows) + self.taps - 1],
+                                         weights[:, :, top : min(h, top + rows)]) for top in range(0, h, rows)], dim=-2)
         if self.detail is not None:
             mixed = mixed + self.detail(f)  # channel c*s*s + phase, as pixel_shuffle reads it
         if residual is not None:
             mixed = mixed + residual
-        return F.pixel_shuffle(mixed, self.scale)
+        y_hat = F.pixel_shuffle(mixed[:, : self.phases], self.scale)
+        uv = mixed[:, self.phases :]
+        if self.scale == 1:
+            return y_hat, F.avg_pool2d(uv, 2)
+        return y_hat, F.pixel_shuffle(F.conv2d(uv, self.chroma_average, groups=2), self.scale // 2)

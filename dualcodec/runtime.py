@@ -1,0 +1,362 @@
+"""Runtimes for the decoder's per-pixel networks: eager PyTorch (the reference) and OpenVINO.
+
+The decoder runs two graphs, both made of the model's own modules:
+
+    SideGraph  w_hat [1,M,hb,wb] --g_s--> s [1,C_s,h,w], r [1,3 s^2,h,w]     (NEW frames only)
+    UpGraph    y [1,1,h,w], uv [1,2,h/2,w/2] (base code values), s, r
+                 --unit scale, upsampler, from_444, code values, round, clamp-->
+               y [1,1,H,W], uv [1,2,H/2,W/2] (code values)
+
+so a SKIP or REPEAT frame costs the upsampler alone (:class:`SideFeatures` of the all-zero
+latents are computed once per frame size). Both graphs see code values, so the format's
+offsets, rounding and clamping run inside the compiled graph, not in eager torch.
+
+Runtimes (:func:`make_runtime`):
+
+- ``torch``: the modules themselves, eager, fp32: the reference path and the training path.
+- ``openvino``: the same modules traced by ``openvino.convert_model`` at first use (fp32,
+  ``INFERENCE_PRECISION_HINT f32``: on a CPU with bf16 OpenVINO would otherwise run bf16).
+- ``openvino-int8``: graphs quantised after training (NNCF, calibrated on real frames by
+  ``dualcodec export``) and saved beside the model file as ``NAME.int8/``, with the
+  fingerprint of the weights they were built from; a stale set is refused.
+- ``auto``: ``openvino``, or ``torch`` where the openvino package is not installed. The
+  int8 graphs are never chosen for you: calibrated after training they cost quality
+  (the README's runtime table), until quantisation-aware training makes them pay.
+
+What selects an entropy-coding table never passes through a runtime (the latents are
+decoded before the networks run, from integer activity classes), so the side latents
+are the same bits whichever runtime decodes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from dualcodec.errors import DualcodecError
+from dualcodec.model import DualLayerModel, LoadedModel
+from dualcodec.yuv import YUVFormat, codes_to_unit, unit_scale, unit_to_codes
+
+RUNTIMES = ("auto", "torch", "openvino", "openvino-int8")
+INT8_SUFFIX = ".int8"  # NAME.pt -> NAME.int8/{side,up}.{xml,bin}, meta.json
+
+
+@dataclass(frozen=True)
+class SideFeatures:
+    """The side synthesis of one frame's latents, as the upsampler takes them (float32,
+    batch 1): ``s`` ``[1,C_s,h,w]`` and ``r`` ``[1,3 s^2,h,w]`` (``r`` ``None`` for a model
+    without the enhancement residual; both ``None`` without a side stream)."""
+
+    s: np.ndarray | None
+    r: np.ndarray | None
+
+
+class SideGraph(nn.Module):
+    """``g_s``: decoded latents to :class:`SideFeatures` for base layer size ``(h, w)``."""
+
+    def __init__(self, model: DualLayerModel) -> None:
+        super().__init__()
+        self.g_s = model.g_s
+
+    def forward(self, w_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s, r = self.g_s(w_hat)
+        return (s, r) if r is not None else (s,)
+
+
+class UpGraph(nn.Module):
+    """Base code values, the format's numbers (:func:`~dualcodec.yuv.unit_scale`, ``[5]``)
+    and side features to output code values (rounded and clamped floats). The side
+    features may be larger than the base (g_s works on whole latent blocks): they are
+    cropped here. ``rows``: the upsampler's strips (``None`` for a compiled graph)."""
+
+    def __init__(self, model: DualLayerModel, rows: int | None = 32) -> None:
+        super().__init__()
+        self.model = model
+        self.rows = rows
+
+    def forward(self, y: torch.Tensor, uv: torch.Tensor, scale: torch.Tensor,
+                *side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = y.shape[-2:]
+        s = side[0][..., :h, :w] if side else None
+        r = side[1][..., :h, :w] if len(side) > 1 else None
+        y_hat, uv_hat = self.model.upsample_with(*codes_to_unit(y, uv, scale), s, r, rows=self.rows)
+        y_out, uv_out = unit_to_codes(y_hat, uv_hat, scale)
+        top = scale[4]
+        return torch.minimum(torch.round(y_out).clamp_min(0.0), top), torch.minimum(torch.round(uv_out).clamp_min(0.0), top)
+
+
+class Runtime(Protocol):
+    """Runs the decoder's networks on one frame (see the module docstring)."""
+
+    name: str
+
+    def side_features(self, w_hat: torch.Tensor | None, lr_height: int, lr_width: int) -> SideFeatures:
+        """Features of decoded latents ``w_hat`` ``[1,M,hb,wb]`` (``None``: all zero)."""
+
+    def upsample(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, side: SideFeatures,
+                 fmt: YUVFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Base planes (code values) to full-size planes (code values, the planes' dtype)."""
+
+
+def up_inputs(y: np.ndarray, u: np.ndarray, v: np.ndarray, side: SideFeatures, fmt: YUVFormat) -> list[np.ndarray]:
+    """The up graph's inputs: base code values, the format's numbers, the side features."""
+    return [y.astype(np.float32)[None, None], np.stack([u, v]).astype(np.float32)[None],
+            np.array(unit_scale(fmt), np.float32), *(a for a in (side.s, side.r) if a is not None)]
+
+
+def _planes(y: np.ndarray, uv: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return y[0, 0].astype(dtype), uv[0, 0].astype(dtype), uv[0, 1].astype(dtype)
+
+
+class _ZeroFeatures:
+    """The features of all-zero latents, once per base layer size."""
+
+    def __init__(self, compute) -> None:
+        self.compute = compute
+        self.cache: dict[tuple[int, int], SideFeatures] = {}
+
+    def __call__(self, lr_height: int, lr_width: int) -> SideFeatures:
+        key = (lr_height, lr_width)
+        if key not in self.cache:
+            self.cache[key] = self.compute(lr_height, lr_width)
+        return self.cache[key]
+
+
+class TorchRuntime:
+    """Eager PyTorch, fp32, on the CPU: the reference."""
+
+    name = "torch"
+
+    def __init__(self, loaded: LoadedModel, threads: int | None = None) -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.model = loaded.model.to(memory_format=torch.channels_last)
+        self.side_graph = SideGraph(self.model) if self.model.has_side_stream else None
+        self.up_graph = UpGraph(self.model)
+        self._zero = _ZeroFeatures(lambda h, w: self._features(None, h, w))
+
+    @torch.inference_mode()
+    def _features(self, w_hat: torch.Tensor | None, lr_height: int, lr_width: int) -> SideFeatures:
+        if self.side_graph is None:
+            return SideFeatures(None, None)
+        if w_hat is None:
+            w_hat = torch.zeros(1, self.model.latent_coder.channels, *self.model.latent_size(lr_height, lr_width))
+        out = self.side_graph(w_hat.float())
+        return SideFeatures(out[0].numpy(), out[1].numpy() if len(out) > 1 else None)
+
+    def side_features(self, w_hat, lr_height, lr_width) -> SideFeatures:
+        return self._zero(lr_height, lr_width) if w_hat is None else self._features(w_hat, lr_height, lr_width)
+
+    @torch.inference_mode()
+    def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat):
+        y_out, uv_out = self.up_graph(*(torch.from_numpy(a) for a in up_inputs(y, u, v, side, fmt)))
+        return _planes(y_out.numpy(), uv_out.numpy(), y.dtype)
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise DualcodecError("the openvino runtime needs the openvino package (pip install openvino); "
+                             "or pass --runtime torch") from None
+    return openvino
+
+
+def int8_dir(model_path: Path) -> Path:
+    """Where the int8 graphs of the model file ``model_path`` live."""
+    return model_path.with_suffix(INT8_SUFFIX)
+
+
+def has_int8(loaded: LoadedModel) -> bool:
+    return (int8_dir(loaded.path) / "meta.json").is_file()
+
+
+def cache_dir() -> Path:
+    """Where traced graphs are kept between runs: ``$DUALCODEC_CACHE``, else
+    ``$XDG_CACHE_HOME/dualcodec``, else ``~/.cache/dualcodec``."""
+    if os.environ.get("DUALCODEC_CACHE"):
+        return Path(os.environ["DUALCODEC_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dualcodec"
+
+
+class _Graphs:
+    """The process's OpenVINO core, graphs and compiled models, shared by every runtime
+    object (a decode, then another, compiles once)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.core = None
+        self.graphs: dict[tuple, object] = {}  # (fingerprint, runtime, graph): ov.Model, sizes free
+        self.compiled: dict[tuple, object] = {}  # (fingerprint, runtime, graph, shapes, threads)
+
+    def get_core(self):
+        if self.core is None:
+            self.core = _openvino().Core()
+        return self.core
+
+
+_SHARED = _Graphs()
+
+
+def _traced(loaded: LoadedModel, key: str):
+    """The fp32 graph ``key`` of a model: from the cache folder, else traced and saved there
+    (a cache that cannot be written is skipped)."""
+    ov = _openvino()
+    folder = cache_dir() / loaded.fingerprint / "openvino"
+    path = folder / f"{key}.xml"
+    if path.is_file() and path.with_suffix(".bin").is_file():
+        try:
+            return _SHARED.get_core().read_model(path)
+        except RuntimeError:  # a damaged cache entry: trace again
+            pass
+    graph = trace_side(loaded.model) if key == "side" else trace_up(loaded.model)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder))
+        ov.save_model(graph, staging / f"{key}.xml", compress_to_fp16=False)
+        os.replace(staging / f"{key}.bin", path.with_suffix(".bin"))
+        os.replace(staging / f"{key}.xml", path)
+        shutil.rmtree(staging, ignore_errors=True)
+    except OSError:
+        pass
+    return graph
+
+
+class OpenVINORuntime:
+    """The same graphs, compiled by OpenVINO for the CPU: fp32 traced at first use (and
+    kept in :func:`cache_dir` under the model's fingerprint), or the int8 graphs saved
+    beside the model (``int8``). Compiled once per frame size and thread count."""
+
+    def __init__(self, loaded: LoadedModel, int8: bool = False, threads: int | None = None) -> None:
+        _openvino()
+        self.name = "openvino-int8" if int8 else "openvino"
+        self.loaded = loaded
+        self.model = loaded.model
+        self.threads = threads
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if threads is not None:
+            self.config["INFERENCE_NUM_THREADS"] = threads
+        self.requests: dict[tuple, object] = {}  # (graph, input shapes): this runtime's infer request
+        if int8:
+            self._check_int8()
+        self._zero = _ZeroFeatures(lambda h, w: self._features(None, h, w))
+
+    def _check_int8(self) -> None:
+        folder = int8_dir(self.loaded.path)
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            raise DualcodecError(f"model {self.loaded.name!r} has no int8 graphs ({folder}); build them with "
+                                 f"dualcodec export, or pass --runtime openvino")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") != self.loaded.fingerprint:
+            raise DualcodecError(f"the int8 graphs in {folder} were built from another model (fingerprint "
+                                 f"{meta.get('fingerprint')}, the model's is {self.loaded.fingerprint}); "
+                                 f"rebuild them with dualcodec export")
+
+    def _graph(self, key: str):
+        """The ov.Model of graph ``key`` (``side`` or ``up``), sizes free."""
+        cache_key = (self.loaded.fingerprint, self.name, key)
+        if cache_key not in _SHARED.graphs:
+            if self.name == "openvino-int8":
+                _SHARED.graphs[cache_key] = _SHARED.get_core().read_model(int8_dir(self.loaded.path) / f"{key}.xml")
+            else:
+                _SHARED.graphs[cache_key] = _traced(self.loaded, key)
+        return _SHARED.graphs[cache_key]
+
+    def _run(self, key: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        shapes = tuple(a.shape for a in inputs)
+        request = self.requests.get((key, shapes))
+        if request is None:
+            with _SHARED.lock:
+                compiled_key = (self.loaded.fingerprint, self.name, key, shapes, self.threads)
+                compiled = _SHARED.compiled.get(compiled_key)
+                if compiled is None:
+                    model = self._graph(key).clone()
+                    model.reshape({i: list(shape) for i, shape in enumerate(shapes)})
+                    compiled = _SHARED.get_core().compile_model(model, "CPU", self.config)
+                    _SHARED.compiled[compiled_key] = compiled
+            request = self.requests[(key, shapes)] = compiled.create_infer_request()
+        request.infer(inputs)
+        return [request.get_output_tensor(i).data.copy() for i in range(len(request.model_outputs))]
+
+    def _features(self, w_hat, lr_height, lr_width) -> SideFeatures:
+        if not self.model.has_side_stream:
+            return SideFeatures(None, None)
+        if w_hat is None:
+            shape = (1, self.model.latent_coder.channels, *self.model.latent_size(lr_height, lr_width))
+            w = np.zeros(shape, np.float32)
+        else:
+            w = w_hat.float().numpy()
+        out = self._run("side", [w])
+        return SideFeatures(out[0], out[1] if len(out) > 1 else None)
+
+    def side_features(self, w_hat, lr_height, lr_width) -> SideFeatures:
+        return self._zero(lr_height, lr_width) if w_hat is None else self._features(w_hat, lr_height, lr_width)
+
+    def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat):
+        y_out, uv_out = self._run("up", up_inputs(y, u, v, side, fmt))
+        return _planes(y_out, uv_out, y.dtype)
+
+
+def _dynamic(shape: tuple[int, ...]):
+    """Batch and channels fixed, the sizes free."""
+    return _openvino().PartialShape([*shape[:-2], -1, -1] if len(shape) == 4 else list(shape))
+
+
+def _convert(module: nn.Module, inputs: list[torch.Tensor]):
+    """``openvino.convert_model`` of a module traced on ``inputs``, sizes left free (the
+    tracer's deprecation warnings silenced: they are about TorchScript, not the graph)."""
+    ov = _openvino()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        return ov.convert_model(module.eval(), example_input=tuple(inputs), input=[_dynamic(t.shape) for t in inputs])
+
+
+def trace_side(model: DualLayerModel):
+    """:class:`SideGraph` as an ov.Model with dynamic spatial sizes."""
+    return _convert(SideGraph(model), [torch.zeros(1, model.latent_coder.channels, 8, 8)])
+
+
+def up_example(model: DualLayerModel, height: int = 32, width: int = 32) -> list[torch.Tensor]:
+    """Inputs of :class:`UpGraph` for a base layer of ``height x width`` (8-bit limited range)."""
+    y = torch.full((1, 1, height, width), 128.0)
+    inputs = [y, torch.full((1, 2, height // 2, width // 2), 128.0), torch.tensor(unit_scale(YUVFormat()))]
+    if model.has_side_stream:
+        with torch.no_grad():
+            s, r = model.side_features(None, y)
+        inputs += [t for t in (s, r) if t is not None]
+    return inputs
+
+
+def trace_up(model: DualLayerModel):
+    """:class:`UpGraph` as an ov.Model with dynamic spatial sizes."""
+    return _convert(UpGraph(model, rows=None), up_example(model))
+
+
+def make_runtime(name: "str | Runtime", loaded: LoadedModel, threads: int | None = None) -> Runtime:
+    """The runtime ``name`` (one of :data:`RUNTIMES`) for a loaded model; a runtime object
+    is returned as it is."""
+    if not isinstance(name, str):
+        return name
+    if name not in RUNTIMES:
+        raise DualcodecError(f"unknown runtime {name!r} (one of {', '.join(RUNTIMES)})")
+    if name == "torch":
+        return TorchRuntime(loaded, threads)
+    if name == "auto":
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return TorchRuntime(loaded, threads)
+        name = "openvino"
+    return OpenVINORuntime(loaded, int8=name == "openvino-int8", threads=threads)

@@ -1,0 +1,201 @@
+"""dualcodec.runtime (and dualcodec.export): the decoder's networks, eager and compiled."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from dualcodec.errors import DualcodecError
+from dualcodec.model import load_model
+from dualcodec.runtime import OpenVINORuntime, TorchRuntime, int8_dir, make_runtime
+from dualcodec.yuv import YUVFormat
+from helpers import synthetic_rgb, write_png
+
+FORMATS = [YUVFormat(), YUVFormat(10, True)]
+
+
+def _base(height: int, width: int, fmt: YUVFormat, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    dtype = np.uint8 if fmt.bit_depth == 8 else np.uint16
+    top = fmt.max_code + 1
+    return (rng.integers(0, top, (height, width)).astype(dtype),
+            rng.integers(0, top, (height // 2, width // 2)).astype(dtype),
+            rng.integers(0, top, (height // 2, width // 2)).astype(dtype))
+
+
+def _latents(loaded, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    hb, wb = loaded.model.latent_size(height, width)
+    return torch.from_numpy(rng.normal(0.0, 2.0, (1, loaded.model.latent_coder.channels, hb, wb)).round()
+                            .astype(np.float32))
+
+
+def _differences(a, b) -> list[int]:
+    return [int(np.abs(p.astype(np.int32) - q).max()) for p, q in zip(a, b)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=["8bit-tv", "10bit-pc"])
+def test_torch_runtime_is_the_models_own_upsampling(tiny_model, fmt):
+    from dualcodec.basecodec import planes_from_tensors, planes_to_tensors
+    from dualcodec.basecodec import Planes
+    from dualcodec.yuv import planes_to_unit, unit_to_planes
+
+    loaded = load_model(str(tiny_model.path))
+    y, u, v = _base(18, 30, fmt)  # 18x30: the latents cover 20x32, the features are cropped
+    w_hat = _latents(loaded, 18, 30)
+    runtime = TorchRuntime(loaded)
+    out = runtime.upsample(y, u, v, runtime.side_features(w_hat, 18, 30), fmt)
+    with torch.no_grad():
+        unit = planes_to_unit(*planes_to_tensors([Planes(y, u, v)]), fmt)
+        ref = planes_from_tensors(*unit_to_planes(*loaded.model.upsample(*unit, w_hat), fmt), fmt)[0]
+    assert out[0].shape == (36, 60) and out[1].shape == (18, 30) and out[0].dtype == y.dtype
+    assert _differences(out, (ref.y, ref.u, ref.v)) == [0, 0, 0]
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=["8bit-tv", "10bit-pc"])
+def test_openvino_fp32_decodes_as_torch_does(tiny_model, fmt):
+    loaded = load_model(str(tiny_model.path))
+    torch_rt, ov_rt = TorchRuntime(loaded), OpenVINORuntime(loaded, threads=2)
+    for height, width in ((18, 30), (40, 24)):  # one traced graph serves every size and format
+        y, u, v = _base(height, width, fmt)
+        w_hat = _latents(loaded, height, width)
+        for latents in (w_hat, None):
+            a = torch_rt.upsample(y, u, v, torch_rt.side_features(latents, height, width), fmt)
+            b = ov_rt.upsample(y, u, v, ov_rt.side_features(latents, height, width), fmt)
+            assert max(_differences(a, b)) <= 1
+            assert np.mean(a[0] != b[0]) < 0.01  # rounding ties only
+
+
+def test_openvino_frames_are_identical_at_any_thread_count(tiny_model):
+    loaded = load_model(str(tiny_model.path))
+    fmt = YUVFormat()
+    y, u, v = _base(40, 48, fmt)
+    w_hat = _latents(loaded, 40, 48)
+    outs = []
+    for threads in (1, 2):
+        runtime = OpenVINORuntime(loaded, threads=threads)
+        outs.append(runtime.upsample(y, u, v, runtime.side_features(w_hat, 40, 48), fmt))
+    assert _differences(*outs) == [0, 0, 0]
+
+
+def test_skipped_frames_reuse_the_features_of_zero_latents(tiny_model):
+    runtime = TorchRuntime(load_model(str(tiny_model.path)))
+    first = runtime.side_features(None, 18, 30)
+    assert runtime.side_features(None, 18, 30) is first
+    assert runtime.side_features(None, 20, 30) is not first
+    assert np.allclose(runtime.side_features(torch.zeros(1, 16, 5, 8), 18, 30).s, first.s)
+
+
+def test_unknown_runtime_and_missing_int8_graphs_are_refused(tiny_model):
+    loaded = load_model(str(tiny_model.path))
+    with pytest.raises(DualcodecError, match="unknown runtime 'onnx'"):
+        make_runtime("onnx", loaded)
+    with pytest.raises(DualcodecError, match="has no int8 graphs .*dualcodec export"):
+        make_runtime("openvino-int8", loaded)
+    assert make_runtime("auto", loaded).name == "openvino"
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory, tiny_model):
+    """A copy of the tiny model with int8 graphs, calibrated on two synthetic images."""
+    from dualcodec.export import export_int8
+
+    folder = tmp_path_factory.mktemp("int8")
+    path = shutil.copy(tiny_model.path, folder / "tiny.pt")
+    images = folder / "images"
+    images.mkdir()
+    for i, frame in enumerate(synthetic_rgb(64, 48, count=2, seed=3, noise=12.0)):
+        write_png(images / f"{i}.png", frame)
+    export_int8(load_model(str(path)), [images], count=2, qps=(22, 42), progress=False)
+    return load_model(str(path))
+
+
+def test_export_writes_int8_graphs_tied_to_the_fingerprint(int8_model):
+    folder = int8_dir(int8_model.path)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["fingerprint"] == int8_model.fingerprint
+    assert meta["calibration"]["qps"] == [22, 42] and meta["calibration"]["up_samples"] == 4
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "side.bin", "side.xml", "up.bin", "up.xml"]
+    assert "FakeQuantize" in (folder / "up.xml").read_text()  # quantised, not a copy of fp32
+    assert make_runtime("auto", int8_model).name == "openvino"  # int8 only when asked for
+
+
+def test_int8_decodes_close_to_torch(int8_model):
+    fmt = YUVFormat()
+    rgb = synthetic_rgb(48, 40, count=1, seed=5, noise=12.0)[0]
+    from helpers import to_planes
+
+    planes = to_planes(rgb)
+    y, u, v = planes.y[::2, ::2].copy(), planes.u[::2, ::2].copy(), planes.v[::2, ::2].copy()  # a 24x20 base
+    w_hat = _latents(int8_model, 20, 24)
+    torch_rt, int8_rt = TorchRuntime(int8_model), make_runtime("openvino-int8", int8_model, 2)
+    a = torch_rt.upsample(y, u, v, torch_rt.side_features(w_hat, 20, 24), fmt)
+    b = int8_rt.upsample(y, u, v, int8_rt.side_features(w_hat, 20, 24), fmt)
+    assert np.abs(a[0].astype(np.int32) - b[0]).mean() < 2.0
+
+
+def test_stale_int8_graphs_are_refused(int8_model, tmp_path):
+    path = shutil.copy(int8_model.path, tmp_path / "tiny.pt")
+    shutil.copytree(int8_dir(int8_model.path), int8_dir(tmp_path / "tiny.pt"))
+    meta_path = int8_dir(tmp_path / "tiny.pt") / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "fingerprint": "0" * 16}))
+    with pytest.raises(DualcodecError, match="built from another model .*dualcodec export"):
+        make_runtime("openvino-int8", load_model(str(path)))
+
+
+def test_side_latents_are_the_same_bits_with_every_runtime_and_thread_count(dual_file, int8_model, tiny_model):
+    # The latents are entropy-decoded from integer classes before any network runs: record
+    # what each runtime is handed.
+    from dualcodec.codec import decode
+
+    seen = {}
+    for name, threads in (("torch", 1), ("torch", 2), ("openvino", 1), ("openvino", 2)):
+        runtime = make_runtime(name, load_model(str(tiny_model.path)), threads)
+        received = []
+        original = runtime.side_features
+        runtime.side_features = lambda w, h, wd, original=original, received=received: (
+            received.append(None if w is None else w.numpy().copy()), original(w, h, wd))[1]
+        frames = list(decode(dual_file.path, str(tiny_model.path), runtime=runtime).frames)
+        assert len(frames) == 3
+        seen[(name, threads)] = received
+    torch.set_num_threads(1)
+    reference = seen[("torch", 1)]
+    assert len(reference) == 3 and all(w is not None and np.any(w) for w in reference)
+    for key, received in seen.items():
+        assert all(np.array_equal(a, b) for a, b in zip(received, reference)), key
+
+
+def test_traced_graphs_are_cached_under_the_fingerprint_and_a_damaged_entry_is_traced_again(tiny_model, tmp_path,
+                                                                                            monkeypatch):
+    from dualcodec import runtime
+
+    monkeypatch.setenv("DUALCODEC_CACHE", str(tmp_path))
+    loaded = load_model(str(tiny_model.path))
+    runtime._traced(loaded, "up")
+    cached = tmp_path / loaded.fingerprint / "openvino"
+    assert sorted(p.name for p in cached.iterdir()) == ["up.bin", "up.xml"]
+    traced = []
+    trace_up = runtime.trace_up
+    monkeypatch.setattr(runtime, "trace_up", lambda model: traced.append(model) or trace_up(model))
+    runtime._traced(loaded, "up")
+    assert traced == []  # read back from the cache
+    (cached / "up.xml").write_text("<net>not a graph</net>")
+    graph = runtime._traced(loaded, "up")
+    assert len(traced) == 1 and len(graph.inputs) == len(trace_up(loaded.model).inputs)
+    assert runtime._SHARED.get_core().read_model(cached / "up.xml") is not None  # written again
+
+
+def test_int8_frames_are_identical_at_any_thread_count(int8_model):
+    fmt = YUVFormat()
+    y, u, v = _base(40, 48, fmt)
+    w_hat = _latents(int8_model, 40, 48)
+    outs = []
+    for threads in (1, 2):
+        runtime = make_runtime("openvino-int8", int8_model, threads)
+        outs.append(runtime.upsample(y, u, v, runtime.side_features(w_hat, 40, 48), fmt))
+    assert _differences(*outs) == [0, 0, 0]
