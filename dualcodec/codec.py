@@ -442,7 +442,9 @@ def layers_for_header(header: Header, model: str | None, runtime: str = "auto", 
         )
     if loaded.config.scale != header.scale:
         raise DualcodecError(f"model {loaded.name!r} is {loaded.config.scale}x, the file is {header.scale}x")
-    return ModelLayers(loaded, runtime=runtime, threads=threads)
+    layers = ModelLayers(loaded, runtime=runtime, threads=threads)
+    layers.runtime  # made now: a runtime that cannot run fails before the first frame
+    return layers
 
 
 @dataclass

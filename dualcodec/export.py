@@ -15,6 +15,8 @@ they were calibrated.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import shutil
@@ -97,6 +99,8 @@ def export_int8(loaded: LoadedModel, folders: list[Path], count: int = 24, qps: 
                 progress: bool = True) -> Path:
     """Quantise the decoder graphs of ``loaded`` on ``count`` images of ``folders`` coded at
     ``qps``; write them beside the model file and return their folder."""
+    # NNCF imports torch's C++ extension helper, which warns that there is no CUDA.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         import nncf
         import openvino as ov
@@ -105,12 +109,14 @@ def export_int8(loaded: LoadedModel, folders: list[Path], count: int = 24, qps: 
     nncf.set_log_level(logging.ERROR)
     images = calibration_images(folders, count)
     recorder = record(loaded, images, list(qps), progress)
-    graphs = {"up": nncf.quantize(trace_up(loaded.model), nncf.Dataset(recorder.up_inputs),
-                                  subset_size=len(recorder.up_inputs),
-                                  ignored_scope=nncf.IgnoredScope(patterns=MIXTURE_PATTERNS, validate=False))}
-    if loaded.model.has_side_stream:
-        graphs["side"] = nncf.quantize(trace_side(loaded.model), nncf.Dataset(recorder.side_inputs),
-                                       subset_size=len(recorder.side_inputs))
+    # NNCF draws its own progress bars on standard output: kept only with progress.
+    with contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO()):
+        graphs = {"up": nncf.quantize(trace_up(loaded.model), nncf.Dataset(recorder.up_inputs),
+                                      subset_size=len(recorder.up_inputs),
+                                      ignored_scope=nncf.IgnoredScope(patterns=MIXTURE_PATTERNS, validate=False))}
+        if loaded.model.has_side_stream:
+            graphs["side"] = nncf.quantize(trace_side(loaded.model), nncf.Dataset(recorder.side_inputs),
+                                           subset_size=len(recorder.side_inputs))
     folder = int8_dir(loaded.path)
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)

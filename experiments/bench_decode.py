@@ -17,6 +17,10 @@ Then, for each runtime:
 
 Frames per second are the median (and best) of ``--repeats`` timed runs after a warm-up
 run (model load, graph compilation). Writes experiments/results/bench_decode.json.
+
+``--profile`` prints instead where the OpenVINO fp32 upsampler's time goes, node by node
+(OpenVINO's own per-node counters, summed over 10 runs of one 720p base frame of zeros
+for the side features, as a SKIP frame has).
 """
 
 from __future__ import annotations
@@ -129,6 +133,37 @@ def split(encoded: Path, model: str, runtime_name: str, threads: int, out: Path)
             "output_ms": 1000 * output / n, "new_frames": modes.count("NEW"), "frames": n}
 
 
+def profile(model: str, threads: int, top: int = 14) -> None:
+    """OpenVINO's per-node profile of the upsampler graph at 720p (see the docstring)."""
+    import numpy as np
+
+    from dualcodec.model import load_model
+    from dualcodec.runtime import OpenVINORuntime, up_inputs
+    from dualcodec.yuv import YUVFormat
+
+    loaded = load_model(model)
+    runtime = OpenVINORuntime(loaded, threads=threads)
+    runtime.config["PERF_COUNT"] = True
+    rng = np.random.default_rng(0)
+    y = rng.integers(16, 236, (360, 640), dtype=np.uint8)
+    u, v = (rng.integers(16, 241, (180, 320), dtype=np.uint8) for _ in range(2))
+    features = runtime.side_features(None, 360, 640)
+    runtime.upsample(y, u, v, features, YUVFormat())
+    request = next(r for (key, _), r in runtime.requests.items() if key == "up")
+    inputs = up_inputs(y, u, v, features, YUVFormat())
+    totals: dict[str, float] = {}
+    runs = 10
+    for _ in range(runs):
+        request.infer(inputs)
+        for node in request.profiling_info:
+            name = f"{node.node_type} {node.node_name.split('/')[0].removeprefix('__module.model.')}"
+            totals[name] = totals.get(name, 0.0) + node.real_time.total_seconds() * 1000 / runs
+    print(f"{loaded.name} ({loaded.fingerprint}): upsampler at 720p, {sum(totals.values()):.1f} ms a frame, "
+          f"{threads} threads; the {top} costliest nodes (type, module):")
+    for name, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {ms:6.2f} ms  {name}")
+
+
 def main() -> int:
     import torch
 
@@ -145,9 +180,13 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each measurement (default 5)")
     parser.add_argument("--runtimes", nargs="+", default=["torch", "openvino", "openvino-int8"])
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    parser.add_argument("--profile", action="store_true", help="per-node profile of the upsampler (see above)")
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "experiments" / "results" / "bench_decode.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.profile:
+        profile(args.model, args.threads)
+        return 0
     loaded = load_model(args.model)
     runtimes = [rt for rt in args.runtimes if rt != "openvino-int8" or has_int8(loaded)]
     results = {"model": loaded.name, "fingerprint": loaded.fingerprint, "threads": args.threads,

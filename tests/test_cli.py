@@ -279,6 +279,57 @@ def test_decode_to_y4m_is_the_decoder_output(capsys, dual_file, tiny_model, out_
     assert min(psnr_yuv(a, b) for a, b in zip(dual_file.clip.frames, frames)) > 27  # about 29.5 dB
 
 
+@pytest.mark.parametrize("runtime, threads", [("torch", "1"), ("openvino", "2")])
+def test_decode_with_a_runtime_and_threads(capsys, dual_file, tiny_model, out_dir, runtime, threads):
+    out = out_dir / "d.y4m"
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out, "--model", tiny_model.path, "-q",
+                       "--runtime", runtime, "--threads", threads)
+    assert code == 0, err
+    expected = list(decode(dual_file.path, str(tiny_model.path), runtime="torch").frames)
+    frames = list(VideoReader(out).frames())
+    assert len(frames) == 3
+    for a, b in zip(frames, expected):  # the runtimes agree to within a rounding tie
+        assert max(int(np.abs(p.astype(int) - q).max()) for p, q in ((a.y, b.y), (a.u, b.u), (a.v, b.v))) <= 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--runtime", "onnx"], "invalid choice: 'onnx'"),
+    (["--threads", "0"], "must be a whole number of at least 1, got '0'"),
+])
+def test_decode_refuses_a_bad_runtime_option(capsys, dual_file, out_dir, argv, message):
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "d.y4m", *argv)
+    assert code == 2 and message in err
+    assert leftovers(out_dir) == []
+
+
+def test_decode_with_int8_graphs_that_do_not_exist_is_one_line(capsys, dual_file, tiny_model, out_dir):
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "d.y4m", "--model", tiny_model.path,
+                       "--runtime", "openvino-int8")
+    assert "has no int8 graphs" in assert_one_line_error(code, err) and "dualcodec export" in err
+    assert leftovers(out_dir) == []
+
+
+def test_export_refuses_a_missing_calibration_folder(capsys, tiny_model, tmp_path):
+    code, _, err = run(capsys, "export", tiny_model.path, "--calibration", tmp_path / "nowhere")
+    assert "calibration folder not found" in assert_one_line_error(code, err)
+
+
+def test_export_writes_int8_graphs_beside_the_model(capsys, tiny_model, tmp_path):
+    import shutil
+
+    from helpers import synthetic_rgb, write_png
+
+    model = shutil.copy(tiny_model.path, tmp_path / "mine.pt")
+    images = tmp_path / "images"
+    images.mkdir()
+    write_png(images / "a.png", synthetic_rgb(48, 32, count=1, seed=2, noise=10.0)[0])
+    code, stdout, err = run(capsys, "export", model, "--calibration", images, "--images", "1", "--qp", "22", "-q")
+    assert code == 0, err
+    assert stdout == "" and err == ""
+    assert sorted(p.name for p in (tmp_path / "mine.int8").iterdir()) == ["meta.json", "side.bin", "side.xml",
+                                                                           "up.bin", "up.xml"]
+
+
 @pytest.mark.parametrize("pix_fmt, tag", [("yuv420p", "C420jpeg"), ("yuv420p10le", "C420p10"),
                                           ("yuv444p16le", "C444p16")])
 def test_decode_to_y4m_in_a_pixel_format(capsys, bicubic_file, out_dir, pix_fmt, tag):
