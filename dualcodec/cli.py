@@ -161,10 +161,10 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     ex = sub.add_parser("export", help="build a model's int8 decoder graphs (for --runtime openvino-int8)",
-                        description="Quantise the decoder's networks of MODEL to int8 (OpenVINO, NNCF's "
-                        "post-training quantisation), calibrated on real images coded by the model at several "
-                        "QPs, and write them beside the model file as NAME.int8/ (replacing an older set), "
-                        "tied to the model's fingerprint.")
+                        description="Quantise the decoder's feature convolutions of MODEL to int8 (OpenVINO "
+                        "graphs; the filter mixture stays fp32), calibrated on real images coded by the model at "
+                        "several QPs and decoded, and write them beside the model file as NAME.int8/ (replacing "
+                        "an older set), tied to the model's fingerprint.")
     ex.add_argument("model", help="built-in model name or model file")
     ex.add_argument("--calibration", type=Path, nargs="+", required=True, metavar="DIR",
                     help="folders of images to calibrate on (training images, never test images)")
@@ -230,9 +230,10 @@ def _encode(args: argparse.Namespace) -> None:
 
 def _runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", choices=["auto", "torch", "openvino", "openvino-int8"], default="auto",
-                        help="what runs the learned layers at decode: auto (default) is openvino (compiled, "
-                        "fp32, the reference's code values to within 1), or torch where openvino is missing; torch "
-                        "is the eager fp32 reference; openvino-int8 needs the graphs of dualcodec export")
+                        help="what runs the learned layers at decode: auto (default) is openvino-int8 where the "
+                        "model has int8 graphs (the built-in ones do; dualcodec export makes them), else openvino "
+                        "(compiled fp32, the reference's code values to within 1); torch is the eager fp32 "
+                        "reference")
     parser.add_argument("--threads", type=_positive, metavar="N",
                         help="threads for the learned layers' runtime (default: the runtime's own choice, "
                         "one per core)")

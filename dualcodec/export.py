@@ -1,37 +1,35 @@
 """``dualcodec export``: the int8 graphs of a model, for ``--runtime openvino-int8``.
 
-Post-training static quantisation (NNCF) of the two decoder graphs of
-:mod:`dualcodec.runtime`, calibrated on what the decoder really sees: real images coded
-by the model through the real base codec at several QPs, decoded, their side latents and
-base planes recorded on the way into the networks. Quantised: the feature networks'
-convolutions (``g_s``, the upsampler's ``conv_in``, ``body`` and ``detail``). Kept in
-fp32: the filter mixture (the candidate filters, the per-pixel weights, their products
-and sums), whose error goes straight to the output pixels.
+The two decoder graphs of :mod:`dualcodec.runtime`, with their feature convolutions in
+int8 (:class:`~dualcodec.nets.quant.QuantConv2d`: 8-bit inputs, int8 weights per
+channel): ``g_s`` and the upsampler's ``conv_in``, ``body`` and ``detail``. The filter
+mixture (the candidate filters, the per-pixel weights, their products and sums) stays
+fp32: its error would go straight to the output pixels.
 
-The graphs are written beside the model file, ``NAME.int8/{side,up}.{xml,bin}``, with
-``meta.json`` holding the model's fingerprint (a stale set is refused at load) and how
-they were calibrated.
+Calibrated post-training quantisation on what the decoder really sees: real images coded
+by the model through the real base codec at several QPs and decoded, their side latents
+and base planes recorded on the way into the networks; each convolution's input range is
+the range it meets there (the side graph also sees every block's latents, as if the
+encoder had enhanced them all). The graphs are traced as for fp32 (OpenVINO turns the fake
+quantisation into int8 convolutions) and written beside the model file,
+``NAME.int8/{side,up}.{xml,bin}``, with ``meta.json`` holding the model's fingerprint (a
+stale set is refused at load) and how they were calibrated.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+import torch
+
 from dualcodec.errors import DualcodecError
 from dualcodec.model import LoadedModel, lmbda_at
-from dualcodec.runtime import SideFeatures, TorchRuntime, int8_dir, trace_side, trace_up, up_inputs
-
-# Node-name patterns of the mixture in the traced up graph (everything the upsampler
-# module computes itself, outside its conv_in, body and detail submodules).
-MIXTURE_PATTERNS = [r"__module\.model\.upsampler/aten::.*"]
-
+from dualcodec.nets.quant import quantise_convs
+from dualcodec.runtime import SideFeatures, TorchRuntime, UpGraph, _openvino, int8_dir, trace_side, trace_up, up_inputs
 
 class RecordingRuntime(TorchRuntime):
     """The torch runtime, keeping every input its two graphs receive."""
@@ -85,38 +83,74 @@ def record(loaded: LoadedModel, images: list[Path], qps: list[int], progress: bo
         data = LayeredCodec(layers, BaseCodecSettings(codec="h264", qp=qp)).compress([frame], reader.info.format)
         list(decompress(data, str(loaded.path), runtime=recorder).frames)
         if model.has_side_stream:
-            y_codes, uv_codes, scale = recorder.up_inputs[-1][:3]
-            base = codes_to_unit(torch.from_numpy(y_codes), torch.from_numpy(uv_codes), torch.from_numpy(scale))
             height, width = (2 * model.scale * -(-n // (2 * model.scale)) for n in (frame.height, frame.width))
             original = to_unit(pad_planes(frame, width, height), reader.info.format)
+            y_codes, uv_codes, scale = recorder.up_inputs[-1][:3]
+            base = codes_to_unit(torch.from_numpy(y_codes), torch.from_numpy(uv_codes), torch.from_numpy(scale))
             with torch.no_grad():
                 w_hat = coder.dequantize(coder.quantize(model.analyse(*original, *base), qp), qp)
             recorder.side_inputs.append([w_hat.float().numpy()])
     return recorder
 
 
+def up_convs(model) -> list[str]:
+    """The upsampler's feature convolutions (what int8 runs; the filter mixture stays fp32)."""
+    names = ["upsampler.conv_in", *(f"upsampler.body.{i}" for i in range(len(model.upsampler.body)))]
+    return names + (["upsampler.detail"] if model.upsampler.detail is not None else [])
+
+
+def side_convs(model) -> list[str]:
+    """The side synthesis's convolutions."""
+    return [f"g_s.body.{i}" for i, m in enumerate(model.g_s.body) if isinstance(m, torch.nn.Conv2d)]
+
+
+@torch.no_grad()
+def calibrate(model, names: list[str], run) -> None:
+    """Each named convolution's input range over ``run()`` (which feeds the calibration
+    set through the model, every convolution still fp32), set on its
+    :class:`~dualcodec.nets.quant.QuantConv2d`, which then quantises."""
+    ranges: dict[str, list[float]] = {name: [0.0, 0.0] for name in names}
+    hooks = []
+    for name in names:
+        def hook(module, args, name=name):
+            ranges[name][0] = min(ranges[name][0], float(args[0].min()))
+            ranges[name][1] = max(ranges[name][1], float(args[0].max()))
+        hooks.append(model.get_submodule(name).register_forward_pre_hook(hook))
+    run()
+    for h in hooks:
+        h.remove()
+    for name, (low, high) in ranges.items():
+        model.get_submodule(name).calibrate(low, high)
+
+
 def export_int8(loaded: LoadedModel, folders: list[Path], count: int = 24, qps: tuple[int, ...] = (22, 32, 42),
                 progress: bool = True) -> Path:
-    """Quantise the decoder graphs of ``loaded`` on ``count`` images of ``folders`` coded at
-    ``qps``; write them beside the model file and return their folder."""
-    # NNCF imports torch's C++ extension helper, which warns that there is no CUDA.
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    try:
-        import nncf
-        import openvino as ov
-    except ImportError:
-        raise DualcodecError("dualcodec export needs openvino and nncf (pip install openvino nncf)") from None
-    nncf.set_log_level(logging.ERROR)
+    """Quantise the decoder graphs of ``loaded``, calibrated on ``count`` images of
+    ``folders`` coded at ``qps``; write them beside the model file and return their folder."""
+    import copy
+
+    ov = _openvino()
     images = calibration_images(folders, count)
     recorder = record(loaded, images, list(qps), progress)
-    # NNCF draws its own progress bars on standard output: kept only with progress.
-    with contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO()):
-        graphs = {"up": nncf.quantize(trace_up(loaded.model), nncf.Dataset(recorder.up_inputs),
-                                      subset_size=len(recorder.up_inputs),
-                                      ignored_scope=nncf.IgnoredScope(patterns=MIXTURE_PATTERNS, validate=False))}
-        if loaded.model.has_side_stream:
-            graphs["side"] = nncf.quantize(trace_side(loaded.model), nncf.Dataset(recorder.side_inputs),
-                                           subset_size=len(recorder.side_inputs))
+    model = copy.deepcopy(loaded.model)
+    up_names = up_convs(model)
+    side_names = side_convs(model) if model.has_side_stream else []
+
+    def run_up() -> None:
+        for inputs in recorder.up_inputs:
+            UpGraph(model)(*(torch.from_numpy(a) for a in inputs))
+
+    def run_side() -> None:
+        for (w,) in recorder.side_inputs:
+            model.g_s(torch.from_numpy(w))
+
+    quantise_convs(model, up_names + side_names)
+    calibrate(model, up_names, run_up)  # the side graph's inputs are recorded: independent
+    if side_names:
+        calibrate(model, side_names, run_side)
+    graphs = {"up": trace_up(model)}
+    if model.has_side_stream:
+        graphs["side"] = trace_side(model)
     folder = int8_dir(loaded.path)
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -124,9 +158,8 @@ def export_int8(loaded: LoadedModel, folders: list[Path], count: int = 24, qps: 
     for name, graph in graphs.items():
         ov.save_model(graph, staging / f"{name}.xml", compress_to_fp16=False)
     meta = {"fingerprint": loaded.fingerprint, "model": loaded.name, "openvino": ov.get_version(),
-            "nncf": nncf.__version__, "calibration": {"images": [p.name for p in images], "qps": list(qps),
-                                                       "side_samples": len(recorder.side_inputs),
-                                                       "up_samples": len(recorder.up_inputs)}}
+            "calibration": {"images": [p.name for p in images], "qps": list(qps),
+                            "side_samples": len(recorder.side_inputs), "up_samples": len(recorder.up_inputs)}}
     (staging / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     staging.replace(folder)

@@ -16,12 +16,11 @@ Runtimes (:func:`make_runtime`):
 - ``torch``: the modules themselves, eager, fp32: the reference path and the training path.
 - ``openvino``: the same modules traced by ``openvino.convert_model`` at first use (fp32,
   ``INFERENCE_PRECISION_HINT f32``: on a CPU with bf16 OpenVINO would otherwise run bf16).
-- ``openvino-int8``: graphs quantised after training (NNCF, calibrated on real frames by
-  ``dualcodec export``) and saved beside the model file as ``NAME.int8/``, with the
+- ``openvino-int8``: graphs whose feature convolutions are int8, calibrated on real frames by
+  ``dualcodec export`` (:mod:`dualcodec.export`) and saved beside the model file as ``NAME.int8/``, with the
   fingerprint of the weights they were built from; a stale set is refused.
-- ``auto``: ``openvino``, or ``torch`` where the openvino package is not installed. The
-  int8 graphs are never chosen for you: calibrated after training they cost quality
-  (the README's runtime table), until quantisation-aware training makes them pay.
+- ``auto``: ``openvino-int8`` where the model has int8 graphs (the built-in models ship
+  them), else ``openvino``, or ``torch`` where the openvino package is not installed.
 
 What selects an entropy-coding table never passes through a runtime (the latents are
 decoded before the networks run, from integer activity classes), so the side latents
@@ -358,5 +357,5 @@ def make_runtime(name: "str | Runtime", loaded: LoadedModel, threads: int | None
             import openvino  # noqa: F401
         except ImportError:
             return TorchRuntime(loaded, threads)
-        name = "openvino"
+        name = "openvino-int8" if has_int8(loaded) else "openvino"
     return OpenVINORuntime(loaded, int8=name == "openvino-int8", threads=threads)

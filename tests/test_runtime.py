@@ -121,7 +121,7 @@ def test_export_writes_int8_graphs_tied_to_the_fingerprint(int8_model):
     assert meta["calibration"]["qps"] == [22, 42] and meta["calibration"]["up_samples"] == 4
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "side.bin", "side.xml", "up.bin", "up.xml"]
     assert "FakeQuantize" in (folder / "up.xml").read_text()  # quantised, not a copy of fp32
-    assert make_runtime("auto", int8_model).name == "openvino"  # int8 only when asked for
+    assert make_runtime("auto", int8_model).name == "openvino-int8"
 
 
 def test_int8_decodes_close_to_torch(int8_model):
@@ -135,7 +135,9 @@ def test_int8_decodes_close_to_torch(int8_model):
     torch_rt, int8_rt = TorchRuntime(int8_model), make_runtime("openvino-int8", int8_model, 2)
     a = torch_rt.upsample(y, u, v, torch_rt.side_features(w_hat, 20, 24), fmt)
     b = int8_rt.upsample(y, u, v, int8_rt.side_features(w_hat, 20, 24), fmt)
-    assert np.abs(a[0].astype(np.int32) - b[0]).mean() < 2.0
+    difference = np.abs(a[0].astype(np.int32) - b[0])
+    assert difference.mean() < 0.5 and difference.max() <= 4  # measured: 0.23 and 2
+    assert difference.max() > 0  # int8 arithmetic really ran
 
 
 def test_stale_int8_graphs_are_refused(int8_model, tmp_path):
