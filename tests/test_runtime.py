@@ -152,17 +152,19 @@ def test_stale_int8_graphs_are_refused(int8_model, tmp_path):
 
 def test_side_latents_are_the_same_bits_with_every_runtime_and_thread_count(dual_file, int8_model, tiny_model):
     # The latents are entropy-decoded from integer classes before any network runs: record
-    # what each runtime is handed.
+    # what each runtime is handed. (int8_model is a copy of tiny_model, with int8 graphs.)
     from dualcodec.codec import decode
 
     seen = {}
-    for name, threads in (("torch", 1), ("torch", 2), ("openvino", 1), ("openvino", 2)):
-        runtime = make_runtime(name, load_model(str(tiny_model.path)), threads)
+    for name, threads in (("torch", 1), ("torch", 2), ("openvino", 1), ("openvino", 2), ("openvino-int8", 1),
+                          ("openvino-int8", 2)):
+        path = str(int8_model.path if name == "openvino-int8" else tiny_model.path)
+        runtime = make_runtime(name, load_model(path), threads)
         received = []
         original = runtime.side_features
         runtime.side_features = lambda w, h, wd, original=original, received=received: (
             received.append(None if w is None else w.numpy().copy()), original(w, h, wd))[1]
-        frames = list(decode(dual_file.path, str(tiny_model.path), runtime=runtime).frames)
+        frames = list(decode(dual_file.path, path, runtime=runtime).frames)
         assert len(frames) == 3
         seen[(name, threads)] = received
     torch.set_num_threads(1)
