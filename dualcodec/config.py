@@ -51,7 +51,6 @@ class ModelConfig:
     num_filters: int = 8
     taps: int = 5
     up_residual: bool = True  # the upsampler's per-pixel detail term, from its features
-    chroma_filters: bool = True  # the per-pixel filter mixture for chroma too (False: bicubic, detail, residual)
 
     def __post_init__(self) -> None:
         if self.scale not in (1, 2, 4):

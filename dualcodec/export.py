@@ -29,7 +29,7 @@ import torch
 from dualcodec.errors import DualcodecError
 from dualcodec.model import LoadedModel, lmbda_at
 from dualcodec.nets.quant import quantise_convs
-from dualcodec.runtime import SideFeatures, TorchRuntime, UpGraph, _openvino, int8_dir, trace_side, trace_up, up_inputs
+from dualcodec.runtime import SideFeatures, TorchRuntime, UpGraph, import_openvino, int8_dir, trace_side, trace_up, up_inputs
 
 class RecordingRuntime(TorchRuntime):
     """The torch runtime, keeping every input its two graphs receive."""
@@ -65,7 +65,6 @@ def record(loaded: LoadedModel, images: list[Path], qps: list[int], progress: bo
 
     The side graph also sees the latents of every block of each image (as if the encoder
     had enhanced them all), so its calibration does not hang on the encoder's choices."""
-    import torch
     from tqdm import tqdm
 
     from dualcodec.basecodec import BaseCodecSettings
@@ -129,7 +128,7 @@ def export_int8(loaded: LoadedModel, folders: list[Path], count: int = 24, qps: 
     ``folders`` coded at ``qps``; write them beside the model file and return their folder."""
     import copy
 
-    ov = _openvino()
+    ov = import_openvino()
     images = calibration_images(folders, count)
     recorder = record(loaded, images, list(qps), progress)
     model = copy.deepcopy(loaded.model)

@@ -21,8 +21,8 @@ same model on a full-resolution base: a learned, side-informed post-filter.
 
 The downsampler is bicubic per plane (or bicubic plus a learned residual); ``g_a`` and
 the upsampler see the three channels together, chroma brought to luma's grid
-(:func:`dualcodec.nets.common.to_444`), and the upsampler's chroma output goes back to
-4:2:0 (:func:`~dualcodec.nets.common.from_444`).
+(:func:`dualcodec.nets.common.to_444`), and the upsampler returns 4:2:0 planes (chroma
+averaged over each 2x2 output block, as :func:`~dualcodec.nets.common.from_444` does).
 
 Verbs: :meth:`forward` for training (bits from likelihoods), :meth:`analyse`,
 :meth:`side_classes` and :attr:`latent_coder` for the real side stream
@@ -46,7 +46,7 @@ from torch import nn
 from dualcodec.config import ModelConfig, model_config_from_dict
 from dualcodec.entropy import LatentCoder, activity_classes
 from dualcodec.errors import DualcodecError
-from dualcodec.nets.common import bicubic_down, bicubic_up, from_444, pad_to_multiple, to_444
+from dualcodec.nets.common import bicubic_down, bicubic_up, pad_to_multiple, to_444
 from dualcodec.nets.downsampler import LearnedDownsampler
 from dualcodec.nets.side import SideAnalysis, SideSynthesis
 from dualcodec.nets.upsampler import SpatiallyVaryingUpsampler
@@ -138,7 +138,6 @@ class DualLayerModel(nn.Module):
             config.num_filters,
             config.taps,
             config.up_residual,
-            config.chroma_filters,
         )
 
     @property

@@ -118,21 +118,30 @@ def _planes(y: np.ndarray, uv: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarra
     return y[0, 0].astype(dtype), uv[0, 0].astype(dtype), uv[0, 1].astype(dtype)
 
 
-class _ZeroFeatures:
-    """The features of all-zero latents, once per base layer size."""
+class _Networks:
+    """What both runtimes share: side features of decoded latents, and those of all-zero
+    latents computed once per base layer size. A runtime supplies :meth:`_synthesis`."""
 
-    def __init__(self, compute) -> None:
-        self.compute = compute
-        self.cache: dict[tuple[int, int], SideFeatures] = {}
+    def __init__(self, model: DualLayerModel) -> None:
+        self.model = model
+        self._zero: dict[tuple[int, int], SideFeatures] = {}
 
-    def __call__(self, lr_height: int, lr_width: int) -> SideFeatures:
+    def _synthesis(self, w_hat: np.ndarray) -> SideFeatures:
+        raise NotImplementedError
+
+    def side_features(self, w_hat: torch.Tensor | None, lr_height: int, lr_width: int) -> SideFeatures:
+        if not self.model.has_side_stream:
+            return SideFeatures(None, None)
+        if w_hat is not None:
+            return self._synthesis(w_hat.float().numpy())
         key = (lr_height, lr_width)
-        if key not in self.cache:
-            self.cache[key] = self.compute(lr_height, lr_width)
-        return self.cache[key]
+        if key not in self._zero:
+            shape = (1, self.model.latent_coder.channels, *self.model.latent_size(lr_height, lr_width))
+            self._zero[key] = self._synthesis(np.zeros(shape, np.float32))
+        return self._zero[key]
 
 
-class TorchRuntime:
+class TorchRuntime(_Networks):
     """Eager PyTorch, fp32, on the CPU: the reference."""
 
     name = "torch"
@@ -140,22 +149,14 @@ class TorchRuntime:
     def __init__(self, loaded: LoadedModel, threads: int | None = None) -> None:
         if threads is not None:
             torch.set_num_threads(threads)
-        self.model = loaded.model.to(memory_format=torch.channels_last)
+        super().__init__(loaded.model.to(memory_format=torch.channels_last))
         self.side_graph = SideGraph(self.model) if self.model.has_side_stream else None
         self.up_graph = UpGraph(self.model)
-        self._zero = _ZeroFeatures(lambda h, w: self._features(None, h, w))
 
     @torch.inference_mode()
-    def _features(self, w_hat: torch.Tensor | None, lr_height: int, lr_width: int) -> SideFeatures:
-        if self.side_graph is None:
-            return SideFeatures(None, None)
-        if w_hat is None:
-            w_hat = torch.zeros(1, self.model.latent_coder.channels, *self.model.latent_size(lr_height, lr_width))
-        out = self.side_graph(w_hat.float())
+    def _synthesis(self, w_hat: np.ndarray) -> SideFeatures:
+        out = self.side_graph(torch.from_numpy(w_hat))
         return SideFeatures(out[0].numpy(), out[1].numpy() if len(out) > 1 else None)
-
-    def side_features(self, w_hat, lr_height, lr_width) -> SideFeatures:
-        return self._zero(lr_height, lr_width) if w_hat is None else self._features(w_hat, lr_height, lr_width)
 
     @torch.inference_mode()
     def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat):
@@ -163,7 +164,8 @@ class TorchRuntime:
         return _planes(y_out.numpy(), uv_out.numpy(), y.dtype)
 
 
-def _openvino():
+def import_openvino():
+    """The openvino package, or a one-line error that says how to get it."""
     try:
         import openvino
     except ImportError:
@@ -201,7 +203,7 @@ class _Graphs:
 
     def get_core(self):
         if self.core is None:
-            self.core = _openvino().Core()
+            self.core = import_openvino().Core()
         return self.core
 
 
@@ -211,7 +213,7 @@ _SHARED = _Graphs()
 def _traced(loaded: LoadedModel, key: str):
     """The fp32 graph ``key`` of a model: from the cache folder, else traced and saved there
     (a cache that cannot be written is skipped)."""
-    ov = _openvino()
+    ov = import_openvino()
     folder = cache_dir() / loaded.fingerprint / "openvino"
     path = folder / f"{key}.xml"
     if path.is_file() and path.with_suffix(".bin").is_file():
@@ -232,16 +234,16 @@ def _traced(loaded: LoadedModel, key: str):
     return graph
 
 
-class OpenVINORuntime:
+class OpenVINORuntime(_Networks):
     """The same graphs, compiled by OpenVINO for the CPU: fp32 traced at first use (and
     kept in :func:`cache_dir` under the model's fingerprint), or the int8 graphs saved
     beside the model (``int8``). Compiled once per frame size and thread count."""
 
     def __init__(self, loaded: LoadedModel, int8: bool = False, threads: int | None = None) -> None:
-        _openvino()
+        import_openvino()
+        super().__init__(loaded.model)
         self.name = "openvino-int8" if int8 else "openvino"
         self.loaded = loaded
-        self.model = loaded.model
         self.threads = threads
         self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads is not None:
@@ -249,7 +251,6 @@ class OpenVINORuntime:
         self.requests: dict[tuple, object] = {}  # (graph, input shapes): this runtime's infer request
         if int8:
             self._check_int8()
-        self._zero = _ZeroFeatures(lambda h, w: self._features(None, h, w))
 
     def _check_int8(self) -> None:
         folder = int8_dir(self.loaded.path)
@@ -289,19 +290,9 @@ class OpenVINORuntime:
         request.infer(inputs)
         return [request.get_output_tensor(i).data.copy() for i in range(len(request.model_outputs))]
 
-    def _features(self, w_hat, lr_height, lr_width) -> SideFeatures:
-        if not self.model.has_side_stream:
-            return SideFeatures(None, None)
-        if w_hat is None:
-            shape = (1, self.model.latent_coder.channels, *self.model.latent_size(lr_height, lr_width))
-            w = np.zeros(shape, np.float32)
-        else:
-            w = w_hat.float().numpy()
-        out = self._run("side", [w])
+    def _synthesis(self, w_hat: np.ndarray) -> SideFeatures:
+        out = self._run("side", [w_hat])
         return SideFeatures(out[0], out[1] if len(out) > 1 else None)
-
-    def side_features(self, w_hat, lr_height, lr_width) -> SideFeatures:
-        return self._zero(lr_height, lr_width) if w_hat is None else self._features(w_hat, lr_height, lr_width)
 
     def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat):
         y_out, uv_out = self._run("up", up_inputs(y, u, v, side, fmt))
@@ -310,13 +301,13 @@ class OpenVINORuntime:
 
 def _dynamic(shape: tuple[int, ...]):
     """Batch and channels fixed, the sizes free."""
-    return _openvino().PartialShape([*shape[:-2], -1, -1] if len(shape) == 4 else list(shape))
+    return import_openvino().PartialShape([*shape[:-2], -1, -1] if len(shape) == 4 else list(shape))
 
 
 def _convert(module: nn.Module, inputs: list[torch.Tensor]):
     """``openvino.convert_model`` of a module traced on ``inputs``, sizes left free (the
     tracer's deprecation warnings silenced: they are about TorchScript, not the graph)."""
-    ov = _openvino()
+    ov = import_openvino()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         return ov.convert_model(module.eval(), example_input=tuple(inputs), input=[_dynamic(t.shape) for t in inputs])

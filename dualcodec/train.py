@@ -145,18 +145,10 @@ def deepspeed_config(exp: Experiment, experiment_path: Path, world: World) -> di
     return config
 
 
-# Settings added after runs were saved, at the default that behaves as before: left out of
-# the fingerprint at that default, so those runs still resume.
-ADDED_LATER = {("model", "chroma_filters"): True}
-
-
 def config_fingerprint(exp: Experiment, ds_config: dict) -> str:
     """What a checkpoint may resume under: everything but where the run folder lives."""
     tree = asdict(exp)
     del tree["train"]["out_dir"]
-    for (section, key), default in ADDED_LATER.items():
-        if tree[section][key] == default:
-            del tree[section][key]
     blob = json.dumps({"experiment": tree, "deepspeed": ds_config}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

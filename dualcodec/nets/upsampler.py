@@ -65,11 +65,9 @@ class SpatiallyVaryingUpsampler(nn.Module):
         num_filters: int = 8,
         taps: int = 5,
         residual: bool = False,
-        chroma_filters: bool = True,
     ) -> None:
         super().__init__()
         self.scale = scale
-        self.mixed = CHANNELS if chroma_filters else 1  # channels the per-pixel mixture forms
         self.num_filters = num_filters
         self.taps = taps
         self.normalize = Normalize()
@@ -92,14 +90,9 @@ class SpatiallyVaryingUpsampler(nn.Module):
         # Fixed index and weights of the 4-D mixture (see kernel_weights).
         order = torch.arange(num_filters * self.phases).view(num_filters, self.phases).t().reshape(-1)
         self.register_buffer("head_order", order, persistent=False)
-        groups = torch.arange(self.mixed * self.phases * num_filters) // num_filters
-        filter_sum = (groups[None] == torch.arange(self.mixed * self.phases)[:, None]).float()
+        groups = torch.arange(CHANNELS * self.phases * num_filters) // num_filters
+        filter_sum = (groups[None] == torch.arange(CHANNELS * self.phases)[:, None]).float()
         self.register_buffer("filter_sum", filter_sum[..., None, None], persistent=False)
-        # Without chroma filters, chroma is bicubic's polyphase filters alone (plus the
-        # detail term and the side residual): the mixture, most of the decoder's memory
-        # traffic, then covers luma only.
-        chroma_bicubic = None if chroma_filters else bicubic.reshape(-1, 1, taps, taps).repeat(2, 1, 1, 1)
-        self.register_buffer("chroma_bicubic", chroma_bicubic, persistent=False)
         self.register_buffer("chroma_average", chroma_average(scale) if scale > 1 else None, persistent=False)
 
     def features(self, x_lr_hat: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
@@ -111,29 +104,25 @@ class SpatiallyVaryingUpsampler(nn.Module):
 
     def kernel_weights(self, f: torch.Tensor) -> torch.Tensor:
         """Filter weights for every output pixel, in low-resolution layout, repeated for the
-        mixed channels: ``[B, 3 s^2 K, h, w]`` (``s^2 K`` without chroma filters), channel ``(c s^2 + p) K + k`` for channel
+        three channels: ``[B, 3 s^2 K, h, w]``, channel ``(c s^2 + p) K + k`` for channel
         ``c``, phase ``p`` and filter ``k`` (the order :meth:`_candidates` produces)."""
         # The head's rows, stored (k, p), are read in (p, k) order and repeated per channel:
         # the mixture then stays a 4-D, per-channel product (no 6-D views, which cost a
         # layout change each in a compiled graph). The offset rides in the bias.
         bias = (self.head.bias + self.weight_offset.view(-1, 1).expand(-1, self.phases).reshape(-1))
-        weight = self.head.weight[self.head_order].repeat(self.mixed, 1, 1, 1)
-        return F.conv2d(f.contiguous(), weight, bias[self.head_order].repeat(self.mixed))
+        weight = self.head.weight[self.head_order].repeat(CHANNELS, 1, 1, 1)
+        return F.conv2d(f.contiguous(), weight, bias[self.head_order].repeat(CHANNELS))
 
     def _candidates(self, x_padded: torch.Tensor) -> torch.Tensor:
-        """Every filter applied to every mixed channel of a replicate-padded strip, per phase:
-        ``[B, 3 s^2 K, rows, w]`` (luma alone without chroma filters) in the order of
-        :meth:`kernel_weights`."""
-        weight = self.filters.transpose(0, 1).reshape(-1, 1, self.taps, self.taps).repeat(self.mixed, 1, 1, 1)
-        return F.conv2d(x_padded[:, : self.mixed].contiguous(), weight, groups=self.mixed)
+        """Every filter applied to every channel of a replicate-padded strip, per phase:
+        ``[B, 3 s^2 K, rows, w]`` in the order of :meth:`kernel_weights`."""
+        weight = self.filters.transpose(0, 1).reshape(-1, 1, self.taps, self.taps).repeat(CHANNELS, 1, 1, 1)
+        return F.conv2d(x_padded.contiguous(), weight, groups=CHANNELS)
 
     def _mix(self, x_padded: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``sum_k w_k c_k`` for every channel and phase: ``[B, 3 s^2, rows, w]`` (a 1x1
         convolution of zeros and ones sums each group of K products)."""
-        mixed = F.conv2d(self._candidates(x_padded) * weights, self.filter_sum)
-        if self.chroma_bicubic is None:
-            return mixed
-        return torch.cat([mixed, F.conv2d(x_padded[:, 1:].contiguous(), self.chroma_bicubic, groups=2)], dim=1)
+        return F.conv2d(self._candidates(x_padded) * weights, self.filter_sum)
 
     def forward(self, x_lr_hat: torch.Tensor, s: torch.Tensor | None, residual: torch.Tensor | None = None,
                 rows: int | None = 32) -> tuple[torch.Tensor, torch.Tensor]:
