@@ -51,6 +51,7 @@ class ModelConfig:
     num_filters: int = 8
     taps: int = 5
     up_residual: bool = True  # the upsampler's per-pixel detail term, from its features
+    up_chroma: str = "luma"  # "luma": chroma mixed with luma's weights and phases; "own": its own, on its grid
 
     def __post_init__(self) -> None:
         if self.scale not in (1, 2, 4):
@@ -59,6 +60,8 @@ class ModelConfig:
             raise DualcodecError(f"model.side_stride must be a power of two, at least 2, got {self.side_stride}")
         if self.downsampler not in ("learned", "bicubic"):
             raise DualcodecError(f"model.downsampler must be 'learned' or 'bicubic', got {self.downsampler!r}")
+        if self.up_chroma not in ("luma", "own"):
+            raise DualcodecError(f"model.up_chroma must be 'luma' or 'own', got {self.up_chroma!r}")
         if self.taps % 2 == 0:
             raise DualcodecError(f"model.taps must be odd, got {self.taps}")
 

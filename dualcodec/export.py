@@ -2,9 +2,9 @@
 
 The two decoder graphs of :mod:`dualcodec.runtime`, with their feature convolutions in
 int8 (:class:`~dualcodec.nets.quant.QuantConv2d`: 8-bit inputs, int8 weights per
-channel): ``g_s`` and the upsampler's ``conv_in``, ``body`` and ``detail``. The filter
-mixture (the candidate filters, the per-pixel weights, their products and sums) stays
-fp32: its error would go straight to the output pixels.
+channel): ``g_s`` and the upsampler's side term, ``conv_in`` and ``body``. The filter
+mixture (the candidate filters, the per-pixel weights, their products and sums) and the
+detail term stay fp32: their error would go straight to the output pixels.
 
 Calibrated post-training quantisation on what the decoder really sees: real images coded
 by the model through the real base codec at several QPs and decoded, their side latents
@@ -29,7 +29,7 @@ import torch
 from dualcodec.errors import DualcodecError
 from dualcodec.model import LoadedModel, lmbda_at
 from dualcodec.nets.quant import quantise_convs
-from dualcodec.runtime import SideFeatures, TorchRuntime, UpGraph, import_openvino, int8_dir, trace_side, trace_up, up_inputs
+from dualcodec.runtime import GRAPHS_VERSION, SideFeatures, SideGraph, TorchRuntime, UpGraph, import_openvino, int8_dir, trace_side, trace_up, up_inputs
 
 class RecordingRuntime(TorchRuntime):
     """The torch runtime, keeping every input its two graphs receive."""
@@ -93,14 +93,15 @@ def record(loaded: LoadedModel, images: list[Path], qps: list[int], progress: bo
 
 
 def up_convs(model) -> list[str]:
-    """The upsampler's feature convolutions (what int8 runs; the filter mixture stays fp32)."""
-    names = ["upsampler.conv_in", *(f"upsampler.body.{i}" for i in range(len(model.upsampler.body)))]
-    return names + (["upsampler.detail"] if model.upsampler.detail is not None else [])
+    """The upsampler's feature convolutions (what int8 runs; the filter mixture and the
+    detail term, which go straight to the output pixels, stay fp32)."""
+    return ["upsampler.conv_in", *(f"upsampler.body.{i}" for i in range(len(model.upsampler.body)))]
 
 
 def side_convs(model) -> list[str]:
-    """The side synthesis's convolutions."""
-    return [f"g_s.body.{i}" for i, m in enumerate(model.g_s.body) if isinstance(m, torch.nn.Conv2d)]
+    """The side graph's convolutions: the side synthesis's, and the upsampler's side term."""
+    names = [f"g_s.body.{i}" for i, m in enumerate(model.g_s.body) if isinstance(m, torch.nn.Conv2d)]
+    return names + (["upsampler.conv_side"] if model.upsampler.conv_side is not None else [])
 
 
 @torch.no_grad()
@@ -141,7 +142,7 @@ def export_int8(loaded: LoadedModel, folders: list[Path], count: int = 24, qps: 
 
     def run_side() -> None:
         for (w,) in recorder.side_inputs:
-            model.g_s(torch.from_numpy(w))
+            SideGraph(model)(torch.from_numpy(w))
 
     quantise_convs(model, up_names + side_names)
     calibrate(model, up_names, run_up)  # the side graph's inputs are recorded: independent
@@ -156,7 +157,7 @@ def export_int8(loaded: LoadedModel, folders: list[Path], count: int = 24, qps: 
     staging.mkdir(parents=True)
     for name, graph in graphs.items():
         ov.save_model(graph, staging / f"{name}.xml", compress_to_fp16=False)
-    meta = {"fingerprint": loaded.fingerprint, "model": loaded.name, "openvino": ov.get_version(),
+    meta = {"fingerprint": loaded.fingerprint, "graphs": GRAPHS_VERSION, "model": loaded.name, "openvino": ov.get_version(),
             "calibration": {"images": [p.name for p in images], "qps": list(qps),
                             "side_samples": len(recorder.side_inputs), "up_samples": len(recorder.up_inputs)}}
     (staging / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -10,7 +10,7 @@ base layer, real or proxy; ``x`` the planes seen together, chroma on luma's grid
                                                                 |                                   |
                                                   w_hat --g_s--> s_feat                             |
                                                                 |                                   v
-                            SpatiallyVaryingUpsampler(x_lr_hat, s_feat) = filters + detail --> y_hat, uv_hat
+                            SpatiallyVaryingUpsampler(y_lr_hat, uv_lr_hat, s_feat) = filters + detail --> y_hat, uv_hat
 
 The side stream is an enhancement layer: ``g_a`` codes the residual against the
 upsampled base, conditioned on the base (:mod:`dualcodec.nets.side`), the latent coder's
@@ -49,7 +49,7 @@ from dualcodec.errors import DualcodecError
 from dualcodec.nets.common import bicubic_down, bicubic_up, pad_to_multiple, to_444
 from dualcodec.nets.downsampler import LearnedDownsampler
 from dualcodec.nets.side import SideAnalysis, SideSynthesis
-from dualcodec.nets.upsampler import SpatiallyVaryingUpsampler
+from dualcodec.nets.upsampler import SideInputs, SpatiallyVaryingUpsampler
 from dualcodec.yuv import YUVFormat, unit_to_planes
 
 MODEL_FORMAT = "dualcodec-model"
@@ -138,6 +138,7 @@ class DualLayerModel(nn.Module):
             config.num_filters,
             config.taps,
             config.up_residual,
+            config.up_chroma,
         )
 
     @property
@@ -173,32 +174,30 @@ class DualLayerModel(nn.Module):
     def latent_size(self, lr_height: int, lr_width: int) -> tuple[int, int]:
         return -(-lr_height // self.side_stride), -(-lr_width // self.side_stride)
 
-    def side_features(self, w_hat: torch.Tensor | None,
-                      y_lr_hat: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def side_features(self, w_hat: torch.Tensor | None, y_lr_hat: torch.Tensor) -> SideInputs:
         """The side synthesis ``g_s`` of decoded latents (``None``: every block skipped, the
-        latents all zero) for base luma ``y_lr_hat`` ``[B,1,h,w]``: the upsampler's side
-        features ``s`` ``[B,C_s,h,w]`` and the enhancement residual ``r`` ``[B,3 s^2,h,w]``
-        (``None`` without one), cropped to the base layer's size. ``(None, None)`` for a
-        model without a side stream."""
+        latents all zero) for base luma ``y_lr_hat`` ``[B,1,h,w]``, as the upsampler takes
+        it: :meth:`~dualcodec.nets.upsampler.SpatiallyVaryingUpsampler.side_inputs` of the
+        side features ``s`` and the enhancement residual ``r`` (on whole latent blocks),
+        cropped to the base layer's size. All ``None`` for a model without a side stream."""
         if not self.has_side_stream:
-            return None, None
+            return SideInputs(None, None, None)
         b, _, h, w = y_lr_hat.shape
         if w_hat is None:
             w_hat = y_lr_hat.new_zeros(b, self.latent_coder.channels, *self.latent_size(h, w))
-        s, r = self.g_s(w_hat)
-        return s[..., :h, :w], None if r is None else r[..., :h, :w]
+        return SideInputs(*(None if t is None else t[..., :h, :w] for t in self.upsampler.side_inputs(*self.g_s(w_hat))))
 
-    def upsample_with(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, s: torch.Tensor | None,
-                      r: torch.Tensor | None, rows: int | None = 32) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoded base planes and the side features of :meth:`side_features` to
+    def upsample_with(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, side: SideInputs,
+                      rows: int | None = 32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded base planes and the side inputs of :meth:`side_features` to
         ``(y_hat, uv_hat)`` at full size (not clamped); ``rows``: see the upsampler."""
-        return self.upsampler(to_444(y_lr_hat, uv_lr_hat), s, r, rows)
+        return self.upsampler(y_lr_hat, uv_lr_hat, *side, rows=rows)
 
     def upsample(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor,
                  w_hat: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded base planes and decoded latents ``w_hat`` (``None``: all skipped) to
         ``(y_hat, uv_hat)`` at full size (not clamped)."""
-        return self.upsample_with(y_lr_hat, uv_lr_hat, *self.side_features(w_hat, y_lr_hat))
+        return self.upsample_with(y_lr_hat, uv_lr_hat, self.side_features(w_hat, y_lr_hat))
 
     def forward(self, y: torch.Tensor, uv: torch.Tensor,
                 base_layer: Callable[[torch.Tensor, torch.Tensor], BaseLayerOutput], level: float,

@@ -2,13 +2,14 @@
 
 The decoder runs two graphs, both made of the model's own modules:
 
-    SideGraph  w_hat [1,M,hb,wb] --g_s--> s [1,C_s,h,w], r [1,3 s^2,h,w]     (NEW frames only)
-    UpGraph    y [1,1,h,w], uv [1,2,h/2,w/2] (base code values), s, r
-                 --unit scale, upsampler, from_444, code values, round, clamp-->
+    SideGraph  w_hat [1,M,hb,wb] --g_s, side_inputs--> t, r_y, r_uv      (NEW frames only)
+    UpGraph    y [1,1,h,w], uv [1,2,h/2,w/2] (base code values), t, r_y, r_uv
+                 --unit scale, upsampler, code values, round, clamp-->
                y [1,1,H,W], uv [1,2,H/2,W/2] (code values)
 
 so a SKIP or REPEAT frame costs the upsampler alone (:class:`SideFeatures` of the all-zero
-latents are computed once per frame size). Both graphs see code values, so the format's
+latents are computed once per frame size; the side graph works on whole latent blocks,
+and its outputs are cropped to the base layer's size once, here). Both graphs see code values, so the format's
 offsets, rounding and clamping run inside the compiled graph, not in eager torch.
 
 Runtimes (:func:`make_runtime`):
@@ -19,8 +20,8 @@ Runtimes (:func:`make_runtime`):
 - ``openvino-int8``: graphs whose feature convolutions are int8, calibrated on real frames by
   ``dualcodec export`` (:mod:`dualcodec.export`) and saved beside the model file as ``NAME.int8/``, with the
   fingerprint of the weights they were built from; a stale set is refused.
-- ``auto``: ``openvino-int8`` where the model has int8 graphs (the built-in models ship
-  them), else ``openvino``, or ``torch`` where the openvino package is not installed.
+- ``auto``: ``openvino-int8`` where the model has int8 graphs of its fingerprint and of
+  this :data:`GRAPHS_VERSION` (the built-in models ship them), else ``openvino``, or ``torch`` where the openvino package is not installed.
 
 What selects an entropy-coding table never passes through a runtime (the latents are
 decoded before the networks run, from integer activity classes), so the side latents
@@ -45,39 +46,43 @@ from torch import nn
 
 from dualcodec.errors import DualcodecError
 from dualcodec.model import DualLayerModel, LoadedModel
+from dualcodec.nets.upsampler import SideInputs
 from dualcodec.yuv import YUVFormat, codes_to_unit, unit_scale, unit_to_codes
 
 RUNTIMES = ("auto", "torch", "openvino", "openvino-int8")
 INT8_SUFFIX = ".int8"  # NAME.pt -> NAME.int8/{side,up}.{xml,bin}, meta.json
+GRAPHS_VERSION = 2  # the graphs' inputs and outputs; 2: side inputs (t, r_y, r_uv); 1: (s, r)
 
 
 @dataclass(frozen=True)
 class SideFeatures:
-    """The side synthesis of one frame's latents, as the upsampler takes them (float32,
-    batch 1): ``s`` ``[1,C_s,h,w]`` and ``r`` ``[1,3 s^2,h,w]`` (``r`` ``None`` for a model
-    without the enhancement residual; both ``None`` without a side stream)."""
+    """One frame's side inputs to the upsampler (float32, batch 1, the base layer's size):
+    :class:`~dualcodec.nets.upsampler.SideInputs` as arrays, ``None`` where absent."""
 
-    s: np.ndarray | None
-    r: np.ndarray | None
+    t: np.ndarray | None
+    r_y: np.ndarray | None
+    r_uv: np.ndarray | None
+
+    def arrays(self) -> list[np.ndarray]:
+        return [a for a in (self.t, self.r_y, self.r_uv) if a is not None]
 
 
 class SideGraph(nn.Module):
-    """``g_s``: decoded latents to :class:`SideFeatures` for base layer size ``(h, w)``."""
+    """``g_s`` and the upsampler's side inputs of decoded latents, on whole latent blocks."""
 
     def __init__(self, model: DualLayerModel) -> None:
         super().__init__()
         self.g_s = model.g_s
+        self.upsampler = model.upsampler
 
-    def forward(self, w_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s, r = self.g_s(w_hat)
-        return (s, r) if r is not None else (s,)
+    def forward(self, w_hat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t for t in self.upsampler.side_inputs(*self.g_s(w_hat)) if t is not None)
 
 
 class UpGraph(nn.Module):
     """Base code values, the format's numbers (:func:`~dualcodec.yuv.unit_scale`, ``[5]``)
-    and side features to output code values (rounded and clamped floats). The side
-    features may be larger than the base (g_s works on whole latent blocks): they are
-    cropped here. ``rows``: the upsampler's strips (``None`` for a compiled graph)."""
+    and side inputs (of the base layer's size) to output code values (rounded and clamped
+    floats). ``rows``: the upsampler's strips (``None`` for a compiled graph)."""
 
     def __init__(self, model: DualLayerModel, rows: int | None = 32) -> None:
         super().__init__()
@@ -86,10 +91,8 @@ class UpGraph(nn.Module):
 
     def forward(self, y: torch.Tensor, uv: torch.Tensor, scale: torch.Tensor,
                 *side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, w = y.shape[-2:]
-        s = side[0][..., :h, :w] if side else None
-        r = side[1][..., :h, :w] if len(side) > 1 else None
-        y_hat, uv_hat = self.model.upsample_with(*codes_to_unit(y, uv, scale), s, r, rows=self.rows)
+        side = SideInputs(*side, *(None,) * (3 - len(side)))
+        y_hat, uv_hat = self.model.upsample_with(*codes_to_unit(y, uv, scale), side, rows=self.rows)
         y_out, uv_out = unit_to_codes(y_hat, uv_hat, scale)
         top = scale[4]
         return torch.minimum(torch.round(y_out).clamp_min(0.0), top), torch.minimum(torch.round(uv_out).clamp_min(0.0), top)
@@ -111,7 +114,7 @@ class Runtime(Protocol):
 def up_inputs(y: np.ndarray, u: np.ndarray, v: np.ndarray, side: SideFeatures, fmt: YUVFormat) -> list[np.ndarray]:
     """The up graph's inputs: base code values, the format's numbers, the side features."""
     return [y.astype(np.float32)[None, None], np.stack([u, v]).astype(np.float32)[None],
-            np.array(unit_scale(fmt), np.float32), *(a for a in (side.s, side.r) if a is not None)]
+            np.array(unit_scale(fmt), np.float32), *side.arrays()]
 
 
 def _planes(y: np.ndarray, uv: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -126,18 +129,23 @@ class _Networks:
         self.model = model
         self._zero: dict[tuple[int, int], SideFeatures] = {}
 
-    def _synthesis(self, w_hat: np.ndarray) -> SideFeatures:
+    def _synthesis(self, w_hat: np.ndarray) -> list[np.ndarray]:
+        """The side graph's outputs (on whole latent blocks)."""
         raise NotImplementedError
+
+    def _features(self, w_hat: np.ndarray, lr_height: int, lr_width: int) -> SideFeatures:
+        out = [np.ascontiguousarray(a[..., :lr_height, :lr_width]) for a in self._synthesis(w_hat)]
+        return SideFeatures(*out, *(None,) * (3 - len(out)))
 
     def side_features(self, w_hat: torch.Tensor | None, lr_height: int, lr_width: int) -> SideFeatures:
         if not self.model.has_side_stream:
-            return SideFeatures(None, None)
+            return SideFeatures(None, None, None)
         if w_hat is not None:
-            return self._synthesis(w_hat.float().numpy())
+            return self._features(w_hat.float().numpy(), lr_height, lr_width)
         key = (lr_height, lr_width)
         if key not in self._zero:
             shape = (1, self.model.latent_coder.channels, *self.model.latent_size(lr_height, lr_width))
-            self._zero[key] = self._synthesis(np.zeros(shape, np.float32))
+            self._zero[key] = self._features(np.zeros(shape, np.float32), lr_height, lr_width)
         return self._zero[key]
 
 
@@ -154,9 +162,8 @@ class TorchRuntime(_Networks):
         self.up_graph = UpGraph(self.model)
 
     @torch.inference_mode()
-    def _synthesis(self, w_hat: np.ndarray) -> SideFeatures:
-        out = self.side_graph(torch.from_numpy(w_hat))
-        return SideFeatures(out[0].numpy(), out[1].numpy() if len(out) > 1 else None)
+    def _synthesis(self, w_hat: np.ndarray) -> list[np.ndarray]:
+        return [t.numpy() for t in self.side_graph(torch.from_numpy(w_hat))]
 
     @torch.inference_mode()
     def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat):
@@ -179,8 +186,21 @@ def int8_dir(model_path: Path) -> Path:
     return model_path.with_suffix(INT8_SUFFIX)
 
 
-def has_int8(loaded: LoadedModel) -> bool:
-    return (int8_dir(loaded.path) / "meta.json").is_file()
+def int8_problem(loaded: LoadedModel) -> str | None:
+    """Why the model's int8 graphs cannot be used (``None``: they can)."""
+    folder = int8_dir(loaded.path)
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return (f"model {loaded.name!r} has no int8 graphs ({folder}); build them with dualcodec export, "
+                f"or pass --runtime openvino")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("fingerprint") != loaded.fingerprint:
+        return (f"the int8 graphs in {folder} were built from another model (fingerprint {meta.get('fingerprint')}, "
+                f"the model's is {loaded.fingerprint}); rebuild them with dualcodec export")
+    if meta.get("graphs") != GRAPHS_VERSION:
+        return (f"the int8 graphs in {folder} are of graph version {meta.get('graphs', 1)}, this dualcodec runs "
+                f"version {GRAPHS_VERSION}; rebuild them with dualcodec export")
+    return None
 
 
 def cache_dir() -> Path:
@@ -214,7 +234,7 @@ def _traced(loaded: LoadedModel, key: str):
     """The fp32 graph ``key`` of a model: from the cache folder, else traced and saved there
     (a cache that cannot be written is skipped)."""
     ov = import_openvino()
-    folder = cache_dir() / loaded.fingerprint / "openvino"
+    folder = cache_dir() / loaded.fingerprint / f"openvino-v{GRAPHS_VERSION}"
     path = folder / f"{key}.xml"
     if path.is_file() and path.with_suffix(".bin").is_file():
         try:
@@ -249,20 +269,8 @@ class OpenVINORuntime(_Networks):
         if threads is not None:
             self.config["INFERENCE_NUM_THREADS"] = threads
         self.requests: dict[tuple, object] = {}  # (graph, input shapes): this runtime's infer request
-        if int8:
-            self._check_int8()
-
-    def _check_int8(self) -> None:
-        folder = int8_dir(self.loaded.path)
-        meta_path = folder / "meta.json"
-        if not meta_path.is_file():
-            raise DualcodecError(f"model {self.loaded.name!r} has no int8 graphs ({folder}); build them with "
-                                 f"dualcodec export, or pass --runtime openvino")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("fingerprint") != self.loaded.fingerprint:
-            raise DualcodecError(f"the int8 graphs in {folder} were built from another model (fingerprint "
-                                 f"{meta.get('fingerprint')}, the model's is {self.loaded.fingerprint}); "
-                                 f"rebuild them with dualcodec export")
+        if int8 and int8_problem(loaded):
+            raise DualcodecError(int8_problem(loaded))
 
     def _graph(self, key: str):
         """The ov.Model of graph ``key`` (``side`` or ``up``), sizes free."""
@@ -287,12 +295,12 @@ class OpenVINORuntime(_Networks):
                     compiled = _SHARED.get_core().compile_model(model, "CPU", self.config)
                     _SHARED.compiled[compiled_key] = compiled
             request = self.requests[(key, shapes)] = compiled.create_infer_request()
-        request.infer(inputs)
-        return [request.get_output_tensor(i).data.copy() for i in range(len(request.model_outputs))]
+        request.infer(inputs, share_inputs=True)  # the arrays are read in place, not copied
+        # Views of the request's buffers, valid until its next run: the callers copy.
+        return [request.get_output_tensor(i).data for i in range(len(request.model_outputs))]
 
-    def _synthesis(self, w_hat: np.ndarray) -> SideFeatures:
-        out = self._run("side", [w_hat])
-        return SideFeatures(out[0], out[1] if len(out) > 1 else None)
+    def _synthesis(self, w_hat: np.ndarray) -> list[np.ndarray]:
+        return [a.copy() for a in self._run("side", [w_hat])]
 
     def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat):
         y_out, uv_out = self._run("up", up_inputs(y, u, v, side, fmt))
@@ -324,8 +332,7 @@ def up_example(model: DualLayerModel, height: int = 32, width: int = 32) -> list
     inputs = [y, torch.full((1, 2, height // 2, width // 2), 128.0), torch.tensor(unit_scale(YUVFormat()))]
     if model.has_side_stream:
         with torch.no_grad():
-            s, r = model.side_features(None, y)
-        inputs += [t for t in (s, r) if t is not None]
+            inputs += [t for t in model.side_features(None, y) if t is not None]
     return inputs
 
 
@@ -348,5 +355,5 @@ def make_runtime(name: "str | Runtime", loaded: LoadedModel, threads: int | None
             import openvino  # noqa: F401
         except ImportError:
             return TorchRuntime(loaded, threads)
-        name = "openvino-int8" if has_int8(loaded) else "openvino"
+        name = "openvino" if int8_problem(loaded) else "openvino-int8"
     return OpenVINORuntime(loaded, int8=name == "openvino-int8", threads=threads)

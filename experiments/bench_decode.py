@@ -171,7 +171,7 @@ def main() -> int:
     from dualcodec.cli import main as cli_main
     from dualcodec.codec import decode, make_codec
     from dualcodec.model import load_model
-    from dualcodec.runtime import has_int8
+    from dualcodec.runtime import int8_problem
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
@@ -188,7 +188,7 @@ def main() -> int:
         profile(args.model, args.threads)
         return 0
     loaded = load_model(args.model)
-    runtimes = [rt for rt in args.runtimes if rt != "openvino-int8" or has_int8(loaded)]
+    runtimes = [rt for rt in args.runtimes if rt != "openvino-int8" or not int8_problem(loaded)]
     results = {"model": loaded.name, "fingerprint": loaded.fingerprint, "threads": args.threads,
                "frames": args.frames, "repeats": args.repeats, "sizes": {}}
     for size in args.sizes:

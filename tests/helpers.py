@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TINY_CONFIG = {"up_width": 8, "side_width": 16, "down_width": 16}
+TINY_CONFIG = {"up_width": 8, "side_width": 16, "down_width": 16, "up_chroma": "own"}  # the shipped default's upsampler
 TINY_LMBDA = 0.02  # the rate weight stored in the tiny model files
 
 
@@ -139,7 +139,9 @@ def build_tiny_model(seed: int = 0, perturb: bool = True):
                 model.g_a.body[-1].weight.normal_(0.0, 0.5)
                 last = model.g_s.body[-1]
                 last.weight[model.g_s.out_channels:].normal_(0.0, 0.002)
-            model.upsampler.head.weight.normal_(0.0, 0.02)
+            model.upsampler.head.weight.normal_(0.0, 0.01)
+            if model.upsampler.own_chroma:
+                model.upsampler.chroma_head.weight.normal_(0.0, 0.002)  # chroma is flat: small steps
     return model, config
 
 

@@ -219,12 +219,13 @@ def test_base_layer_sees_the_downsampled_frame():
     model = DualLayerModel(TINY)
     # What the base layer returns is what the side analysis and the upsampler see.
     model.g_a.register_forward_hook(lambda m, args, out: seen.update(analysis=args[2]))
-    model.upsampler.register_forward_hook(lambda m, args, out: seen.update(upsampler=args[0]))
+    model.upsampler.register_forward_hook(lambda m, args, out: seen.update(upsampler=args[:2]))
     out = model(*_planes(), spy, LEVEL, TRAINING_FORMAT)
     assert seen["y_lr"] is out.y_lr and seen["uv_lr"] is out.uv_lr
     assert torch.equal(out.base_bits, torch.full((2,), 123.0))
     decoded = torch.tensor([0.25, 0.75, 0.75]).view(1, 3, 1, 1)
-    assert torch.equal(seen["upsampler"], decoded.expand(2, 3, 32, 24))
+    assert torch.equal(seen["upsampler"][0], decoded[:, :1].expand(2, 1, 32, 24))
+    assert torch.equal(seen["upsampler"][1], decoded[:, 1:].expand(2, 2, 16, 12))
     assert torch.equal(seen["analysis"], decoded.expand(2, 3, 32, 24))
 
 
@@ -266,9 +267,10 @@ def _lr_planes(b=2, h=16, w=24, seed=3) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("scale", [2, 4])
 @pytest.mark.parametrize("latents", ["random", "skipped"])
-def test_untrained_upsampler_is_bicubic_in_the_interior(scale, latents):
+@pytest.mark.parametrize("chroma", ["luma", "own"])
+def test_untrained_upsampler_is_bicubic_in_the_interior(scale, latents, chroma):
     torch.manual_seed(0)
-    model = DualLayerModel(ModelConfig(scale=scale, **TINY_CONFIG))
+    model = DualLayerModel(ModelConfig(scale=scale, **{**TINY_CONFIG, "up_chroma": chroma}))
     y_lr_hat, uv_lr_hat = _lr_planes()
     assert model.latent_size(16, 24) == (4, 6)
     # Neither the side features nor the enhancement residual matter yet.
@@ -284,6 +286,46 @@ def test_untrained_upsampler_is_bicubic_in_the_interior(scale, latents):
     half = border // 2
     assert (uv_hat - ref_uv)[..., half:-half, half:-half].abs().max() < 1e-5
     assert (uv_hat - bicubic_up(uv_lr_hat, scale)).abs().max() > 1e-3  # not bicubic on the chroma grid
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_own_chroma_mixes_chroma_on_its_own_grid_with_its_own_weights(scale):
+    torch.manual_seed(0)
+    model = DualLayerModel(ModelConfig(scale=scale, **TINY_CONFIG))
+    up = model.upsampler
+    assert up.own_chroma and up.conv_side is not None
+    phases = max(1, (scale // 2) ** 2)  # chroma's own output phases per base luma pixel
+    assert up.chroma_filters.shape == (up.num_filters, phases, up.taps, up.taps)
+    assert up.chroma_head.out_channels == up.num_filters * phases and up.head.out_channels == up.num_filters * scale ** 2
+    y_lr_hat, uv_lr_hat = _lr_planes(b=1)
+    w_hat = torch.randn(1, TINY.latent_channels, 4, 6)
+    with torch.no_grad():
+        for p in up.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        side = model.side_features(w_hat, y_lr_hat)
+        assert side.t.shape == (1, up.conv_in.out_channels, 16, 24)  # the side term, not s itself
+        assert side.r_y.shape == (1, scale ** 2, 16, 24) and side.r_uv.shape == (1, 2 * phases, 16, 24)
+        whole = model.upsample_with(y_lr_hat, uv_lr_hat, side, rows=None)
+        strips = model.upsample_with(y_lr_hat, uv_lr_hat, side, rows=5)
+        # Chroma's weights are its own: changing luma's head leaves chroma alone.
+        up.head.weight.add_(1.0)
+        luma_changed = model.upsample_with(y_lr_hat, uv_lr_hat, side, rows=None)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, strips))
+    assert whole[1].shape == (1, 2, 8 * scale, 12 * scale)
+    assert not torch.allclose(luma_changed[0], whole[0]) and torch.equal(luma_changed[1], whole[1])
+
+
+def test_luma_mode_shares_luma_weights_with_chroma():
+    torch.manual_seed(0)
+    model = DualLayerModel(ModelConfig(**{**TINY_CONFIG, "up_chroma": "luma"}))
+    assert not hasattr(model.upsampler, "chroma_head") and model.upsampler.conv_side is None
+    y_lr_hat, uv_lr_hat = _lr_planes(b=1)
+    with torch.no_grad():
+        model.upsampler.head.weight.normal_(0.0, 0.05)
+        before = model.upsample(y_lr_hat, uv_lr_hat, None)
+        model.upsampler.head.weight.add_(1.0)
+        after = model.upsample(y_lr_hat, uv_lr_hat, None)
+    assert not torch.allclose(after[1], before[1])
 
 
 def test_trained_upsampler_is_not_bicubic():

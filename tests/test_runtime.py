@@ -87,7 +87,7 @@ def test_skipped_frames_reuse_the_features_of_zero_latents(tiny_model):
     first = runtime.side_features(None, 18, 30)
     assert runtime.side_features(None, 18, 30) is first
     assert runtime.side_features(None, 20, 30) is not first
-    assert np.allclose(runtime.side_features(torch.zeros(1, 16, 5, 8), 18, 30).s, first.s)
+    assert np.allclose(runtime.side_features(torch.zeros(1, 16, 5, 8), 18, 30).t, first.t)
 
 
 def test_unknown_runtime_and_missing_int8_graphs_are_refused(tiny_model):
@@ -148,6 +148,22 @@ def test_stale_int8_graphs_are_refused(int8_model, tmp_path):
     meta_path.write_text(json.dumps({**meta, "fingerprint": "0" * 16}))
     with pytest.raises(DualcodecError, match="built from another model .*dualcodec export"):
         make_runtime("openvino-int8", load_model(str(path)))
+    assert make_runtime("auto", load_model(str(path))).name == "openvino"
+
+
+def test_int8_graphs_of_another_graph_version_are_refused(int8_model, tmp_path):
+    from dualcodec.runtime import GRAPHS_VERSION
+
+    path = shutil.copy(int8_model.path, tmp_path / "tiny.pt")
+    shutil.copytree(int8_dir(int8_model.path), int8_dir(tmp_path / "tiny.pt"))
+    meta_path = int8_dir(tmp_path / "tiny.pt") / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["graphs"] == GRAPHS_VERSION
+    del meta["graphs"]  # as the first dualcodec export wrote it
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DualcodecError, match=f"graph version 1, this dualcodec runs version {GRAPHS_VERSION}; rebuild"):
+        make_runtime("openvino-int8", load_model(str(path)))
+    assert make_runtime("auto", load_model(str(path))).name == "openvino"
 
 
 def test_side_latents_are_the_same_bits_with_every_runtime_and_thread_count(dual_file, int8_model, tiny_model):
@@ -181,7 +197,7 @@ def test_traced_graphs_are_cached_under_the_fingerprint_and_a_damaged_entry_is_t
     monkeypatch.setenv("DUALCODEC_CACHE", str(tmp_path))
     loaded = load_model(str(tiny_model.path))
     runtime._traced(loaded, "up")
-    cached = tmp_path / loaded.fingerprint / "openvino"
+    cached = tmp_path / loaded.fingerprint / f"openvino-v{runtime.GRAPHS_VERSION}"  # a graph version of its own
     assert sorted(p.name for p in cached.iterdir()) == ["up.bin", "up.xml"]
     traced = []
     trace_up = runtime.trace_up
