@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("--baseline", choices=["bicubic", "none"],
                      help="no learned layers: bicubic down/up ('bicubic') or the plain codec at full resolution ('none')")
     enc.add_argument("--frames", type=int, metavar="N", help="encode only the first N frames (the audio too)")
+    _runtime_options(enc)
     enc.add_argument("--audio", choices=["auto", "copy", "aac", "none"], default="auto",
                      help="the input's audio: auto (default) copies what MP4 players play and transcodes the "
                      "rest (PCM, Vorbis) to AAC; copy keeps every stream as it is; aac transcodes all; none drops it")
@@ -212,7 +213,7 @@ def _encode(args: argparse.Namespace) -> None:
     _check_frames(args.frames)
     qp = args.qp if args.qp is not None or args.crf is not None else 32
     settings = BaseCodecSettings(codec=args.codec, qp=qp, crf=args.crf, preset=args.preset, gop=args.gop)
-    codec = make_codec(settings, args.baseline, args.model, args.scale, args.audio)
+    codec = make_codec(settings, args.baseline, args.model, args.scale, args.audio, args.runtime, args.threads)
     report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames)
     if not args.quiet:
         pixels = report.frames * report.width * report.height
@@ -230,7 +231,8 @@ def _encode(args: argparse.Namespace) -> None:
 
 def _runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", choices=["auto", "torch", "openvino", "openvino-int8"], default="auto",
-                        help="what runs the learned layers at decode: auto (default) is openvino-int8 where the "
+                        help="what runs the decoder's learned layers (the encoder runs them too, to judge its "
+                        "side-stream choices on what the decoder will show): auto (default) is openvino-int8 where the "
                         "model has int8 graphs (the built-in ones do; dualcodec export makes them), else openvino "
                         "(compiled fp32, the reference's code values to within 1); torch is the eager fp32 "
                         "reference")
@@ -362,7 +364,8 @@ def _eval(args: argparse.Namespace) -> None:
     lpips_backbone_path()  # fail before the sweep, not after it
     qps = sorted(set(args.qp))
     codecs = {qp: make_codec(BaseCodecSettings(codec=args.codec, qp=qp, preset=args.preset, gop=args.gop),
-                             args.baseline, args.model, args.scale) for qp in qps}
+                             args.baseline, args.model, args.scale, runtime=args.runtime, threads=args.threads)
+              for qp in qps}
     probe = codecs[qps[0]]
     mode = "auto" if isinstance(probe, AutoCodec) else probe.layers.mode
     method = ({"bicubic": "bicubic", "plain": "plain"}.get(mode)

@@ -34,6 +34,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
+import numpy as np
 import torch
 
 from dualcodec.basecodec import (
@@ -48,13 +49,13 @@ from dualcodec.basecodec import (
 from dualcodec.container import ContainerReader, ContainerWriter
 from dualcodec.errors import DamagedData, DualcodecError
 from dualcodec.header import Header
-from dualcodec.model import LoadedModel, block_distortion, lmbda_at, load_model, plane_distortion, resolve_model_path
+from dualcodec.model import UV_WEIGHT, Y_WEIGHT, LoadedModel, lmbda_at, load_model, resolve_model_path
 from dualcodec.nets.common import bicubic_down, bicubic_up
 from dualcodec.outputs import atomic_path
 from dualcodec.pipeline import threaded
 from dualcodec.sidestream import SideFrame, SideMode
 from dualcodec.video import VideoReader, crop_planes, pad_planes
-from dualcodec.yuv import YUVFormat, planes_to_unit, unit_to_planes
+from dualcodec.yuv import YUVFormat, planes_to_unit, unit_scale, unit_to_planes
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # (y [1,1,H,W], uv [1,2,H/2,W/2]) on the unit scale
 
@@ -73,14 +74,30 @@ class Layers(Protocol):
     def reset(self) -> None:
         """Forget the previous frame's side data: a stream or a GOP starts."""
 
-    def side(self, y: torch.Tensor, uv: torch.Tensor, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor,
-             fmt: YUVFormat) -> SideFrame | None:
-        """The side stream of one frame (``None``: this mode has no side stream); ``fmt`` is
-        the frames' format."""
+    def side(self, original: Planes, base: Planes, fmt: YUVFormat) -> SideFrame | None:
+        """The side stream of one frame (``None``: this mode has no side stream) from its
+        padded planes and its decoded base planes (code values of ``fmt``)."""
 
     def up(self, base: Planes, side: SideFrame | None, fmt: YUVFormat) -> Planes:
         """Decoded base planes (and side stream) to full-size planes: code values in and
         out, so a compiled runtime can do the conversions inside its graph."""
+
+
+def code_block_distortion(out: Planes, ref: Planes, block: int, fmt: YUVFormat) -> np.ndarray:
+    """:func:`dualcodec.model.block_distortion` (L1, 6:1:1, each ``block x block`` luma
+    block's share of the frame's) of two frames' code values, ``[hb, wb]``: integer
+    differences, scaled by each plane's range."""
+    _, y_range, _, c_range, _ = unit_scale(fmt)
+
+    def sums(a: np.ndarray, b: np.ndarray, size: int) -> np.ndarray:
+        error = np.abs(a.astype(np.int32) - b)
+        h, w = error.shape
+        error = np.pad(error, ((0, (-h) % size), (0, (-w) % size)))
+        return error.reshape(error.shape[0] // size, size, -1, size).sum(axis=(1, 3), dtype=np.int64)
+
+    ey = sums(out.y, ref.y, block) / (y_range * ref.y.size)
+    euv = (sums(out.u, ref.u, block // 2) + sums(out.v, ref.v, block // 2)) / (c_range * 2 * ref.u.size)
+    return (Y_WEIGHT * ey + UV_WEIGHT * euv) / 8.0
 
 
 class ModelLayers:
@@ -103,7 +120,7 @@ class ModelLayers:
             raise DualcodecError(f"unknown runtime {runtime!r} (one of {', '.join(RUNTIMES)})")
         self.loaded = loaded
         self.runtime_name, self.threads = runtime, threads
-        self._runtime = None  # made at the first decoded frame: the encoder needs none
+        self._runtime = None  # made at first use (the encoder's choices and the decoder run it)
         self.model = loaded.model.to(memory_format=torch.channels_last)
         self.scale = loaded.config.scale
         self.side_stream = self.model.has_side_stream
@@ -127,38 +144,48 @@ class ModelLayers:
     def down(self, y: torch.Tensor, uv: torch.Tensor) -> Pair:
         return self.model.downsample(y, uv)
 
-    def side(self, y, uv, y_lr_hat, uv_lr_hat, fmt: YUVFormat) -> SideFrame | None:
+    def side(self, original: Planes, base: Planes, fmt: YUVFormat) -> SideFrame | None:
         """The enhancement layer of one frame: each block enhanced where its latents' bits
         buy more than ``lmbda`` times their cost in L1 (6:1:1), then NEW, REPEAT or SKIP
-        for the frame by ``L1 + lmbda * bits / pixel``."""
+        for the frame by ``L1 + lmbda * bits / pixel``. Each candidate is judged on what
+        the decoder will show: the runtime's output code values."""
         if not self.side_stream:
             return None
-        model, coder = self.model, self.model.latent_coder
-        pixels = y.shape[-1] * y.shape[-2]
-        classes = model.side_classes(y_lr_hat, fmt)
-        q = coder.quantize(model.analyse(y, uv, y_lr_hat, uv_lr_hat), self.level)
+        from dualcodec.entropy import activity_classes
+
+        model, coder, runtime = self.model, self.model.latent_coder, self.runtime
+        h, w = base.y.shape
+        pixels = original.y.size
+        classes = activity_classes(torch.from_numpy(base.y.astype("int64"))[None, None], model.side_stride, fmt.bit_depth)
+        q = coder.quantize(model.analyse(*to_unit(original, fmt), *to_unit(base, fmt)), self.level)
         block = model.side_stride * self.scale
 
-        def distortion(w_hat, per_block: bool = False):
-            y_hat, uv_hat = model.upsample(y_lr_hat, uv_lr_hat, w_hat)
-            return (block_distortion(y_hat, uv_hat, y, uv, block)[0] if per_block
-                    else float(plane_distortion(y_hat, uv_hat, y, uv)))
+        def distortion(features) -> torch.Tensor:
+            """Each block's share of the frame's L1 (6:1:1) as the decoder reconstructs it."""
+            out = Planes(*runtime.upsample(base.y, base.u, base.v, features, fmt))
+            return torch.from_numpy(code_block_distortion(out, original, block, fmt))
 
-        skipped = distortion(None, True)
-        full = distortion(coder.dequantize(q, self.level), True)
-        enhanced = skipped - full > self.lmbda * coder.block_bits(q, classes, self.level) / pixels
-        # (mode, latents, rate cost, distortion); a frame's blocks add up to its distortion
-        options = [(SideMode.SKIP, None, 0.0, float(skipped.sum()))]
+        skip_features = runtime.side_features(None, h, w)
+        skipped = distortion(skip_features)
+        full_w = coder.dequantize(q, self.level)
+        full_features = runtime.side_features(full_w, h, w)
+        full = distortion(full_features)
+        enhanced = skipped - full > self.lmbda * coder.block_bits(q, classes, self.level)[0] / pixels
+        # (mode, latents, their features, rate cost, distortion); a frame's blocks add up to its distortion
+        options = [(SideMode.SKIP, None, skip_features, 0.0, float(skipped.sum()))]
         if bool(enhanced.any()):
             payload = coder.compress(q, classes, self.level, enhanced)
-            w_hat = coder.dequantize(q * enhanced, self.level)
-            options.append((SideMode.NEW, w_hat, self.lmbda * 8 * len(payload) / pixels,
-                            float(full.sum()) if bool(enhanced.all()) else distortion(w_hat)))
+            rate = self.lmbda * 8 * len(payload) / pixels
+            if bool(enhanced.all()):
+                options.append((SideMode.NEW, full_w, full_features, rate, float(full.sum())))
+            else:
+                w_hat = coder.dequantize(q * enhanced, self.level)
+                features = runtime.side_features(w_hat, h, w)
+                options.append((SideMode.NEW, w_hat, features, rate, float(distortion(features).sum())))
         if self._w_hat is not None:  # None at the first frame and at every key frame
-            options.append((SideMode.REPEAT, self._w_hat, 0.0, distortion(self._w_hat)))
-        costs = [d + rate for _, _, rate, d in options]
-        mode, w_hat, _, _ = options[min(range(len(options)), key=costs.__getitem__)]
-        self._w_hat = w_hat
+            options.append((SideMode.REPEAT, self._w_hat, self._features, 0.0, float(distortion(self._features).sum())))
+        costs = [d + rate for *_, rate, d in options]
+        mode, self._w_hat, self._features, _, _ = options[min(range(len(options)), key=costs.__getitem__)]
         return SideFrame(mode, payload if mode == SideMode.NEW else b"")
 
     def up(self, base: Planes, side: SideFrame | None, fmt: YUVFormat) -> Planes:
@@ -195,7 +222,7 @@ class BicubicLayers:
     def reset(self) -> None:
         pass
 
-    def side(self, y, uv, y_lr_hat, uv_lr_hat, fmt) -> SideFrame | None:
+    def side(self, original, base, fmt) -> SideFrame | None:
         return None
 
     def up(self, base: Planes, side: SideFrame | None, fmt) -> Planes:
@@ -216,7 +243,7 @@ class PlainLayers:
     def reset(self) -> None:
         pass
 
-    def side(self, y, uv, y_lr_hat, uv_lr_hat, fmt) -> SideFrame | None:
+    def side(self, original, base, fmt) -> SideFrame | None:
         return None
 
     def up(self, base: Planes, side: SideFrame | None, fmt) -> Planes:
@@ -378,12 +405,11 @@ class _ClosedLoop:
     def __init__(self, layers: Layers, writer: ContainerWriter, encoder: BaseEncoder, fmt: YUVFormat) -> None:
         self.layers, self.writer, self.encoder, self.fmt = layers, writer, encoder, fmt
         self.decoder: BaseDecoder | None = None
-        self.pending: deque[Pair] = deque()
+        self.pending: deque[Planes] = deque()  # sent to the base encoder, not yet decoded
 
     def push(self, planes: Planes) -> None:
-        y, uv = to_unit(planes, self.fmt)
-        self.pending.append((y, uv))
-        self._packets(self.encoder.encode(to_planes(*self.layers.down(y, uv), self.fmt)))
+        self.pending.append(planes)
+        self._packets(self.encoder.encode(to_planes(*self.layers.down(*to_unit(planes, self.fmt)), self.fmt)))
 
     def finish(self) -> None:
         self._packets(self.encoder.encode(None))
@@ -402,10 +428,10 @@ class _ClosedLoop:
 
     def _decoded(self, decoded: list[Planes]) -> None:
         for planes in decoded:
-            y, uv = self.pending.popleft()
+            original = self.pending.popleft()
             if planes.key_frame:  # nothing refers across a key frame: each GOP decodes on its own
                 self.layers.reset()
-            side = self.layers.side(y, uv, *to_unit(planes, self.fmt), self.fmt)
+            side = self.layers.side(original, planes, self.fmt)
             if side is not None:
                 self.writer.mux_side(side)
 
@@ -543,12 +569,13 @@ def model_family(model: str) -> dict[int, LoadedModel]:
 
 
 def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, scale: int | str | None = "auto",
-               audio: str = "auto"):
+               audio: str = "auto", runtime: str = "auto", threads: int | None = None):
     """The codec the command line asks for: a learned model, a baseline, or (``scale="auto"``,
     the default with a model) the choice between the plain codec and every model of the
     family (:func:`model_family`), file by file (:class:`dualcodec.auto.AutoCodec`).
     ``scale=1`` is the family's scale-1 model, or the plain codec where it has none. Its
-    settings are checked against the real encoder first."""
+    settings are checked against the real encoder first. ``runtime`` and ``threads`` run
+    the decoder's networks inside the encoder's loop (:class:`ModelLayers`)."""
     check_encoder(settings)
     plain = LayeredCodec(PlainLayers(), settings, audio)
     if baseline == "bicubic":
@@ -563,7 +590,8 @@ def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, sc
     qp = settings.qp if settings.qp is not None else settings.crf
 
     def learned(loaded: LoadedModel) -> LayeredCodec:
-        return LayeredCodec(ModelLayers(loaded, lmbda_at(loaded.lmbda, qp), level=round(qp)), settings, audio)
+        layers = ModelLayers(loaded, lmbda_at(loaded.lmbda, qp), level=round(qp), runtime=runtime, threads=threads)
+        return LayeredCodec(layers, settings, audio)
 
     if scale not in (None, "auto"):
         if scale not in family:

@@ -159,9 +159,12 @@ def new_latents_every_frame(loaded, level: int = 30):
     from dualcodec.sidestream import SideFrame, SideMode
 
     class NewEveryFrame(ModelLayers):
-        def side(self, y, uv, y_lr_hat, uv_lr_hat, fmt):
+        def side(self, original, base, fmt):
+            from dualcodec.codec import to_unit
+
             model, coder = self.model, self.model.latent_coder
-            q = coder.quantize(model.analyse(y, uv, y_lr_hat, uv_lr_hat), self.level)
+            y_lr_hat, uv_lr_hat = to_unit(base, fmt)
+            q = coder.quantize(model.analyse(*to_unit(original, fmt), y_lr_hat, uv_lr_hat), self.level)
             classes = model.side_classes(y_lr_hat, fmt)
             enhanced = torch.ones(q.shape[-2:], dtype=torch.bool)
             return SideFrame(SideMode.NEW, coder.compress(q, classes, self.level, enhanced))

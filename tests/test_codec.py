@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from dualcodec.basecodec import BaseCodecSettings
+from dualcodec.basecodec import BaseCodecSettings, Planes
 from dualcodec.codec import BicubicLayers, LayeredCodec, ModelLayers, PlainLayers, decode, make_codec
 from dualcodec.container import ContainerReader
 from dualcodec.sidestream import SideMode
@@ -102,75 +102,87 @@ def test_expensive_side_bits_are_never_sent(clip, tiny_model, tmp_path):
     assert len(frames) == 3 and _shapes(frames[0]) == ((29, 37), (15, 19), (15, 19))
 
 
-def _oracle_layers(tiny_model, y, uv, lmbda, zero_block=(1, 2)):
-    """ModelLayers over the tiny model, made an oracle: a block whose decoded latents are
-    non-zero comes out as the original ``y, uv``, any other as bicubic, so enhancing a block
-    gains exactly its bicubic error; the analysis's latents of ``zero_block`` are zeroed."""
-    import torch
+class _OracleRuntime:
+    """A runtime that is an oracle: a block (8x8 luma) whose decoded latents are non-zero
+    comes out as the original frame, any other as bicubic of the base, so enhancing a
+    block gains exactly its bicubic error."""
 
-    from dualcodec.model import LoadedModel
-    from dualcodec.nets.common import bicubic_up
+    name = "oracle"
 
+    def __init__(self, original) -> None:
+        self.original = original
+
+    def side_features(self, w_hat, lr_height, lr_width):
+        return w_hat
+
+    def upsample(self, y, u, v, w_hat, fmt):
+        from dualcodec.basecodec import Planes
+        from dualcodec.codec import to_planes, to_unit
+        from dualcodec.nets.common import bicubic_up
+
+        up = to_planes(*(bicubic_up(p, 2) for p in to_unit(Planes(y, u, v), fmt)), fmt)
+        if w_hat is None:
+            return up.y, up.u, up.v
+        mask = (w_hat[0] != 0).any(dim=0).numpy()
+        out = []
+        for plane, original, size in ((up.y, self.original.y, 8), (up.u, self.original.u, 4), (up.v, self.original.v, 4)):
+            m = mask.repeat(size, 0).repeat(size, 1)[: plane.shape[0], : plane.shape[1]]
+            out.append(np.where(m, original, plane))
+        return tuple(out)
+
+
+def _oracle_layers(tiny_model, original, lmbda, zero_block=(1, 2)):
+    """ModelLayers over the tiny model with :class:`_OracleRuntime` for ``original``; the
+    analysis's latents of ``zero_block`` are zeroed."""
     loaded = load_model(str(tiny_model.path))
-    model = loaded.model
-    analyse = model.analyse
+    analyse = loaded.model.analyse
 
     def zeroing_analyse(*args):
         w = analyse(*args).clone()
         w[..., zero_block[0], zero_block[1]] = 0
         return w
 
-    def oracle_upsample(y_lr_hat, uv_lr_hat, w_hat):
-        y_up, uv_up = bicubic_up(y_lr_hat, 2), bicubic_up(uv_lr_hat, 2)
-        if w_hat is None:
-            return y_up, uv_up
-        mask = (w_hat != 0).any(dim=1, keepdim=True).float()
-        y_mask = mask.repeat_interleave(8, -2).repeat_interleave(8, -1)[..., : y.shape[-2], : y.shape[-1]]
-        uv_mask = mask.repeat_interleave(4, -2).repeat_interleave(4, -1)[..., : uv.shape[-2], : uv.shape[-1]]
-        return y_up + y_mask * (y - y_up), uv_up + uv_mask * (uv - uv_up)
-
-    model.analyse, model.upsample = zeroing_analyse, oracle_upsample
-    return ModelLayers(LoadedModel(model, loaded.name, loaded.fingerprint, loaded.config, loaded.path, loaded.lmbda),
-                       lmbda, level=30)
+    loaded.model.analyse = zeroing_analyse
+    return ModelLayers(loaded, lmbda, level=30, runtime=_OracleRuntime(original))
 
 
 def _side_inputs(clip):
-    """The first clip frame, padded as the encoder pads it, and its base layer (bicubic, lossless
-    but for the rounding to code values): unit-scale planes and their format."""
-    from dualcodec.basecodec import planes_to_tensors
+    """The first clip frame, padded as the encoder pads it, its base layer (bicubic, lossless
+    but for the rounding to code values), and their format."""
+    from dualcodec.codec import to_planes, to_unit
     from dualcodec.nets.common import bicubic_down
     from dualcodec.video import pad_planes
-    from dualcodec.yuv import YUVFormat, planes_to_unit, unit_to_planes
+    from dualcodec.yuv import YUVFormat
 
     fmt = YUVFormat(8, False, 6)
-    y, uv = planes_to_unit(*planes_to_tensors([pad_planes(clip.frames[0], 40, 32)]), fmt)
-    codes = [p.round() for p in unit_to_planes(bicubic_down(y, 2), bicubic_down(uv, 2), fmt)]
-    return y, uv, *planes_to_unit(*codes, fmt), fmt
+    original = pad_planes(clip.frames[0], 40, 32)
+    return original, to_planes(*(bicubic_down(p, 2) for p in to_unit(original, fmt)), fmt), fmt
 
 
 @pytest.mark.parametrize("split", [False, True])
 def test_the_encoder_enhances_the_blocks_worth_their_bits(clip, tiny_model, split):
     import torch
 
-    from dualcodec.model import block_distortion
-    from dualcodec.nets.common import bicubic_up
+    from dualcodec.codec import code_block_distortion, to_unit
 
-    y, uv, y_lr_hat, uv_lr_hat, fmt = _side_inputs(clip)
-    layers = _oracle_layers(tiny_model, y, uv, 0.0)
+    original, base, fmt = _side_inputs(clip)
+    layers = _oracle_layers(tiny_model, original, 0.0)
     model, coder = layers.model, layers.model.latent_coder
+    y_lr_hat, _ = to_unit(base, fmt)
     classes = model.side_classes(y_lr_hat, fmt)
-    q = coder.quantize(model.analyse(y, uv, y_lr_hat, uv_lr_hat), 30)
+    q = coder.quantize(model.analyse(*to_unit(original, fmt), *to_unit(base, fmt)), 30)
     nonzero = (q[0] != 0).any(dim=0)
     assert nonzero.shape == (4, 5) and not nonzero[1, 2] and int(nonzero.sum()) == 19
-    # A block's gain is its bicubic error; its cost, lmbda times its bits per pixel.
-    gain = block_distortion(bicubic_up(y_lr_hat, 2), bicubic_up(uv_lr_hat, 2), y, uv, 8)[0]
-    bits_per_pixel = coder.block_bits(q, classes, 30) / (40 * 32)
+    # A block's gain is its bicubic error (as code values); its cost, lmbda times its bits per pixel.
+    bicubic = Planes(*layers.runtime.upsample(base.y, base.u, base.v, None, fmt))
+    gain = torch.from_numpy(code_block_distortion(bicubic, original, 8, fmt))
+    bits_per_pixel = coder.block_bits(q, classes, 30)[0] / (40 * 32)
     if split:  # lmbda at the median gain per bit: about half the blocks are worth their bits
         layers.lmbda = float((gain / bits_per_pixel)[nonzero].median())
     compressed = []
     compress = coder.compress
     coder.compress = lambda *args: compressed.append(args[3].clone()) or compress(*args)
-    side = layers.side(y, uv, y_lr_hat, uv_lr_hat, fmt)
+    side = layers.side(original, base, fmt)
     (enhanced,) = compressed  # the blocks the encoder priced as NEW
     if not split:  # free bits: every block whose latents are not all zero, and the frame is NEW
         assert torch.equal(enhanced, nonzero)
@@ -190,22 +202,36 @@ def test_the_encoder_enhances_the_blocks_worth_their_bits(clip, tiny_model, spli
 
 
 def test_the_encoder_skips_a_frame_whose_blocks_are_not_worth_their_bits(clip, tiny_model):
-    y, uv, y_lr_hat, uv_lr_hat, fmt = _side_inputs(clip)
-    layers = _oracle_layers(tiny_model, y, uv, lmbda=1e9)
-    side = layers.side(y, uv, y_lr_hat, uv_lr_hat, fmt)
+    original, base, fmt = _side_inputs(clip)
+    layers = _oracle_layers(tiny_model, original, lmbda=1e9)
+    side = layers.side(original, base, fmt)
     assert side.mode == SideMode.SKIP and side.entropy_bytes == b"" and layers._w_hat is None
     # The next frame could repeat nothing: with nothing kept, it is SKIP again, never REPEAT.
-    assert layers.side(y, uv, y_lr_hat, uv_lr_hat, fmt).mode == SideMode.SKIP
+    assert layers.side(original, base, fmt).mode == SideMode.SKIP
 
 
 def test_the_encoder_repeats_the_last_latents_when_they_still_fit(clip, tiny_model):
-    y, uv, y_lr_hat, uv_lr_hat, fmt = _side_inputs(clip)
-    layers = _oracle_layers(tiny_model, y, uv, lmbda=1e-3)
-    assert layers.side(y, uv, y_lr_hat, uv_lr_hat, fmt).mode == SideMode.NEW
+    original, base, fmt = _side_inputs(clip)
+    layers = _oracle_layers(tiny_model, original, lmbda=1e-3)
+    assert layers.side(original, base, fmt).mode == SideMode.NEW
     # The same frame again: the kept latents reconstruct it as well, for no bits.
-    assert layers.side(y, uv, y_lr_hat, uv_lr_hat, fmt).mode == SideMode.REPEAT
+    assert layers.side(original, base, fmt).mode == SideMode.REPEAT
     layers.reset()  # a key frame
-    assert layers.side(y, uv, y_lr_hat, uv_lr_hat, fmt).mode == SideMode.NEW
+    assert layers.side(original, base, fmt).mode == SideMode.NEW
+
+
+def test_code_block_distortion_is_the_models_block_distortion_of_the_same_planes(clip):
+    import torch
+
+    from dualcodec.codec import code_block_distortion, to_unit
+    from dualcodec.model import block_distortion
+
+    original, base, fmt = _side_inputs(clip)
+    other, _, _ = _side_inputs(type(clip)(clip.path, clip.frames[1:]))
+    ours = code_block_distortion(other, original, 8, fmt)
+    reference = block_distortion(*to_unit(other, fmt), *to_unit(original, fmt), 8)[0]
+    assert ours.shape == (4, 5) and ours.sum() > 0
+    assert np.allclose(ours, reference.double().numpy(), rtol=1e-5, atol=1e-9)
 
 
 def _flag_full_range(path):
