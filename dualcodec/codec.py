@@ -92,8 +92,9 @@ def code_block_distortion(out: Planes, ref: Planes, block: int, fmt: YUVFormat) 
     def sums(a: np.ndarray, b: np.ndarray, size: int) -> np.ndarray:
         error = np.abs(a.astype(np.int32) - b)
         h, w = error.shape
-        error = np.pad(error, ((0, (-h) % size), (0, (-w) % size)))
-        return error.reshape(error.shape[0] // size, size, -1, size).sum(axis=(1, 3), dtype=np.int64)
+        if h % size or w % size:
+            error = np.pad(error, ((0, (-h) % size), (0, (-w) % size)))
+        return error.reshape(error.shape[0] // size, size, -1, size).sum(axis=(1, 3))
 
     ey = sums(out.y, ref.y, block) / (y_range * ref.y.size)
     euv = (sums(out.u, ref.u, block // 2) + sums(out.v, ref.v, block // 2)) / (c_range * 2 * ref.u.size)
@@ -147,8 +148,10 @@ class ModelLayers:
     def side(self, original: Planes, base: Planes, fmt: YUVFormat) -> SideFrame | None:
         """The enhancement layer of one frame: each block enhanced where its latents' bits
         buy more than ``lmbda`` times their cost in L1 (6:1:1), then NEW, REPEAT or SKIP
-        for the frame by ``L1 + lmbda * bits / pixel``. Each candidate is judged on what
-        the decoder will show: the runtime's output code values."""
+        for the frame by ``L1 + lmbda * bits / pixel``. The candidates are judged on what
+        the decoder will show (the runtime's output code values): SKIP, every block
+        enhanced, and REPEAT of the kept latents are run; a NEW frame that enhances some
+        blocks only takes each block's distortion from the first two."""
         if not self.side_stream:
             return None
         from dualcodec.entropy import activity_classes
@@ -167,25 +170,26 @@ class ModelLayers:
 
         skip_features = runtime.side_features(None, h, w)
         skipped = distortion(skip_features)
-        full_w = coder.dequantize(q, self.level)
-        full_features = runtime.side_features(full_w, h, w)
-        full = distortion(full_features)
-        enhanced = skipped - full > self.lmbda * coder.block_bits(q, classes, self.level)[0] / pixels
         # (mode, latents, their features, rate cost, distortion); a frame's blocks add up to its distortion
         options = [(SideMode.SKIP, None, skip_features, 0.0, float(skipped.sum()))]
-        if bool(enhanced.any()):
-            payload = coder.compress(q, classes, self.level, enhanced)
-            rate = self.lmbda * 8 * len(payload) / pixels
-            if bool(enhanced.all()):
-                options.append((SideMode.NEW, full_w, full_features, rate, float(full.sum())))
-            else:
-                w_hat = coder.dequantize(q * enhanced, self.level)
-                features = runtime.side_features(w_hat, h, w)
-                options.append((SideMode.NEW, w_hat, features, rate, float(distortion(features).sum())))
+        if bool(q.any()):  # all-zero latents are SKIP's
+            full_w = coder.dequantize(q, self.level)
+            full_features = runtime.side_features(full_w, h, w)
+            full = distortion(full_features)
+            enhanced = skipped - full > self.lmbda * coder.block_bits(q, classes, self.level)[0] / pixels
+            if bool(enhanced.any()):
+                payload = coder.compress(q, classes, self.level, enhanced)
+                # Each block as the full or the skipped reconstruction has it (as in
+                # training); the latents' features are made only if NEW is chosen.
+                w_hat, features = (full_w, full_features) if bool(enhanced.all()) else (coder.dequantize(q * enhanced, self.level), None)
+                options.append((SideMode.NEW, w_hat, features, self.lmbda * 8 * len(payload) / pixels,
+                                float(torch.where(enhanced, full, skipped).sum())))
         if self._w_hat is not None:  # None at the first frame and at every key frame
             options.append((SideMode.REPEAT, self._w_hat, self._features, 0.0, float(distortion(self._features).sum())))
         costs = [d + rate for *_, rate, d in options]
         mode, self._w_hat, self._features, _, _ = options[min(range(len(options)), key=costs.__getitem__)]
+        if self._features is None:
+            self._features = runtime.side_features(self._w_hat, h, w)
         return SideFrame(mode, payload if mode == SideMode.NEW else b"")
 
     def up(self, base: Planes, side: SideFrame | None, fmt: YUVFormat) -> Planes:
