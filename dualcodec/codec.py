@@ -145,6 +145,12 @@ class ModelLayers:
     def down(self, y: torch.Tensor, uv: torch.Tensor) -> Pair:
         return self.model.downsample(y, uv)
 
+    def _classes(self, base: Planes, fmt: YUVFormat) -> torch.Tensor:
+        """The activity classes of the decoded base luma's code values (encoder and decoder alike)."""
+        from dualcodec.entropy import activity_classes
+
+        return activity_classes(torch.from_numpy(base.y.astype("int64"))[None, None], self.model.side_stride, fmt.bit_depth)
+
     def side(self, original: Planes, base: Planes, fmt: YUVFormat) -> SideFrame | None:
         """The enhancement layer of one frame: each block enhanced where its latents' bits
         buy more than ``lmbda`` times their cost in L1 (6:1:1), then NEW, REPEAT or SKIP
@@ -154,12 +160,10 @@ class ModelLayers:
         blocks only takes each block's distortion from the first two."""
         if not self.side_stream:
             return None
-        from dualcodec.entropy import activity_classes
-
         model, coder, runtime = self.model, self.model.latent_coder, self.runtime
         h, w = base.y.shape
         pixels = original.y.size
-        classes = activity_classes(torch.from_numpy(base.y.astype("int64"))[None, None], model.side_stride, fmt.bit_depth)
+        classes = self._classes(base, fmt)
         q = coder.quantize(model.analyse(*to_unit(original, fmt), *to_unit(base, fmt)), self.level)
         block = model.side_stride * self.scale
 
@@ -196,15 +200,11 @@ class ModelLayers:
         """Raises :class:`~dualcodec.errors.DamagedData` for a NEW payload that does not
         parse (the decoder then conceals the frame with SKIP). The latents are decoded
         with classes from the base luma's code values, before any network runs."""
-        from dualcodec.entropy import activity_classes
-
         runtime = self.runtime
         h, w = base.y.shape
         mode = side.mode if side is not None and self.side_stream else SideMode.SKIP
         if mode == SideMode.NEW:
-            codes = torch.from_numpy(base.y.astype("int64"))[None, None]
-            classes = activity_classes(codes, self.model.side_stride, fmt.bit_depth)
-            self._w_hat = self.model.latent_coder.decompress(side.entropy_bytes, classes).w_hat
+            self._w_hat = self.model.latent_coder.decompress(side.entropy_bytes, self._classes(base, fmt)).w_hat
             self._features = runtime.side_features(self._w_hat, h, w)
         elif mode == SideMode.SKIP or self._features is None:
             self._w_hat, self._features = None, runtime.side_features(None, h, w)

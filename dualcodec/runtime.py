@@ -130,11 +130,11 @@ class _Networks:
         self._zero: dict[tuple[int, int], SideFeatures] = {}
 
     def _synthesis(self, w_hat: np.ndarray) -> list[np.ndarray]:
-        """The side graph's outputs (on whole latent blocks)."""
+        """The side graph's outputs (on whole latent blocks; may be views of a runtime's buffers)."""
         raise NotImplementedError
 
     def _features(self, w_hat: np.ndarray, lr_height: int, lr_width: int) -> SideFeatures:
-        out = [np.ascontiguousarray(a[..., :lr_height, :lr_width]) for a in self._synthesis(w_hat)]
+        out = [np.array(a[..., :lr_height, :lr_width]) for a in self._synthesis(w_hat)]  # copies, kept per packet
         return SideFeatures(*out, *(None,) * (3 - len(out)))
 
     def side_features(self, w_hat: torch.Tensor | None, lr_height: int, lr_width: int) -> SideFeatures:
@@ -269,8 +269,8 @@ class OpenVINORuntime(_Networks):
         if threads is not None:
             self.config["INFERENCE_NUM_THREADS"] = threads
         self.requests: dict[tuple, object] = {}  # (graph, input shapes): this runtime's infer request
-        if int8 and int8_problem(loaded):
-            raise DualcodecError(int8_problem(loaded))
+        if int8 and (problem := int8_problem(loaded)):
+            raise DualcodecError(problem)
 
     def _graph(self, key: str):
         """The ov.Model of graph ``key`` (``side`` or ``up``), sizes free."""
@@ -300,7 +300,7 @@ class OpenVINORuntime(_Networks):
         return [request.get_output_tensor(i).data for i in range(len(request.model_outputs))]
 
     def _synthesis(self, w_hat: np.ndarray) -> list[np.ndarray]:
-        return [a.copy() for a in self._run("side", [w_hat])]
+        return self._run("side", [w_hat])
 
     def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat):
         y_out, uv_out = self._run("up", up_inputs(y, u, v, side, fmt))

@@ -57,7 +57,7 @@ def compiled_graphs(values: dict, threads: int, width: int, height: int) -> dict
     from dualcodec.export import calibrate, up_convs
     from dualcodec.model import DualLayerModel
     from dualcodec.nets.quant import quantise_convs
-    from dualcodec.runtime import UpGraph, up_example, _convert
+    from dualcodec.runtime import UpGraph, trace_up, up_example
 
     torch.manual_seed(0)
     model = DualLayerModel(ModelConfig(**values)).eval()
@@ -78,7 +78,7 @@ def compiled_graphs(values: dict, threads: int, width: int, height: int) -> dict
     inputs = [t.numpy() for t in example]
     out = {}
     for precision, net in (("fp32", model), ("int8", quantised)):
-        graph = _convert(UpGraph(net, rows=None), example)
+        graph = trace_up(net)
         graph.reshape({i: list(a.shape) for i, a in enumerate(inputs)})
         out[precision] = (core.compile_model(graph, "CPU", config).create_infer_request(), inputs)
     return out

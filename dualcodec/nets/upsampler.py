@@ -13,6 +13,12 @@ frame and by the side features ``s`` that only the encoder could compute.
                           + r, the side stream's enhancement residual)   [B, 3 s^2, h, w]
     y_hat = pixel_shuffle(m_Y, s);  uv_hat = 2x2 means of pixel_shuffle(m_CbCr, s)
 
+That is ``chroma="luma"``. With ``chroma="own"`` (the shipped default) luma's mixture
+serves Y alone, and chroma has its own head and filters, shared by Cb and Cr, applied to
+chroma on luma's grid at chroma's own output phases (one per base pixel at 2x), so no
+2x2 averaging is needed; the side features enter the first convolution through a
+convolution of their own (``conv_side``), computed once per side packet.
+
 Filter 0 starts as bicubic and the weights start at (1, 0, ..., 0), so an untrained
 upsampler is exactly bicubic upsampling.
 """
@@ -79,7 +85,8 @@ class SpatiallyVaryingUpsampler(nn.Module):
     """See the module docstring. ``chroma``: ``"luma"`` mixes chroma with luma's weights
     and filters at luma's phases, then averages each 2x2 output block; ``"own"`` gives
     chroma its own weights (shared by Cb and Cr) and filters, at chroma's own output
-    phases (:func:`chroma_phases`), a third of the mixture's work at scale 2."""
+    phases (:func:`chroma_phases`): at scale 2 a quarter of chroma's mixture channels, half
+    of the whole mixture's."""
 
     def __init__(
         self,
