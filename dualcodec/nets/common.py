@@ -57,7 +57,7 @@ def to_444(y: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """4:2:0 planes ``[B,1,H,W]``, ``[B,2,H/2,W/2]`` (``H``, ``W`` even) to ``[B,3,H,W]``: chroma upsampled
     bilinearly (centre siting, edges replicated: ``F.interpolate``'s bilinear, to float
     rounding), for networks that see the three channels together. Written as a polyphase
-    convolution, which a compiled graph runs 3x faster than its Interpolate."""
+    convolution, which OpenVINO runs faster than its Interpolate node."""
     kernel = _bilinear_x2_kernel().to(uv).repeat(2, 1, 1, 1)
     uv_up = F.pixel_shuffle(F.conv2d(F.pad(uv, [1] * 4, mode="replicate"), kernel, groups=2), 2)
     return torch.cat([y, uv_up[..., : y.shape[-2], : y.shape[-1]]], dim=1)
