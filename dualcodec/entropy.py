@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -177,14 +178,16 @@ class LatentCoder(nn.Module):
             raise DualcodecError(f"side level {level} is outside 0..{LEVELS - 1}")
         if not bool(enhanced.any()):
             raise DualcodecError("a side-stream payload needs at least one enhanced block (else the frame is SKIP)")
-        flags = enhanced.reshape(-1).to(torch.int32)
-        p = min(255, max(1, round(256 * float(flags.float().mean()))))
-        flag_bytes = _encode(flags.tolist(), [0] * flags.numel(), ([_binary_cdf(p)], [4], [0]))
-        keep = enhanced.reshape(-1)
-        symbols = q[0].permute(1, 2, 0).reshape(-1, self.channels)[keep].clamp(-MAX_SYMBOL, MAX_SYMBOL)
-        indexes = self.index_table[level][classes[0].reshape(-1)[keep]]
-        latent_bytes = _encode(symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(), self._tables())
+        keep = enhanced.reshape(-1).numpy()
+        p = min(255, max(1, round(256 * float(keep.mean()))))
+        flag_bytes = _encode(keep.astype(np.int32).tolist(), [0] * keep.size, ([_binary_cdf(p)], [4], [0]))
+        symbols = q[0].permute(1, 2, 0).reshape(-1, self.channels).numpy()[keep].clip(-MAX_SYMBOL, MAX_SYMBOL)
+        latent_bytes = _encode(symbols.reshape(-1).tolist(), self._indexes(level, classes, keep), self._tables())
         return bytes([level, p]) + len(flag_bytes).to_bytes(3, "big") + flag_bytes + latent_bytes
+
+    def _indexes(self, level: int, classes: torch.Tensor, keep: np.ndarray) -> list[int]:
+        """The table index of every coded symbol: the enhanced blocks' (raster order), channel by channel."""
+        return self.index_table[level].numpy()[classes[0].reshape(-1).numpy()[keep]].reshape(-1).tolist()
 
     def decompress(self, payload: bytes, classes: torch.Tensor) -> CodedLatents:
         """A payload back to latents; ``classes`` ``[1, hb, wb]`` from the decoded base layer.
@@ -196,16 +199,16 @@ class LatentCoder(nn.Module):
         if HEADER_BYTES + n > len(payload):
             raise DamagedData("it is truncated")
         flags = _decode(payload[HEADER_BYTES:HEADER_BYTES + n], [0] * (hb * wb), ([_binary_cdf(p)], [4], [0]))
-        flags = torch.tensor(flags)
-        if not bool(((flags == 0) | (flags == 1)).all()) or not bool(flags.any()):
+        if flags is None or not ((flags == 0) | (flags == 1)).all() or not flags.any():
             raise DamagedData("its skip flags are malformed")
-        enhanced = flags.bool()
-        indexes = self.index_table[level][classes[0].reshape(-1)[enhanced]]
-        values = _decode(payload[HEADER_BYTES + n:], indexes.reshape(-1).tolist(), self._tables())
-        q = torch.zeros(hb * wb, self.channels, dtype=torch.int32)
-        q[enhanced] = torch.tensor(values, dtype=torch.int32).view(-1, self.channels)
-        q = q.view(1, hb, wb, self.channels).permute(0, 3, 1, 2).contiguous()
-        return CodedLatents(self.dequantize(q, level), enhanced.view(hb, wb), level)
+        enhanced = flags.astype(bool)
+        values = _decode(payload[HEADER_BYTES + n:], self._indexes(level, classes, enhanced), self._tables())
+        if values is None:
+            raise DamagedData("its latents are malformed")
+        q = np.zeros((hb * wb, self.channels), dtype=np.int32)
+        q[enhanced] = values.reshape(-1, self.channels)
+        q = torch.from_numpy(q).view(1, hb, wb, self.channels).permute(0, 3, 1, 2).contiguous()
+        return CodedLatents(self.dequantize(q, level), torch.from_numpy(enhanced).view(hb, wb), level)
 
 
 MAX_SYMBOL = 1023  # latent symbols are clipped to this: the coder's escape codes stay short
@@ -231,10 +234,10 @@ def _encode(symbols: list[int], indexes: list[int], tables) -> bytes:
     return ans.RansEncoder().encode_with_indexes(symbols, indexes, cdfs, lengths, offsets)
 
 
-def _decode(data: bytes, indexes: list[int], tables) -> list[int]:
-    """Inverse of :func:`_encode`; :class:`~dualcodec.errors.DamagedData` unless ``data`` is
-    exactly what :func:`_encode` makes of the decoded symbols (the decoder has no
-    end-of-string check: the input is zero-padded so that it never reads past it)."""
+def _decode(data: bytes, indexes: list[int], tables) -> np.ndarray | None:
+    """Inverse of :func:`_encode`: the symbols (int32), or ``None`` unless ``data`` is
+    exactly what :func:`_encode` makes of them (the decoder has no end-of-string check:
+    the input is zero-padded so that it never reads past it)."""
     from compressai import ans
 
     padded_symbols, padded_indexes, (cdfs, lengths, offsets) = _with_padding([], indexes, tables)
@@ -242,8 +245,8 @@ def _decode(data: bytes, indexes: list[int], tables) -> list[int]:
                                                    cdfs, lengths, offsets)
     symbols = values[: len(indexes)]
     if values[len(indexes):] != padded_symbols or _encode(symbols, indexes, tables) != data:
-        raise DamagedData("its latents are malformed")
-    return symbols
+        return None
+    return np.fromiter(symbols, dtype=np.int32, count=len(symbols))
 
 
 def _binary_cdf(p: int) -> list[int]:
