@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="no learned layers: bicubic down/up ('bicubic') or the plain codec at full resolution ('none')")
     enc.add_argument("--frames", type=int, metavar="N", help="encode only the first N frames (the audio too)")
     _runtime_options(enc)
+    _side_weight_option(enc)
     enc.add_argument("--audio", choices=["auto", "copy", "aac", "none"], default="auto",
                      help="the input's audio: auto (default) copies what MP4 players play and transcodes the "
                      "rest (PCM, Vorbis) to AAC; copy keeps every stream as it is; aac transcodes all; none drops it")
@@ -132,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--frames", type=int, metavar="N", help="use only the first N frames of each input")
     ev.add_argument("--name", help="curve name in the results (default: the model or baseline and the codec)")
     _runtime_options(ev)
+    _side_weight_option(ev)
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
     fr = sub.add_parser("frames", help="decode videos into PNG frame folders for training",
@@ -196,6 +198,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
 def _scale(text: str) -> str | int:
     if text == "auto":
         return text
@@ -213,7 +225,8 @@ def _encode(args: argparse.Namespace) -> None:
     _check_frames(args.frames)
     qp = args.qp if args.qp is not None or args.crf is not None else 32
     settings = BaseCodecSettings(codec=args.codec, qp=qp, crf=args.crf, preset=args.preset, gop=args.gop)
-    codec = make_codec(settings, args.baseline, args.model, args.scale, args.audio, args.runtime, args.threads)
+    codec = make_codec(settings, args.baseline, args.model, args.scale, args.audio, args.runtime, args.threads,
+                       args.side_weight)
     report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames)
     if not args.quiet:
         pixels = report.frames * report.width * report.height
@@ -239,6 +252,15 @@ def _runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=_positive, metavar="N",
                         help="threads for the learned layers' runtime (default: the runtime's own choice, "
                         "one per core)")
+
+
+def _side_weight_option(parser: argparse.ArgumentParser) -> None:
+    from dualcodec.sidestream import SIDE_WEIGHT
+
+    parser.add_argument("--side-weight", type=_positive_float, default=SIDE_WEIGHT, metavar="W",
+                        help="weight of the side stream's bits in the encoder's choices on the frames the base "
+                        "codec predicts, in units of the model's rate weight (key frames use the rate weight "
+                        f"itself): higher spends fewer bits on the side stream (default {SIDE_WEIGHT:g})")
 
 
 def _decode(args: argparse.Namespace) -> None:
@@ -364,7 +386,8 @@ def _eval(args: argparse.Namespace) -> None:
     lpips_backbone_path()  # fail before the sweep, not after it
     qps = sorted(set(args.qp))
     codecs = {qp: make_codec(BaseCodecSettings(codec=args.codec, qp=qp, preset=args.preset, gop=args.gop),
-                             args.baseline, args.model, args.scale, runtime=args.runtime, threads=args.threads)
+                             args.baseline, args.model, args.scale, runtime=args.runtime, threads=args.threads,
+                             side_weight=args.side_weight)
               for qp in qps}
     probe = codecs[qps[0]]
     mode = "auto" if isinstance(probe, AutoCodec) else probe.layers.mode
@@ -376,7 +399,8 @@ def _eval(args: argparse.Namespace) -> None:
                    load_model(args.model if mode == "auto" else str(probe.model_path)).fingerprint)
     settings = {"codec": args.codec, "qps": qps, "preset": args.preset, "gop": args.gop, "scale": args.scale,
                 "model": None if args.baseline else args.model, "model_fingerprint": fingerprint,
-                "baseline": args.baseline, "frames": args.frames, "inputs": sources, "runtime": args.runtime}
+                "baseline": args.baseline, "frames": args.frames, "inputs": sources, "runtime": args.runtime,
+                "side_weight": None if args.baseline else args.side_weight}
     done = resumable_points(args.output, settings) if args.resume and args.output.exists() else []
     description = f"dualcodec eval: real files, whole-file rate; {method}, {args.codec} base"
 

@@ -53,7 +53,7 @@ from dualcodec.model import UV_WEIGHT, Y_WEIGHT, LoadedModel, lmbda_at, load_mod
 from dualcodec.nets.common import bicubic_down, bicubic_up
 from dualcodec.outputs import atomic_path
 from dualcodec.pipeline import threaded
-from dualcodec.sidestream import SideFrame, SideMode
+from dualcodec.sidestream import SIDE_WEIGHT, SideFrame, SideMode
 from dualcodec.video import VideoReader, crop_planes, pad_planes
 from dualcodec.yuv import YUVFormat, planes_to_unit, unit_scale, unit_to_planes
 
@@ -103,13 +103,14 @@ def code_block_distortion(out: Planes, ref: Planes, block: int, fmt: YUVFormat) 
 
 class ModelLayers:
     """The learned layers. ``lmbda`` weighs side-stream bits (per pixel) against L1
-    distortion in the encoder's choices; ``level`` is the side level the encoder signals
-    (the QP, see :mod:`dualcodec.entropy`)."""
+    distortion in the encoder's choices on the base layer's key frames, ``inter_weight``
+    times it on the frames the base codec predicts from others; ``level`` is the side
+    level the encoder signals (the QP, see :mod:`dualcodec.entropy`)."""
 
     mode = "dual"
 
     def __init__(self, loaded: LoadedModel, lmbda: float = 0.0, level: int = 32, runtime="auto",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, inter_weight: float = 1.0) -> None:
         """``runtime``: a name of :data:`dualcodec.runtime.RUNTIMES` or a
         :class:`~dualcodec.runtime.Runtime`; it and ``threads`` run the decoder's networks."""
         from dualcodec.entropy import LEVELS
@@ -125,7 +126,7 @@ class ModelLayers:
         self.model = loaded.model.to(memory_format=torch.channels_last)
         self.scale = loaded.config.scale
         self.side_stream = self.model.has_side_stream
-        self.lmbda = lmbda
+        self.lmbda, self.inter_weight = lmbda, inter_weight
         self.level = level
         self.reset()
 
@@ -154,7 +155,8 @@ class ModelLayers:
     def side(self, original: Planes, base: Planes, fmt: YUVFormat) -> SideFrame | None:
         """The enhancement layer of one frame: each block enhanced where its latents' bits
         buy more than ``lmbda`` times their cost in L1 (6:1:1), then NEW, REPEAT or SKIP
-        for the frame by ``L1 + lmbda * bits / pixel``. The candidates are judged on what
+        for the frame by ``L1 + lmbda * bits / pixel`` (``lmbda`` times ``inter_weight``
+        unless the base frame is a key frame). The candidates are judged on what
         the decoder will show (the runtime's output code values): SKIP, every block
         enhanced, and REPEAT of the kept latents are run; a NEW frame that enhances some
         blocks only takes each block's distortion from the first two."""
@@ -166,6 +168,7 @@ class ModelLayers:
         classes = self._classes(base, fmt)
         q = coder.quantize(model.analyse(*to_unit(original, fmt), *to_unit(base, fmt)), self.level)
         block = model.side_stride * self.scale
+        lmbda = self.lmbda * (1.0 if base.key_frame else self.inter_weight)
 
         def distortion(features) -> torch.Tensor:
             """Each block's share of the frame's L1 (6:1:1) as the decoder reconstructs it."""
@@ -180,13 +183,13 @@ class ModelLayers:
             full_w = coder.dequantize(q, self.level)
             full_features = runtime.side_features(full_w, h, w)
             full = distortion(full_features)
-            enhanced = skipped - full > self.lmbda * coder.block_bits(q, classes, self.level)[0] / pixels
+            enhanced = skipped - full > lmbda * coder.block_bits(q, classes, self.level)[0] / pixels
             if bool(enhanced.any()):
                 payload = coder.compress(q, classes, self.level, enhanced)
                 # Each block as the full or the skipped reconstruction has it (as in
                 # training); the latents' features are made only if NEW is chosen.
                 w_hat, features = (full_w, full_features) if bool(enhanced.all()) else (coder.dequantize(q * enhanced, self.level), None)
-                options.append((SideMode.NEW, w_hat, features, self.lmbda * 8 * len(payload) / pixels,
+                options.append((SideMode.NEW, w_hat, features, lmbda * 8 * len(payload) / pixels,
                                 float(torch.where(enhanced, full, skipped).sum())))
         if self._w_hat is not None:  # None at the first frame and at every key frame
             options.append((SideMode.REPEAT, self._w_hat, self._features, 0.0, float(distortion(self._features).sum())))
@@ -573,13 +576,18 @@ def model_family(model: str) -> dict[int, LoadedModel]:
 
 
 def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, scale: int | str | None = "auto",
-               audio: str = "auto", runtime: str = "auto", threads: int | None = None):
+               audio: str = "auto", runtime: str = "auto", threads: int | None = None,
+               side_weight: float = SIDE_WEIGHT):
     """The codec the command line asks for: a learned model, a baseline, or (``scale="auto"``,
     the default with a model) the choice between the plain codec and every model of the
     family (:func:`model_family`), file by file (:class:`dualcodec.auto.AutoCodec`).
     ``scale=1`` is the family's scale-1 model, or the plain codec where it has none. Its
     settings are checked against the real encoder first. ``runtime`` and ``threads`` run
-    the decoder's networks inside the encoder's loop (:class:`ModelLayers`)."""
+    the decoder's networks inside the encoder's loop (:class:`ModelLayers`). ``side_weight``
+    multiplies the model's rate weight in the encoder's side-stream choices on the frames
+    the base codec predicts (:data:`~dualcodec.sidestream.SIDE_WEIGHT`)."""
+    if not side_weight > 0:
+        raise DualcodecError(f"the side weight must be positive, got {side_weight}")
     check_encoder(settings)
     plain = LayeredCodec(PlainLayers(), settings, audio)
     if baseline == "bicubic":
@@ -594,7 +602,8 @@ def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, sc
     qp = settings.qp if settings.qp is not None else settings.crf
 
     def learned(loaded: LoadedModel) -> LayeredCodec:
-        layers = ModelLayers(loaded, lmbda_at(loaded.lmbda, qp), level=round(qp), runtime=runtime, threads=threads)
+        layers = ModelLayers(loaded, lmbda_at(loaded.lmbda, qp), level=round(qp), runtime=runtime, threads=threads,
+                             inter_weight=side_weight)
         return LayeredCodec(layers, settings, audio)
 
     if scale not in (None, "auto"):

@@ -27,6 +27,14 @@ from enum import IntEnum
 
 from dualcodec.errors import DualcodecError
 
+# The encoder weighs side-stream bits (:class:`dualcodec.codec.ModelLayers`) by the rate
+# weight the model was trained with on the base layer's key frames, where both layers code
+# one picture on its own as in training, and by SIDE_WEIGHT times it on the frames the base
+# codec predicts from others: there a base-layer bit buys more (the side stream does not
+# predict), so a side bit must too (experiments/side_lambda.py measures the choice).
+SIDE_WEIGHT = 4.0
+
+
 class SideMode(IntEnum):
     """The first byte of a side-stream packet (after the CRC)."""
 

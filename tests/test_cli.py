@@ -302,6 +302,13 @@ def test_decode_refuses_a_bad_runtime_option(capsys, dual_file, out_dir, argv, m
     assert leftovers(out_dir) == []
 
 
+@pytest.mark.parametrize("weight", ["0", "-2", "inf", "lots"])
+def test_encode_refuses_a_side_weight_that_is_not_positive(capsys, clip, out_dir, weight):
+    code, _, err = run(capsys, "encode", clip.path, "-o", out_dir / "e.mp4", "--side-weight", weight)
+    assert code == 2 and f"must be a positive number, got '{weight}'" in err
+    assert leftovers(out_dir) == []
+
+
 def test_decode_with_int8_graphs_that_do_not_exist_is_one_line(capsys, dual_file, tiny_model, out_dir):
     code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "d.y4m", "--model", tiny_model.path,
                        "--runtime", "openvino-int8")

@@ -159,6 +159,17 @@ def _side_inputs(clip):
     return original, to_planes(*(bicubic_down(p, 2) for p in to_unit(original, fmt)), fmt), fmt
 
 
+def test_the_inter_weight_prices_only_the_frames_the_base_codec_predicts(clip, tiny_model):
+    from dataclasses import replace
+
+    original, base, fmt = _side_inputs(clip)
+    layers = _oracle_layers(tiny_model, original, 1e-9)  # side bits all but free on a key frame
+    layers.inter_weight = 1e15  # and prohibitive on a predicted one
+    assert layers.side(original, replace(base, key_frame=True), fmt).mode == SideMode.NEW
+    layers.reset()
+    assert layers.side(original, base, fmt).mode == SideMode.SKIP
+
+
 @pytest.mark.parametrize("split", [False, True])
 def test_the_encoder_enhances_the_blocks_worth_their_bits(clip, tiny_model, split):
     import torch
@@ -413,6 +424,20 @@ def test_make_codec_modes(tiny_model):
     assert make_codec(settings, None, str(tiny_model.path), 1).layers.mode == "plain"
     with pytest.raises(DualcodecError, match="needs a scale of 2 or 4"):
         make_codec(settings, "bicubic", "unused", 1)
+
+
+def test_the_side_weight_scales_the_encoders_rate_weight_on_predicted_frames(tiny_model):
+    from dualcodec.model import lmbda_at
+    from dualcodec.sidestream import SIDE_WEIGHT
+
+    settings = BaseCodecSettings(qp=30)
+    trained = lmbda_at(load_model(str(tiny_model.path)).lmbda, 30)
+    layers = make_codec(settings, None, str(tiny_model.path), 2).layers
+    assert (layers.lmbda, layers.inter_weight) == (pytest.approx(trained), SIDE_WEIGHT)
+    assert make_codec(settings, None, str(tiny_model.path), 2, side_weight=0.5).layers.inter_weight == 0.5
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(DualcodecError, match="side weight must be positive"):
+            make_codec(settings, None, str(tiny_model.path), 2, side_weight=bad)
 
 
 def test_make_codec_scale_auto_is_the_default(tiny_model):
