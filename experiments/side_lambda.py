@@ -12,9 +12,13 @@ This sweep encodes the content with the model at ``--scale 2``, for every pair o
 multiplier (``--key``) and a predicted-frame multiplier (``--inter``) of the trained
 weight, and reports each pair's BD-rate (PSNR-YUV 6:1:1) against the bicubic and plain
 rows of the RD sweep (``experiments/results/rd``: same QPs, same content, H.264), and the
-side stream's share of the bytes at each QP.
+side stream's share of the bytes at each QP. Content ``train`` is held out from the
+evaluation sets, for choosing the weights without them: the first 8 frames of four
+training clips (``../shared/data/video_train``: london, bedroom, juggle, bbb), downscaled
+by 2 with FFmpeg's bicubic scaler as training reads them (written to runs_data/, not
+committed); its bicubic and plain anchors are measured here.
 
-    OMP_NUM_THREADS=1 python experiments/side_lambda.py [--content video kodak] [--key 1] [--inter 1 4 16]
+    OMP_NUM_THREADS=1 python experiments/side_lambda.py [--content video kodak train] [--key 1] [--inter 1 4 16]
 
 Writes experiments/results/side_lambda/<content>.json (per pair: the results in
 CompressAI's layout, as ``dualcodec eval`` writes them, and the BD-rates); a run resumes
@@ -32,13 +36,46 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from rd_sweep import CONTENT  # noqa: E402  (the RD sweep's content and frame counts)
+from rd_sweep import CONTENT, SHARED  # noqa: E402  (the RD sweep's content and frame counts)
+
+TRAIN_CLIPS = ["androidx_london_1024x768.mp4", "sam2_bedroom_960x540.mp4", "sam2_juggle_1280x720.mp4",
+               "bbb_1920x1080_vp8.webm"]
+TRAIN_FRAMES = 8
+
+
+def train_clips(folder: Path) -> list[Path]:
+    """The held-out content: each training clip's first frames at half size, as y4m in ``folder``."""
+    from fractions import Fraction
+
+    import av
+
+    from dualcodec.basecodec import planes_from_frame
+    from dualcodec.video import Y4MWriter
+    from dualcodec.yuv import BT709, YUVFormat
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in TRAIN_CLIPS:
+        target = folder / (Path(name).stem + f"_half_{TRAIN_FRAMES}f.y4m")
+        if not target.is_file():
+            with av.open(str(SHARED / "video_train" / name)) as inp:
+                writer = None
+                for i, frame in enumerate(inp.decode(video=0)):
+                    if i == TRAIN_FRAMES:
+                        break
+                    frame = frame.reformat(frame.width // 4 * 2, frame.height // 4 * 2, "yuv420p", interpolation="BICUBIC")
+                    if writer is None:
+                        writer = Y4MWriter(target, frame.width, frame.height, Fraction(25), YUVFormat(8, False, BT709))
+                    writer.write(planes_from_frame(frame))
+                writer.close()
+        paths.append(target)
+    return paths
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
-    parser.add_argument("--content", nargs="+", default=["video"], choices=list(CONTENT))
+    parser.add_argument("--content", nargs="+", default=["video"], choices=[*CONTENT, "train"])
     parser.add_argument("--key", type=float, nargs="+", default=[1.0], help="key-frame multipliers")
     parser.add_argument("--inter", type=float, nargs="+", default=[1.0, 4.0, 16.0],
                         help="predicted-frame multipliers")
@@ -49,7 +86,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from dualcodec.basecodec import BaseCodecSettings
-    from dualcodec.codec import LayeredCodec, ModelLayers
+    from dualcodec.codec import BicubicLayers, LayeredCodec, ModelLayers, PlainLayers
     from dualcodec.evaluate import points_from_results, results_json, sweep, write_results
     from dualcodec.metrics import bd_rate
     from dualcodec.model import lmbda_at, load_model
@@ -66,10 +103,20 @@ def main() -> int:
         record.update({"model": args.model, "fingerprint": loaded.fingerprint, "qps": qps,
                        "command": " ".join(["python experiments/side_lambda.py", *sys.argv[1:]])})
         runs = record.setdefault("runs", {})
-        list_sources, frames = CONTENT[content]
-        sources = [str(p) for p in list_sources()]
-        anchors = {m: json.loads((args.rd / f"{content}_h264_{m}.json").read_text())["results"]
-                   for m in ("bicubic", "plain")}
+        if content == "train":
+            sources, frames = [str(p) for p in train_clips(ROOT / "runs_data" / "side_lambda_train")], None
+            anchors = record.setdefault("anchors", {})
+            for baseline, layers in (("bicubic", lambda: BicubicLayers(2)), ("plain", PlainLayers)):
+                if baseline not in anchors:
+                    points = sweep(sources, lambda qp, layers=layers: LayeredCodec(layers(), BaseCodecSettings(codec="h264", qp=qp)),
+                                   qps, desc=f"train {baseline}")
+                    anchors[baseline] = results_json(points, baseline, baseline, {}, sources, qps)["results"]
+                    write_results(path, record)
+        else:
+            list_sources, frames = CONTENT[content]
+            sources = [str(p) for p in list_sources()]
+            anchors = {m: json.loads((args.rd / f"{content}_h264_{m}.json").read_text())["results"]
+                       for m in ("bicubic", "plain")}
         for key_multiplier, inter_multiplier in itertools.product(args.key, args.inter):
             key = f"{content} key x{key_multiplier:g} inter x{inter_multiplier:g}"
             done = points_from_results(runs[key]["results"]) if key in runs else []
