@@ -17,11 +17,13 @@ scale, no automatic choice) at H.264 QP 32 (``--qp``), x264 medium. Then, for ea
   NEW frames and the upsampler), output (y4m writing).
 
 Frames per second are the median (and best) of ``--repeats`` timed runs after a warm-up
-run (model load, graph compilation). Writes experiments/results/bench_decode.json.
+run (model load, graph compilation). Writes experiments/results/bench_decode.json (keeping
+the other sizes of an earlier run with the same model and settings).
 
-``--profile`` prints instead where the OpenVINO fp32 upsampler's time goes, node by node
-(OpenVINO's own per-node counters, summed over 10 runs of one 720p base frame of zeros
-for the side features, as a SKIP frame has).
+``--profile`` prints instead where the OpenVINO upsampler's time goes, node by node
+(OpenVINO's own per-node counters, averaged over 10 runs of one 720p base frame of zeros
+for the side features, as a SKIP frame has): fp32, or the int8 graphs with
+``--runtimes openvino-int8``.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ def split(encoded: Path, model: str, runtime_name: str, threads: int, out: Path)
             "output_ms": 1000 * output / n, "new_frames": modes.count("NEW"), "frames": n}
 
 
-def profile(model: str, threads: int, top: int = 14) -> None:
+def profile(model: str, threads: int, int8: bool, top: int = 14) -> None:
     """OpenVINO's per-node profile of the upsampler graph at 720p (see the docstring)."""
     import numpy as np
 
@@ -143,7 +145,7 @@ def profile(model: str, threads: int, top: int = 14) -> None:
     from dualcodec.yuv import YUVFormat
 
     loaded = load_model(model)
-    runtime = OpenVINORuntime(loaded, threads=threads)
+    runtime = OpenVINORuntime(loaded, int8=int8, threads=threads)
     runtime.config["PERF_COUNT"] = True
     rng = np.random.default_rng(0)
     y = rng.integers(16, 236, (360, 640), dtype=np.uint8)
@@ -159,7 +161,7 @@ def profile(model: str, threads: int, top: int = 14) -> None:
         for node in request.profiling_info:
             name = f"{node.node_type} {node.node_name.split('/')[0].removeprefix('__module.model.')}"
             totals[name] = totals.get(name, 0.0) + node.real_time.total_seconds() * 1000 / runs
-    print(f"{loaded.name} ({loaded.fingerprint}): upsampler at 720p, {sum(totals.values()):.1f} ms a frame, "
+    print(f"{loaded.name} ({loaded.fingerprint}): {runtime.name} upsampler at 720p, {sum(totals.values()):.1f} ms a frame, "
           f"{threads} threads; the {top} costliest nodes (type, module):")
     for name, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
         print(f"  {ms:6.2f} ms  {name}")
@@ -187,12 +189,16 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.profile:
-        profile(args.model, args.threads)
+        profile(args.model, args.threads, int8=args.runtimes[0] == "openvino-int8")
         return 0
     loaded = load_model(args.model)
     runtimes = [rt for rt in args.runtimes if rt != "openvino-int8" or not int8_problem(loaded)]
     results = {"model": loaded.name, "fingerprint": loaded.fingerprint, "threads": args.threads, "qp": args.qp,
                "frames": args.frames, "repeats": args.repeats, "sizes": {}}
+    if args.output.is_file():  # the other sizes of a run with the same settings are kept
+        earlier = json.loads(args.output.read_text())
+        if {k: v for k, v in earlier.items() if k != "sizes"} == {k: v for k, v in results.items() if k != "sizes"}:
+            results["sizes"] = {k: v for k, v in earlier["sizes"].items() if k not in args.sizes}
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             clip, encoded, out = Path(tmp) / "clip.y4m", Path(tmp) / "clip.mp4", Path(tmp) / "decoded.y4m"
