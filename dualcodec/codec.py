@@ -159,14 +159,16 @@ class ModelLayers:
         unless the base frame is a key frame). The candidates are judged on what
         the decoder will show (the runtime's output code values): SKIP, every block
         enhanced, and REPEAT of the kept latents are run; a NEW frame that enhances some
-        blocks only takes each block's distortion from the first two."""
+        blocks only takes each block's distortion from the first two. The latents come
+        from the runtime's analysis graph (compiled fp32 with OpenVINO)."""
         if not self.side_stream:
             return None
         model, coder, runtime = self.model, self.model.latent_coder, self.runtime
         h, w = base.y.shape
         pixels = original.y.size
         classes = self._classes(base, fmt)
-        q = coder.quantize(model.analyse(*to_unit(original, fmt), *to_unit(base, fmt)), self.level)
+        q = coder.quantize(runtime.analyse((original.y, original.u, original.v), (base.y, base.u, base.v), fmt),
+                           self.level)
         block = model.side_stride * self.scale
         lmbda = self.lmbda * (1.0 if base.key_frame else self.inter_weight)
 

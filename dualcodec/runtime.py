@@ -7,6 +7,11 @@ The decoder runs two graphs, both made of the model's own modules:
                  --unit scale, upsampler, code values, round, clamp-->
                y [1,1,H,W], uv [1,2,H/2,W/2] (code values)
 
+and the encoder a third, for its side-stream choices:
+
+    AnalysisGraph  y, uv (the original's code values), y, uv (the decoded base's), the
+                   format's numbers --unit scale, g_a--> w [1,M,hb,wb]
+
 so a SKIP or REPEAT frame costs the upsampler alone (:class:`SideFeatures` of the all-zero
 latents are computed once per frame size; the side graph works on whole latent blocks,
 and its outputs are cropped to the base layer's size once, here). Both graphs see code values, so the format's
@@ -19,7 +24,8 @@ Runtimes (:func:`make_runtime`):
   ``INFERENCE_PRECISION_HINT f32``: on a CPU with bf16 OpenVINO would otherwise run bf16).
 - ``openvino-int8``: graphs whose feature convolutions are int8, calibrated on real frames by
   ``dualcodec export`` (:mod:`dualcodec.export`) and saved beside the model file as ``NAME.int8/``, with the
-  fingerprint of the weights they were built from; a stale set is refused.
+  fingerprint of the weights they were built from; a stale set is refused. The encoder's
+  analysis graph stays fp32 (it decides what is sent, the decoder never runs it).
 - ``auto``: ``openvino-int8`` where the model has int8 graphs of its fingerprint and of
   this :data:`GRAPHS_VERSION` (the built-in models ship them), else ``openvino``, or ``torch`` where the openvino package is not installed.
 
@@ -110,6 +116,32 @@ class Runtime(Protocol):
                  fmt: YUVFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Base planes (code values) to full-size planes (code values, the planes' dtype)."""
 
+    def analyse(self, original: tuple[np.ndarray, np.ndarray, np.ndarray], base: tuple[np.ndarray, np.ndarray, np.ndarray],
+                fmt: YUVFormat) -> torch.Tensor:
+        """The encoder's side latents ``w`` ``[1,M,hb,wb]`` of an original frame's planes and
+        its decoded base planes (code values)."""
+
+
+class AnalysisGraph(nn.Module):
+    """The original's and the decoded base's code values and the format's numbers to the
+    encoder's side latents (:meth:`~dualcodec.model.DualLayerModel.analyse`)."""
+
+    def __init__(self, model: DualLayerModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, y: torch.Tensor, uv: torch.Tensor, y_lr: torch.Tensor, uv_lr: torch.Tensor,
+                scale: torch.Tensor) -> torch.Tensor:
+        return self.model.analyse(*codes_to_unit(y, uv, scale), *codes_to_unit(y_lr, uv_lr, scale))
+
+
+def analysis_inputs(original, base, fmt: YUVFormat) -> list[np.ndarray]:
+    """:class:`AnalysisGraph`'s inputs from two frames' planes ``(y, u, v)``."""
+    arrays = []
+    for y, u, v in (original, base):
+        arrays += [y.astype(np.float32)[None, None], np.stack([u, v]).astype(np.float32)[None]]
+    return arrays + [np.array(unit_scale(fmt), np.float32)]
+
 
 def up_inputs(y: np.ndarray, u: np.ndarray, v: np.ndarray, side: SideFeatures, fmt: YUVFormat) -> list[np.ndarray]:
     """The up graph's inputs: base code values, the format's numbers, the side features."""
@@ -160,6 +192,7 @@ class TorchRuntime(_Networks):
         super().__init__(loaded.model.to(memory_format=torch.channels_last))
         self.side_graph = SideGraph(self.model) if self.model.has_side_stream else None
         self.up_graph = UpGraph(self.model)
+        self.analysis_graph = AnalysisGraph(self.model)
 
     @torch.inference_mode()
     def _synthesis(self, w_hat: np.ndarray) -> list[np.ndarray]:
@@ -169,6 +202,10 @@ class TorchRuntime(_Networks):
     def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat):
         y_out, uv_out = self.up_graph(*(torch.from_numpy(a) for a in up_inputs(y, u, v, side, fmt)))
         return _planes(y_out.numpy(), uv_out.numpy(), y.dtype)
+
+    @torch.inference_mode()
+    def analyse(self, original, base, fmt: YUVFormat) -> torch.Tensor:
+        return self.analysis_graph(*(torch.from_numpy(a) for a in analysis_inputs(original, base, fmt)))
 
 
 def import_openvino():
@@ -241,7 +278,7 @@ def _traced(loaded: LoadedModel, key: str):
             return _SHARED.get_core().read_model(path)
         except RuntimeError:  # a damaged cache entry: trace again
             pass
-    graph = trace_side(loaded.model) if key == "side" else trace_up(loaded.model)
+    graph = {"side": trace_side, "up": trace_up, "analysis": trace_analysis}[key](loaded.model)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder))
@@ -276,7 +313,7 @@ class OpenVINORuntime(_Networks):
         """The ov.Model of graph ``key`` (``side`` or ``up``), sizes free."""
         cache_key = (self.loaded.fingerprint, self.name, key)
         if cache_key not in _SHARED.graphs:
-            if self.name == "openvino-int8":
+            if self.name == "openvino-int8" and key != "analysis":
                 _SHARED.graphs[cache_key] = _SHARED.get_core().read_model(int8_dir(self.loaded.path) / f"{key}.xml")
             else:
                 _SHARED.graphs[cache_key] = _traced(self.loaded, key)
@@ -305,6 +342,9 @@ class OpenVINORuntime(_Networks):
     def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat):
         y_out, uv_out = self._run("up", up_inputs(y, u, v, side, fmt))
         return _planes(y_out, uv_out, y.dtype)
+
+    def analyse(self, original, base, fmt: YUVFormat) -> torch.Tensor:
+        return torch.from_numpy(np.array(self._run("analysis", analysis_inputs(original, base, fmt))[0]))
 
 
 def _dynamic(shape: tuple[int, ...]):
@@ -339,6 +379,15 @@ def up_example(model: DualLayerModel, height: int = 32, width: int = 32) -> list
 def trace_up(model: DualLayerModel):
     """:class:`UpGraph` as an ov.Model with dynamic spatial sizes."""
     return _convert(UpGraph(model, rows=None), up_example(model))
+
+
+def trace_analysis(model: DualLayerModel):
+    """:class:`AnalysisGraph` as an ov.Model with dynamic spatial sizes."""
+    h, w = 8 * model.side_stride, 8 * model.side_stride  # a base layer of whole latent blocks
+    s = model.scale
+    y, uv = torch.full((1, 1, h * s, w * s), 128.0), torch.full((1, 2, h * s // 2, w * s // 2), 128.0)
+    y_lr, uv_lr = torch.full((1, 1, h, w), 128.0), torch.full((1, 2, h // 2, w // 2), 128.0)
+    return _convert(AnalysisGraph(model), [y, uv, y_lr, uv_lr, torch.tensor(unit_scale(YUVFormat()))])
 
 
 def make_runtime(name: "str | Runtime", loaded: LoadedModel, threads: int | None = None) -> Runtime:

@@ -109,8 +109,14 @@ class _OracleRuntime:
 
     name = "oracle"
 
-    def __init__(self, original) -> None:
-        self.original = original
+    def __init__(self, original, model) -> None:
+        self.original, self.model = original, model
+
+    def analyse(self, original, base, fmt):  # the model's own analysis, eager
+        from dualcodec.basecodec import Planes
+        from dualcodec.codec import to_unit
+
+        return self.model.analyse(*to_unit(Planes(*original), fmt), *to_unit(Planes(*base), fmt))
 
     def side_features(self, w_hat, lr_height, lr_width):
         return w_hat
@@ -143,7 +149,7 @@ def _oracle_layers(tiny_model, original, lmbda, zero_block=(1, 2)):
         return w
 
     loaded.model.analyse = zeroing_analyse
-    return ModelLayers(loaded, lmbda, level=30, runtime=_OracleRuntime(original))
+    return ModelLayers(loaded, lmbda, level=30, runtime=_OracleRuntime(original, loaded.model))
 
 
 def _side_inputs(clip):

@@ -344,6 +344,14 @@ def test_to_444_upsamples_chroma_bilinearly_to_the_luma_grid():
     assert torch.allclose(x[:, 1:], expected, atol=1e-7)
 
 
+@pytest.mark.parametrize("scale", [2, 4])
+def test_bicubic_up_polyphase_is_torchs_bicubic(scale):
+    from dualcodec.nets.common import bicubic_up_polyphase
+
+    x = torch.rand(2, 3, 7, 9, generator=torch.Generator().manual_seed(6))
+    assert torch.allclose(bicubic_up_polyphase(x, scale), bicubic_up(x, scale), atol=1e-5)
+
+
 def test_from_444_averages_chroma_over_2x2_blocks():
     x = torch.rand(2, 3, 8, 6, generator=torch.Generator().manual_seed(5))
     y, uv = from_444(x)

@@ -82,6 +82,24 @@ def test_openvino_frames_are_identical_at_any_thread_count(tiny_model):
     assert _differences(*outs) == [0, 0, 0]
 
 
+@pytest.mark.parametrize("fmt", FORMATS, ids=["8bit-tv", "10bit-pc"])
+def test_the_encoders_analysis_is_the_models_own_with_every_runtime(tiny_model, int8_model, fmt):
+    from dualcodec.basecodec import Planes, planes_to_tensors
+    from dualcodec.yuv import planes_to_unit
+
+    loaded = load_model(str(tiny_model.path))
+    original, base = _base(40, 48, fmt, seed=1), _base(20, 24, fmt, seed=2)
+    with torch.no_grad():
+        ref = loaded.model.analyse(*planes_to_unit(*planes_to_tensors([Planes(*original)]), fmt),
+                                   *planes_to_unit(*planes_to_tensors([Planes(*base)]), fmt))
+    assert ref.shape == (1, 16, 5, 6)
+    scale = float(ref.abs().max())
+    for runtime, tolerance in ((TorchRuntime(loaded), 1e-5), (OpenVINORuntime(loaded, threads=2), 1e-3),
+                               (OpenVINORuntime(int8_model, int8=True), 1e-3)):  # fp32: the int8 graphs are the decoder's
+        w = runtime.analyse(original, base, fmt)
+        assert w.shape == ref.shape and torch.allclose(w, ref, atol=tolerance * scale), runtime.name
+
+
 def test_skipped_frames_reuse_the_features_of_zero_latents(tiny_model):
     runtime = TorchRuntime(load_model(str(tiny_model.path)))
     first = runtime.side_features(None, 18, 30)

@@ -46,6 +46,28 @@ def bicubic_up(x: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(x, scale_factor=float(scale), mode="bicubic", align_corners=False)
 
 
+def bicubic_polyphase(scale: int, taps: int) -> torch.Tensor:
+    """Bicubic upsampling written as ``scale**2`` polyphase filters, ``[scale**2, taps, taps]``."""
+    size = taps + 8
+    centre = size // 2
+    half = taps // 2
+    impulses = torch.zeros(taps * taps, 1, size, size)
+    for k in range(taps * taps):
+        dy, dx = divmod(k, taps)
+        impulses[k, 0, centre + dy - half, centre + dx - half] = 1.0
+    up = F.interpolate(impulses, scale_factor=float(scale), mode="bicubic", align_corners=False)
+    phases = up[:, 0, centre * scale : centre * scale + scale, centre * scale : centre * scale + scale]
+    return phases.reshape(taps, taps, scale * scale).permute(2, 0, 1).contiguous()
+
+
+def bicubic_up_polyphase(x: torch.Tensor, scale: int, taps: int = 5) -> torch.Tensor:
+    """:func:`bicubic_up` (to float rounding) as a polyphase convolution with replicated
+    edges, which a compiled graph runs far faster than an Interpolate node."""
+    channels = x.shape[1]
+    kernel = bicubic_polyphase(scale, taps).to(x).unsqueeze(1).repeat(channels, 1, 1, 1)
+    return F.pixel_shuffle(F.conv2d(F.pad(x, [taps // 2] * 4, mode="replicate"), kernel, groups=channels), scale)
+
+
 def _bilinear_x2_kernel() -> torch.Tensor:
     """Bilinear x2 (centre siting) as 4 polyphase 3x3 filters, ``[4, 1, 3, 3]``: output
     ``2i`` takes ``(x[i-1] + 3 x[i]) / 4``, output ``2i+1`` takes ``(3 x[i] + x[i+1]) / 4``."""

@@ -31,23 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dualcodec.nets.common import Normalize, conv3x3, to_444
+from dualcodec.nets.common import Normalize, bicubic_polyphase, conv3x3, to_444
 
 CHANNELS = 3  # Y, Cb, Cr, chroma on luma's grid
-
-
-def bicubic_polyphase(scale: int, taps: int) -> torch.Tensor:
-    """Bicubic upsampling written as ``scale**2`` polyphase filters, ``[scale**2, taps, taps]``."""
-    size = taps + 8
-    centre = size // 2
-    half = taps // 2
-    impulses = torch.zeros(taps * taps, 1, size, size)
-    for k in range(taps * taps):
-        dy, dx = divmod(k, taps)
-        impulses[k, 0, centre + dy - half, centre + dx - half] = 1.0
-    up = F.interpolate(impulses, scale_factor=float(scale), mode="bicubic", align_corners=False)
-    phases = up[:, 0, centre * scale : centre * scale + scale, centre * scale : centre * scale + scale]
-    return phases.reshape(taps, taps, scale * scale).permute(2, 0, 1).contiguous()
 
 
 def chroma_average(scale: int) -> torch.Tensor:
