@@ -135,18 +135,19 @@ class AnalysisGraph(nn.Module):
         return self.model.analyse(*codes_to_unit(y, uv, scale), *codes_to_unit(y_lr, uv_lr, scale))
 
 
+def _plane_arrays(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> list[np.ndarray]:
+    """A frame's planes as a graph takes them: y ``[1,1,h,w]``, uv ``[1,2,h/2,w/2]`` (float32)."""
+    return [y.astype(np.float32)[None, None], np.stack([u, v]).astype(np.float32)[None]]
+
+
 def analysis_inputs(original, base, fmt: YUVFormat) -> list[np.ndarray]:
     """:class:`AnalysisGraph`'s inputs from two frames' planes ``(y, u, v)``."""
-    arrays = []
-    for y, u, v in (original, base):
-        arrays += [y.astype(np.float32)[None, None], np.stack([u, v]).astype(np.float32)[None]]
-    return arrays + [np.array(unit_scale(fmt), np.float32)]
+    return [*_plane_arrays(*original), *_plane_arrays(*base), np.array(unit_scale(fmt), np.float32)]
 
 
 def up_inputs(y: np.ndarray, u: np.ndarray, v: np.ndarray, side: SideFeatures, fmt: YUVFormat) -> list[np.ndarray]:
     """The up graph's inputs: base code values, the format's numbers, the side features."""
-    return [y.astype(np.float32)[None, None], np.stack([u, v]).astype(np.float32)[None],
-            np.array(unit_scale(fmt), np.float32), *side.arrays()]
+    return [*_plane_arrays(y, u, v), np.array(unit_scale(fmt), np.float32), *side.arrays()]
 
 
 def _planes(y: np.ndarray, uv: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -310,7 +311,7 @@ class OpenVINORuntime(_Networks):
             raise DualcodecError(problem)
 
     def _graph(self, key: str):
-        """The ov.Model of graph ``key`` (``side`` or ``up``), sizes free."""
+        """The ov.Model of graph ``key`` (``side``, ``up`` or ``analysis``), sizes free."""
         cache_key = (self.loaded.fingerprint, self.name, key)
         if cache_key not in _SHARED.graphs:
             if self.name == "openvino-int8" and key != "analysis":

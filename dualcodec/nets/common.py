@@ -60,28 +60,33 @@ def bicubic_polyphase(scale: int, taps: int) -> torch.Tensor:
     return phases.reshape(taps, taps, scale * scale).permute(2, 0, 1).contiguous()
 
 
-def bicubic_up_polyphase(x: torch.Tensor, scale: int, taps: int = 5) -> torch.Tensor:
-    """:func:`bicubic_up` (to float rounding) as a polyphase convolution with replicated
-    edges, which a compiled graph runs far faster than an Interpolate node."""
-    channels = x.shape[1]
-    kernel = bicubic_polyphase(scale, taps).to(x).unsqueeze(1).repeat(channels, 1, 1, 1)
+def polyphase_up(x: torch.Tensor, phases: torch.Tensor, scale: int) -> torch.Tensor:
+    """Upsample every channel of ``x`` by ``scale`` with polyphase filters ``phases``
+    ``[scale**2, t, t]`` (odd ``t``, centred; edges replicated): a grouped convolution and
+    a pixel shuffle, which a compiled graph runs far faster than an Interpolate node."""
+    channels, taps = x.shape[1], phases.shape[-1]
+    kernel = phases.to(x).unsqueeze(1).repeat(channels, 1, 1, 1)
     return F.pixel_shuffle(F.conv2d(F.pad(x, [taps // 2] * 4, mode="replicate"), kernel, groups=channels), scale)
 
 
+def bicubic_up_polyphase(x: torch.Tensor, scale: int, taps: int = 5) -> torch.Tensor:
+    """:func:`bicubic_up` (to float rounding) as a polyphase convolution (:func:`polyphase_up`)."""
+    return polyphase_up(x, bicubic_polyphase(scale, taps), scale)
+
+
 def _bilinear_x2_kernel() -> torch.Tensor:
-    """Bilinear x2 (centre siting) as 4 polyphase 3x3 filters, ``[4, 1, 3, 3]``: output
+    """Bilinear x2 (centre siting) as 4 polyphase 3x3 filters, ``[4, 3, 3]``: output
     ``2i`` takes ``(x[i-1] + 3 x[i]) / 4``, output ``2i+1`` takes ``(3 x[i] + x[i+1]) / 4``."""
     taps = torch.tensor([[0.25, 0.75, 0.0], [0.0, 0.75, 0.25]])
-    return torch.einsum("ay,bx->abyx", taps, taps).reshape(4, 1, 3, 3)
+    return torch.einsum("ay,bx->abyx", taps, taps).reshape(4, 3, 3)
 
 
 def to_444(y: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """4:2:0 planes ``[B,1,H,W]``, ``[B,2,H/2,W/2]`` (``H``, ``W`` even) to ``[B,3,H,W]``: chroma upsampled
     bilinearly (centre siting, edges replicated: ``F.interpolate``'s bilinear, to float
     rounding), for networks that see the three channels together. Written as a polyphase
-    convolution, which OpenVINO runs faster than its Interpolate node."""
-    kernel = _bilinear_x2_kernel().to(uv).repeat(2, 1, 1, 1)
-    uv_up = F.pixel_shuffle(F.conv2d(F.pad(uv, [1] * 4, mode="replicate"), kernel, groups=2), 2)
+    convolution (:func:`polyphase_up`)."""
+    uv_up = polyphase_up(uv, _bilinear_x2_kernel(), 2)
     return torch.cat([y, uv_up[..., : y.shape[-2], : y.shape[-1]]], dim=1)
 
 
