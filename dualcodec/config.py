@@ -177,6 +177,7 @@ class TrainConfig:
     out_dir: str = "runs"
     val_qp: int = 32
     images_every: int = 1  # sample images to TensorBoard every N validations (0: never)
+    init: str = ""  # a model file (or shipped name) whose weights a new run starts from: fine-tuning
 
     def __post_init__(self) -> None:
         if min(self.val_every, self.checkpoint_every, self.log_every) < 1:

@@ -256,6 +256,19 @@ def train(exp: Experiment, experiment_path: Path, progress: bool = True, resume:
     return Trainer(exp, experiment_path, resume).run(progress)
 
 
+def _start_from(model: DualLayerModel, exp: Experiment) -> None:
+    """Load the weights of the model file ``train.init`` into ``model``; its configuration
+    must be the experiment's ``[model]``."""
+    from dualcodec.model import load_model
+
+    loaded = load_model(exp.train.init)
+    if loaded.config != exp.model:
+        changed = sorted(k for k, v in asdict(exp.model).items() if asdict(loaded.config)[k] != v)
+        raise DualcodecError(f"train.init {exp.train.init!r} is a model of another configuration "
+                             f"(model.{', model.'.join(changed)} differ); fine-tuning needs the same [model]")
+    model.load_state_dict(loaded.model.state_dict())
+
+
 class Trainer:
     """One rank's run: its model and DeepSpeed engine, data stream, log and checkpoints.
 
@@ -280,6 +293,8 @@ class Trainer:
 
         torch.manual_seed(exp.train.seed)  # identical initial weights on every rank
         model = DualLayerModel(exp.model)
+        if exp.train.init and not resume:  # a resumed run's weights are its checkpoint's
+            _start_from(model, exp)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.plan.peak_lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: self.plan.lr_at(t) / self.plan.peak_lr)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,

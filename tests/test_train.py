@@ -248,6 +248,26 @@ def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_to_overwrite(sm
     assert again.returncode == 1 and "--resume" in again.stderr
 
 
+@pytest.mark.slow
+def test_a_run_starts_from_the_weights_of_train_init(smoke_run, tmp_path):
+    from dualcodec.model import load_model
+
+    start = load_model(str(smoke_run / "model.pt"))
+    init = f"train.init='{smoke_run / 'model.pt'}'"
+    # A learning rate of 1e-12 leaves the weights where they started: the run's export is the init's model.
+    tuned = subprocess.run([*_train_cmd(tmp_path), "--set", init, "--set", "schedule.steps=2", "--set", "schedule.lr=1e-12",
+                            "--set", "train.val_every=2", "--set", "train.images_every=0"],
+                           capture_output=True, text=True, timeout=300, env=_env())
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    end = load_model(str(tmp_path / "smoke" / "model.pt"))
+    for (name, a), b in zip(start.model.named_parameters(), end.model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+    other = subprocess.run([*_train_cmd(tmp_path / "other"), "--set", init, "--set", "model.up_width=12"],
+                           capture_output=True, text=True, timeout=300, env=_env())
+    assert other.returncode == 1 and "model.up_width differ" in other.stderr
+    assert len(other.stderr.strip().splitlines()[-1]) < 300 and "Traceback" not in other.stderr
+
+
 WORKER = """
 import hashlib, sys, torch
 from pathlib import Path
