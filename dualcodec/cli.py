@@ -259,8 +259,8 @@ def _side_weight_option(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--side-weight", type=_positive_float, default=SIDE_WEIGHT, metavar="W",
                         help="weight of the side stream's bits in the encoder's choices on the frames the base "
-                        "codec predicts, in units of the model's rate weight (key frames use the rate weight "
-                        f"itself): higher spends fewer bits on the side stream (default {SIDE_WEIGHT:g})")
+                        "codec predicts, in units of their weight on key frames (which is set by the model's "
+                        f"rate weight): higher spends fewer bits on the side stream (default {SIDE_WEIGHT:g})")
 
 
 def _decode(args: argparse.Namespace) -> None:
@@ -377,6 +377,7 @@ def _eval(args: argparse.Namespace) -> None:
     from dualcodec.metrics import lpips_backbone_path
     from dualcodec.model import load_model
     from dualcodec.outputs import check_output_file, refuse_stdin
+    from dualcodec.sidestream import MSE_WEIGHT
     from dualcodec.video import check_inputs
 
     check_output_file(args.output, args.inputs, [".json"], overwrite=args.overwrite or args.resume)
@@ -400,7 +401,8 @@ def _eval(args: argparse.Namespace) -> None:
     settings = {"codec": args.codec, "qps": qps, "preset": args.preset, "gop": args.gop, "scale": args.scale,
                 "model": None if args.baseline else args.model, "model_fingerprint": fingerprint,
                 "baseline": args.baseline, "frames": args.frames, "inputs": sources, "runtime": args.runtime,
-                "side_weight": None if args.baseline else args.side_weight}
+                "side_weight": None if args.baseline else args.side_weight,
+                "side_rule": None if args.baseline else f"mse x{MSE_WEIGHT:g}"}
     done = resumable_points(args.output, settings) if args.resume and args.output.exists() else []
     description = f"dualcodec eval: real files, whole-file rate; {method}, {args.codec} base"
 

@@ -53,7 +53,7 @@ from dualcodec.model import UV_WEIGHT, Y_WEIGHT, LoadedModel, lmbda_at, load_mod
 from dualcodec.nets.common import bicubic_down, bicubic_up
 from dualcodec.outputs import atomic_path
 from dualcodec.pipeline import threaded
-from dualcodec.sidestream import SIDE_WEIGHT, SideFrame, SideMode
+from dualcodec.sidestream import MSE_WEIGHT, SIDE_WEIGHT, SideFrame, SideMode
 from dualcodec.video import VideoReader, crop_planes, pad_planes
 from dualcodec.yuv import YUVFormat, planes_to_unit, unit_scale, unit_to_planes
 
@@ -83,36 +83,50 @@ class Layers(Protocol):
         out, so a compiled runtime can do the conversions inside its graph."""
 
 
-def code_block_distortion(out: Planes, ref: Planes, block: int, fmt: YUVFormat) -> np.ndarray:
+SIDE_METRICS = ("l1", "mse")  # what the encoder's side-stream choices weigh bits against
+
+
+def code_block_distortion(out: Planes, ref: Planes, block: int, fmt: YUVFormat, metric: str = "l1") -> np.ndarray:
     """:func:`dualcodec.model.block_distortion` (L1, 6:1:1, each ``block x block`` luma
     block's share of the frame's) of two frames' code values, ``[hb, wb]``: integer
-    differences, scaled by each plane's range."""
+    differences, scaled by each plane's range. ``metric="mse"``: each block's share of the
+    frame's mean squared error instead (6:1:1, unit scale: what PSNR-YUV reads)."""
     _, y_range, _, c_range, _ = unit_scale(fmt)
+    power = SIDE_METRICS.index(metric) + 1
 
     def sums(a: np.ndarray, b: np.ndarray, size: int) -> np.ndarray:
-        error = np.abs(a.astype(np.int32) - b)
+        error = np.abs(a.astype(np.int64) - b) ** power
         h, w = error.shape
         if h % size or w % size:
             error = np.pad(error, ((0, (-h) % size), (0, (-w) % size)))
         return error.reshape(error.shape[0] // size, size, -1, size).sum(axis=(1, 3))
 
-    ey = sums(out.y, ref.y, block) / (y_range * ref.y.size)
-    euv = (sums(out.u, ref.u, block // 2) + sums(out.v, ref.v, block // 2)) / (c_range * 2 * ref.u.size)
+    ey = sums(out.y, ref.y, block) / (y_range**power * ref.y.size)
+    euv = (sums(out.u, ref.u, block // 2) + sums(out.v, ref.v, block // 2)) / (c_range**power * 2 * ref.u.size)
     return (Y_WEIGHT * ey + UV_WEIGHT * euv) / 8.0
 
 
+def side_lmbda(lmbda: float, qp: float) -> float:
+    """The encoder's weight of a side-stream bit per pixel against MSE (6:1:1, unit scale)
+    on key frames, for a model trained at rate weight ``lmbda``
+    (:data:`~dualcodec.sidestream.MSE_WEIGHT`)."""
+    return MSE_WEIGHT * lmbda_at(lmbda, qp) ** 2
+
+
 class ModelLayers:
-    """The learned layers. ``lmbda`` weighs side-stream bits (per pixel) against L1
-    distortion in the encoder's choices on the base layer's key frames, ``inter_weight``
-    times it on the frames the base codec predicts from others; ``level`` is the side
-    level the encoder signals (the QP, see :mod:`dualcodec.entropy`)."""
+    """The learned layers. ``lmbda`` weighs side-stream bits (per pixel) against the
+    distortion ``metric`` (MSE by default, :func:`side_lmbda`; or L1) in the encoder's
+    choices on the base layer's key frames, ``inter_weight`` times it on the frames the
+    base codec predicts from others; ``level`` is the side level the encoder signals (the
+    QP, see :mod:`dualcodec.entropy`)."""
 
     mode = "dual"
 
     def __init__(self, loaded: LoadedModel, lmbda: float = 0.0, level: int = 32, runtime="auto",
-                 threads: int | None = None, inter_weight: float = 1.0) -> None:
+                 threads: int | None = None, inter_weight: float = 1.0, metric: str = "mse") -> None:
         """``runtime``: a name of :data:`dualcodec.runtime.RUNTIMES` or a
-        :class:`~dualcodec.runtime.Runtime`; it and ``threads`` run the decoder's networks."""
+        :class:`~dualcodec.runtime.Runtime`; it and ``threads`` run the decoder's networks.
+        ``metric``: the distortion ``lmbda`` is weighed against (:data:`SIDE_METRICS`)."""
         from dualcodec.entropy import LEVELS
         from dualcodec.runtime import RUNTIMES
 
@@ -120,7 +134,9 @@ class ModelLayers:
             raise DualcodecError(f"side level {level} is outside 0..{LEVELS - 1} (the QP or CRF sets it)")
         if isinstance(runtime, str) and runtime not in RUNTIMES:
             raise DualcodecError(f"unknown runtime {runtime!r} (one of {', '.join(RUNTIMES)})")
-        self.loaded = loaded
+        if metric not in SIDE_METRICS:
+            raise DualcodecError(f"unknown side metric {metric!r} (one of {', '.join(SIDE_METRICS)})")
+        self.loaded, self.metric = loaded, metric
         self.runtime_name, self.threads = runtime, threads
         self._runtime = None  # made at first use (the encoder's choices and the decoder run it)
         self.model = loaded.model.to(memory_format=torch.channels_last)
@@ -154,8 +170,8 @@ class ModelLayers:
 
     def side(self, original: Planes, base: Planes, fmt: YUVFormat) -> SideFrame | None:
         """The enhancement layer of one frame: each block enhanced where its latents' bits
-        buy more than ``lmbda`` times their cost in L1 (6:1:1), then NEW, REPEAT or SKIP
-        for the frame by ``L1 + lmbda * bits / pixel`` (``lmbda`` times ``inter_weight``
+        buy more than ``lmbda`` times their cost in the metric (6:1:1), then NEW, REPEAT or
+        SKIP for the frame by ``D + lmbda * bits / pixel`` (``lmbda`` times ``inter_weight``
         unless the base frame is a key frame). The candidates are judged on what
         the decoder will show (the runtime's output code values): SKIP, every block
         enhanced, and REPEAT of the kept latents are run; a NEW frame that enhances some
@@ -175,7 +191,7 @@ class ModelLayers:
         def distortion(features) -> torch.Tensor:
             """Each block's share of the frame's L1 (6:1:1) as the decoder reconstructs it."""
             out = Planes(*runtime.upsample(base.y, base.u, base.v, features, fmt))
-            return torch.from_numpy(code_block_distortion(out, original, block, fmt))
+            return torch.from_numpy(code_block_distortion(out, original, block, fmt, self.metric))
 
         skip_features = runtime.side_features(None, h, w)
         skipped = distortion(skip_features)
@@ -604,7 +620,7 @@ def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, sc
     qp = settings.qp if settings.qp is not None else settings.crf
 
     def learned(loaded: LoadedModel) -> LayeredCodec:
-        layers = ModelLayers(loaded, lmbda_at(loaded.lmbda, qp), level=round(qp), runtime=runtime, threads=threads,
+        layers = ModelLayers(loaded, side_lmbda(loaded.lmbda, qp), level=round(qp), runtime=runtime, threads=threads,
                              inter_weight=side_weight)
         return LayeredCodec(layers, settings, audio)
 

@@ -27,11 +27,15 @@ from enum import IntEnum
 
 from dualcodec.errors import DualcodecError
 
-# The encoder weighs side-stream bits (:class:`dualcodec.codec.ModelLayers`) by the rate
-# weight the model was trained with on the base layer's key frames, where both layers code
-# one picture on its own as in training, and by SIDE_WEIGHT times it on the frames the base
-# codec predicts from others: there a base-layer bit buys more (the side stream does not
-# predict), so a side bit must too (experiments/side_lambda.py measures the choice).
+# The encoder weighs side-stream bits (:class:`dualcodec.codec.ModelLayers`) against the
+# frame's mean squared error (6:1:1, unit scale: what PSNR-YUV reads), at MSE_WEIGHT times
+# the square of the rate weight the model was trained with, per bit per pixel, on the base
+# layer's key frames. That is about 4 times H.264's own mode-decision Lagrangian
+# (0.85 * 2^((QP - 12) / 3) per bit, 8-bit SSD): a base-layer pixel's error spreads over the
+# 4 output pixels it covers at 2x. On the frames the base codec predicts from others the
+# weight is SIDE_WEIGHT times that: there a base-layer bit buys more (the side stream does
+# not predict), so a side bit must too. experiments/side_lambda.py measures both choices.
+MSE_WEIGHT = 8.0
 SIDE_WEIGHT = 4.0
 
 

@@ -79,6 +79,9 @@ def main() -> int:
     parser.add_argument("--key", type=float, nargs="+", default=[1.0], help="key-frame multipliers")
     parser.add_argument("--inter", type=float, nargs="+", default=[1.0, 4.0, 16.0],
                         help="predicted-frame multipliers")
+    parser.add_argument("--metric", choices=["l1", "mse"], default="l1",
+                        help="the encoder's side distortion; mse weighs bits by the multipliers times lmbda(qp)^2 "
+                             "(the encoder's default rule is mse at key x8, inter x32: dualcodec.sidestream)")
     parser.add_argument("--rd", type=Path, default=ROOT / "experiments" / "results" / "rd",
                         help="the RD sweep's results (the bicubic and plain rows)")
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "experiments" / "results" / "side_lambda",
@@ -86,10 +89,11 @@ def main() -> int:
     args = parser.parse_args()
 
     from dualcodec.basecodec import BaseCodecSettings
-    from dualcodec.codec import BicubicLayers, LayeredCodec, ModelLayers, PlainLayers
+    from dualcodec.codec import BicubicLayers, LayeredCodec, ModelLayers, PlainLayers, side_lmbda
     from dualcodec.evaluate import points_from_results, results_json, sweep, write_results
     from dualcodec.metrics import bd_rate
     from dualcodec.model import lmbda_at, load_model
+    from dualcodec.sidestream import MSE_WEIGHT
 
     loaded = load_model(args.model)
     qps = json.loads((args.rd / "sweep.json").read_text())["qps"]
@@ -118,15 +122,16 @@ def main() -> int:
             anchors = {m: json.loads((args.rd / f"{content}_h264_{m}.json").read_text())["results"]
                        for m in ("bicubic", "plain")}
         for key_multiplier, inter_multiplier in itertools.product(args.key, args.inter):
-            key = f"{content} key x{key_multiplier:g} inter x{inter_multiplier:g}"
+            key = f"{content} key x{key_multiplier:g} inter x{inter_multiplier:g}" + ("" if args.metric == "l1" else " mse")
             done = points_from_results(runs[key]["results"]) if key in runs else []
 
             def codec(qp: int, k=key_multiplier, i=inter_multiplier) -> LayeredCodec:
-                layers = ModelLayers(loaded, k * lmbda_at(loaded.lmbda, qp), level=qp, inter_weight=i / k)
+                lmbda = lmbda_at(loaded.lmbda, qp) if args.metric == "l1" else side_lmbda(loaded.lmbda, qp) / MSE_WEIGHT
+                layers = ModelLayers(loaded, k * lmbda, level=qp, inter_weight=i / k, metric=args.metric)
                 return LayeredCodec(layers, BaseCodecSettings(codec="h264", qp=qp))
 
             def save(points, key=key, sources=sources, path=path, record=record,
-                     weights={"key": key_multiplier, "inter": inter_multiplier}) -> None:
+                     weights={"key": key_multiplier, "inter": inter_multiplier, "metric": args.metric}) -> None:
                 runs[key] = {"multipliers": weights, "content": content,
                              "results": results_json(points, key, f"side weight {weights}", weights, sources, qps)}
                 write_results(path, record)

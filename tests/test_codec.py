@@ -137,7 +137,7 @@ class _OracleRuntime:
         return tuple(out)
 
 
-def _oracle_layers(tiny_model, original, lmbda, zero_block=(1, 2)):
+def _oracle_layers(tiny_model, original, lmbda, zero_block=(1, 2), metric="l1"):
     """ModelLayers over the tiny model with :class:`_OracleRuntime` for ``original``; the
     analysis's latents of ``zero_block`` are zeroed."""
     loaded = load_model(str(tiny_model.path))
@@ -149,7 +149,7 @@ def _oracle_layers(tiny_model, original, lmbda, zero_block=(1, 2)):
         return w
 
     loaded.model.analyse = zeroing_analyse
-    return ModelLayers(loaded, lmbda, level=30, runtime=_OracleRuntime(original, loaded.model))
+    return ModelLayers(loaded, lmbda, level=30, runtime=_OracleRuntime(original, loaded.model), metric=metric)
 
 
 def _side_inputs(clip):
@@ -176,23 +176,25 @@ def test_the_inter_weight_prices_only_the_frames_the_base_codec_predicts(clip, t
     assert layers.side(original, base, fmt).mode == SideMode.SKIP
 
 
+@pytest.mark.parametrize("metric", ["l1", "mse"])
 @pytest.mark.parametrize("split", [False, True])
-def test_the_encoder_enhances_the_blocks_worth_their_bits(clip, tiny_model, split):
+def test_the_encoder_enhances_the_blocks_worth_their_bits(clip, tiny_model, split, metric):
     import torch
 
     from dualcodec.codec import code_block_distortion, to_unit
 
     original, base, fmt = _side_inputs(clip)
-    layers = _oracle_layers(tiny_model, original, 0.0)
+    layers = _oracle_layers(tiny_model, original, 0.0, metric=metric)
     model, coder = layers.model, layers.model.latent_coder
     y_lr_hat, _ = to_unit(base, fmt)
     classes = model.side_classes(y_lr_hat, fmt)
     q = coder.quantize(model.analyse(*to_unit(original, fmt), *to_unit(base, fmt)), 30)
     nonzero = (q[0] != 0).any(dim=0)
     assert nonzero.shape == (4, 5) and not nonzero[1, 2] and int(nonzero.sum()) == 19
-    # A block's gain is its bicubic error (as code values); its cost, lmbda times its bits per pixel.
+    # A block's gain is its bicubic error in the metric (as code values); its cost, lmbda
+    # times its bits per pixel.
     bicubic = Planes(*layers.runtime.upsample(base.y, base.u, base.v, None, fmt))
-    gain = torch.from_numpy(code_block_distortion(bicubic, original, 8, fmt))
+    gain = torch.from_numpy(code_block_distortion(bicubic, original, 8, fmt, metric))
     bits_per_pixel = coder.block_bits(q, classes, 30)[0] / (40 * 32)
     if split:  # lmbda at the median gain per bit: about half the blocks are worth their bits
         layers.lmbda = float((gain / bits_per_pixel)[nonzero].median())
@@ -249,6 +251,22 @@ def test_code_block_distortion_is_the_models_block_distortion_of_the_same_planes
     reference = block_distortion(*to_unit(other, fmt), *to_unit(original, fmt), 8)[0]
     assert ours.shape == (4, 5) and ours.sum() > 0
     assert np.allclose(ours, reference.double().numpy(), rtol=1e-5, atol=1e-9)
+
+
+def test_code_block_distortion_in_mse_sums_to_the_frames_mse_six_one_one(clip):
+    from dualcodec.codec import code_block_distortion, to_unit
+
+    original, base, fmt = _side_inputs(clip)
+    other, _, _ = _side_inputs(type(clip)(clip.path, clip.frames[1:]))
+    ours = code_block_distortion(other, original, 8, fmt, "mse")
+    (y1, uv1), (y0, uv0) = to_unit(other, fmt), to_unit(original, fmt)
+    mse_y, mse_uv = float(((y1 - y0) ** 2).mean()), float(((uv1 - uv0) ** 2).mean())
+    assert ours.shape == (4, 5) and np.isclose(ours.sum(), (6 * mse_y + 2 * mse_uv) / 8, rtol=1e-5)
+    block_y = float(((y1 - y0)[..., :8, :8] ** 2).sum()) / y0.numel()
+    block_uv = float(((uv1 - uv0)[..., :4, :4] ** 2).sum()) / uv0.numel()
+    assert np.isclose(ours[0, 0], (6 * block_y + 2 * block_uv) / 8, rtol=1e-5)
+    with pytest.raises(ValueError):
+        code_block_distortion(other, original, 8, fmt, "psnr")
 
 
 def _flag_full_range(path):
@@ -432,14 +450,14 @@ def test_make_codec_modes(tiny_model):
         make_codec(settings, "bicubic", "unused", 1)
 
 
-def test_the_side_weight_scales_the_encoders_rate_weight_on_predicted_frames(tiny_model):
+def test_the_encoder_weighs_side_bits_against_mse_and_more_on_predicted_frames(tiny_model):
     from dualcodec.model import lmbda_at
-    from dualcodec.sidestream import SIDE_WEIGHT
+    from dualcodec.sidestream import MSE_WEIGHT, SIDE_WEIGHT
 
     settings = BaseCodecSettings(qp=30)
     trained = lmbda_at(load_model(str(tiny_model.path)).lmbda, 30)
     layers = make_codec(settings, None, str(tiny_model.path), 2).layers
-    assert (layers.lmbda, layers.inter_weight) == (pytest.approx(trained), SIDE_WEIGHT)
+    assert (layers.metric, layers.lmbda, layers.inter_weight) == ("mse", pytest.approx(MSE_WEIGHT * trained**2), SIDE_WEIGHT)
     assert make_codec(settings, None, str(tiny_model.path), 2, side_weight=0.5).layers.inter_weight == 0.5
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(DualcodecError, match="side weight must be positive"):
