@@ -84,6 +84,7 @@ def main() -> int:
                 if dualcodec(argv):
                     return 1
     elapsed = time.time() - start
+    record = json.loads(record_path.read_text()) if record_path.is_file() else record  # another sweep may have written
     record["runs"].append({
         "command": " ".join(["python experiments/rd_sweep.py", *sys.argv[1:]]), "methods": methods,
         "codecs": args.codecs, "content": args.content,
