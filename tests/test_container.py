@@ -394,7 +394,22 @@ def test_golden_v3_bitstream_is_pinned(make_golden, tmp_path, threads):
     assert make_golden.bitstream_md5(GOLDEN / "golden_v3.mp4") == GOLDEN_V3_MD5  # the committed file too
 
 
+def test_todays_encoder_writes_the_same_bitstream_at_1_and_2_threads(make_golden, tmp_path):
+    import torch
+
+    digests = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            make_golden.encode(tmp_path / f"{threads}.mp4", rule="default")
+        finally:
+            torch.set_num_threads(1)
+        digests.append(make_golden.bitstream_md5(tmp_path / f"{threads}.mp4"))
+    assert digests[0] == digests[1]
+
+
 def _golden_v3_frames(golden) -> list:
+
     from dualcodec.basecodec import Planes
 
     stored = np.load(golden / "golden_v3_frames.npz")

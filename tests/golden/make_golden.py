@@ -144,10 +144,15 @@ def bitstream_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def encode(destination: Path) -> None:
-    """The golden clip coded with the golden model in today's format (GOP 2)."""
+def encode(destination: Path, rule: str = "l1") -> None:
+    """The golden clip coded with the golden model in today's format (GOP 2). ``rule``: the
+    encoder's side-stream choices; ``"l1"`` is the rule ``golden_v3.mp4`` was made with
+    (L1 at the trained rate weight, the predicted frames' at SIDE_WEIGHT times it),
+    ``"default"`` today's encoder (:func:`dualcodec.codec.make_codec`)."""
     from dualcodec.basecodec import BaseCodecSettings
-    from dualcodec.codec import make_codec
+    from dualcodec.codec import LayeredCodec, ModelLayers, make_codec
+    from dualcodec.model import lmbda_at, load_model
+    from dualcodec.sidestream import SIDE_WEIGHT
     from dualcodec.video import Y4MWriter
 
     frames, fmt = clip()
@@ -157,7 +162,14 @@ def encode(destination: Path) -> None:
         for planes in frames:
             writer.write(planes)
         writer.close()
-        make_codec(BaseCodecSettings(codec="h264", qp=QP, gop=GOP), None, str(MODEL), 2).encode(source, destination)
+        settings = BaseCodecSettings(codec="h264", qp=QP, gop=GOP)
+        if rule == "default":
+            codec = make_codec(settings, None, str(MODEL), 2)
+        else:
+            loaded = load_model(str(MODEL))
+            codec = LayeredCodec(ModelLayers(loaded, lmbda_at(loaded.lmbda, QP), level=QP, inter_weight=SIDE_WEIGHT,
+                                             metric="l1"), settings)
+        codec.encode(source, destination)
 
 
 def main() -> int:
