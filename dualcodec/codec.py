@@ -189,7 +189,7 @@ class ModelLayers:
         lmbda = self.lmbda * (1.0 if base.key_frame else self.inter_weight)
 
         def distortion(features) -> torch.Tensor:
-            """Each block's share of the frame's L1 (6:1:1) as the decoder reconstructs it."""
+            """Each block's share of the frame's distortion (the metric, 6:1:1) as the decoder reconstructs it."""
             out = Planes(*runtime.upsample(base.y, base.u, base.v, features, fmt))
             return torch.from_numpy(code_block_distortion(out, original, block, fmt, self.metric))
 

@@ -263,7 +263,8 @@ def _start_from(model: DualLayerModel, exp: Experiment) -> None:
 
     loaded = load_model(exp.train.init)
     if loaded.config != exp.model:
-        changed = sorted(k for k, v in asdict(exp.model).items() if asdict(loaded.config)[k] != v)
+        theirs = asdict(loaded.config)
+        changed = sorted(k for k, v in asdict(exp.model).items() if theirs[k] != v)
         raise DualcodecError(f"train.init {exp.train.init!r} is a model of another configuration "
                              f"(model.{', model.'.join(changed)} differ); fine-tuning needs the same [model]")
     model.load_state_dict(loaded.model.state_dict())

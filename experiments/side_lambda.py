@@ -89,11 +89,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from dualcodec.basecodec import BaseCodecSettings
-    from dualcodec.codec import BicubicLayers, LayeredCodec, ModelLayers, PlainLayers, side_lmbda
+    from dualcodec.codec import BicubicLayers, LayeredCodec, ModelLayers, PlainLayers
     from dualcodec.evaluate import points_from_results, results_json, sweep, write_results
     from dualcodec.metrics import bd_rate
     from dualcodec.model import lmbda_at, load_model
-    from dualcodec.sidestream import MSE_WEIGHT
 
     loaded = load_model(args.model)
     qps = json.loads((args.rd / "sweep.json").read_text())["qps"]
@@ -126,8 +125,9 @@ def main() -> int:
             done = points_from_results(runs[key]["results"]) if key in runs else []
 
             def codec(qp: int, k=key_multiplier, i=inter_multiplier) -> LayeredCodec:
-                lmbda = lmbda_at(loaded.lmbda, qp) if args.metric == "l1" else side_lmbda(loaded.lmbda, qp) / MSE_WEIGHT
-                layers = ModelLayers(loaded, k * lmbda, level=qp, inter_weight=i / k, metric=args.metric)
+                lmbda = lmbda_at(loaded.lmbda, qp)
+                weight = lmbda if args.metric == "l1" else lmbda * lmbda
+                layers = ModelLayers(loaded, k * weight, level=qp, inter_weight=i / k, metric=args.metric)
                 return LayeredCodec(layers, BaseCodecSettings(codec="h264", qp=qp))
 
             def save(points, key=key, sources=sources, path=path, record=record,

@@ -409,7 +409,6 @@ def test_todays_encoder_writes_the_same_bitstream_at_1_and_2_threads(make_golden
 
 
 def _golden_v3_frames(golden) -> list:
-
     from dualcodec.basecodec import Planes
 
     stored = np.load(golden / "golden_v3_frames.npz")
