@@ -144,11 +144,12 @@ def bitstream_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def encode(destination: Path, rule: str = "l1") -> None:
+def encode(destination: Path, rule: str = "l1", threads: int | None = None) -> None:
     """The golden clip coded with the golden model in today's format (GOP 2). ``rule``: the
     encoder's side-stream choices; ``"l1"`` is the rule ``golden_v3.mp4`` was made with
     (L1 at the trained rate weight, the predicted frames' at SIDE_WEIGHT times it),
-    ``"default"`` today's encoder (:func:`dualcodec.codec.make_codec`)."""
+    ``"default"`` today's encoder (:func:`dualcodec.codec.make_codec`). ``threads``: the
+    runtime's threads (``None``: its own choice)."""
     from dualcodec.basecodec import BaseCodecSettings
     from dualcodec.codec import LayeredCodec, ModelLayers, make_codec
     from dualcodec.model import lmbda_at, load_model
@@ -164,11 +165,11 @@ def encode(destination: Path, rule: str = "l1") -> None:
         writer.close()
         settings = BaseCodecSettings(codec="h264", qp=QP, gop=GOP)
         if rule == "default":
-            codec = make_codec(settings, None, str(MODEL), 2)
+            codec = make_codec(settings, None, str(MODEL), 2, threads=threads)
         else:
             loaded = load_model(str(MODEL))
             codec = LayeredCodec(ModelLayers(loaded, lmbda_at(loaded.lmbda, QP), level=QP, inter_weight=SIDE_WEIGHT,
-                                             metric="l1"), settings)
+                                             metric="l1", threads=threads), settings)
         codec.encode(source, destination)
 
 
