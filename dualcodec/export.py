@@ -78,7 +78,8 @@ def record(loaded: LoadedModel, images: list[Path], qps: list[int], progress: bo
     for image, qp in tqdm(jobs, desc="calibrate", unit="frame", disable=not progress, leave=False):
         reader = VideoReader(image)
         frame = next(reader.frames())
-        layers = ModelLayers(loaded, lmbda_at(loaded.lmbda, qp), level=qp, metric="l1")
+        # the reference runtime makes the choices: not the int8 graphs this export replaces
+        layers = ModelLayers(loaded, lmbda_at(loaded.lmbda, qp), level=qp, runtime="torch", metric="l1")
         data = LayeredCodec(layers, BaseCodecSettings(codec="h264", qp=qp)).compress([frame], reader.info.format)
         list(decompress(data, str(loaded.path), runtime=recorder).frames)
         if model.has_side_stream:

@@ -46,7 +46,7 @@ from torch import nn
 from dualcodec.config import ModelConfig, model_config_from_dict
 from dualcodec.entropy import LatentCoder, activity_classes
 from dualcodec.errors import DualcodecError
-from dualcodec.nets.common import bicubic_down, bicubic_up, bicubic_up_polyphase, pad_to_multiple, to_444
+from dualcodec.nets.common import bicubic_down, bicubic_up_folded, pad_to_multiple, to_444, to_444_folded
 from dualcodec.nets.downsampler import LearnedDownsampler
 from dualcodec.nets.side import SideAnalysis, SideSynthesis
 from dualcodec.nets.upsampler import SideInputs, SpatiallyVaryingUpsampler
@@ -166,10 +166,13 @@ class DualLayerModel(nn.Module):
 
     def analyse(self, y, uv, y_lr_hat, uv_lr_hat) -> torch.Tensor:
         """The encoder's side latents ``w`` ``[B, M, hb, wb]``."""
+        s, block = self.scale, self.side_stride * self.scale
         x_lr_hat = pad_to_multiple(to_444(y_lr_hat, uv_lr_hat), self.side_stride)
-        x_pad = pad_to_multiple(to_444(y, uv), self.side_stride * self.scale)
-        x_up = bicubic_up_polyphase(x_lr_hat, self.scale) if self.scale > 1 else x_lr_hat
-        return self.g_a(x_pad, x_up, x_lr_hat)
+        if s == 1:
+            return self.g_a(pad_to_multiple(to_444(y, uv), block), x_lr_hat, x_lr_hat)
+        # Chroma padded before its upsampling, by half luma's: the same values (centre siting, edges replicated).
+        x_folded = to_444_folded(pad_to_multiple(y, block), pad_to_multiple(uv, block // 2), s)
+        return self.g_a(x_folded, bicubic_up_folded(x_lr_hat, s), x_lr_hat)
 
     def latent_size(self, lr_height: int, lr_width: int) -> tuple[int, int]:
         return -(-lr_height // self.side_stride), -(-lr_width // self.side_stride)

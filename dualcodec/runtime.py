@@ -2,7 +2,7 @@
 
 The decoder runs two graphs, both made of the model's own modules:
 
-    SideGraph  w_hat [1,M,hb,wb] --g_s, side_inputs--> t, r_y, r_uv      (NEW frames only)
+    SideGraph  w_hat [1,M,hb,wb] --g_s, side_inputs--> t [1,h,w,C] (channels last), r_y, r_uv   (NEW frames only)
     UpGraph    y [1,1,h,w], uv [1,2,h/2,w/2] (base code values), t, r_y, r_uv
                  --unit scale, upsampler, code values, round, clamp-->
                y [1,1,H,W], uv [1,2,H/2,W/2] (code values)
@@ -12,7 +12,9 @@ and the encoder a third, for its side-stream choices:
     AnalysisGraph  y, uv (the original's code values), y, uv (the decoded base's), the
                    format's numbers --unit scale, g_a--> w [1,M,hb,wb]
 
-so a SKIP or REPEAT frame costs the upsampler alone (:class:`SideFeatures` of the all-zero
+so a SKIP or REPEAT frame costs the upsampler alone. ``t`` passes between the graphs
+channels last, the layout OpenVINO's convolutions work in: as ``[1,C,h,w]`` each graph
+would reorder it (the side graph's output and the up graph's input, every frame) (:class:`SideFeatures` of the all-zero
 latents are computed once per frame size; the side graph works on whole latent blocks,
 and its outputs are cropped to the base layer's size once, here). Both graphs see code values, so the format's
 offsets, rounding and clamping run inside the compiled graph, not in eager torch.
@@ -57,13 +59,14 @@ from dualcodec.yuv import YUVFormat, codes_to_unit, unit_scale, unit_to_codes
 
 RUNTIMES = ("auto", "torch", "openvino", "openvino-int8")
 INT8_SUFFIX = ".int8"  # NAME.pt -> NAME.int8/{side,up}.{xml,bin}, meta.json
-GRAPHS_VERSION = 2  # the graphs' inputs and outputs; 2: side inputs (t, r_y, r_uv); 1: (s, r)
+GRAPHS_VERSION = 3  # the graphs' inputs and outputs; 3: t channels last; 2: side inputs (t, r_y, r_uv); 1: (s, r)
 
 
 @dataclass(frozen=True)
 class SideFeatures:
     """One frame's side inputs to the upsampler (float32, batch 1, the base layer's size):
-    :class:`~dualcodec.nets.upsampler.SideInputs` as arrays, ``None`` where absent."""
+    :class:`~dualcodec.nets.upsampler.SideInputs` as the graphs pass them (``t`` channels
+    last, ``[1,h,w,C]``), ``None`` where absent."""
 
     t: np.ndarray | None
     r_y: np.ndarray | None
@@ -82,7 +85,19 @@ class SideGraph(nn.Module):
         self.upsampler = model.upsampler
 
     def forward(self, w_hat: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(t for t in self.upsampler.side_inputs(*self.g_s(w_hat)) if t is not None)
+        return graph_side(self.upsampler.side_inputs(*self.g_s(w_hat)))
+
+
+def graph_side(side: SideInputs) -> tuple[torch.Tensor, ...]:
+    """Side inputs as the graphs pass them: ``t`` channels last, the absent ones left out."""
+    t, r_y, r_uv = side
+    return tuple(a for a in (None if t is None else t.permute(0, 2, 3, 1), r_y, r_uv) if a is not None)
+
+
+def _model_side(side: tuple[torch.Tensor, ...]) -> SideInputs:
+    """:func:`graph_side` undone."""
+    t, r_y, r_uv = (*side, None, None, None)[:3]
+    return SideInputs(None if t is None else t.permute(0, 3, 1, 2), r_y, r_uv)
 
 
 class UpGraph(nn.Module):
@@ -97,8 +112,7 @@ class UpGraph(nn.Module):
 
     def forward(self, y: torch.Tensor, uv: torch.Tensor, scale: torch.Tensor,
                 *side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        side = SideInputs(*side, *(None,) * (3 - len(side)))
-        y_hat, uv_hat = self.model.upsample_with(*codes_to_unit(y, uv, scale), side, rows=self.rows)
+        y_hat, uv_hat = self.model.upsample_with(*codes_to_unit(y, uv, scale), _model_side(side), rows=self.rows)
         y_out, uv_out = unit_to_codes(y_hat, uv_hat, scale)
         top = scale[4]
         return torch.minimum(torch.round(y_out).clamp_min(0.0), top), torch.minimum(torch.round(uv_out).clamp_min(0.0), top)
@@ -167,7 +181,9 @@ class _Networks:
         raise NotImplementedError
 
     def _features(self, w_hat: np.ndarray, lr_height: int, lr_width: int) -> SideFeatures:
-        out = [np.array(a[..., :lr_height, :lr_width]) for a in self._synthesis(w_hat)]  # copies, kept per packet
+        t, *residual = self._synthesis(w_hat)
+        # copies, kept per packet
+        out = [np.array(t[:, :lr_height, :lr_width]), *(np.array(a[..., :lr_height, :lr_width]) for a in residual)]
         return SideFeatures(*out, *(None,) * (3 - len(out)))
 
     def side_features(self, w_hat: torch.Tensor | None, lr_height: int, lr_width: int) -> SideFeatures:
@@ -257,7 +273,7 @@ class _Graphs:
         self.lock = threading.Lock()
         self.core = None
         self.graphs: dict[tuple, object] = {}  # (fingerprint, runtime, graph): ov.Model, sizes free
-        self.compiled: dict[tuple, object] = {}  # (fingerprint, runtime, graph, shapes, threads)
+        self.compiled: dict[tuple, object] = {}  # (fingerprint, runtime, graph, shapes, config)
 
     def get_core(self):
         if self.core is None:
@@ -297,14 +313,24 @@ class OpenVINORuntime(_Networks):
     kept in :func:`cache_dir` under the model's fingerprint), or the int8 graphs saved
     beside the model (``int8``). Compiled once per frame size and thread count."""
 
-    def __init__(self, loaded: LoadedModel, int8: bool = False, threads: int | None = None) -> None:
+    def __init__(self, loaded: LoadedModel, int8: bool = False, threads: int | None = None, streams: int = 1) -> None:
+        """``threads``: per run. ``streams``: how many runs of a graph may go at once, from
+        as many runtime objects on threads of their own (the encoder's workers), each on
+        ``threads`` (default 1) threads of its own; with one stream, the runs of every
+        runtime object of these settings take turns (they share the compiled graph).
+        Streams are not pinned to cores: the caller's own threads (the base encoder)
+        share the cores with them (pinned, a 720p encode here took 344 ms a frame
+        instead of 219)."""
         import_openvino()
         super().__init__(loaded.model)
         self.name = "openvino-int8" if int8 else "openvino"
         self.loaded = loaded
         self.threads = threads
         self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-        if threads is not None:
+        if streams > 1:
+            self.config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=streams,
+                               INFERENCE_NUM_THREADS=streams * (threads or 1), ENABLE_CPU_PINNING=False)
+        elif threads is not None:
             self.config["INFERENCE_NUM_THREADS"] = threads
         self.requests: dict[tuple, object] = {}  # (graph, input shapes): this runtime's infer request
         if int8 and (problem := int8_problem(loaded)):
@@ -325,7 +351,7 @@ class OpenVINORuntime(_Networks):
         request = self.requests.get((key, shapes))
         if request is None:
             with _SHARED.lock:
-                compiled_key = (self.loaded.fingerprint, self.name, key, shapes, self.threads)
+                compiled_key = (self.loaded.fingerprint, self.name, key, shapes, tuple(sorted(self.config.items())))
                 compiled = _SHARED.compiled.get(compiled_key)
                 if compiled is None:
                     model = self._graph(key).clone()
@@ -373,7 +399,7 @@ def up_example(model: DualLayerModel, height: int = 32, width: int = 32) -> list
     inputs = [y, torch.full((1, 2, height // 2, width // 2), 128.0), torch.tensor(unit_scale(YUVFormat()))]
     if model.has_side_stream:
         with torch.no_grad():
-            inputs += [t for t in model.side_features(None, y) if t is not None]
+            inputs += graph_side(model.side_features(None, y))
     return inputs
 
 

@@ -88,10 +88,12 @@ def test_side_residual_adds_the_enhancement_residual_channels_to_g_s(residual):
     model = DualLayerModel(config)
     extra = 3 * config.scale ** 2 if residual else 0  # Y, Cb, Cr per phase of the pixel shuffle
     assert model.g_s.body[-1].out_channels == config.side_channels + extra
-    s, r = model.g_s(torch.randn(1, config.latent_channels, 2, 3))
+    s, r_y, r_uv = model.g_s(torch.randn(1, config.latent_channels, 2, 3))
     assert s.shape == (1, config.side_channels, 8, 12)
-    assert (r is None) == (not residual)
+    assert (r_y is None) == (r_uv is None) == (not residual)
     if residual:
+        r = torch.cat([r_y, r_uv], dim=1)  # luma's phases, then chroma's
+        assert r_y.shape[1] == config.scale ** 2
         assert r.shape == (1, extra, 8, 12) and torch.equal(r, torch.zeros_like(r))  # starts at zero
 
 
@@ -350,6 +352,57 @@ def test_bicubic_up_polyphase_is_torchs_bicubic(scale):
 
     x = torch.rand(2, 3, 7, 9, generator=torch.Generator().manual_seed(6))
     assert torch.allclose(bicubic_up_polyphase(x, scale), bicubic_up(x, scale), atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_bicubic_up_folded_is_torchs_bicubic_unshuffled(scale):
+    from dualcodec.nets.common import bicubic_up_folded
+
+    x = torch.rand(2, 3, 7, 9, generator=torch.Generator().manual_seed(6))
+    expected = torch.nn.functional.pixel_unshuffle(bicubic_up(x, scale), scale)
+    assert torch.allclose(bicubic_up_folded(x, scale), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_to_444_folded_is_to_444_unshuffled(scale):
+    from dualcodec.nets.common import to_444_folded
+
+    y, uv = _lr_planes(b=2, h=16, w=24)
+    expected = torch.nn.functional.pixel_unshuffle(to_444(y, uv), scale)
+    assert torch.allclose(to_444_folded(y, uv, scale), expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_the_side_analysis_sees_the_original_the_residual_and_the_base_on_the_base_grid(scale):
+    # The side analysis's input written the plain way, with torch's own resampling: the
+    # original and its residual against the bicubic upsampled base, both 4:4:4, padded to
+    # whole latent blocks and folded by pixel_unshuffle, beside the decoded base. The
+    # sizes are not whole latent blocks, so the padding is checked too.
+    from dualcodec.nets.side import RESIDUAL_STD
+
+    torch.manual_seed(1)
+    model = DualLayerModel(ModelConfig(scale=scale, **TINY_CONFIG)).eval()
+    h, w = 10, 14  # base layer; 2 x 2 blocks of stride 4 after padding
+    y, uv = torch.rand(1, 1, h * scale, w * scale), torch.rand(1, 2, h * scale // 2, w * scale // 2)
+    y_lr_hat, uv_lr_hat = torch.rand(1, 1, h, w), torch.rand(1, 2, h // 2, w // 2)
+
+    def chroma_up(uv_planes, size):
+        return torch.nn.functional.interpolate(uv_planes, size=size, mode="bilinear", align_corners=False)
+
+    def padded(x, multiple):
+        return torch.nn.functional.pad(x, (0, (-x.shape[-1]) % multiple, 0, (-x.shape[-2]) % multiple), mode="replicate")
+
+    x = padded(torch.cat([y, chroma_up(uv, y.shape[-2:])], dim=1), 4 * scale)
+    x_lr = padded(torch.cat([y_lr_hat, chroma_up(uv_lr_hat, (h, w))], dim=1), 4)
+    x_up = bicubic_up(x_lr, scale) if scale > 1 else x_lr
+    mean, std = torch.tensor([0.45, 0.5, 0.5]).view(1, 3, 1, 1), torch.tensor([0.26, 0.07, 0.07]).view(1, 3, 1, 1)
+    fold = torch.nn.functional.pixel_unshuffle
+    z = torch.cat([fold((x - mean) / std, scale), fold((x - x_up) / RESIDUAL_STD, scale), (x_lr - mean) / std], dim=1)
+    with torch.no_grad():
+        w_ref = model.g_a.body(z)
+        w_out = model.analyse(y, uv, y_lr_hat, uv_lr_hat)
+    assert w_out.shape == (1, model.latent_coder.channels, 3, 4)
+    assert torch.allclose(w_out, w_ref, atol=1e-4)
 
 
 def test_from_444_averages_chroma_over_2x2_blocks():

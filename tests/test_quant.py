@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from dualcodec.nets.quant import LEVELS, QuantConv2d, quantise_convs
+from dualcodec.nets.quant import LEVELS, QuantConv2d, conv_parts, quantise_convs
 
 
 def _conv(seed: int = 0) -> nn.Conv2d:
@@ -53,3 +53,24 @@ def test_quantise_convs_replaces_the_named_convolutions_only():
     assert isinstance(model[0], QuantConv2d) and isinstance(model[2][0], QuantConv2d)
     with pytest.raises(TypeError, match="1 is a ReLU, not a Conv2d"):
         quantise_convs(model, ["1"])
+
+
+@pytest.mark.parametrize("kind", ["conv", "wrapper", "calibrated"])
+def test_conv_parts_are_the_convolution_split_by_output_channels(kind):
+    conv = _conv()
+    x = torch.rand(1, 4, 9, 7)
+    module = conv if kind == "conv" else QuantConv2d(conv)
+    if kind == "calibrated":
+        module.calibrate(0.0, 1.0)
+    parts = conv_parts(module, x, [1, 2, 3])
+    assert [p.shape[1] for p in parts] == [1, 2, 3]
+    assert torch.allclose(torch.cat(parts, dim=1), module(x), atol=1e-6)
+
+
+def test_conv_parts_of_a_wrapper_is_seen_by_its_calibration_hooks():
+    wrapper = QuantConv2d(_conv())
+    seen = []
+    wrapper.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    x = torch.rand(1, 4, 9, 7)
+    conv_parts(wrapper, x, [2, 4])
+    assert len(seen) == 1 and torch.equal(seen[0], x)

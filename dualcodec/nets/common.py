@@ -9,15 +9,17 @@ from torch import nn
 
 class Normalize(nn.Module):
     """Centre and scale Y, Cb, Cr on the unit scale of :func:`dualcodec.yuv.planes_to_unit`
-    (the per-channel statistics of natural images).
+    (the per-channel statistics of natural images); ``fold``: the channels are those of a
+    ``pixel_unshuffle`` by ``fold`` (each of Y, Cb, Cr ``fold**2`` times, in turn).
 
     Every network starts with this, so callers hand over plain plane values.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fold: int = 1) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor([0.45, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.26, 0.07, 0.07]).view(1, 3, 1, 1), persistent=False)
+        mean, std = torch.tensor([0.45, 0.5, 0.5]), torch.tensor([0.26, 0.07, 0.07])
+        self.register_buffer("mean", mean.repeat_interleave(fold * fold).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", std.repeat_interleave(fold * fold).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -60,18 +62,31 @@ def bicubic_polyphase(scale: int, taps: int) -> torch.Tensor:
     return phases.reshape(taps, taps, scale * scale).permute(2, 0, 1).contiguous()
 
 
+def polyphase_folded(x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
+    """:func:`polyphase_up` before its pixel shuffle: the upsampled ``x`` folded by
+    ``pixel_unshuffle``, ``[B, C scale**2, h, w]`` (channel ``c scale**2 + k``: phase ``k``
+    of channel ``c``). A grouped convolution."""
+    channels, taps = x.shape[1], phases.shape[-1]
+    kernel = phases.to(x).unsqueeze(1).repeat(channels, 1, 1, 1)
+    return F.conv2d(F.pad(x, [taps // 2] * 4, mode="replicate"), kernel, groups=channels)
+
+
 def polyphase_up(x: torch.Tensor, phases: torch.Tensor, scale: int) -> torch.Tensor:
     """Upsample every channel of ``x`` by ``scale`` with polyphase filters ``phases``
     ``[scale**2, t, t]`` (odd ``t``, centred; edges replicated): a grouped convolution and
     a pixel shuffle, which a compiled graph runs far faster than an Interpolate node."""
-    channels, taps = x.shape[1], phases.shape[-1]
-    kernel = phases.to(x).unsqueeze(1).repeat(channels, 1, 1, 1)
-    return F.pixel_shuffle(F.conv2d(F.pad(x, [taps // 2] * 4, mode="replicate"), kernel, groups=channels), scale)
+    return F.pixel_shuffle(polyphase_folded(x, phases), scale)
 
 
 def bicubic_up_polyphase(x: torch.Tensor, scale: int, taps: int = 5) -> torch.Tensor:
     """:func:`bicubic_up` (to float rounding) as a polyphase convolution (:func:`polyphase_up`)."""
     return polyphase_up(x, bicubic_polyphase(scale, taps), scale)
+
+
+def bicubic_up_folded(x: torch.Tensor, scale: int, taps: int = 5) -> torch.Tensor:
+    """``pixel_unshuffle(bicubic_up(x, scale), scale)`` (to float rounding), with no
+    shuffle either way (:func:`polyphase_folded`)."""
+    return polyphase_folded(x, bicubic_polyphase(scale, taps))
 
 
 def _bilinear_x2_kernel() -> torch.Tensor:
@@ -88,6 +103,15 @@ def to_444(y: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     convolution (:func:`polyphase_up`)."""
     uv_up = polyphase_up(uv, _bilinear_x2_kernel(), 2)
     return torch.cat([y, uv_up[..., : y.shape[-2], : y.shape[-1]]], dim=1)
+
+
+def to_444_folded(y: torch.Tensor, uv: torch.Tensor, scale: int) -> torch.Tensor:
+    """``pixel_unshuffle(to_444(y, uv), scale)`` (to float rounding) for ``H``, ``W``
+    divisible by ``2 scale``, ``[B, 3 scale**2, H/scale, W/scale]``: at scale 2 the chroma
+    phases come straight from the polyphase convolution, unshuffled by nothing."""
+    phases = polyphase_folded(uv, _bilinear_x2_kernel())
+    uv_folded = phases if scale == 2 else F.pixel_unshuffle(F.pixel_shuffle(phases, 2), scale)
+    return torch.cat([F.pixel_unshuffle(y, scale), uv_folded], dim=1)
 
 
 def from_444(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

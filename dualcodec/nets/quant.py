@@ -33,15 +33,45 @@ class QuantConv2d(nn.Module):
         self.step = max(high - low, 1e-6) / (LEVELS - 1)
         self.zero_point = int(round(-low / self.step))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.step is None:
-            return self.conv(x)
-        weight = self.conv.weight
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fake_quantize_per_tensor_affine(x, self.step, self.zero_point, 0, LEVELS - 1)
+
+    def _weight(self, weight: torch.Tensor) -> torch.Tensor:
         w_step = (weight.detach().abs().amax(dim=(1, 2, 3)) / WEIGHT_MAX).clamp_min(1e-12)
-        x = torch.fake_quantize_per_tensor_affine(x, self.step, self.zero_point, 0, LEVELS - 1)
-        weight = torch.fake_quantize_per_channel_affine(weight, w_step, torch.zeros_like(w_step, dtype=torch.int32),
-                                                        0, -WEIGHT_MAX, WEIGHT_MAX)
+        return torch.fake_quantize_per_channel_affine(weight, w_step, torch.zeros_like(w_step, dtype=torch.int32),
+                                                      0, -WEIGHT_MAX, WEIGHT_MAX)
+
+    def forward(self, x: torch.Tensor, parts: list[int] | None = None) -> "torch.Tensor | list[torch.Tensor]":
+        """The convolution, or with ``parts`` its outputs in parts (:func:`conv_parts`):
+        each part's weights are quantised on their own (per channel, so the values are the
+        same), so OpenVINO sees the pattern it makes an int8 convolution of."""
+        quantise = None
+        if self.step is not None:
+            x, quantise = self._input(x), self._weight
+        if parts is not None:
+            return _sliced(self.conv, x, parts, quantise)
+        weight = self.conv.weight if quantise is None else quantise(self.conv.weight)
         return F.conv2d(x, weight, self.conv.bias, self.conv.stride, self.conv.padding)
+
+
+def _sliced(conv: nn.Conv2d, x: torch.Tensor, parts: list[int], quantise=None) -> list[torch.Tensor]:
+    outputs, start = [], 0
+    for size in parts:
+        weight = conv.weight[start : start + size]
+        bias = None if conv.bias is None else conv.bias[start : start + size]
+        outputs.append(F.conv2d(x, weight if quantise is None else quantise(weight), bias, conv.stride, conv.padding))
+        start += size
+    return outputs
+
+
+def conv_parts(conv: "nn.Conv2d | QuantConv2d", x: torch.Tensor, parts: list[int]) -> list[torch.Tensor]:
+    """``conv(x)`` in parts of ``parts`` output channels, each the convolution of its slice
+    of the weights: a compiled graph then runs one convolution per part and needs no split
+    node, which OpenVINO runs in a slow reference kernel. A :class:`QuantConv2d` is called
+    (its calibration hooks see the input)."""
+    if isinstance(conv, QuantConv2d):
+        return conv(x, parts)
+    return _sliced(conv, x, parts)
 
 
 def quantise_convs(module: nn.Module, names: list[str]) -> None:

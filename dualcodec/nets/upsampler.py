@@ -140,19 +140,18 @@ class SpatiallyVaryingUpsampler(nn.Module):
         offset = F.one_hot(torch.zeros(phases, dtype=torch.long), k).t().reshape(-1).float()  # filter 0, row (k, p)
         self.register_buffer(prefix + "weight_offset", offset, persistent=False)
 
-    def side_inputs(self, s: torch.Tensor | None, r: torch.Tensor | None) -> SideInputs:
+    def side_inputs(self, s: torch.Tensor | None, r_y: torch.Tensor | None = None,
+                    r_uv: torch.Tensor | None = None) -> SideInputs:
         """What :meth:`forward` takes of the side features ``s`` ``[B,C_s,h,w]`` and the
-        enhancement residual ``r`` ``[B,3 s^2,h,w]`` (pixel-shuffle layout): the side
-        term of the first convolution (``s`` itself in luma mode), and the residual split
-        into luma's phases and chroma's (averaged to chroma's own phases with own chroma).
-        Computed once per side packet: a decoder reuses it for every frame that repeats it."""
+        enhancement residual's luma and chroma phases ``r_y`` ``[B,s^2,h,w]``, ``r_uv``
+        ``[B,2 s^2,h,w]`` (pixel-shuffle layout): the side term of the first convolution
+        (``s`` itself in luma mode), and the residual (chroma's averaged to chroma's own
+        phases with own chroma). Computed once per side packet: a decoder reuses it for
+        every frame that repeats it."""
         t = s if s is None or self.conv_side is None else self.conv_side(s)
-        if r is None:
-            return SideInputs(t, None, None)
-        r_uv = r[:, self.phases :]
-        if self.own_chroma and self.chroma_average is not None:
+        if r_uv is not None and self.own_chroma and self.chroma_average is not None:
             r_uv = F.conv2d(r_uv, self.chroma_average, groups=2)
-        return SideInputs(t, r[:, : self.phases], r_uv)
+        return SideInputs(t, r_y, r_uv)
 
     def features(self, x_lr_hat: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
         z = self.normalize(x_lr_hat)
