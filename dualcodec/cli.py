@@ -250,8 +250,10 @@ def _runtime_options(parser: argparse.ArgumentParser) -> None:
                         "(compiled fp32, the reference's code values to within 1); torch is the eager fp32 "
                         "reference")
     parser.add_argument("--threads", type=_positive, metavar="N",
-                        help="threads for the learned layers' runtime (default: the runtime's own choice, "
-                        "one per core)")
+                        help="threads for the learned layers (default: one per core): the decoder's runtime "
+                        "runs on N threads; with OpenVINO the encoder computes N frames' side-stream candidates "
+                        "at once, each on a thread of its own with 1-thread graphs (its choices do not depend "
+                        "on N)")
 
 
 def _side_weight_option(parser: argparse.ArgumentParser) -> None:

@@ -27,12 +27,15 @@ from __future__ import annotations
 import dataclasses
 import io
 import itertools
+import os
+import queue
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol
+from typing import Iterable, Iterator, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -74,9 +77,11 @@ class Layers(Protocol):
     def reset(self) -> None:
         """Forget the previous frame's side data: a stream or a GOP starts."""
 
-    def side(self, original: Planes, base: Planes, fmt: YUVFormat) -> SideFrame | None:
-        """The side stream of one frame (``None``: this mode has no side stream) from its
-        padded planes and its decoded base planes (code values of ``fmt``)."""
+    def sides(self, frames: Iterable[tuple[Planes, Planes]], fmt: YUVFormat) -> Iterator[SideFrame | None]:
+        """The side stream of each frame (``None``: this mode has no side stream), in
+        order, from its padded planes and its decoded base planes (code values of
+        ``fmt``); nothing refers across a key frame. It may work on several frames at
+        once: ``frames`` is read ahead."""
 
     def up(self, base: Planes, side: SideFrame | None, fmt: YUVFormat) -> Planes:
         """Decoded base planes (and side stream) to full-size planes: code values in and
@@ -95,15 +100,16 @@ def code_block_distortion(out: Planes, ref: Planes, block: int, fmt: YUVFormat, 
     power = SIDE_METRICS.index(metric) + 1
 
     def sums(a: np.ndarray, b: np.ndarray, size: int) -> np.ndarray:
-        # int32 per pixel (code values of up to 15 bits, squared, fit), int64 block sums;
-        # rows summed before columns, each over contiguous memory (the encoder's hot loop)
-        d = a.astype(np.int32) - b.astype(np.int32)
-        error = d * d if power == 2 else np.abs(d)
+        # int32 per pixel (code values of up to 15 bits, squared, fit), in place; int64
+        # block sums, each block's rows first (a reduction across rows, over whole
+        # contiguous rows: vectorised), then the row's blocks (the encoder's hot loop)
+        error = np.subtract(a, b, dtype=np.int32)
+        error = np.multiply(error, error, out=error) if power == 2 else np.abs(error, out=error)
         h, w = error.shape
         if h % size or w % size:
             error = np.pad(error, ((0, (-h) % size), (0, (-w) % size)))
             h, w = error.shape
-        return error.reshape(h, w // size, size).sum(axis=2, dtype=np.int64).reshape(h // size, size, -1).sum(axis=1)
+        return error.reshape(h // size, size, w).sum(axis=1, dtype=np.int64).reshape(h // size, w // size, size).sum(axis=2)
 
     ey = sums(out.y, ref.y, block) / (y_range**power * ref.y.size)
     euv = (sums(out.u, ref.u, block // 2) + sums(out.v, ref.v, block // 2)) / (c_range**power * 2 * ref.u.size)
@@ -115,6 +121,18 @@ def side_lmbda(lmbda: float, qp: float) -> float:
     on key frames, for a model trained at rate weight ``lmbda``
     (:data:`~dualcodec.sidestream.MSE_WEIGHT`)."""
     return MSE_WEIGHT * lmbda_at(lmbda, qp) ** 2
+
+
+class _Option(NamedTuple):
+    """A candidate of a frame's side choice: its latents (``None``: all zero) and their
+    features (``None``: made if chosen), rate cost and distortion (the metric, 6:1:1)."""
+
+    mode: SideMode
+    w_hat: torch.Tensor | None
+    features: object
+    rate: float
+    distortion: float
+    payload: bytes = b""
 
 
 class ModelLayers:
@@ -143,6 +161,7 @@ class ModelLayers:
         self.loaded, self.metric = loaded, metric
         self.runtime_name, self.threads = runtime, threads
         self._runtime = None  # made at first use (the encoder's choices and the decoder run it)
+        self._workers = None  # the pipelined encoder's runtimes (:meth:`sides`), made at first use
         self.model = loaded.model.to(memory_format=torch.channels_last)
         self.scale = loaded.config.scale
         self.side_stream = self.model.has_side_stream
@@ -183,43 +202,123 @@ class ModelLayers:
         from the runtime's analysis graph (compiled fp32 with OpenVINO)."""
         if not self.side_stream:
             return None
-        model, coder, runtime = self.model, self.model.latent_coder, self.runtime
+        return self._choose(self.runtime, self._candidates(self.runtime, original, base, fmt), original, base, fmt)
+
+    def sides(self, frames: Iterable[tuple[Planes, Planes]], fmt: YUVFormat) -> Iterator[SideFrame | None]:
+        """:meth:`side` of each (original, decoded base) pair, in order, a key frame
+        starting afresh. With OpenVINO the candidates of several frames (all of
+        :meth:`side` but REPEAT and the choice, which follow the previous frame's) are
+        computed at once on ``threads`` worker threads (default: one per core), each
+        running 1-thread graphs of its own, while the caller goes on with the next
+        frames' base layer: the choices are those of a 1-thread encoder, whatever the
+        thread count. Other runtimes run :meth:`side` frame by frame."""
+        runtimes = self._worker_runtimes()
+        if runtimes is None:
+            for original, base in frames:
+                if base.key_frame:
+                    self.reset()
+                yield self.side(original, base, fmt)
+            return
+        # One runtime per stream of the graphs, lent to one user at a time (a worker, or
+        # the choice where it runs a network): no two runs share a stream.
+        free: queue.SimpleQueue = queue.SimpleQueue()
+        for runtime in runtimes:
+            free.put(runtime)
+
+        def lent(work):
+            runtime = free.get()
+            try:
+                return work(runtime)
+            finally:
+                free.put(runtime)
+
+        def candidates(original: Planes, base: Planes) -> list[_Option]:
+            with torch.inference_mode():
+                return lent(lambda runtime: self._candidates(runtime, original, base, fmt))
+
+        def choose(job) -> SideFrame:
+            future, original, base = job
+            options = future.result()
+            if base.key_frame:
+                self.reset()
+            if self._w_hat is None and all(option.features is not None for option in options):
+                return self._choose(None, options, original, base, fmt)  # no network to run
+            return lent(lambda runtime: self._choose(runtime, options, original, base, fmt))
+
+        pending: deque = deque()
+        with ThreadPoolExecutor(len(runtimes), thread_name_prefix="dualcodec-side") as pool:
+            try:
+                for original, base in frames:
+                    pending.append((pool.submit(candidates, original, base), original, base))
+                    while len(pending) > len(runtimes):  # the workers' frames, and the caller's next
+                        yield choose(pending.popleft())
+                while pending:
+                    yield choose(pending.popleft())
+            finally:  # a failure or an early stop: what is queued is not run
+                for future, *_ in pending:
+                    future.cancel()
+
+    def _worker_runtimes(self) -> list | None:
+        """For :meth:`sides`: one runtime per worker (OpenVINO graphs of one stream per
+        worker, one thread each; made once, kept for the next file); ``None`` for any
+        other runtime."""
+        from dualcodec.runtime import OpenVINORuntime
+
+        runtime = self.runtime
+        if not self.side_stream or not isinstance(runtime, OpenVINORuntime):
+            return None
+        if self._workers is None:
+            workers = self.threads or len(os.sched_getaffinity(0))
+            int8 = runtime.name == "openvino-int8"
+            self._workers = [OpenVINORuntime(self.loaded, int8=int8, threads=1, streams=workers) for _ in range(workers)]
+        return self._workers
+
+    def _distortion(self, runtime, features, original: Planes, base: Planes, fmt: YUVFormat) -> torch.Tensor:
+        """Each block's share of the frame's distortion (the metric, 6:1:1) as the decoder reconstructs it."""
+        out = Planes(*runtime.upsample(base.y, base.u, base.v, features, fmt))
+        block = self.model.side_stride * self.scale
+        return torch.from_numpy(code_block_distortion(out, original, block, fmt, self.metric))
+
+    def _candidates(self, runtime, original: Planes, base: Planes, fmt: YUVFormat) -> list[_Option]:
+        """SKIP, and NEW where some block is worth its bits: what a frame's choice needs
+        besides the previous frame's latents (it keeps no state)."""
+        coder = self.model.latent_coder
         h, w = base.y.shape
         pixels = original.y.size
         classes = self._classes(base, fmt)
         q = coder.quantize(runtime.analyse((original.y, original.u, original.v), (base.y, base.u, base.v), fmt),
                            self.level)
-        block = model.side_stride * self.scale
         lmbda = self.lmbda * (1.0 if base.key_frame else self.inter_weight)
-
-        def distortion(features) -> torch.Tensor:
-            """Each block's share of the frame's distortion (the metric, 6:1:1) as the decoder reconstructs it."""
-            out = Planes(*runtime.upsample(base.y, base.u, base.v, features, fmt))
-            return torch.from_numpy(code_block_distortion(out, original, block, fmt, self.metric))
-
         skip_features = runtime.side_features(None, h, w)
-        skipped = distortion(skip_features)
-        # (mode, latents, their features, rate cost, distortion); a frame's blocks add up to its distortion
-        options = [(SideMode.SKIP, None, skip_features, 0.0, float(skipped.sum()))]
+        skipped = self._distortion(runtime, skip_features, original, base, fmt)
+        # a frame's blocks add up to its distortion
+        options = [_Option(SideMode.SKIP, None, skip_features, 0.0, float(skipped.sum()))]
         if bool(q.any()):  # all-zero latents are SKIP's
             full_w = coder.dequantize(q, self.level)
             full_features = runtime.side_features(full_w, h, w)
-            full = distortion(full_features)
+            full = self._distortion(runtime, full_features, original, base, fmt)
             enhanced = skipped - full > lmbda * coder.block_bits(q, classes, self.level)[0] / pixels
             if bool(enhanced.any()):
                 payload = coder.compress(q, classes, self.level, enhanced)
                 # Each block as the full or the skipped reconstruction has it (as in
                 # training); the latents' features are made only if NEW is chosen.
                 w_hat, features = (full_w, full_features) if bool(enhanced.all()) else (coder.dequantize(q * enhanced, self.level), None)
-                options.append((SideMode.NEW, w_hat, features, lmbda * 8 * len(payload) / pixels,
-                                float(torch.where(enhanced, full, skipped).sum())))
+                options.append(_Option(SideMode.NEW, w_hat, features, lmbda * 8 * len(payload) / pixels,
+                                       float(torch.where(enhanced, full, skipped).sum()), payload))
+        return options
+
+    def _choose(self, runtime, options: list[_Option], original: Planes, base: Planes, fmt: YUVFormat) -> SideFrame:
+        """The frame's mode among ``options`` and REPEAT of the kept latents; keeps the
+        choice's. ``runtime`` runs REPEAT and the chosen latents' features (unused, and
+        may be ``None``, when nothing is kept and every option has its features)."""
         if self._w_hat is not None:  # None at the first frame and at every key frame
-            options.append((SideMode.REPEAT, self._w_hat, self._features, 0.0, float(distortion(self._features).sum())))
-        costs = [d + rate for *_, rate, d in options]
-        mode, self._w_hat, self._features, _, _ = options[min(range(len(options)), key=costs.__getitem__)]
+            options = [*options, _Option(SideMode.REPEAT, self._w_hat, self._features, 0.0,
+                                         float(self._distortion(runtime, self._features, original, base, fmt).sum()))]
+        choice = min(options, key=lambda option: option.distortion + option.rate)
+        self._w_hat, self._features = choice.w_hat, choice.features
         if self._features is None:
-            self._features = runtime.side_features(self._w_hat, h, w)
-        return SideFrame(mode, payload if mode == SideMode.NEW else b"")
+            self._features = runtime.side_features(self._w_hat, *base.y.shape)
+        return SideFrame(choice.mode, choice.payload)
 
     def up(self, base: Planes, side: SideFrame | None, fmt: YUVFormat) -> Planes:
         """Raises :class:`~dualcodec.errors.DamagedData` for a NEW payload that does not
@@ -251,8 +350,8 @@ class BicubicLayers:
     def reset(self) -> None:
         pass
 
-    def side(self, original, base, fmt) -> SideFrame | None:
-        return None
+    def sides(self, frames, fmt) -> Iterator[SideFrame | None]:
+        return (None for _ in frames)
 
     def up(self, base: Planes, side: SideFrame | None, fmt) -> Planes:
         y, uv = to_unit(base, fmt)
@@ -272,8 +371,8 @@ class PlainLayers:
     def reset(self) -> None:
         pass
 
-    def side(self, original, base, fmt) -> SideFrame | None:
-        return None
+    def sides(self, frames, fmt) -> Iterator[SideFrame | None]:
+        return (None for _ in frames)
 
     def up(self, base: Planes, side: SideFrame | None, fmt) -> Planes:
         return base
@@ -410,16 +509,22 @@ class LayeredCodec:
                 encoder = BaseEncoder(settings, header.base_width, header.base_height, rate, writer.video_codec_context)
                 loop = _ClosedLoop(self.layers, writer, encoder, fmt)
                 with _progress(total, desc, progress) as bar:
-                    for planes in frames:
-                        if max_frames is not None and count >= max_frames:
-                            break
-                        if (planes.width, planes.height) != (width, height):
-                            raise DualcodecError(f"{name}: frame {count + 1} is {planes.width}x{planes.height}, "
-                                                 f"the first was {width}x{height}")
-                        loop.push(pad_planes(planes, pw, ph))
-                        count += 1
-                        bar.update()
-                    loop.finish()
+                    def padded() -> Iterator[Planes]:
+                        nonlocal count
+                        for planes in frames:
+                            if max_frames is not None and count >= max_frames:
+                                break
+                            if (planes.width, planes.height) != (width, height):
+                                raise DualcodecError(f"{name}: frame {count + 1} is {planes.width}x{planes.height}, "
+                                                     f"the first was {width}x{height}")
+                            yield pad_planes(planes, pw, ph)
+                            count += 1
+                            bar.update()
+
+                    # the side stream of each frame once its base is decoded (several frames at once)
+                    for side in self.layers.sides(loop.pairs(padded()), fmt):
+                        if side is not None:
+                            writer.mux_side(side)
                 writer.copy_audio(count / rate)
             finally:
                 writer.close()
@@ -429,40 +534,37 @@ class LayeredCodec:
 
 
 class _ClosedLoop:
-    """Feeds frames to the base encoder, decodes its packets, writes side payloads."""
+    """Feeds frames to the base encoder and decodes its packets as it releases them,
+    muxing them: :meth:`pairs` yields each frame with its decoded base, in order."""
 
     def __init__(self, layers: Layers, writer: ContainerWriter, encoder: BaseEncoder, fmt: YUVFormat) -> None:
         self.layers, self.writer, self.encoder, self.fmt = layers, writer, encoder, fmt
         self.decoder: BaseDecoder | None = None
         self.pending: deque[Planes] = deque()  # sent to the base encoder, not yet decoded
 
-    def push(self, planes: Planes) -> None:
-        self.pending.append(planes)
-        self._packets(self.encoder.encode(to_planes(*self.layers.down(*to_unit(planes, self.fmt)), self.fmt)))
-
-    def finish(self) -> None:
-        self._packets(self.encoder.encode(None))
+    def pairs(self, frames: Iterable[Planes]) -> Iterator[tuple[Planes, Planes]]:
+        """(padded original, decoded base) of each of ``frames``, once the base encoder has released it."""
+        for planes in frames:
+            self.pending.append(planes)
+            yield from self._packets(self.encoder.encode(to_planes(*self.layers.down(*to_unit(planes, self.fmt)), self.fmt)))
+        yield from self._packets(self.encoder.encode(None))
         if self.decoder is not None:
-            self._decoded(self.decoder.decode(None))
+            yield from self._decoded(self.decoder.decode(None))
         if self.pending:
             raise DualcodecError(f"base layer lost {len(self.pending)} frames in the encoder")
 
-    def _packets(self, packets: list) -> None:
+    def _packets(self, packets: list) -> Iterator[tuple[Planes, Planes]]:
         for packet in packets:
             if self.decoder is None:
                 s = self.encoder.settings
                 self.decoder = BaseDecoder(s.codec, s.bit_depth, self.encoder.codec_context.extradata)
-            self._decoded(self.decoder.decode(packet))  # decode before muxing: muxing consumes the packet
+            decoded = self.decoder.decode(packet)  # decode before muxing: muxing consumes the packet
             self.writer.mux_base([packet])
+            yield from self._decoded(decoded)
 
-    def _decoded(self, decoded: list[Planes]) -> None:
+    def _decoded(self, decoded: list[Planes]) -> Iterator[tuple[Planes, Planes]]:
         for planes in decoded:
-            original = self.pending.popleft()
-            if planes.key_frame:  # nothing refers across a key frame: each GOP decodes on its own
-                self.layers.reset()
-            side = self.layers.side(original, planes, self.fmt)
-            if side is not None:
-                self.writer.mux_side(side)
+            yield self.pending.popleft(), planes
 
 
 def layers_for_header(header: Header, model: str | None, runtime: str = "auto", threads: int | None = None) -> Layers:

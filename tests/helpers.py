@@ -169,6 +169,9 @@ def new_latents_every_frame(loaded, level: int = 30):
             enhanced = torch.ones(q.shape[-2:], dtype=torch.bool)
             return SideFrame(SideMode.NEW, coder.compress(q, classes, self.level, enhanced))
 
+        def sides(self, frames, fmt):  # frame by frame (no choice to pipeline)
+            return (self.side(original, base, fmt) for original, base in frames)
+
     return NewEveryFrame(loaded, level=level)
 
 

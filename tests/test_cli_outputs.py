@@ -373,7 +373,7 @@ def test_signal_mid_encode_leaves_nothing(home, long_clip, tiny_model, tmp_path,
     source, _ = long_clip
     before = snapshot(home)
     result = _signal_mid_work(["encode", str(source), "-o", "out.mp4", "--model", str(tiny_model.path), "--scale",
-                               scale, "-q"], home, ("ModelLayers", "side"), partial, sig, tmp_path / "marker")
+                               scale, "-q"], home, ("ModelLayers", "_choose"), partial, sig, tmp_path / "marker")
     assert result.returncode == 128 + sig, result.stderr
     assert result.stderr.strip() == f"dualcodec: terminated by {signal.Signals(sig).name}"
     assert snapshot(home) == before

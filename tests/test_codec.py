@@ -239,6 +239,52 @@ def test_the_encoder_repeats_the_last_latents_when_they_still_fit(clip, tiny_mod
     assert layers.side(original, base, fmt).mode == SideMode.NEW
 
 
+def _pairs_with_key_frames(clip):
+    """Six (original, base) pairs of the clip's frames, two GOPs of three, frames repeated
+    so the kept latents can serve again."""
+    from dataclasses import replace
+
+    pairs = []
+    for i, index in enumerate([0, 0, 1, 1, 1, 2]):
+        original, base, fmt = _side_inputs(type(clip)(clip.path, clip.frames[index:]))
+        pairs.append((original, replace(base, key_frame=i % 3 == 0)))
+    return pairs, fmt
+
+
+def test_the_pipelined_encoder_chooses_as_a_one_thread_encoder_frame_by_frame(clip, tiny_model):
+    pytest.importorskip("openvino")
+    from dualcodec.runtime import OpenVINORuntime
+
+    pairs, fmt = _pairs_with_key_frames(clip)
+    loaded = load_model(str(tiny_model.path))
+    # Cheap key frames, dear predicted ones: NEW, SKIP and REPEAT all occur (measured).
+    serial = ModelLayers(loaded, 2e-5, level=30, runtime=OpenVINORuntime(loaded, threads=1), inter_weight=20)
+    expected = []
+    for original, base in pairs:
+        if base.key_frame:
+            serial.reset()
+        expected.append(serial.side(original, base, fmt))
+    assert {side.mode for side in expected} == {SideMode.NEW, SideMode.SKIP, SideMode.REPEAT}
+    for threads in (1, 3):
+        layers = ModelLayers(loaded, 2e-5, level=30, runtime="openvino", threads=threads, inter_weight=20)
+        assert list(layers.sides(iter(pairs), fmt)) == expected
+
+
+def test_a_failure_on_a_worker_reaches_the_encoder(clip, tiny_model, monkeypatch):
+    pytest.importorskip("openvino")
+    from dualcodec.runtime import OpenVINORuntime
+
+    pairs, fmt = _pairs_with_key_frames(clip)
+
+    def failing(self, original, base, fmt):
+        raise DualcodecError("analysis failed")
+
+    monkeypatch.setattr(OpenVINORuntime, "analyse", failing)
+    layers = ModelLayers(load_model(str(tiny_model.path)), 1e-3, level=30, runtime="openvino", threads=2)
+    with pytest.raises(DualcodecError, match="analysis failed"):
+        list(layers.sides(iter(pairs), fmt))
+
+
 def test_code_block_distortion_is_the_models_block_distortion_of_the_same_planes(clip):
     import torch
 
