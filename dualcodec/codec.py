@@ -116,6 +116,11 @@ def code_block_distortion(out: Planes, ref: Planes, block: int, fmt: YUVFormat, 
     return (Y_WEIGHT * ey + UV_WEIGHT * euv) / 8.0
 
 
+def _cores() -> int:
+    """The cores this process may run on (all of the machine's where the OS cannot say)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def side_lmbda(lmbda: float, qp: float) -> float:
     """The encoder's weight of a side-stream bit per pixel against MSE (6:1:1, unit scale)
     on key frames, for a model trained at rate weight ``lmbda``
@@ -268,7 +273,7 @@ class ModelLayers:
         if not self.side_stream or not isinstance(runtime, OpenVINORuntime):
             return None
         if self._workers is None:
-            workers = self.threads or len(os.sched_getaffinity(0))
+            workers = self.threads or _cores()
             int8 = runtime.name == "openvino-int8"
             self._workers = [OpenVINORuntime(self.loaded, int8=int8, threads=1, streams=workers) for _ in range(workers)]
         return self._workers

@@ -319,8 +319,8 @@ class OpenVINORuntime(_Networks):
         ``threads`` (default 1) threads of its own; with one stream, the runs of every
         runtime object of these settings take turns (they share the compiled graph).
         Streams are not pinned to cores: the caller's own threads (the base encoder)
-        share the cores with them (pinned, a 720p encode here took 344 ms a frame
-        instead of 219)."""
+        share the cores with them (pinned, they fight those threads for a core, and the
+        encoder ran far slower)."""
         import_openvino()
         super().__init__(loaded.model)
         self.name = "openvino-int8" if int8 else "openvino"

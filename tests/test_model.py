@@ -347,14 +347,6 @@ def test_to_444_upsamples_chroma_bilinearly_to_the_luma_grid():
 
 
 @pytest.mark.parametrize("scale", [2, 4])
-def test_bicubic_up_polyphase_is_torchs_bicubic(scale):
-    from dualcodec.nets.common import bicubic_up_polyphase
-
-    x = torch.rand(2, 3, 7, 9, generator=torch.Generator().manual_seed(6))
-    assert torch.allclose(bicubic_up_polyphase(x, scale), bicubic_up(x, scale), atol=1e-5)
-
-
-@pytest.mark.parametrize("scale", [2, 4])
 def test_bicubic_up_folded_is_torchs_bicubic_unshuffled(scale):
     from dualcodec.nets.common import bicubic_up_folded
 

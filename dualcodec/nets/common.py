@@ -78,11 +78,6 @@ def polyphase_up(x: torch.Tensor, phases: torch.Tensor, scale: int) -> torch.Ten
     return F.pixel_shuffle(polyphase_folded(x, phases), scale)
 
 
-def bicubic_up_polyphase(x: torch.Tensor, scale: int, taps: int = 5) -> torch.Tensor:
-    """:func:`bicubic_up` (to float rounding) as a polyphase convolution (:func:`polyphase_up`)."""
-    return polyphase_up(x, bicubic_polyphase(scale, taps), scale)
-
-
 def bicubic_up_folded(x: torch.Tensor, scale: int, taps: int = 5) -> torch.Tensor:
     """``pixel_unshuffle(bicubic_up(x, scale), scale)`` (to float rounding), with no
     shuffle either way (:func:`polyphase_folded`)."""
