@@ -12,11 +12,12 @@ and the encoder a third, for its side-stream choices:
     AnalysisGraph  y, uv (the original's code values), y, uv (the decoded base's), the
                    format's numbers --unit scale, g_a--> w [1,M,hb,wb]
 
-so a SKIP or REPEAT frame costs the upsampler alone. ``t`` passes between the graphs
-channels last, the layout OpenVINO's convolutions work in: as ``[1,C,h,w]`` each graph
-would reorder it (the side graph's output and the up graph's input, every frame) (:class:`SideFeatures` of the all-zero
+so a SKIP or REPEAT frame costs the upsampler alone (:class:`SideFeatures` of the all-zero
 latents are computed once per frame size; the side graph works on whole latent blocks,
-and its outputs are cropped to the base layer's size once, here). Both graphs see code values, so the format's
+and its outputs are cropped to the base layer's size once, here). ``t`` passes between
+the graphs channels last, the layout OpenVINO's convolutions work in: as ``[1,C,h,w]``
+each graph would reorder it (the side graph's output, and the up graph's input on every
+frame). Both graphs see code values, so the format's
 offsets, rounding and clamping run inside the compiled graph, not in eager torch.
 
 Runtimes (:func:`make_runtime`):

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dualcodec.nets.common import Normalize, bicubic_polyphase, conv3x3, to_444
+from dualcodec.nets.quant import conv_parts
 
 CHANNELS = 3  # Y, Cb, Cr, chroma on luma's grid
 
@@ -233,10 +234,9 @@ class SpatiallyVaryingUpsampler(nn.Module):
         else:
             mixed = self._mixture(x, f, rows, chroma=False)
             y_mix, uv_mix = mixed[:, : self.phases], mixed[:, self.phases :]
-        if self.detail is not None:  # sliced weights: two convolutions, no split of a tensor
-            weight, bias = self.detail.weight, self.detail.bias
-            y_mix = y_mix + F.conv2d(f, weight[: self.phases], bias[: self.phases])
-            uv_mix = uv_mix + F.conv2d(f, weight[self.phases :], bias[self.phases :])
+        if self.detail is not None:  # two convolutions, no split of a tensor
+            y_detail, uv_detail = conv_parts(self.detail, f, [self.phases, self.detail_channels - self.phases])
+            y_mix, uv_mix = y_mix + y_detail, uv_mix + uv_detail
         if r_y is not None:
             y_mix, uv_mix = y_mix + r_y, uv_mix + r_uv
         y_hat = F.pixel_shuffle(y_mix, self.scale)
