@@ -56,7 +56,7 @@ from dualcodec.model import UV_WEIGHT, Y_WEIGHT, LoadedModel, lmbda_at, load_mod
 from dualcodec.nets.common import bicubic_down, bicubic_up
 from dualcodec.outputs import atomic_path
 from dualcodec.pipeline import threaded
-from dualcodec.sidestream import MSE_WEIGHT, SIDE_WEIGHT, SideFrame, SideMode
+from dualcodec.sidestream import MSE_LMBDA, MSE_WEIGHT, SIDE_WEIGHT, SideFrame, SideMode
 from dualcodec.video import VideoReader, crop_planes, pad_planes
 from dualcodec.yuv import YUVFormat, planes_to_unit, unit_scale, unit_to_planes
 
@@ -121,11 +121,10 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def side_lmbda(lmbda: float, qp: float) -> float:
+def side_lmbda(qp: float) -> float:
     """The encoder's weight of a side-stream bit per pixel against MSE (6:1:1, unit scale)
-    on key frames, for a model trained at rate weight ``lmbda``
-    (:data:`~dualcodec.sidestream.MSE_WEIGHT`)."""
-    return MSE_WEIGHT * lmbda_at(lmbda, qp) ** 2
+    on key frames at ``qp``, whatever the model (:data:`~dualcodec.sidestream.MSE_WEIGHT`)."""
+    return MSE_WEIGHT * lmbda_at(MSE_LMBDA, qp) ** 2
 
 
 class _Option(NamedTuple):
@@ -731,7 +730,7 @@ def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, sc
     qp = settings.qp if settings.qp is not None else settings.crf
 
     def learned(loaded: LoadedModel) -> LayeredCodec:
-        layers = ModelLayers(loaded, side_lmbda(loaded.lmbda, qp), level=round(qp), runtime=runtime, threads=threads,
+        layers = ModelLayers(loaded, side_lmbda(qp), level=round(qp), runtime=runtime, threads=threads,
                              inter_weight=side_weight)
         return LayeredCodec(layers, settings, audio)
 

@@ -29,13 +29,18 @@ from dualcodec.errors import DualcodecError
 
 # The encoder weighs side-stream bits (:class:`dualcodec.codec.ModelLayers`) against the
 # frame's mean squared error (6:1:1, unit scale: what PSNR-YUV reads), at MSE_WEIGHT times
-# the square of the rate weight the model was trained with, per bit per pixel, on the base
-# layer's key frames. That is about 4 times H.264's own mode-decision Lagrangian
-# (0.85 * 2^((QP - 12) / 3) per bit, 8-bit SSD): a base-layer pixel's error spreads over the
-# 4 output pixels it covers at 2x. On the frames the base codec predicts from others the
-# weight is SIDE_WEIGHT times that: there a base-layer bit buys more (the side stream does
-# not predict), so a side bit must too. experiments/side_lambda.py measures both choices.
+# the square of MSE_LMBDA's rate weight at the QP (:func:`dualcodec.model.lmbda_at`), per bit
+# per pixel, on the base layer's key frames: 0.005 at QP 32, doubling every 3 QPs. That is
+# about 4 times H.264's own mode-decision Lagrangian (0.85 * 2^((QP - 12) / 3) per bit,
+# 8-bit SSD): a base-layer pixel's error spreads over the 4 output pixels it covers at 2x.
+# The weight is the base layer's price of a bit, so it does not depend on the model (a
+# model trained on MSE has a rate weight of another scale: its encoder weighs bits alike).
+# MSE_LMBDA is the L1 rate weight the shipped models train with, the unit the weight was
+# found in. On the frames the base codec predicts from others the weight is SIDE_WEIGHT
+# times that: there a base-layer bit buys more (the side stream does not predict), so a
+# side bit must too. experiments/side_lambda.py measures both choices.
 MSE_WEIGHT = 8.0
+MSE_LMBDA = 0.025
 SIDE_WEIGHT = 4.0
 
 

@@ -80,7 +80,8 @@ def main() -> int:
     parser.add_argument("--inter", type=float, nargs="+", default=[1.0, 4.0, 16.0],
                         help="predicted-frame multipliers")
     parser.add_argument("--metric", choices=["l1", "mse"], default="l1",
-                        help="the encoder's side distortion; mse weighs bits by the multipliers times lmbda(qp)^2 "
+                        help="the encoder's side distortion; mse weighs bits by the multipliers times lmbda(qp)^2 of "
+                             "the shipped models' lmbda, whatever the model's "
                              "(the encoder's default rule is mse at key x8, inter x32: dualcodec.sidestream)")
     parser.add_argument("--rd", type=Path, default=ROOT / "experiments" / "results" / "rd",
                         help="the RD sweep's results (the bicubic and plain rows)")
@@ -93,6 +94,7 @@ def main() -> int:
     from dualcodec.evaluate import points_from_results, results_json, sweep, write_results
     from dualcodec.metrics import bd_rate
     from dualcodec.model import lmbda_at, load_model
+    from dualcodec.sidestream import MSE_LMBDA
 
     loaded = load_model(args.model)
     qps = json.loads((args.rd / "sweep.json").read_text())["qps"]
@@ -125,8 +127,7 @@ def main() -> int:
             done = points_from_results(runs[key]["results"]) if key in runs else []
 
             def codec(qp: int, k=key_multiplier, i=inter_multiplier) -> LayeredCodec:
-                lmbda = lmbda_at(loaded.lmbda, qp)
-                weight = lmbda if args.metric == "l1" else lmbda * lmbda
+                weight = lmbda_at(loaded.lmbda, qp) if args.metric == "l1" else lmbda_at(MSE_LMBDA, qp) ** 2
                 layers = ModelLayers(loaded, k * weight, level=qp, inter_weight=i / k, metric=args.metric)
                 return LayeredCodec(layers, BaseCodecSettings(codec="h264", qp=qp))
 
