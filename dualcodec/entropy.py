@@ -34,7 +34,11 @@ Payload of one frame (the entropy bytes of a NEW side packet, :mod:`dualcodec.si
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
+import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +87,88 @@ def _gaussian_likelihood(values: torch.Tensor, scales: torch.Tensor) -> torch.Te
     return _standard_normal_cdf((0.5 - values) / scales) - _standard_normal_cdf((-0.5 - values) / scales)
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
+def _compressai(name: str):
+    """CompressAI's compiled module ``name`` (``ans``, the rANS coder; ``_CXX``, the CDF
+    quantiser) without running the package's ``__init__`` first: that imports its datasets
+    and with them torch_geometric, seconds of every command's start-up. Until something asks
+    the package for a name only its ``__init__`` defines, ``compressai`` is the bare package
+    (its path, the submodules imported so far); that request runs the ``__init__`` into it
+    (a module ``__getattr__``, PEP 562), so code that uses CompressAI itself sees all of it."""
+    with _IMPORT_LOCK:
+        if "compressai" not in sys.modules:
+            spec = importlib.util.find_spec("compressai")
+            if spec is None or spec.loader is None:
+                raise DualcodecError("the compressai package is not installed (pip install compressai)")
+            package = importlib.util.module_from_spec(spec)
+
+            def complete(attribute: str):
+                del package.__getattr__
+                spec.loader.exec_module(package)
+                return getattr(package, attribute)
+
+            package.__getattr__ = complete
+            sys.modules["compressai"] = package
+        return importlib.import_module(f"compressai.{name}")
+
+
+class _Bound(nn.Module):
+    """Holds a ``bound`` buffer, as CompressAI's ``LowerBound`` does (its state-dict key)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("bound", torch.zeros(1))
+
+
+class CodingTables(nn.Module):
+    """The quantised CDFs of the discretised Gaussians of :data:`SCALE_LEVELS` scales, with
+    the buffers, and buffer names, of CompressAI's ``GaussianConditional``, which builds
+    them (:meth:`build`). A model file stores them, so a loaded model needs no CompressAI
+    Python at all; a new one builds them once (the first coding or :meth:`update` of its
+    :class:`LatentCoder`). Until then the CDF buffers are empty."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        scales = torch.exp(torch.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
+        self.register_buffer("scale_table", scales)
+        self.register_buffer("scale_bound", torch.tensor([SCALE_MIN]))
+        self.likelihood_lower_bound = _Bound()
+        self.lower_bound_scale = _Bound()
+        for name in ("_quantized_cdf", "_cdf_length", "_offset"):
+            self.register_buffer(name, torch.zeros(0, dtype=torch.int32))
+
+    @property
+    def built(self) -> bool:
+        return self._quantized_cdf.numel() > 0
+
+    @torch.no_grad()
+    def build(self) -> None:
+        """The CDFs of :attr:`scale_table`'s Gaussians, as CompressAI quantises them."""
+        gaussian = importlib.import_module("compressai.entropy_models").GaussianConditional(None, scale_bound=SCALE_MIN)
+        gaussian.update_scale_table(self.scale_table.tolist(), force=True)
+        self.load_state_dict(gaussian.state_dict())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        for name in ("_quantized_cdf", "_cdf_length", "_offset"):  # sized by what is loaded
+            if prefix + name in state_dict:
+                self._buffers[name] = torch.empty_like(state_dict[prefix + name])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def index(self, scales: torch.Tensor) -> torch.Tensor:
+        """The first table scale at or above each of ``scales`` (bounded below by the
+        table's least), its last beyond: the table a Gaussian of that scale is coded with."""
+        bounded = torch.maximum(scales, self.scale_bound)
+        return torch.searchsorted(self.scale_table[:-1].contiguous(), bounded.contiguous())
+
+    def lists(self) -> tuple[list, list, list]:
+        """``(cdfs, lengths, offsets)`` as the coder takes them."""
+        if not self.built:
+            self.build()
+        return self._quantized_cdf.tolist(), self._cdf_length.tolist(), self._offset.tolist()
+
+
 def _ste_round(x: torch.Tensor) -> torch.Tensor:
     """Rounding with an identity gradient."""
     return x + (torch.round(x) - x).detach()
@@ -102,15 +188,11 @@ class LatentCoder(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        from compressai.entropy_models import GaussianConditional
-
         self.channels = channels
         self.log_sigma = nn.Parameter(torch.zeros(CLASSES, channels))
         self.gain_log = nn.Parameter(torch.zeros(channels))  # a
         self.gain_slope = nn.Parameter(torch.full((channels,), -math.log(2.0) / 2.0))  # b: halves every 12 QP
-        self.gaussian = GaussianConditional(None, scale_bound=SCALE_MIN)
-        scale_table = torch.exp(torch.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
-        self.gaussian.update_scale_table(scale_table.tolist(), force=True)  # fixed: the tables' shapes are final
+        self.gaussian = CodingTables()
         self.register_buffer("index_table", torch.zeros(LEVELS, CLASSES, channels, dtype=torch.int32))
         self.register_buffer("gain_table", torch.ones(LEVELS, channels))
 
@@ -144,7 +226,9 @@ class LatentCoder(nn.Module):
         gains = torch.exp(self.gain_log.detach().cpu() + self.gain_slope.detach().cpu() * (levels - 32.0) / 6.0)
         scales = torch.exp(self.log_sigma.detach().cpu()).unsqueeze(0) * gains.unsqueeze(1)  # [L, K, M]
         self.gain_table.copy_(gains)
-        self.index_table.copy_(self.gaussian.build_indexes(scales).to(torch.int32))
+        self.index_table.copy_(self.gaussian.index(scales).to(torch.int32))
+        if not self.gaussian.built:
+            self.gaussian.build()
 
     # -- coding --------------------------------------------------------------------------
 
@@ -164,11 +248,11 @@ class LatentCoder(nn.Module):
 
     def _tables(self) -> tuple[list, list, list]:
         """The coding tables as the coder takes them (lists), cached."""
-        g = self.gaussian
-        key = (g.quantized_cdf.data_ptr(), g.quantized_cdf._version)
+        cdfs = self.gaussian._quantized_cdf
+        key = (cdfs.data_ptr(), cdfs._version)
         if getattr(self, "_tables_key", None) != key:
-            self._tables_cache = (g.quantized_cdf.tolist(), g.cdf_length.tolist(), g.offset.tolist())
-            self._tables_key = key
+            self._tables_cache = self.gaussian.lists()
+            self._tables_key = (self.gaussian._quantized_cdf.data_ptr(), self.gaussian._quantized_cdf._version)
         return self._tables_cache
 
     def compress(self, q: torch.Tensor, classes: torch.Tensor, level: int, enhanced: torch.Tensor) -> bytes:
@@ -228,8 +312,7 @@ def _encode(symbols: list[int], indexes: list[int], tables) -> bytes:
 
     CompressAI's encoder writes into a buffer of one 32-bit word per symbol and flushes two
     more; the padding symbols (about 0.006 bits each) keep every string inside it."""
-    from compressai import ans
-
+    ans = _compressai("ans")
     symbols, indexes, (cdfs, lengths, offsets) = _with_padding(symbols, indexes, tables)
     return ans.RansEncoder().encode_with_indexes(symbols, indexes, cdfs, lengths, offsets)
 
@@ -238,8 +321,7 @@ def _decode(data: bytes, indexes: list[int], tables) -> np.ndarray | None:
     """Inverse of :func:`_encode`: the symbols (int32), or ``None`` unless ``data`` is
     exactly what :func:`_encode` makes of them (the decoder has no end-of-string check:
     the input is zero-padded so that it never reads past it)."""
-    from compressai import ans
-
+    ans = _compressai("ans")
     padded_symbols, padded_indexes, (cdfs, lengths, offsets) = _with_padding([], indexes, tables)
     values = ans.RansDecoder().decode_with_indexes(data + bytes(8 * len(padded_indexes) + 64), padded_indexes,
                                                    cdfs, lengths, offsets)
@@ -251,6 +333,4 @@ def _decode(data: bytes, indexes: list[int], tables) -> np.ndarray | None:
 
 def _binary_cdf(p: int) -> list[int]:
     """The quantised CDF of a flag with P(1) = p / 256 (and CompressAI's escape symbol)."""
-    from compressai._CXX import pmf_to_quantized_cdf
-
-    return pmf_to_quantized_cdf([1.0 - p / 256.0, p / 256.0, 1e-9], 16)
+    return _compressai("_CXX").pmf_to_quantized_cdf([1.0 - p / 256.0, p / 256.0, 1e-9], 16)

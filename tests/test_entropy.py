@@ -16,6 +16,7 @@ from dualcodec.entropy import (
     CLASSES,
     HEADER_BYTES,
     LEVELS,
+    SCALE_MIN,
     LatentCoder,
     activity_classes,
 )
@@ -214,6 +215,47 @@ def test_a_fresh_coder_has_placeholder_tables_until_update():
     assert torch.equal(fresh.index_table, torch.zeros_like(fresh.index_table))
     fresh.update()
     assert fresh.index_table.min() > 0
+
+
+def test_the_coding_tables_are_compressais_gaussian_conditional_tables():
+    from compressai.entropy_models import GaussianConditional
+
+    reference = GaussianConditional(None, scale_bound=SCALE_MIN)
+    fresh = LatentCoder(M)
+    assert not fresh.gaussian.built  # empty until the first coding or update()
+    reference.update_scale_table(fresh.gaussian.scale_table.tolist(), force=True)
+    fresh.update()
+    ours = fresh.gaussian.state_dict()
+    assert ours.keys() == reference.state_dict().keys()  # a model file's keys, as before
+    for name, value in reference.state_dict().items():
+        assert torch.equal(ours[name], value) and ours[name].dtype == value.dtype, name
+    # The index of a scale, as GaussianConditional.build_indexes gives it: the table's own
+    # scales, values either side of them, below the least and above the largest.
+    table = reference.scale_table
+    scales = torch.cat([table, torch.nextafter(table, torch.zeros(())), torch.nextafter(table, table + 1),
+                        torch.tensor([0.0, 1e-3, SCALE_MIN, 300.0, 1e6]), torch.rand(1000) * 300])
+    assert torch.equal(fresh.gaussian.index(scales), reference.build_indexes(scales).long())
+
+
+def test_coding_needs_no_compressai_init():
+    # The package's __init__ imports its datasets and torch_geometric (seconds of start-up):
+    # a model file's tables and the compiled coder do without it, until asked for more.
+    script = textwrap.dedent("""
+        import sys, torch
+        from dualcodec.model import load_model
+        coder = load_model("default").model.latent_coder
+        q = torch.randint(-3, 4, (1, coder.channels, 4, 5), dtype=torch.int32)
+        classes = torch.randint(0, 7, (1, 4, 5))
+        payload = coder.compress(q, classes, 32, torch.ones(4, 5, dtype=torch.bool))
+        assert torch.equal(coder.quantize(coder.decompress(payload, classes).w_hat, 32), q)
+        assert "torch_geometric" not in sys.modules and "compressai.zoo" not in sys.modules
+        import compressai
+        assert compressai.available_entropy_coders() == ["ans"] and "compressai.zoo" in sys.modules
+        from compressai.zoo import bmshj2018_factorized
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_the_levels_outside_0_to_63_are_refused():
