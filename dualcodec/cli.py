@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="no learned layers: bicubic down/up ('bicubic') or the plain codec at full resolution ('none')")
     enc.add_argument("--frames", type=int, metavar="N", help="encode only the first N frames (the audio too)")
     _runtime_options(enc)
-    _side_weight_option(enc)
+    _side_options(enc)
     enc.add_argument("--audio", choices=["auto", "copy", "aac", "none"], default="auto",
                      help="the input's audio: auto (default) copies what MP4 players play and transcodes the "
                      "rest (PCM, Vorbis) to AAC; copy keeps every stream as it is; aac transcodes all; none drops it")
@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--frames", type=int, metavar="N", help="use only the first N frames of each input")
     ev.add_argument("--name", help="curve name in the results (default: the model or baseline and the codec)")
     _runtime_options(ev)
-    _side_weight_option(ev)
+    _side_options(ev)
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
     fr = sub.add_parser("frames", help="decode videos into PNG frame folders for training",
@@ -226,7 +226,7 @@ def _encode(args: argparse.Namespace) -> None:
     qp = args.qp if args.qp is not None or args.crf is not None else 32
     settings = BaseCodecSettings(codec=args.codec, qp=qp, crf=args.crf, preset=args.preset, gop=args.gop)
     codec = make_codec(settings, args.baseline, args.model, args.scale, args.audio, args.runtime, args.threads,
-                       args.side_weight)
+                       args.side_weight, args.side_new)
     report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames)
     if not args.quiet:
         pixels = report.frames * report.width * report.height
@@ -256,13 +256,17 @@ def _runtime_options(parser: argparse.ArgumentParser) -> None:
                         "on N)")
 
 
-def _side_weight_option(parser: argparse.ArgumentParser) -> None:
-    from dualcodec.sidestream import SIDE_WEIGHT
+def _side_options(parser: argparse.ArgumentParser) -> None:
+    from dualcodec.sidestream import SIDE_NEW, SIDE_WEIGHT
 
+    parser.add_argument("--side-new", choices=SIDE_NEW, default="key",
+                        help="frames that may send new side-stream latents: key (default: the base layer's key "
+                        "frames; the others repeat them or skip, and the encoder runs about twice as fast) or "
+                        "all (any frame, by rate-distortion cost)")
     parser.add_argument("--side-weight", type=_positive_float, default=SIDE_WEIGHT, metavar="W",
-                        help="weight of the side stream's bits in the encoder's choices on the frames the base "
-                        "codec predicts, in units of their weight on key frames (which is set by the model's "
-                        f"rate weight): higher spends fewer bits on the side stream (default {SIDE_WEIGHT:g})")
+                        help="with --side-new all: weight of the side stream's bits in the encoder's choices on "
+                        "the frames the base codec predicts, in units of their weight on key frames (which the "
+                        f"QP sets): higher spends fewer bits on the side stream (default {SIDE_WEIGHT:g})")
 
 
 def _decode(args: argparse.Namespace) -> None:
@@ -390,7 +394,7 @@ def _eval(args: argparse.Namespace) -> None:
     qps = sorted(set(args.qp))
     codecs = {qp: make_codec(BaseCodecSettings(codec=args.codec, qp=qp, preset=args.preset, gop=args.gop),
                              args.baseline, args.model, args.scale, runtime=args.runtime, threads=args.threads,
-                             side_weight=args.side_weight)
+                             side_weight=args.side_weight, side_new=args.side_new)
               for qp in qps}
     probe = codecs[qps[0]]
     mode = "auto" if isinstance(probe, AutoCodec) else probe.layers.mode
@@ -404,6 +408,7 @@ def _eval(args: argparse.Namespace) -> None:
                 "model": None if args.baseline else args.model, "model_fingerprint": fingerprint,
                 "baseline": args.baseline, "frames": args.frames, "inputs": sources, "runtime": args.runtime,
                 "side_weight": None if args.baseline else args.side_weight,
+                "side_new": None if args.baseline else args.side_new,
                 "side_rule": None if args.baseline else f"mse x{MSE_WEIGHT:g}"}
     done = resumable_points(args.output, settings) if args.resume and args.output.exists() else []
     description = f"dualcodec eval: real files, whole-file rate; {method}, {args.codec} base"

@@ -56,7 +56,7 @@ from dualcodec.model import UV_WEIGHT, Y_WEIGHT, LoadedModel, lmbda_at, load_mod
 from dualcodec.nets.common import bicubic_down, bicubic_up
 from dualcodec.outputs import atomic_path
 from dualcodec.pipeline import threaded
-from dualcodec.sidestream import MSE_LMBDA, MSE_WEIGHT, SIDE_WEIGHT, SideFrame, SideMode
+from dualcodec.sidestream import MSE_LMBDA, MSE_WEIGHT, SIDE_NEW, SIDE_WEIGHT, SideFrame, SideMode
 from dualcodec.video import VideoReader, crop_planes, pad_planes
 from dualcodec.yuv import YUVFormat, planes_to_unit, unit_scale, unit_to_planes
 
@@ -149,10 +149,14 @@ class ModelLayers:
     mode = "dual"
 
     def __init__(self, loaded: LoadedModel, lmbda: float = 0.0, level: int = 32, runtime="auto",
-                 threads: int | None = None, inter_weight: float = 1.0, metric: str = "mse") -> None:
+                 threads: int | None = None, inter_weight: float = 1.0, metric: str = "mse",
+                 new: str = "all") -> None:
         """``runtime``: a name of :data:`dualcodec.runtime.RUNTIMES` or a
         :class:`~dualcodec.runtime.Runtime`; it and ``threads`` run the decoder's networks.
-        ``metric``: the distortion ``lmbda`` is weighed against (:data:`SIDE_METRICS`)."""
+        ``metric``: the distortion ``lmbda`` is weighed against (:data:`SIDE_METRICS`).
+        ``new``: the frames that may send NEW latents (:data:`~dualcodec.sidestream.SIDE_NEW`):
+        ``"all"``, or ``"key"`` (the base layer's key frames; the others choose between
+        REPEAT and SKIP, and their latents are never computed)."""
         from dualcodec.entropy import LEVELS
         from dualcodec.runtime import RUNTIMES
 
@@ -162,7 +166,9 @@ class ModelLayers:
             raise DualcodecError(f"unknown runtime {runtime!r} (one of {', '.join(RUNTIMES)})")
         if metric not in SIDE_METRICS:
             raise DualcodecError(f"unknown side metric {metric!r} (one of {', '.join(SIDE_METRICS)})")
-        self.loaded, self.metric = loaded, metric
+        if new not in SIDE_NEW:
+            raise DualcodecError(f"unknown choice of NEW frames {new!r} (one of {', '.join(SIDE_NEW)})")
+        self.loaded, self.metric, self.new = loaded, metric, new
         self.runtime_name, self.threads = runtime, threads
         self._runtime = None  # made at first use (the encoder's choices and the decoder run it)
         self._workers = None  # the pipelined encoder's runtimes (:meth:`sides`), made at first use
@@ -286,17 +292,19 @@ class ModelLayers:
     def _candidates(self, runtime, original: Planes, base: Planes, fmt: YUVFormat) -> list[_Option]:
         """SKIP, and NEW where some block is worth its bits: what a frame's choice needs
         besides the previous frame's latents (it keeps no state)."""
-        coder = self.model.latent_coder
         h, w = base.y.shape
+        skip_features = runtime.side_features(None, h, w)
+        skipped = self._distortion(runtime, skip_features, original, base, fmt)
+        # a frame's blocks add up to its distortion
+        options = [_Option(SideMode.SKIP, None, skip_features, 0.0, float(skipped.sum()))]
+        if self.new == "key" and not base.key_frame:
+            return options
+        coder = self.model.latent_coder
         pixels = original.y.size
         classes = self._classes(base, fmt)
         q = coder.quantize(runtime.analyse((original.y, original.u, original.v), (base.y, base.u, base.v), fmt),
                            self.level)
         lmbda = self.lmbda * (1.0 if base.key_frame else self.inter_weight)
-        skip_features = runtime.side_features(None, h, w)
-        skipped = self._distortion(runtime, skip_features, original, base, fmt)
-        # a frame's blocks add up to its distortion
-        options = [_Option(SideMode.SKIP, None, skip_features, 0.0, float(skipped.sum()))]
         if bool(q.any()):  # all-zero latents are SKIP's
             full_w = coder.dequantize(q, self.level)
             full_features = runtime.side_features(full_w, h, w)
@@ -705,15 +713,16 @@ def model_family(model: str) -> dict[int, LoadedModel]:
 
 def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, scale: int | str | None = "auto",
                audio: str = "auto", runtime: str = "auto", threads: int | None = None,
-               side_weight: float = SIDE_WEIGHT):
+               side_weight: float = SIDE_WEIGHT, side_new: str = "key"):
     """The codec the command line asks for: a learned model, a baseline, or (``scale="auto"``,
     the default with a model) the choice between the plain codec and every model of the
     family (:func:`model_family`), file by file (:class:`dualcodec.auto.AutoCodec`).
     ``scale=1`` is the family's scale-1 model, or the plain codec where it has none. Its
     settings are checked against the real encoder first. ``runtime`` and ``threads`` run
     the decoder's networks inside the encoder's loop (:class:`ModelLayers`). ``side_weight``
-    multiplies the model's rate weight in the encoder's side-stream choices on the frames
-    the base codec predicts (:data:`~dualcodec.sidestream.SIDE_WEIGHT`)."""
+    multiplies the side bits' weight in the encoder's side-stream choices on the frames
+    the base codec predicts (:data:`~dualcodec.sidestream.SIDE_WEIGHT`); ``side_new`` says
+    which frames may send NEW latents (:data:`~dualcodec.sidestream.SIDE_NEW`)."""
     if not side_weight > 0:
         raise DualcodecError(f"the side weight must be positive, got {side_weight}")
     check_encoder(settings)
@@ -731,7 +740,7 @@ def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, sc
 
     def learned(loaded: LoadedModel) -> LayeredCodec:
         layers = ModelLayers(loaded, side_lmbda(qp), level=round(qp), runtime=runtime, threads=threads,
-                             inter_weight=side_weight)
+                             inter_weight=side_weight, new=side_new)
         return LayeredCodec(layers, settings, audio)
 
     if scale not in (None, "auto"):

@@ -42,6 +42,12 @@ from dualcodec.errors import DualcodecError
 MSE_WEIGHT = 8.0
 MSE_LMBDA = 0.025
 SIDE_WEIGHT = 4.0
+# Which frames the encoder lets send NEW latents (:class:`dualcodec.codec.ModelLayers`):
+# "all" weighs NEW against REPEAT and SKIP on every frame; "key" (the command's default)
+# only on the base layer's key frames, the others repeating the key frame's latents or
+# skipping. At SIDE_WEIGHT the predicted frames all but never choose NEW (README, *The
+# encoder's side weight*), and searching them for it is half an encoder's work.
+SIDE_NEW = ("key", "all")
 
 
 class SideMode(IntEnum):

@@ -270,6 +270,32 @@ def test_the_pipelined_encoder_chooses_as_a_one_thread_encoder_frame_by_frame(cl
         assert list(layers.sides(iter(pairs), fmt)) == expected
 
 
+@pytest.mark.parametrize("threads", [None, 2])
+def test_with_new_on_key_frames_only_the_predicted_frames_repeat_or_skip(clip, tiny_model, monkeypatch, threads):
+    pytest.importorskip("openvino")
+    from dualcodec.runtime import OpenVINORuntime, TorchRuntime
+
+    pairs, fmt = _pairs_with_key_frames(clip)
+    loaded = load_model(str(tiny_model.path))
+    runtime = "torch" if threads is None else "openvino"
+
+    def modes(new: str) -> list[SideMode]:  # side bits all but free, on every frame
+        layers = ModelLayers(loaded, 1e-9, level=30, runtime=runtime, threads=threads, new=new)
+        return [side.mode for side in layers.sides(iter(pairs), fmt)]
+
+    assert modes("all") == [SideMode.NEW] * 6  # each frame's own latents pay best
+    analysed = []
+    kind = TorchRuntime if threads is None else OpenVINORuntime
+    analyse = kind.analyse
+    monkeypatch.setattr(kind, "analyse", lambda self, *a: analysed.append(1) or analyse(self, *a))
+    key = modes("key")
+    assert key[::3] == [SideMode.NEW] * 2 and SideMode.NEW not in key[1:3] + key[4:]
+    assert SideMode.REPEAT in key  # the key frame's latents serve the frames after it (measured)
+    assert len(analysed) == 2  # the predicted frames' latents are never computed
+    with pytest.raises(DualcodecError, match="unknown choice of NEW frames"):
+        ModelLayers(loaded, new="some")
+
+
 def test_a_failure_on_a_worker_reaches_the_encoder(clip, tiny_model, monkeypatch):
     pytest.importorskip("openvino")
     from dualcodec.runtime import OpenVINORuntime
