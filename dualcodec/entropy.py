@@ -159,8 +159,8 @@ class CodingTables(nn.Module):
     def index(self, scales: torch.Tensor) -> torch.Tensor:
         """The first table scale at or above each of ``scales`` (bounded below by the
         table's least), its last beyond: the table a Gaussian of that scale is coded with."""
-        bounded = torch.maximum(scales, self.scale_bound)
-        return torch.searchsorted(self.scale_table[:-1].contiguous(), bounded.contiguous())
+        bounded = torch.maximum(scales, self.scale_bound.to(scales.device))
+        return torch.searchsorted(self.scale_table[:-1].to(scales.device).contiguous(), bounded.contiguous())
 
     def lists(self) -> tuple[list, list, list]:
         """``(cdfs, lengths, offsets)`` as the coder takes them."""

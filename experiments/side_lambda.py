@@ -8,7 +8,8 @@ predicts (:data:`dualcodec.sidestream.SIDE_WEIGHT`). The trained weight is right
 a side bit buys as much as a base-layer bit at the same QP; on predicted frames the base
 codec's bits buy more (it predicts from earlier frames, the side stream does not).
 
-This sweep encodes the content with the model at ``--scale 2``, for every pair of a key-frame
+This sweep encodes the content with the model at ``--scale 2`` (any frame may send NEW
+latents: ``dualcodec encode --side-new all``), for every pair of a key-frame
 multiplier (``--key``) and a predicted-frame multiplier (``--inter``) of the trained
 weight, and reports each pair's BD-rate (PSNR-YUV 6:1:1) against the bicubic and plain
 rows of the RD sweep (``experiments/results/rd``: same QPs, same content, H.264), and the
