@@ -163,10 +163,15 @@ class CodingTables(nn.Module):
         return torch.searchsorted(self.scale_table[:-1].to(scales.device).contiguous(), bounded.contiguous())
 
     def lists(self) -> tuple[list, list, list]:
-        """``(cdfs, lengths, offsets)`` as the coder takes them."""
+        """``(cdfs, lengths, offsets)`` as the coder takes them (built first if empty;
+        cached until the tables change)."""
         if not self.built:
             self.build()
-        return self._quantized_cdf.tolist(), self._cdf_length.tolist(), self._offset.tolist()
+        key = (self._quantized_cdf.data_ptr(), self._quantized_cdf._version)
+        if getattr(self, "_lists_key", None) != key:
+            self._lists = (self._quantized_cdf.tolist(), self._cdf_length.tolist(), self._offset.tolist())
+            self._lists_key = key
+        return self._lists
 
 
 def _ste_round(x: torch.Tensor) -> torch.Tensor:
@@ -246,15 +251,6 @@ class LatentCoder(nn.Module):
         likelihood = _gaussian_likelihood(q[0].float(), scales).clamp_min(LIKELIHOOD_BOUND)
         return -torch.log2(likelihood).sum(dim=0)
 
-    def _tables(self) -> tuple[list, list, list]:
-        """The coding tables as the coder takes them (lists), cached."""
-        cdfs = self.gaussian._quantized_cdf
-        key = (cdfs.data_ptr(), cdfs._version)
-        if getattr(self, "_tables_key", None) != key:
-            self._tables_cache = self.gaussian.lists()
-            self._tables_key = (self.gaussian._quantized_cdf.data_ptr(), self.gaussian._quantized_cdf._version)
-        return self._tables_cache
-
     def compress(self, q: torch.Tensor, classes: torch.Tensor, level: int, enhanced: torch.Tensor) -> bytes:
         """One frame's payload: symbols ``q`` ``[1, M, hb, wb]`` (clipped to +-MAX_SYMBOL),
         classes ``[1, hb, wb]``, ``enhanced`` ``[hb, wb]`` bool (at least one block)."""
@@ -266,7 +262,7 @@ class LatentCoder(nn.Module):
         p = min(255, max(1, round(256 * float(keep.mean()))))
         flag_bytes = _encode(keep.astype(np.int32).tolist(), [0] * keep.size, ([_binary_cdf(p)], [4], [0]))
         symbols = q[0].permute(1, 2, 0).reshape(-1, self.channels).numpy()[keep].clip(-MAX_SYMBOL, MAX_SYMBOL)
-        latent_bytes = _encode(symbols.reshape(-1).tolist(), self._indexes(level, classes, keep), self._tables())
+        latent_bytes = _encode(symbols.reshape(-1).tolist(), self._indexes(level, classes, keep), self.gaussian.lists())
         return bytes([level, p]) + len(flag_bytes).to_bytes(3, "big") + flag_bytes + latent_bytes
 
     def _indexes(self, level: int, classes: torch.Tensor, keep: np.ndarray) -> list[int]:
@@ -286,7 +282,7 @@ class LatentCoder(nn.Module):
         if flags is None or not ((flags == 0) | (flags == 1)).all() or not flags.any():
             raise DamagedData("its skip flags are malformed")
         enhanced = flags.astype(bool)
-        values = _decode(payload[HEADER_BYTES + n:], self._indexes(level, classes, enhanced), self._tables())
+        values = _decode(payload[HEADER_BYTES + n:], self._indexes(level, classes, enhanced), self.gaussian.lists())
         if values is None:
             raise DamagedData("its latents are malformed")
         q = np.zeros((hb * wb, self.channels), dtype=np.int32)
