@@ -6,6 +6,11 @@ Reads ``<content>_<codec>_<method>.json`` (CompressAI's layout, written by
 notebooks/rate_distortion.ipynb, which draws the same figures inline.
 
     python experiments/rd_figures.py [experiments/results/rd]     # tables and figure again
+    python experiments/rd_figures.py --compare OLD.json NEW.json    # one curve file against another, item by item
+
+``--compare`` prints, for each item of two results files of the same content (an earlier
+version from git, say: ``git show REV:experiments/results/rd/video_h264_dualcodec.json``),
+the PSNR-YUV BD-rate of NEW against OLD and each file's side-stream kilobytes per QP.
 """
 
 from __future__ import annotations
@@ -190,5 +195,18 @@ def summarize(folder: Path = RESULTS) -> None:
     print(items_markdown(items))
 
 
+def compare(old: Path, new: Path) -> None:
+    """Print NEW's BD-rate against OLD per item (:func:`item_rows`) and both side streams' kilobytes per QP."""
+    runs = {("video", "h264", "old"): json.loads(old.read_text()), ("video", "h264", "new"): json.loads(new.read_text())}
+    side = {(method, entry["source"]): [round(p["side_bytes"] / 1000, 1) for p in sorted(entry["points"], key=lambda p: p["qp"])]
+            for (_, _, method), run in runs.items() for entry in run["inputs"]}
+    for row, entry in zip(item_rows(runs, test="new", anchor="old"), runs["video", "h264", "new"]["inputs"]):
+        print(f"{row['item']}: {_item_cell(row)}; side KB, old {side['old', entry['source']]}, "
+              f"new {side['new', entry['source']]}")
+
+
 if __name__ == "__main__":
-    summarize(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS)
+    if len(sys.argv) == 4 and sys.argv[1] == "--compare":
+        compare(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        summarize(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS)
