@@ -52,6 +52,7 @@ class ModelConfig:
     taps: int = 5
     up_residual: bool = True  # the upsampler's per-pixel detail term, from its features
     up_chroma: str = "luma"  # "luma": chroma mixed with luma's weights and phases; "own": its own, on its grid
+    up_form: str = "mixture"  # "mixture": on the base luma grid; "folded": on the 4:2:0 planes' common grid (own chroma)
 
     def __post_init__(self) -> None:
         if self.scale not in (1, 2, 4):
@@ -62,6 +63,10 @@ class ModelConfig:
             raise DualcodecError(f"model.downsampler must be 'learned' or 'bicubic', got {self.downsampler!r}")
         if self.up_chroma not in ("luma", "own"):
             raise DualcodecError(f"model.up_chroma must be 'luma' or 'own', got {self.up_chroma!r}")
+        if self.up_form not in ("mixture", "folded"):
+            raise DualcodecError(f"model.up_form must be 'mixture' or 'folded', got {self.up_form!r}")
+        if self.up_form == "folded" and self.up_chroma != "own":
+            raise DualcodecError("model.up_form 'folded' mixes chroma on its own grid: set model.up_chroma = 'own'")
         if self.taps % 2 == 0:
             raise DualcodecError(f"model.taps must be odd, got {self.taps}")
 

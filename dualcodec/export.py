@@ -29,6 +29,7 @@ import torch
 from dualcodec.errors import DualcodecError
 from dualcodec.model import LoadedModel, lmbda_at
 from dualcodec.nets.quant import quantise_convs
+from dualcodec.nets.upsampler import FoldedUpsampler
 from dualcodec.runtime import GRAPHS_VERSION, SideFeatures, SideGraph, TorchRuntime, UpGraph, import_openvino, int8_dir, trace_side, trace_up, up_inputs
 
 class RecordingRuntime(TorchRuntime):
@@ -94,9 +95,14 @@ def record(loaded: LoadedModel, images: list[Path], qps: list[int], progress: bo
 
 
 def up_convs(model) -> list[str]:
-    """The upsampler's feature convolutions (what int8 runs; the filter mixture and the
-    detail term, which go straight to the output pixels, stay fp32)."""
-    return ["upsampler.conv_in", *(f"upsampler.body.{i}" for i in range(len(model.upsampler.body)))]
+    """The upsampler's convolutions that int8 runs: the feature network's, and with the
+    folded form its 1x1 heads and detail term too (the filter mixture, the candidates,
+    their products and sums, stays fp32)."""
+    up = model.upsampler
+    names = ["upsampler.conv_in", *(f"upsampler.body.{i}" for i in range(len(up.body)))]
+    if isinstance(up, FoldedUpsampler):
+        names += ["upsampler.head", "upsampler.chroma_head", *(["upsampler.detail"] if up.detail is not None else [])]
+    return names
 
 
 def side_convs(model) -> list[str]:

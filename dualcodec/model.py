@@ -11,6 +11,7 @@ base layer, real or proxy; ``x`` the planes seen together, chroma on luma's grid
                                                   w_hat --g_s--> s_feat                             |
                                                                 |                                   v
                             SpatiallyVaryingUpsampler(y_lr_hat, uv_lr_hat, s_feat) = filters + detail --> y_hat, uv_hat
+                            (or FoldedUpsampler, the same on the 4:2:0 planes' common grid)
 
 The side stream is an enhancement layer: ``g_a`` codes the residual against the
 upsampled base, conditioned on the base (:mod:`dualcodec.nets.side`), the latent coder's
@@ -20,9 +21,9 @@ its per-pixel detail term, the residual added on the upsampled base. Scale 1 is 
 same model on a full-resolution base: a learned, side-informed post-filter.
 
 The downsampler is bicubic per plane (or bicubic plus a learned residual); ``g_a`` and
-the upsampler see the three channels together, chroma brought to luma's grid
-(:func:`dualcodec.nets.common.to_444`), and the upsampler returns 4:2:0 planes (chroma
-averaged over each 2x2 output block, as :func:`~dualcodec.nets.common.from_444` does).
+the mixture-form upsampler see the three channels together, chroma brought to luma's grid
+(:func:`dualcodec.nets.common.to_444`), the folded form sees luma folded to chroma's
+grid; the upsampler returns 4:2:0 planes.
 
 Verbs: :meth:`forward` for training (bits from likelihoods), :meth:`analyse`,
 :meth:`side_classes` and :attr:`latent_coder` for the real side stream
@@ -49,7 +50,7 @@ from dualcodec.errors import DualcodecError
 from dualcodec.nets.common import bicubic_down, bicubic_up_folded, pad_to_multiple, to_444, to_444_folded
 from dualcodec.nets.downsampler import LearnedDownsampler
 from dualcodec.nets.side import SideAnalysis, SideSynthesis
-from dualcodec.nets.upsampler import SideInputs, SpatiallyVaryingUpsampler
+from dualcodec.nets.upsampler import FoldedUpsampler, SideInputs, SpatiallyVaryingUpsampler
 from dualcodec.yuv import YUVFormat, unit_to_planes
 
 MODEL_FORMAT = "dualcodec-model"
@@ -130,16 +131,14 @@ class DualLayerModel(nn.Module):
             self.latent_coder = LatentCoder(config.latent_channels)
         else:
             self.g_a = self.g_s = self.latent_coder = None
-        self.upsampler = SpatiallyVaryingUpsampler(
-            config.scale,
-            config.side_channels if config.side_stream else 0,
-            config.up_width,
-            config.up_depth,
-            config.num_filters,
-            config.taps,
-            config.up_residual,
-            config.up_chroma,
-        )
+        side_channels = config.side_channels if config.side_stream else 0
+        if config.up_form == "folded":
+            self.upsampler = FoldedUpsampler(config.scale, side_channels, config.up_width, config.up_depth,
+                                             config.num_filters, config.taps, config.up_residual)
+        else:
+            self.upsampler = SpatiallyVaryingUpsampler(config.scale, side_channels, config.up_width, config.up_depth,
+                                                       config.num_filters, config.taps, config.up_residual,
+                                                       config.up_chroma)
 
     @property
     def has_side_stream(self) -> bool:
@@ -182,12 +181,14 @@ class DualLayerModel(nn.Module):
         latents all zero) for base luma ``y_lr_hat`` ``[B,1,h,w]``, as the upsampler takes
         it: :meth:`~dualcodec.nets.upsampler.SpatiallyVaryingUpsampler.side_inputs` of the
         side features ``s`` and the enhancement residual ``r`` (on whole latent blocks),
-        cropped to the base layer's size. All ``None`` for a model without a side stream."""
+        cropped to the upsampler's grid for the base layer (its ``side_size``). All
+        ``None`` for a model without a side stream."""
         if not self.has_side_stream:
             return SideInputs(None, None, None)
         b, _, h, w = y_lr_hat.shape
         if w_hat is None:
             w_hat = y_lr_hat.new_zeros(b, self.latent_coder.channels, *self.latent_size(h, w))
+        h, w = self.upsampler.side_size(h, w)
         return SideInputs(*(None if t is None else t[..., :h, :w] for t in self.upsampler.side_inputs(*self.g_s(w_hat))))
 
     def upsample_with(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, side: SideInputs,

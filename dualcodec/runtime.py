@@ -14,7 +14,7 @@ and the encoder a third, for its side-stream choices:
 
 so a SKIP or REPEAT frame costs the upsampler alone (:class:`SideFeatures` of the all-zero
 latents are computed once per frame size; the side graph works on whole latent blocks,
-and its outputs are cropped to the base layer's size once, here). ``t`` passes between
+and its outputs are cropped to the upsampler's grid for the base layer once, here). ``t`` passes between
 the graphs channels last, the layout OpenVINO's convolutions work in: as ``[1,C,h,w]``
 each graph would reorder it (the side graph's output, and the up graph's input on every
 frame). Both graphs see code values, so the format's
@@ -65,7 +65,7 @@ GRAPHS_VERSION = 3  # the graphs' inputs and outputs; 3: t channels last; 2: sid
 
 @dataclass(frozen=True)
 class SideFeatures:
-    """One frame's side inputs to the upsampler (float32, batch 1, the base layer's size):
+    """One frame's side inputs to the upsampler (float32, batch 1, on the upsampler's grid of the base layer):
     :class:`~dualcodec.nets.upsampler.SideInputs` as the graphs pass them (``t`` channels
     last, ``[1,h,w,C]``), ``None`` where absent."""
 
@@ -103,7 +103,7 @@ def _model_side(side: tuple[torch.Tensor, ...]) -> SideInputs:
 
 class UpGraph(nn.Module):
     """Base code values, the format's numbers (:func:`~dualcodec.yuv.unit_scale`, ``[5]``)
-    and side inputs (of the base layer's size) to output code values (rounded and clamped
+    and side inputs (on the upsampler's grid) to output code values (rounded and clamped
     floats). ``rows``: the upsampler's strips (``None`` for a compiled graph)."""
 
     def __init__(self, model: DualLayerModel, rows: int | None = 32) -> None:
@@ -183,8 +183,8 @@ class _Networks:
 
     def _features(self, w_hat: np.ndarray, lr_height: int, lr_width: int) -> SideFeatures:
         t, *residual = self._synthesis(w_hat)
-        # copies, kept per packet
-        out = [np.array(t[:, :lr_height, :lr_width]), *(np.array(a[..., :lr_height, :lr_width]) for a in residual)]
+        h, w = self.model.upsampler.side_size(lr_height, lr_width)
+        out = [np.array(t[:, :h, :w]), *(np.array(a[..., :h, :w]) for a in residual)]  # copies, kept per packet
         return SideFeatures(*out, *(None,) * (3 - len(out)))
 
     def side_features(self, w_hat: torch.Tensor | None, lr_height: int, lr_width: int) -> SideFeatures:

@@ -61,10 +61,10 @@ class Encoded:
     clip: Clip
 
 
-def _saved_tiny_model(tmp_path_factory, seed: int, name: str) -> ModelFile:
+def _saved_tiny_model(tmp_path_factory, seed: int, name: str, up_form: str = "mixture") -> ModelFile:
     from dualcodec.model import save_model
 
-    model, config = build_tiny_model(seed=seed)
+    model, config = build_tiny_model(seed=seed, up_form=up_form)
     path = tmp_path_factory.mktemp("models") / f"{name}.pt"
     fingerprint = save_model(model, config, name, path, lmbda=TINY_LMBDA)
     return ModelFile(path, fingerprint, name)
@@ -74,6 +74,12 @@ def _saved_tiny_model(tmp_path_factory, seed: int, name: str) -> ModelFile:
 def tiny_model(tmp_path_factory) -> ModelFile:
     """A tiny 2x model file with a side stream that carries non-zero latents."""
     return _saved_tiny_model(tmp_path_factory, seed=0, name="tiny")
+
+
+@pytest.fixture(scope="session")
+def folded_model(tmp_path_factory) -> ModelFile:
+    """The tiny model with the folded upsampler (``model.up_form = "folded"``)."""
+    return _saved_tiny_model(tmp_path_factory, seed=0, name="folded", up_form="folded")
 
 
 @pytest.fixture(scope="session")

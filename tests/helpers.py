@@ -115,8 +115,8 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(peak**2 / mse))
 
 
-def build_tiny_model(seed: int = 0, perturb: bool = True):
-    """A tiny DualLayerModel and its config.
+def build_tiny_model(seed: int = 0, perturb: bool = True, up_form: str = "mixture"):
+    """A tiny DualLayerModel and its config (``up_form``: the upsampler's form).
 
     ``perturb`` scales up the last layer of the side analysis (its latents quantise to
     non-zero symbols at the side levels the tests code at, so the entropy decoder has work)
@@ -131,7 +131,7 @@ def build_tiny_model(seed: int = 0, perturb: bool = True):
     from dualcodec.model import DualLayerModel
 
     torch.manual_seed(seed)
-    config = ModelConfig(**TINY_CONFIG)
+    config = ModelConfig(**TINY_CONFIG, up_form=up_form)
     model = DualLayerModel(config)
     if perturb:
         with torch.no_grad():

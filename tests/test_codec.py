@@ -23,6 +23,7 @@ from helpers import (
     SHARED_DATA,
     image_planes,
     make_av_clip,
+    new_latents_every_frame,
     psnr_yuv,
     read_yuv420,
     run,
@@ -379,6 +380,20 @@ def test_plain_beats_bicubic_at_the_same_qp(clip, tmp_path):
     _, _, plain = _round_trip(clip.path, tmp_path / "p.mp4", PlainLayers(), qp=27)
     _, _, bic = _round_trip(clip.path, tmp_path / "b.mp4", BicubicLayers(2), qp=27)
     assert _mean_psnr_yuv(clip.frames, plain) > _mean_psnr_yuv(clip.frames, bic)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (33, 21), (37, 29)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_a_folded_model_codes_and_decodes_any_size_with_either_runtime(size, folded_model, tmp_path):
+    width, height = size
+    source = write_png(tmp_path / "image.png", synthetic_rgb(width, height, 1, seed=5)[0])
+    layers = new_latents_every_frame(load_model(str(folded_model.path)))  # the side stream on every block
+    LayeredCodec(layers, BaseCodecSettings(qp=27)).encode(source, tmp_path / "o.mp4")
+    decoded = [next(decode(tmp_path / "o.mp4", str(folded_model.path), runtime=r).frames) for r in ("torch", "openvino")]
+    assert _shapes(decoded[0]) == ((height, width), ((height + 1) // 2, (width + 1) // 2), ((height + 1) // 2, (width + 1) // 2))
+    torch_frame, openvino_frame = decoded
+    for a, b in zip((torch_frame.y, torch_frame.u, torch_frame.v), (openvino_frame.y, openvino_frame.u, openvino_frame.v)):
+        assert np.abs(a.astype(int) - b).max() <= 1
+    assert psnr_yuv(image_planes(source), decoded[0]) > 27.0
 
 
 def test_decoding_is_deterministic(dual_file, tiny_model):

@@ -90,6 +90,8 @@ def test_int_is_accepted_for_a_float(tmp_path):
         ("[loss]\nside_lmbda = -0.5\n", "must not be negative"),
         ("[model]\ntaps = 4\n", "taps"),
         ('[model]\ndownsampler = "lanczos"\n', "downsampler"),
+        ('[model]\nup_form = "lapar"\n', "model.up_form must be"),
+        ('[model]\nup_form = "folded"\n', "set model.up_chroma = 'own'"),
         ('[loss]\ndistortion = "ssim"\n', "distortion"),
     ],
 )

@@ -636,3 +636,67 @@ def test_default_model_loads(default_model_path):
     loaded = load_model("default")
     assert loaded.config.scale in (2, 4)
     assert Path(resolve_model_path("default")) == default_model_path
+
+
+FOLDED = {**TINY_CONFIG, "up_form": "folded"}
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+@pytest.mark.parametrize("latents", ["random", "skipped"])
+def test_untrained_folded_upsampler_is_bicubic_up_to_the_edges(scale, latents):
+    torch.manual_seed(0)
+    model = DualLayerModel(ModelConfig(scale=scale, **FOLDED))
+    y_lr_hat, uv_lr_hat = _lr_planes()
+    w_hat = torch.randn(2, TINY.latent_channels, 4, 6) if latents == "random" else None
+    y_hat, uv_hat = model.upsample(y_lr_hat, uv_lr_hat, w_hat)
+    # Both planes bicubic on their own grids, edges replicated in the base layer's pixels.
+    assert torch.allclose(y_hat, bicubic_up(y_lr_hat, scale), atol=1e-5)
+    assert torch.allclose(uv_hat, bicubic_up(uv_lr_hat, scale), atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_folded_upsampler_places_the_residual_as_the_mixture_form_does(scale):
+    """Untrained upsamplers add nothing of their own: what the latents change is the
+    enhancement residual alone, and both forms must put it on the same output pixels."""
+    torch.manual_seed(0)
+    mixture = DualLayerModel(ModelConfig(scale=scale, **TINY_CONFIG))
+    folded = DualLayerModel(ModelConfig(scale=scale, **FOLDED))
+    with torch.no_grad():
+        mixture.g_s.body[-1].weight.normal_(0.0, 0.05)
+    folded.g_s.load_state_dict(mixture.g_s.state_dict())
+    y_lr_hat, uv_lr_hat = _lr_planes(h=20, w=28)  # 20x28: latents on 20x28, folded grid 10x14
+    w_hat = torch.randn(2, TINY.latent_channels, 5, 7)
+    changes = []
+    for model in (mixture, folded):
+        with torch.no_grad():
+            enhanced, skipped = model.upsample(y_lr_hat, uv_lr_hat, w_hat), model.upsample(y_lr_hat, uv_lr_hat, None)
+        changes.append([a - b for a, b in zip(enhanced, skipped)])
+    assert changes[0][0].abs().max() > 1e-2  # the residual is there
+    for a, b in zip(*changes):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_folded_upsampler_runs_on_the_folded_grid(scale):
+    torch.manual_seed(0)
+    model = DualLayerModel(ModelConfig(scale=scale, **FOLDED))
+    up = model.upsampler
+    assert up.filters.shape == (up.num_filters, (2 * scale) ** 2 * 4, 3, 3)
+    assert up.head.out_channels == up.num_filters * (2 * scale) ** 2
+    assert up.chroma_head.out_channels == 2 * up.num_filters * scale ** 2  # each chroma plane its own weights
+    y_lr_hat, uv_lr_hat = _lr_planes(b=1, h=18, w=24)  # the latents cover 20x24: cropped to 9x12
+    with torch.no_grad():
+        for p in up.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        side = model.side_features(torch.randn(1, TINY.latent_channels, 5, 6), y_lr_hat)
+        assert up.side_size(18, 24) == (9, 12)
+        assert side.t.shape == (1, up.conv_in.out_channels, 9, 12)
+        assert side.r_y.shape == (1, (2 * scale) ** 2, 9, 12) and side.r_uv.shape == (1, 2 * scale ** 2, 9, 12)
+        whole = model.upsample_with(y_lr_hat, uv_lr_hat, side, rows=None)
+        strips = model.upsample_with(y_lr_hat, uv_lr_hat, side, rows=4)
+        up.head.weight.add_(1.0)
+        luma_changed = model.upsample_with(y_lr_hat, uv_lr_hat, side, rows=None)
+    assert whole[0].shape == (1, 1, 18 * scale, 24 * scale) and whole[1].shape == (1, 2, 9 * scale, 12 * scale)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, strips))
+    assert (whole[0] - bicubic_up(y_lr_hat, scale)).abs().max() > 1e-3  # trained weights: not bicubic
+    assert not torch.allclose(luma_changed[0], whole[0]) and torch.equal(luma_changed[1], whole[1])

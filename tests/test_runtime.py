@@ -38,13 +38,17 @@ def _differences(a, b) -> list[int]:
     return [int(np.abs(p.astype(np.int32) - q).max()) for p, q in zip(a, b)]
 
 
+FORMS = ["tiny_model", "folded_model"]  # the upsampler's two forms (model.up_form)
+
+
 @pytest.mark.parametrize("fmt", FORMATS, ids=["8bit-tv", "10bit-pc"])
-def test_torch_runtime_is_the_models_own_upsampling(tiny_model, fmt):
+@pytest.mark.parametrize("form", FORMS)
+def test_torch_runtime_is_the_models_own_upsampling(request, form, fmt):
     from dualcodec.basecodec import planes_from_tensors, planes_to_tensors
     from dualcodec.basecodec import Planes
     from dualcodec.yuv import planes_to_unit, unit_to_planes
 
-    loaded = load_model(str(tiny_model.path))
+    loaded = load_model(str(request.getfixturevalue(form).path))
     y, u, v = _base(18, 30, fmt)  # 18x30: the latents cover 20x32, the features are cropped
     w_hat = _latents(loaded, 18, 30)
     runtime = TorchRuntime(loaded)
@@ -57,8 +61,9 @@ def test_torch_runtime_is_the_models_own_upsampling(tiny_model, fmt):
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=["8bit-tv", "10bit-pc"])
-def test_openvino_fp32_decodes_as_torch_does(tiny_model, fmt):
-    loaded = load_model(str(tiny_model.path))
+@pytest.mark.parametrize("form", FORMS)
+def test_openvino_fp32_decodes_as_torch_does(request, form, fmt):
+    loaded = load_model(str(request.getfixturevalue(form).path))
     torch_rt, ov_rt = TorchRuntime(loaded), OpenVINORuntime(loaded, threads=2)
     for height, width in ((18, 30), (40, 24)):  # one traced graph serves every size and format
         y, u, v = _base(height, width, fmt)
@@ -117,19 +122,31 @@ def test_unknown_runtime_and_missing_int8_graphs_are_refused(tiny_model):
     assert make_runtime("auto", loaded).name == "openvino"
 
 
-@pytest.fixture(scope="module")
-def int8_model(tmp_path_factory, tiny_model):
-    """A copy of the tiny model with int8 graphs, calibrated on two synthetic images."""
+def _int8_copy(tmp_path_factory, model):
+    """A copy of a tiny model file with int8 graphs, calibrated on two synthetic images."""
     from dualcodec.export import export_int8
 
     folder = tmp_path_factory.mktemp("int8")
-    path = shutil.copy(tiny_model.path, folder / "tiny.pt")
+    path = shutil.copy(model.path, folder / f"{model.name}.pt")
     images = folder / "images"
     images.mkdir()
     for i, frame in enumerate(synthetic_rgb(64, 48, count=2, seed=3, noise=12.0)):
         write_png(images / f"{i}.png", frame)
     export_int8(load_model(str(path)), [images], count=2, qps=(22, 42), progress=False)
     return load_model(str(path))
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory, tiny_model):
+    return _int8_copy(tmp_path_factory, tiny_model)
+
+
+@pytest.fixture(scope="module")
+def int8_folded(tmp_path_factory, folded_model):
+    return _int8_copy(tmp_path_factory, folded_model)
+
+
+INT8_FORMS = ["int8_model", "int8_folded"]
 
 
 def test_export_writes_int8_graphs_tied_to_the_fingerprint(int8_model):
@@ -142,7 +159,9 @@ def test_export_writes_int8_graphs_tied_to_the_fingerprint(int8_model):
     assert make_runtime("auto", int8_model).name == "openvino-int8"
 
 
-def test_int8_decodes_close_to_torch(int8_model):
+@pytest.mark.parametrize("form", INT8_FORMS)
+def test_int8_decodes_close_to_torch(request, form):
+    int8_model = request.getfixturevalue(form)
     fmt = YUVFormat()
     rgb = synthetic_rgb(48, 40, count=1, seed=5, noise=12.0)[0]
     from helpers import to_planes
@@ -228,7 +247,9 @@ def test_traced_graphs_are_cached_under_the_fingerprint_and_a_damaged_entry_is_t
     assert runtime._SHARED.get_core().read_model(cached / "up.xml") is not None  # written again
 
 
-def test_int8_frames_are_identical_at_any_thread_count(int8_model):
+@pytest.mark.parametrize("form", INT8_FORMS)
+def test_int8_frames_are_identical_at_any_thread_count(request, form):
+    int8_model = request.getfixturevalue(form)
     fmt = YUVFormat()
     y, u, v = _base(40, 48, fmt)
     w_hat = _latents(int8_model, 40, 48)

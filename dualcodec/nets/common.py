@@ -10,16 +10,19 @@ from torch import nn
 class Normalize(nn.Module):
     """Centre and scale Y, Cb, Cr on the unit scale of :func:`dualcodec.yuv.planes_to_unit`
     (the per-channel statistics of natural images); ``fold``: the channels are those of a
-    ``pixel_unshuffle`` by ``fold`` (each of Y, Cb, Cr ``fold**2`` times, in turn).
+    ``pixel_unshuffle`` by ``fold`` (each of Y, Cb, Cr ``fold**2`` times, in turn), chroma's
+    by ``chroma_fold`` where given (4:2:0 planes folded to one grid: ``fold=2, chroma_fold=1``).
 
     Every network starts with this, so callers hand over plain plane values.
     """
 
-    def __init__(self, fold: int = 1) -> None:
+    def __init__(self, fold: int = 1, chroma_fold: int | None = None) -> None:
         super().__init__()
+        chroma_fold = fold if chroma_fold is None else chroma_fold
+        counts = torch.tensor([fold * fold, chroma_fold * chroma_fold, chroma_fold * chroma_fold])
         mean, std = torch.tensor([0.45, 0.5, 0.5]), torch.tensor([0.26, 0.07, 0.07])
-        self.register_buffer("mean", mean.repeat_interleave(fold * fold).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", std.repeat_interleave(fold * fold).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("mean", mean.repeat_interleave(counts).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", std.repeat_interleave(counts).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

@@ -21,6 +21,15 @@ convolution of their own (``conv_side``), computed once per side packet.
 
 Filter 0 starts as bicubic and the weights start at (1, 0, ..., 0), so an untrained
 upsampler is exactly bicubic upsampling.
+
+:class:`FoldedUpsampler` (``model.up_form = "folded"``) is the same design on the 4:2:0
+planes' common grid: each 2x2 block of base luma folded into four channels beside the
+block's chroma pair, so the network runs on a quarter of the base pixels with no 4:4:4
+conversion and its filters see 6x6 base pixels through 3x3 taps. It decodes 1.7x faster
+in int8 than the mixture form at the same multiply-accumulates per pixel
+(``experiments/bench_upsampler.py``): the per-pixel work around the network (the
+conversion to 4:4:4, the heads, the activations of 16 channels at every base pixel) is
+what the mixture form spends most of its time on.
 """
 
 from __future__ import annotations
@@ -68,6 +77,92 @@ def chroma_phases(scale: int) -> int:
     return max(1, (scale // 2) ** 2)
 
 
+def new_mixture(width: int, num_filters: int, start: torch.Tensor) -> tuple[nn.Conv2d, nn.Parameter]:
+    """A weight head from ``width`` features (zero: every pixel takes filter 0) and ``K``
+    filters of ``P`` phases ``[K, P, ...]`` that start as ``start`` ``[P, ...]`` (the others perturbed)."""
+    head = nn.Conv2d(width, num_filters * start.shape[0], 1)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head, new_filters(num_filters, start)
+
+
+def new_filters(num_filters: int, start: torch.Tensor) -> nn.Parameter:
+    """``K`` filters ``[K, P, ...]`` that start as ``start`` ``[P, ...]`` (all but the first perturbed)."""
+    filters = start.unsqueeze(0).repeat(num_filters, *(1,) * start.dim())
+    filters[1:] += 0.02 * torch.randn_like(filters[1:])
+    return nn.Parameter(filters)
+
+
+def group_sum(num_filters: int, outputs: int) -> torch.Tensor:
+    """The 1x1 kernel ``[N, N K, 1, 1]`` of zeros and ones that sums each run of K channels."""
+    groups = torch.arange(outputs * num_filters) // num_filters
+    return (groups[None] == torch.arange(outputs)[:, None]).float()[..., None, None]
+
+
+def register_sums(module: nn.Module, prefix: str, num_filters: int, channels: int, phases: int) -> None:
+    """The fixed index and weights of a 4-D mixture of ``channels`` channels (see
+    :func:`mixture_weights` and :func:`in_strips`), as buffers of ``module``."""
+    k = num_filters
+    order = torch.arange(k * phases).view(k, phases).t().reshape(-1)
+    module.register_buffer(prefix + "head_order", order, persistent=False)
+    module.register_buffer(prefix + "filter_sum", group_sum(k, channels * phases), persistent=False)
+    offset = F.one_hot(torch.zeros(phases, dtype=torch.long), k).t().reshape(-1).float()  # filter 0, row (k, p)
+    module.register_buffer(prefix + "weight_offset", offset, persistent=False)
+
+
+def residual_body(z: torch.Tensor, body: nn.ModuleList) -> torch.Tensor:
+    """The feature network after its first convolution: ``f = lrelu(z)``, then
+    ``f + lrelu(conv(f))`` for each convolution of ``body``."""
+    f = F.leaky_relu(z, 0.1)
+    for conv in body:
+        f = f + F.leaky_relu(conv(f), 0.1)
+    return f
+
+
+def mixture_weights(f: torch.Tensor, head: nn.Conv2d, order: torch.Tensor, offset: torch.Tensor,
+                    channels: int) -> torch.Tensor:
+    """Filter weights for every output pixel, in low-resolution layout, repeated for the
+    ``channels`` channels a mixture serves: ``[B, C P K, h, w]``, channel ``(c P + p) K + k``
+    for channel ``c``, phase ``p`` and filter ``k`` (the order of the candidates)."""
+    # The head's rows, stored (k, p), are read in (p, k) order and repeated per channel:
+    # the mixture then stays a 4-D, per-channel product (no 6-D views, which cost a
+    # layout change each in a compiled graph). The offset rides in the bias.
+    weight = head.weight[order].repeat(channels, 1, 1, 1)
+    return F.conv2d(f.contiguous(), weight, (head.bias + offset)[order].repeat(channels))
+
+
+def per_channel_kernel(filters: torch.Tensor, channels: int) -> torch.Tensor:
+    """Filters ``[K, P, t, t]``, applied to each of ``channels`` channels on its own, as a
+    grouped convolution's kernel ``[C P K, 1, t, t]`` (rows in the order of :func:`mixture_weights`)."""
+    k, phases, taps = filters.shape[:3]
+    return filters.transpose(0, 1).reshape(-1, 1, taps, taps).repeat(channels, 1, 1, 1)
+
+
+def replicate_pad(x: torch.Tensor, taps: int) -> torch.Tensor:
+    """``x`` padded for a ``taps x taps`` convolution that keeps its size, edges replicated."""
+    return F.pad(x, [taps // 2] * 4, mode="replicate")
+
+
+def in_strips(x_padded: torch.Tensor, weights: torch.Tensor, kernel: torch.Tensor, filter_sum: torch.Tensor,
+              groups: int, rows: int | None) -> torch.Tensor:
+    """``sum_k w_k c_k`` of the candidates ``c = conv(x_padded, kernel, groups)`` (every
+    filter's output, in the order of ``weights`` ``[B, N K, h, w]``; ``x_padded`` padded for
+    the kernel) for every output channel ``[B, N, h, w]``: a 1x1 convolution of zeros and
+    ones sums each group of K. Formed in strips of ``rows`` rows, so that a strip's
+    candidates stay in cache (``None``: one strip, the form a compiled graph takes)."""
+    pad = kernel.shape[-1] // 2
+    x_padded = x_padded.contiguous()
+
+    def mix(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(x, kernel, groups=groups) * w, filter_sum)
+
+    if rows is None:  # no slices: a traced graph keeps its sizes free
+        return mix(x_padded, weights)
+    h = weights.shape[-2]
+    return torch.cat([mix(x_padded[:, :, top : min(h, top + rows) + 2 * pad], weights[:, :, top : min(h, top + rows)])
+                      for top in range(0, h, rows)], dim=-2)
+
+
 class SpatiallyVaryingUpsampler(nn.Module):
     """See the module docstring. ``chroma``: ``"luma"`` mixes chroma with luma's weights
     and filters at luma's phases, then averages each 2x2 output block; ``"own"`` gives
@@ -102,8 +197,8 @@ class SpatiallyVaryingUpsampler(nn.Module):
         self.conv_side = nn.Conv2d(side_channels, width, 3, padding=1, bias=False) if self.own_chroma and side_channels else None
         self.body = nn.ModuleList(conv3x3(width, width) for _ in range(depth))
         bicubic = bicubic_polyphase(scale, taps)
-        self.head, self.filters = self._new_mixture(width, bicubic)
-        self._register_sums("", self.luma_channels, self.phases)
+        self.head, self.filters = new_mixture(width, num_filters, bicubic)
+        register_sums(self, "", num_filters, self.luma_channels, self.phases)
         # Optional additive detail per output pixel, predicted from the same features:
         # channel c*s*s + phase, as pixel_shuffle reads it (chroma at its own phases if own).
         self.detail_channels = self.phases + 2 * chroma_phases(scale) if self.own_chroma else CHANNELS * self.phases
@@ -116,30 +211,13 @@ class SpatiallyVaryingUpsampler(nn.Module):
         if self.own_chroma:
             # Filter 0 starts as what "luma" mode does untrained: bicubic phases averaged.
             start = bicubic if average is None else torch.einsum("qp,pyx->qyx", average[: chroma_phases(scale), :, 0, 0], bicubic)
-            self.chroma_head, self.chroma_filters = self._new_mixture(width, start)
-            self._register_sums("chroma_", 2, chroma_phases(scale))
+            self.chroma_head, self.chroma_filters = new_mixture(width, num_filters, start)
+            register_sums(self, "chroma_", num_filters, 2, chroma_phases(scale))
 
-    def _new_mixture(self, width: int, start: torch.Tensor) -> tuple[nn.Conv2d, nn.Parameter]:
-        """A weight head (zero: every pixel takes filter 0) and ``K`` filters of ``P`` phases
-        ``[K, P, t, t]`` that start as ``start`` ``[P, t, t]`` (the others perturbed)."""
-        phases = start.shape[0]
-        head = nn.Conv2d(width, self.num_filters * phases, 1)
-        nn.init.zeros_(head.weight)
-        nn.init.zeros_(head.bias)
-        filters = start.unsqueeze(0).repeat(self.num_filters, 1, 1, 1)
-        filters[1:] += 0.02 * torch.randn_like(filters[1:])
-        return head, nn.Parameter(filters)
-
-    def _register_sums(self, prefix: str, channels: int, phases: int) -> None:
-        """The fixed index and weights of a 4-D mixture (see :meth:`_weights`)."""
-        k = self.num_filters
-        order = torch.arange(k * phases).view(k, phases).t().reshape(-1)
-        self.register_buffer(prefix + "head_order", order, persistent=False)
-        groups = torch.arange(channels * phases * k) // k
-        filter_sum = (groups[None] == torch.arange(channels * phases)[:, None]).float()
-        self.register_buffer(prefix + "filter_sum", filter_sum[..., None, None], persistent=False)
-        offset = F.one_hot(torch.zeros(phases, dtype=torch.long), k).t().reshape(-1).float()  # filter 0, row (k, p)
-        self.register_buffer(prefix + "weight_offset", offset, persistent=False)
+    def side_size(self, lr_height: int, lr_width: int) -> tuple[int, int]:
+        """The grid of :meth:`side_inputs` for a base layer of ``lr_height x lr_width``: the
+        base layer's own."""
+        return lr_height, lr_width
 
     def side_inputs(self, s: torch.Tensor | None, r_y: torch.Tensor | None = None,
                     r_uv: torch.Tensor | None = None) -> SideInputs:
@@ -162,35 +240,7 @@ class SpatiallyVaryingUpsampler(nn.Module):
             z = self.conv_in(torch.cat([z, t], dim=1))
         else:
             z = self.conv_in(z) + t
-        f = F.leaky_relu(z, 0.1)
-        for conv in self.body:
-            f = f + F.leaky_relu(conv(f), 0.1)
-        return f
-
-    @staticmethod
-    def _weights(f: torch.Tensor, head: nn.Conv2d, order: torch.Tensor, offset: torch.Tensor,
-                 channels: int) -> torch.Tensor:
-        """Filter weights for every output pixel, in low-resolution layout, repeated for the
-        ``channels`` channels a mixture serves: ``[B, C P K, h, w]``, channel ``(c P + p) K + k``
-        for channel ``c``, phase ``p`` and filter ``k`` (the order :meth:`_candidates` produces)."""
-        # The head's rows, stored (k, p), are read in (p, k) order and repeated per channel:
-        # the mixture then stays a 4-D, per-channel product (no 6-D views, which cost a
-        # layout change each in a compiled graph). The offset rides in the bias.
-        weight = head.weight[order].repeat(channels, 1, 1, 1)
-        return F.conv2d(f.contiguous(), weight, (head.bias + offset)[order].repeat(channels))
-
-    @staticmethod
-    def _mix(x_padded: torch.Tensor, weights: torch.Tensor, filters: torch.Tensor,
-             filter_sum: torch.Tensor) -> torch.Tensor:
-        """``sum_k w_k c_k`` for every channel and phase of a replicate-padded strip
-        ``x_padded`` ``[B, C, rows + t - 1, w + t - 1]``: ``[B, C P, rows, w]``. The
-        candidates ``c`` (every filter on every channel, ``[B, C P K, rows, w]``) come in the
-        order of :meth:`_weights`; a 1x1 convolution of zeros and ones sums each group of K."""
-        k, phases, taps = filters.shape[:3]
-        channels = x_padded.shape[1]
-        kernel = filters.transpose(0, 1).reshape(-1, 1, taps, taps).repeat(channels, 1, 1, 1)
-        candidates = F.conv2d(x_padded.contiguous(), kernel, groups=channels)
-        return F.conv2d(candidates * weights, filter_sum)
+        return residual_body(z, self.body)
 
     def _mixture(self, x: torch.Tensor, f: torch.Tensor, rows: int | None, chroma: bool) -> torch.Tensor:
         """Luma's mixture (``chroma`` False: of channel 0 with own chroma, else of all three)
@@ -198,17 +248,12 @@ class SpatiallyVaryingUpsampler(nn.Module):
         features ``f``: ``[B, C P, h, w]``."""
         if chroma:
             filters, filter_sum = self.chroma_filters, self.chroma_filter_sum
-            weights = self._weights(f, self.chroma_head, self.chroma_head_order, self.chroma_weight_offset, 2)
+            weights = mixture_weights(f, self.chroma_head, self.chroma_head_order, self.chroma_weight_offset, 2)
         else:
             filters, filter_sum = self.filters, self.filter_sum
-            weights = self._weights(f, self.head, self.head_order, self.weight_offset, self.luma_channels)
-        x_padded = F.pad(x, [self.taps // 2] * 4, mode="replicate")
-        if rows is None:
-            return self._mix(x_padded, weights, filters, filter_sum)
-        h = f.shape[-2]
-        return torch.cat([self._mix(x_padded[:, :, top : min(h, top + rows) + self.taps - 1],
-                                    weights[:, :, top : min(h, top + rows)], filters, filter_sum)
-                          for top in range(0, h, rows)], dim=-2)
+            weights = mixture_weights(f, self.head, self.head_order, self.weight_offset, self.luma_channels)
+        return in_strips(replicate_pad(x, self.taps), weights, per_channel_kernel(filters, x.shape[1]), filter_sum,
+                         x.shape[1], rows)
 
     def forward(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, t: torch.Tensor | None = None,
                 r_y: torch.Tensor | None = None, r_uv: torch.Tensor | None = None,
@@ -245,3 +290,113 @@ class SpatiallyVaryingUpsampler(nn.Module):
         if not self.own_chroma:
             uv_mix = F.conv2d(uv_mix, self.chroma_average, groups=2)
         return y_hat, F.pixel_shuffle(uv_mix, self.scale // 2)
+
+
+def folded_bicubic(scale: int) -> torch.Tensor:
+    """Bicubic upsampling by ``scale`` on the folded grid of :class:`FoldedUpsampler`: the
+    ``(2 scale)**2`` output phases of each 2x2 block of base pixels from the four
+    ``pixel_unshuffle`` channels of that block and its eight neighbours, ``[(2s)^2, 4, 3, 3]``
+    (exact away from the edges: bicubic's four taps reach one base pixel past the block)."""
+    size = 16  # base pixels of the impulse images; the block read out starts at (8, 8)
+    impulses = torch.zeros(36, 1, size, size)
+    for n in range(36):
+        a, b, dy, dx = n // 18, n // 9 % 2, n // 3 % 3, n % 3
+        impulses[n, 0, 8 + 2 * (dy - 1) + a, 8 + 2 * (dx - 1) + b] = 1.0
+    up = F.interpolate(impulses, scale_factor=float(scale), mode="bicubic", align_corners=False)
+    block = up[:, 0, 8 * scale : 10 * scale, 8 * scale : 10 * scale].reshape(2, 2, 3, 3, -1)  # a, b, dy, dx, phase
+    return block.permute(4, 0, 1, 2, 3).reshape(-1, 4, 3, 3).contiguous()
+
+
+class FoldedUpsampler(nn.Module):
+    """The spatially varying upsampler on the 4:2:0 planes' common grid: every base luma
+    2x2 block folded into four channels beside the block's chroma pair, so the network runs
+    on a quarter of the base layer's pixels with no 4:4:4 conversion, and writes each
+    block's ``(2s)^2`` output luma pixels and ``s^2`` pixels of each chroma plane::
+
+        [u2(y_lr_hat), uv_lr_hat] --Normalize--conv3x3 (+ t)--(conv3x3 + residual) x depth = f
+        luma:   m_Y  = sum_k w_k(f) * (F_k conv u2(y_lr_hat))   F_k: [(2s)^2, 4, 3, 3]
+        chroma: m_UV = sum_k v_k(f) * (G_k conv uv_lr_hat)      G_k: [s^2, t, t], per plane
+        (+ 1x1 detail of f, + the side stream's residual r), then depth_to_space by 2s and s
+
+    ``u2`` is ``pixel_unshuffle`` by 2. The per-pixel weights ``w``, ``v`` come from 1x1
+    heads of the features, as in :class:`SpatiallyVaryingUpsampler` (own chroma); filter 0
+    starts as bicubic (:func:`folded_bicubic`), and an untrained upsampler is bicubic
+    upsampling. Same arguments, methods and outputs as that class; chroma always has its
+    own mixture, and ``taps`` are chroma's."""
+
+    own_chroma = True
+
+    def __init__(self, scale: int, side_channels: int, width: int = 32, depth: int = 2,
+                 num_filters: int = 4, taps: int = 5, residual: bool = True) -> None:
+        super().__init__()
+        self.scale = scale
+        self.num_filters = num_filters
+        self.taps = taps
+        self.phases = (2 * scale) ** 2  # luma outputs per folded pixel
+        self.chroma_phases = scale * scale  # each chroma plane's
+        self.normalize = Normalize(2, chroma_fold=1)
+        self.conv_in = conv3x3(6, width)
+        # The side features' part of the first convolution, once per side packet (:meth:`side_inputs`).
+        self.conv_side = nn.Conv2d(4 * side_channels, width, 3, padding=1, bias=False) if side_channels else None
+        self.body = nn.ModuleList(conv3x3(width, width) for _ in range(depth))
+        # Luma's filters [K, P 4, 3, 3] (4-D, as a module's parameters may be), read as [K, P, 4, 3, 3].
+        self.head, self.filters = self._new_mixture(width, folded_bicubic(scale).flatten(0, 1), 1, self.phases)
+        self.chroma_head, self.chroma_filters = self._new_mixture(width, bicubic_polyphase(scale, taps), 2,
+                                                                  self.chroma_phases)
+        self.register_buffer("filter_sum", group_sum(num_filters, self.phases), persistent=False)
+        self.register_buffer("chroma_filter_sum", group_sum(num_filters, 2 * self.chroma_phases), persistent=False)
+        self.detail_channels = self.phases + 2 * self.chroma_phases
+        self.detail = nn.Conv2d(width, self.detail_channels, 1) if residual else None
+        if self.detail is not None:
+            nn.init.zeros_(self.detail.weight)
+            nn.init.zeros_(self.detail.bias)
+
+    def _new_mixture(self, width: int, start: torch.Tensor, channels: int, phases: int) -> tuple[nn.Conv2d, nn.Parameter]:
+        """Filters as :func:`new_mixture`, and a weight head whose rows are the candidates'
+        order, ``(c P + p) K + k``, one set per channel (no reordering, no repeat: a plain
+        1x1 convolution, which int8 can run); its bias starts every pixel on filter 0."""
+        head = nn.Conv2d(width, channels * phases * self.num_filters, 1)
+        nn.init.zeros_(head.weight)
+        with torch.no_grad():
+            head.bias.copy_((torch.arange(head.out_channels) % self.num_filters == 0).float())
+        return head, new_filters(self.num_filters, start)
+
+    def side_size(self, lr_height: int, lr_width: int) -> tuple[int, int]:
+        """The grid of :meth:`side_inputs` for a base layer of ``lr_height x lr_width`` (even):
+        the folded grid, half of it each way."""
+        return lr_height // 2, lr_width // 2
+
+    def side_inputs(self, s: torch.Tensor | None, r_y: torch.Tensor | None = None,
+                    r_uv: torch.Tensor | None = None) -> SideInputs:
+        """:meth:`SpatiallyVaryingUpsampler.side_inputs` (same inputs, on the base layer's
+        grid of even size) on the folded grid: the side term of the first convolution, the
+        residual's luma at the ``(2s)^2`` phases of each folded pixel and chroma's averaged
+        over each 2x2 output block, at its ``s^2``."""
+        t = None if s is None else self.conv_side(F.pixel_unshuffle(s, 2))
+        if r_y is not None:
+            r_y = F.pixel_unshuffle(F.pixel_shuffle(r_y, self.scale), 2 * self.scale)
+            r_uv = F.pixel_unshuffle(F.avg_pool2d(F.pixel_shuffle(r_uv, self.scale), 2), self.scale)
+        return SideInputs(t, r_y, r_uv)
+
+    def forward(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, t: torch.Tensor | None = None,
+                r_y: torch.Tensor | None = None, r_uv: torch.Tensor | None = None,
+                rows: int | None = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded base planes ``y_lr_hat`` ``[B,1,h,w]``, ``uv_lr_hat`` ``[B,2,h/2,w/2]`` (unit
+        scale, ``h``, ``w`` even) and the :class:`SideInputs` of :meth:`side_inputs` -> 4:2:0
+        planes ``y_hat`` ``[B,1,sh,sw]``, ``uv_hat`` ``[B,2,sh/2,sw/2]``; ``rows``: strips of
+        the folded grid (see :func:`in_strips`)."""
+        y_folded = F.pixel_unshuffle(y_lr_hat, 2)
+        z = self.conv_in(self.normalize(torch.cat([y_folded, uv_lr_hat], dim=1)))
+        f = residual_body(z if t is None else z + t, self.body)
+        kernel = self.filters.view(self.num_filters, self.phases, 4, 3, 3).transpose(0, 1).reshape(-1, 4, 3, 3)  # rows (p, k)
+        # padded by a base pixel pair, edges replicated as in the base layer (not pairs repeated)
+        y_padded = F.pixel_unshuffle(F.pad(y_lr_hat, [2] * 4, mode="replicate"), 2)
+        y_mix = in_strips(y_padded, self.head(f), kernel, self.filter_sum, 1, rows)
+        uv_mix = in_strips(replicate_pad(uv_lr_hat, self.taps), self.chroma_head(f), per_channel_kernel(self.chroma_filters, 2),
+                           self.chroma_filter_sum, 2, rows)
+        if self.detail is not None:
+            y_detail, uv_detail = conv_parts(self.detail, f, [self.phases, 2 * self.chroma_phases])
+            y_mix, uv_mix = y_mix + y_detail, uv_mix + uv_detail
+        if r_y is not None:
+            y_mix, uv_mix = y_mix + r_y, uv_mix + r_uv
+        return F.pixel_shuffle(y_mix, 2 * self.scale), F.pixel_shuffle(uv_mix, self.scale)
