@@ -2,9 +2,11 @@
 
 The two decoder graphs of :mod:`dualcodec.runtime`, with their feature convolutions in
 int8 (:class:`~dualcodec.nets.quant.QuantConv2d`: 8-bit inputs, int8 weights per
-channel): ``g_s`` and the upsampler's side term, ``conv_in`` and ``body``. The filter
-mixture (the candidate filters, the per-pixel weights, their products and sums) and the
-detail term stay fp32: their error would go straight to the output pixels.
+channel): ``g_s`` and the upsampler's side term, ``conv_in`` and ``body``, and with the
+folded upsampler its 1x1 weight heads and detail term too (plain convolutions there; the
+mixture form reorders its heads' rows, which stay fp32 with its detail term). The filter
+mixture itself (the candidate filters, their products with the weights and their sums)
+stays fp32: its error would go straight to the output pixels.
 
 Calibrated post-training quantisation on what the decoder really sees: real images coded
 by the model through the real base codec at several QPs and decoded, their side latents
