@@ -64,7 +64,8 @@ CHROMA_MODES = ("luma", "own")
 
 class SideInputs(NamedTuple):
     """The side stream's inputs to the upsampler, from :meth:`SpatiallyVaryingUpsampler.side_inputs`
-    (each ``None`` where the model has no side stream, or no enhancement residual)."""
+    (each ``None`` where the model has no side stream, or no enhancement residual); the
+    shapes are the mixture form's, :class:`FoldedUpsampler`'s are on its grid."""
 
     t: torch.Tensor | None  # the side features' term of the first convolution [B, width or C_s, h, w]
     r_y: torch.Tensor | None  # the residual on luma's phases [B, s^2, h, w]
@@ -296,7 +297,7 @@ def folded_bicubic(scale: int) -> torch.Tensor:
     """Bicubic upsampling by ``scale`` on the folded grid of :class:`FoldedUpsampler`: the
     ``(2 scale)**2`` output phases of each 2x2 block of base pixels from the four
     ``pixel_unshuffle`` channels of that block and its eight neighbours, ``[(2s)^2, 4, 3, 3]``
-    (exact away from the edges: bicubic's four taps reach one base pixel past the block)."""
+    (bicubic's four taps reach at most two base pixels past the block: one folded pixel)."""
     size = 16  # base pixels of the impulse images; the block read out starts at (8, 8)
     impulses = torch.zeros(36, 1, size, size)
     for n in range(36):
