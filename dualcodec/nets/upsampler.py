@@ -25,11 +25,10 @@ upsampler is exactly bicubic upsampling.
 :class:`FoldedUpsampler` (``model.up_form = "folded"``) is the same design on the 4:2:0
 planes' common grid: each 2x2 block of base luma folded into four channels beside the
 block's chroma pair, so the network runs on a quarter of the base pixels with no 4:4:4
-conversion and its filters see 6x6 base pixels through 3x3 taps. It decodes 1.7x faster
-in int8 than the mixture form at the same multiply-accumulates per pixel
-(``experiments/bench_upsampler.py``): the per-pixel work around the network (the
-conversion to 4:4:4, the heads, the activations of 16 channels at every base pixel) is
-what the mixture form spends most of its time on.
+conversion and its filters see 6x6 base pixels through 3x3 taps. Its int8 graph runs
+1.7x faster than the mixture form's (``experiments/bench_upsampler.py``): the per-pixel
+work around the network (the conversion to 4:4:4, the heads, the activations of 16
+channels at every base pixel) is what the mixture form spends most of its time on.
 """
 
 from __future__ import annotations
@@ -135,7 +134,7 @@ def mixture_weights(f: torch.Tensor, head: nn.Conv2d, order: torch.Tensor, offse
 def per_channel_kernel(filters: torch.Tensor, channels: int) -> torch.Tensor:
     """Filters ``[K, P, t, t]``, applied to each of ``channels`` channels on its own, as a
     grouped convolution's kernel ``[C P K, 1, t, t]`` (rows in the order of :func:`mixture_weights`)."""
-    k, phases, taps = filters.shape[:3]
+    taps = filters.shape[-1]
     return filters.transpose(0, 1).reshape(-1, 1, taps, taps).repeat(channels, 1, 1, 1)
 
 
