@@ -269,15 +269,17 @@ class BaseDecoder:
         return [_planes_from_frame(f, self.bit_depth) for f in self.codec_context.decode(packet)]
 
 
-def roundtrip(settings: BaseCodecSettings, frames: Sequence[Planes]) -> tuple[list[Planes], list[int]]:
-    """Code each frame as its own intra picture; returns decoded frames and their sizes in bytes.
+def roundtrip(settings: BaseCodecSettings, frames: Sequence[Planes],
+              intra: bool = True) -> tuple[list[Planes], list[int]]:
+    """Code each frame as its own intra picture (``intra``) or the frames as one sequence
+    with the settings' GOP and the encoder's P- and B-frames; returns the decoded frames
+    and their sizes in bytes, in display order.
 
-    Used in training: the real codec, frame by frame, with exact packet sizes.
+    Used in training: the real codec with exact packet sizes.
     """
     first = frames[0]
-    intra = dataclasses.replace(settings, gop=1)
-    encoder = BaseEncoder(intra, first.width, first.height)
-    if settings.codec == "h264":
+    encoder = BaseEncoder(dataclasses.replace(settings, gop=1) if intra else settings, first.width, first.height)
+    if intra and settings.codec == "h264":
         encoder.codec_context.max_b_frames = 0
     packets = []
     for planes in frames:

@@ -25,6 +25,7 @@ EPILOG = """examples:
   dualcodec info clip.mp4 --json
   dualcodec eval kodak/*.png --codec hevc --qp 27 32 37 42 -o dual_hevc.json
   dualcodec eval kodak/*.png --codec hevc --qp 27 32 37 42 -o dual_hevc.json --resume   # after a stop
+  dualcodec pairs experiments/default_x2_pairs.toml -o runs_data/pairs_x2   # base layers coded once, from whole pictures
   dualcodec train experiments/default_x2.toml --set train.name=try
   dualcodec train experiments/default_x2.toml --set train.name=try --resume
   dualcodec frames clip.mp4 other.y4m -o frames/          # PNG frame folders for multi-frame training
@@ -152,6 +153,20 @@ def _parser() -> argparse.ArgumentParser:
                     help="shrink each frame N times in RGB, antialiased bicubic (default 1: full size); "
                     "sides N does not divide lose their last pixels")
     fr.add_argument("-q", "--quiet", action="store_true", help="no summary")
+
+    pa = sub.add_parser("pairs", help="code an experiment's training pictures' base layer once, for training",
+                        description="Code the base layer of every training picture of EXPERIMENT (its [data] "
+                        "train_dirs, validation held out) at each QP, from whole pictures: an image as one intra "
+                        "picture, a frame folder as one sequence with P- and B-frames, as a file has them. Train "
+                        "on them with [data] pairs = \"DIR\" (bicubic downsampler only).")
+    pa.add_argument("config", type=Path, metavar="EXPERIMENT", help="experiment file, e.g. experiments/default_x2.toml")
+    pa.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="output folder (new or empty)")
+    pa.add_argument("--qp", type=int, nargs="+", metavar="QP",
+                    help="QPs to code at (default 22 to 42 in steps of 4); training draws from those within "
+                    "[base] qp_min..qp_max")
+    pa.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one setting of the experiment (repeatable)")
+    pa.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
     tr = sub.add_parser("train", help="train a model end to end with DeepSpeed",
                         description="Train a dual-layer model from an experiment file (TOML); the exported "
@@ -470,6 +485,25 @@ def _train(args: argparse.Namespace) -> None:
               f"{result.best_loss:.5f}; model written to {result.model_path}", file=sys.stderr)
 
 
+def _pairs(args: argparse.Namespace) -> None:
+    from dualcodec.basecodec import MAX_QP
+    from dualcodec.config import load_experiment
+    from dualcodec.data import split_sources
+    from dualcodec.pairs import DEFAULT_QPS, write_pairs
+
+    exp = load_experiment(args.config, args.set)
+    qps = sorted(set(args.qp or DEFAULT_QPS))
+    bad = [qp for qp in qps if not 0 <= qp <= MAX_QP[exp.base.codec]]
+    if bad:
+        raise DualcodecError(f"--qp must be within 0..{MAX_QP[exp.base.codec]} for {exp.base.codec}, got {bad}")
+    train_files, _ = split_sources(exp.data.train_dirs, exp.data.val_fraction, exp.data.val_gap)
+    count = write_pairs(train_files, args.output, exp.model.scale, exp.base.codec, exp.base.preset, qps,
+                        progress=not args.quiet)
+    if not args.quiet:
+        print(f"{args.output}: {count} pictures at QP {' '.join(map(str, qps))}, scale "
+              f"{exp.model.scale}, {exp.base.codec}", file=sys.stderr)
+
+
 def _export(args: argparse.Namespace) -> None:
     from dualcodec.export import export_int8
     from dualcodec.model import load_model
@@ -512,8 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     # compressai scripts its entropy coder helpers with torch.jit, which torch now flags.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
     args = _parser().parse_args(argv)
-    handlers = {"encode": _encode, "decode": _decode, "info": _info, "eval": _eval, "frames": _frames, "train": _train,
-                "export": _export}
+    handlers = {"encode": _encode, "decode": _decode, "info": _info, "eval": _eval, "frames": _frames, "pairs": _pairs,
+                "train": _train, "export": _export}
     signals = (signal.SIGTERM, signal.SIGHUP)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = [signal.signal(sig, _raise_terminated) for sig in signals] if in_main_thread else []

@@ -100,7 +100,9 @@ class LossConfig:
     ``lmbda(qp) = lmbda * 2 ** ((qp - 32) / 6)`` follows the quantiser step, so one
     model trained over a range of QPs trades rate for distortion like the codec does.
     ``r(t)`` ramps the side bits in: 0 for ``side_rate_delay`` steps (the side path learns
-    on distortion alone), then linearly to 1 over ``side_rate_warmup`` steps.
+    on distortion alone), then linearly to 1 over ``side_rate_warmup`` steps. With
+    ``skip_weight`` the distortion of the output with every block skipped is added,
+    that many times: ``D(x, x_hat) + skip_weight * D(x, x_skip)``.
     """
 
     distortion: str = "l1"  # "l1" | "mse"
@@ -110,12 +112,18 @@ class LossConfig:
     side_rate_delay: int = 0  # steps on distortion alone before the side-bits weight ramps in
     side_rate_warmup: int = 0  # steps over which the side-bits weight then ramps from 0 to 1
     train_skip: bool = True  # train through the encoder's per-block skip/enhance choice
+    # Weight of the distortion of the output with every block skipped (the upsampler
+    # alone, what a file's predicted frames mostly get) beside that of the chosen output.
+    skip_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.distortion not in ("l1", "mse"):
             raise DualcodecError(f"loss.distortion must be 'l1' or 'mse', got {self.distortion!r}")
-        if min(self.lmbda, self.side_lmbda, self.side_rate_delay, self.side_rate_warmup) < 0:
-            raise DualcodecError("loss.lmbda, side_lmbda, side_rate_delay and side_rate_warmup must not be negative")
+        if min(self.lmbda, self.side_lmbda, self.side_rate_delay, self.side_rate_warmup, self.skip_weight) < 0:
+            raise DualcodecError("loss.lmbda, side_lmbda, side_rate_delay, side_rate_warmup and skip_weight must not "
+                                 "be negative")
+        if self.skip_weight and not self.train_skip:
+            raise DualcodecError("loss.skip_weight weighs the skipped blocks' output, which needs loss.train_skip = true")
 
 
 @config
@@ -131,6 +139,9 @@ class DataConfig:
     val_gap: int = 1  # frames on each side of a validation frame that no one uses (video sources only)
     val_crop: int = 128
     val_crops: int = 4  # fixed crops per validation image
+    # A folder of precomputed base layers (``dualcodec pairs``; dualcodec.pairs): train on
+    # the base coded from whole pictures at its QPs, not on crops coded in every step.
+    pairs: str = ""
 
     def __post_init__(self) -> None:
         if not self.train_dirs:
@@ -208,6 +219,11 @@ class Experiment:
         if any(c % step for c in crops):
             raise DualcodecError(f"schedule.crops and data.val_crop must be multiples of {step} (2 x model.scale), "
                                  f"got {crops}")
+        if self.data.pairs and self.model.scale > 1 and self.model.downsampler != "bicubic":
+            raise DualcodecError("data.pairs holds base layers coded from bicubic downsampling; a learned "
+                                 "downsampler's base layer changes with its weights: set model.downsampler = 'bicubic'")
+        if self.data.pairs and any(c > 1 for c in self.schedule.clips):
+            raise DualcodecError(f"data.pairs trains on single pictures, got schedule.clips = {list(self.schedule.clips)}")
 
 
 def _problem(error: dict, where: str) -> str:

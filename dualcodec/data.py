@@ -245,15 +245,16 @@ def _image_size(path: Path) -> tuple[int, int]:
         raise DualcodecError(f"cannot read image {path}: {exc.__class__.__name__}") from None
 
 
-def _large_enough(items: Sequence[Path | Clip], crop: int) -> list[Path | Clip]:
-    """The items whose (first) frame is at least ``crop`` pixels on each side."""
+def _large_enough(items: Sequence[Path | Clip], crop: int, tile: int = 0) -> list[Path | Clip]:
+    """The items whose (first) frame is at least ``crop`` pixels on each side (``tile``:
+    packed pairs, ``.npy`` arrays of ``tile`` x ``tile`` pixels per element)."""
     sizes: dict[Path, int] = {}  # frames of one folder share a size: read one per folder
     kept = []
     for item in items:
         first = item[0] if isinstance(item, tuple) else Path(item)
         key = first.parent if isinstance(item, tuple) else first
         if key not in sizes:
-            sizes[key] = min(_image_size(first))
+            sizes[key] = tile * min(np.load(first, mmap_mode="r").shape[:2]) if tile else min(_image_size(first))
         if sizes[key] >= crop:
             kept.append(item)
     if not kept:
@@ -293,12 +294,17 @@ class TrainStream:
     ``crops_per_image`` (images only) cuts that many windows from each decoded image and
     must divide ``batch``. ``checkpoint`` is a :meth:`checkpoint` of a stream built with
     the same arguments; the new stream continues exactly where that one stood.
+
+    With ``tile``, items are packed pairs (``.npy`` files of :mod:`dualcodec.pairs`, each
+    element ``tile`` x ``tile`` pixels): ``readers.numpy`` reads them whole and the windows
+    are cut on their grid, ``[batch, crop / tile, crop / tile, C]``, neither flipped nor
+    rotated (the tiles' inner order would need it: :func:`dualcodec.pairs.augment` does it
+    after unpacking); :meth:`sources` names each window's file.
     """
 
     def __init__(self, items: Sequence[Path | Clip], crop: int, batch: int, seed: int, *, shard_id: int = 0,
                  num_shards: int = 1, device_id: int | None = None, rotate: bool = True, crops_per_image: int = 1,
-                 threads: int = 2, checkpoint: bytes | None = None) -> None:
-        from nvidia.dali import fn, types
+                 threads: int = 2, checkpoint: bytes | None = None, tile: int = 0) -> None:
         from nvidia.dali.pipeline import Pipeline
 
         if not items:
@@ -312,14 +318,19 @@ class TrainStream:
             raise DualcodecError("crops_per_image applies to images, not clips")
         if not 0 <= shard_id < num_shards:
             raise DualcodecError(f"shard_id {shard_id} is not in 0..{num_shards - 1}")
-        items = _large_enough(items, crop)
-        self.shape = (batch, clip, 3, crop, crop) if clip else (batch, 3, crop, crop)
+        if tile and (clip or crop % tile):
+            raise DualcodecError(f"packed pairs take single pictures and crops of whole {tile}-pixel tiles, got {crop}")
+        items = _large_enough(items, crop, tile)
+        self.crops_per_image = crops_per_image
+        if tile:
+            self.shape = (batch, crop // tile, crop // tile, -1)
+        else:
+            self.shape = (batch, clip, 3, crop, crop) if clip else (batch, 3, crop, crop)
         self.device = torch.device("cpu") if device_id is None else torch.device("cuda", device_id)
         # The readers share the seed on every rank (the shards must partition one file order);
         # the augmentations draw from a seed of their own per rank.
         rank_seed = int(np.random.SeedSequence([seed, shard_id]).generate_state(1)[0] >> 1)
 
-        decoder = "cpu" if device_id is None else "mixed"
         if clip:  # one file list per frame position
             columns = [[str(item[t]) for item in items] for t in range(clip)]
         else:
@@ -327,32 +338,55 @@ class TrainStream:
         self.pipe = Pipeline(batch_size=batch // crops_per_image, num_threads=threads, device_id=device_id,
                              seed=rank_seed, prefetch_queue_depth=2, enable_checkpointing=True, checkpoint=checkpoint)
         with self.pipe:
-            encoded = [fn.readers.file(files=files, random_shuffle=True, seed=seed, shard_id=shard_id,
-                                       num_shards=num_shards)[0] for files in columns]
-            if crops_per_image == 1:
-                window = _random_window(crop)  # shared by the frames of a clip
-                frames = [fn.decoders.image_crop(data, device=decoder, output_type=types.RGB, **window)
-                          for data in encoded]
-                if clip:
-                    x = fn.transpose(_augment(fn.stack(*frames, axis=0, axis_name="F"), rotate), perm=[0, 3, 1, 2])
-                else:
-                    x = fn.transpose(_augment(frames[0], rotate), perm=[2, 0, 1])
+            if tile:
+                self.pipe.set_outputs(self._packed_windows(columns[0], crop // tile, crops_per_image, seed, shard_id,
+                                                           num_shards, device_id))
             else:
-                image = fn.decoders.image(encoded[0], device=decoder, output_type=types.RGB)
-                x = fn.stack(*[fn.transpose(_augment(fn.crop(image, **_random_window(crop)), rotate), perm=[2, 0, 1])
-                               for _ in range(crops_per_image)], axis=0)
-            self.pipe.set_outputs(x)
+                self.pipe.set_outputs(self._image_windows(columns, crop, crops_per_image, seed, shard_id, num_shards,
+                                                          "cpu" if device_id is None else "mixed", rotate, clip))
         self.pipe.build()
+        self._sources: list[str] = []
+
+    @staticmethod
+    def _image_windows(columns, crop, crops_per_image, seed, shard_id, num_shards, decoder, rotate, clip):
+        from nvidia.dali import fn, types
+
+        encoded = [fn.readers.file(files=files, random_shuffle=True, seed=seed, shard_id=shard_id,
+                                   num_shards=num_shards)[0] for files in columns]
+        if crops_per_image == 1:
+            window = _random_window(crop)  # shared by the frames of a clip
+            frames = [fn.decoders.image_crop(data, device=decoder, output_type=types.RGB, **window)
+                      for data in encoded]
+            if clip:
+                return fn.transpose(_augment(fn.stack(*frames, axis=0, axis_name="F"), rotate), perm=[0, 3, 1, 2])
+            return fn.transpose(_augment(frames[0], rotate), perm=[2, 0, 1])
+        image = fn.decoders.image(encoded[0], device=decoder, output_type=types.RGB)
+        return fn.stack(*[fn.transpose(_augment(fn.crop(image, **_random_window(crop)), rotate), perm=[2, 0, 1])
+                          for _ in range(crops_per_image)], axis=0)
+
+    @staticmethod
+    def _packed_windows(files, tiles, crops_per_image, seed, shard_id, num_shards, device_id):
+        from nvidia.dali import fn
+
+        array = fn.readers.numpy(files=files, random_shuffle=True, seed=seed, shard_id=shard_id, num_shards=num_shards)
+        array = array.gpu() if device_id is not None else array
+        return fn.stack(*[fn.crop(array, **_random_window(tiles)) for _ in range(crops_per_image)], axis=0)
 
     def next(self) -> torch.Tensor:
-        """The next batch: uint8, ``[batch, 3, crop, crop]`` or ``[batch, T, 3, crop, crop]``."""
+        """The next batch: uint8, ``[batch, 3, crop, crop]``, ``[batch, T, 3, crop, crop]``
+        or (packed pairs) ``[batch, crop / tile, crop / tile, C]``."""
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
         (out,) = self.pipe.run()
+        self._sources = [out[i].source_info() for i in range(len(out))]
         out = out.as_tensor()  # [batch / crops_per_image, ...]
         x = torch.empty(out.shape(), dtype=torch.uint8, device=self.device)
         stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
         return feed_ndarray(out, x, cuda_stream=stream).view(self.shape)
+
+    def sources(self) -> list[str]:
+        """The file of each item of the last batch (its first frame's, for clips)."""
+        return [name for name in self._sources for _ in range(self.crops_per_image)]
 
     def checkpoint(self) -> bytes:
         """DALI's state after the batches returned so far, for ``TrainStream(..., checkpoint=)``."""

@@ -77,6 +77,8 @@ class ForwardOutput:
     uv_lr: torch.Tensor
     side_bits: torch.Tensor  # [B]
     base_bits: torch.Tensor  # [B]
+    y_skip: torch.Tensor | None = None  # every block skipped (the upsampler alone), where the pass computed it
+    uv_skip: torch.Tensor | None = None
 
 
 def _error(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
@@ -241,7 +243,7 @@ class DualLayerModel(nn.Module):
         uv_mask = y_mask[..., ::2, ::2]
         y_hat = y_skip + y_mask * (y_hat - y_skip)
         uv_hat = uv_skip + uv_mask * (uv_hat - uv_skip)
-        return ForwardOutput(y_hat, uv_hat, y_lr, uv_lr, side_bits, base.bits)
+        return ForwardOutput(y_hat, uv_hat, y_lr, uv_lr, side_bits, base.bits, y_skip, uv_skip)
 
 
 # -- model files ---------------------------------------------------------------------------

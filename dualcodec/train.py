@@ -11,7 +11,9 @@ on 4:2:0 planes (:func:`dualcodec.data.crops_to_planes`), ``D`` weighing Y, Cb a
 
 where ``qp`` is drawn per step from ``[base] qp_min..qp_max`` (the same on every rank).
 ``base_bits`` is the real encoder's bits with the gradient of the rho-domain estimate
-(:mod:`dualcodec.proxy`); ``w(t)`` ramps the side bits in (:func:`side_weight`), and with
+(:mod:`dualcodec.proxy`), or, with ``[data] pairs``, the bits of a base layer coded
+beforehand from whole pictures (:mod:`dualcodec.pairs`; the QPs drawn are then the
+pairs' QPs in that range); ``w(t)`` ramps the side bits in (:func:`side_weight`), and with
 ``[loss] train_skip`` each block is enhanced or skipped as the encoder would choose.
 
 The crop size, clip length, batch and learning rate follow ``[schedule]``
@@ -46,6 +48,7 @@ from dualcodec.config import Experiment, LossConfig
 from dualcodec.data import TRAINING_FORMAT, crops_to_planes
 from dualcodec.errors import DualcodecError
 from dualcodec.model import DualLayerModel, lmbda_at, plane_distortion, save_model
+from dualcodec.pairs import PairSet
 from dualcodec.proxy import RealCodecLayer
 from dualcodec.schedule import Plan, Stage, make_plan
 
@@ -91,11 +94,14 @@ def _loss(model_out, y: torch.Tensor, uv: torch.Tensor, exp: Experiment, qp: int
     """The training loss, the side bits weighed ``side`` (:func:`side_weight`)."""
     y_hat, uv_hat = model_out.y_hat.float(), model_out.uv_hat.float()
     distortion = plane_distortion(y_hat, uv_hat, y, uv, exp.loss.distortion)
+    skipped = 0.0
+    if exp.loss.skip_weight and model_out.y_skip is not None:
+        skipped = plane_distortion(model_out.y_skip.float(), model_out.uv_skip.float(), y, uv, exp.loss.distortion)
     pixels = y.shape[0] * y.shape[2] * y.shape[3]
     side_bpp = model_out.side_bits.sum() / pixels
     base_bpp = model_out.base_bits.sum() / pixels
     rate = side * side_bpp + (base_bpp if exp.loss.base_rate else 0.0)
-    loss = distortion + lmbda_at(exp.loss.lmbda, qp) * rate
+    loss = distortion + exp.loss.skip_weight * skipped + lmbda_at(exp.loss.lmbda, qp) * rate
     stats = StepStats(loss.item(), distortion.item(), side_bpp.item(), base_bpp.item(), psnr_yuv(y_hat, uv_hat, y, uv))
     return loss, stats
 
@@ -290,6 +296,12 @@ class Trainer:
         self.ckpt_dir, latest = _checkpoint_paths(self.run_dir)
         self._check_run_dir(resume, latest)
         self.train_files, val_files = split_sources(exp.data.train_dirs, exp.data.val_fraction, exp.data.val_gap)
+        self.pairs = PairSet.open(exp.data.pairs) if exp.data.pairs else None
+        if self.pairs:
+            self.pairs.check(exp.model.scale, exp.base.codec, exp.base.preset, self.train_files)
+            self.qps = self.pairs.qps_within(exp.base.qp_min, exp.base.qp_max)
+        else:
+            self.qps = tuple(range(exp.base.qp_min, exp.base.qp_max + 1))
         self.val_x = validation_crops(val_files, exp.data.val_crop, exp.data.val_crops)
 
         torch.manual_seed(exp.train.seed)  # identical initial weights on every rank
@@ -366,7 +378,7 @@ class Trainer:
                 stage = self.plan.stage_at(state.step)
                 stream = self.stream_for(stage, self.pending_stream_state)
                 self.pending_stream_state = None
-                qp = int(self.qp_rng.integers(exp.base.qp_min, exp.base.qp_max + 1))
+                qp = self.qps[int(self.qp_rng.integers(len(self.qps)))]
                 stats = self.step(stream.next(), qp, state.step)
                 state.step += 1
                 bar.update(1)
@@ -434,11 +446,12 @@ class Trainer:
 
             clips = stage.clip > 1
             items = list_clips(self.train_files, stage.clip) if clips else self.train_files
+            items = list(self.pairs.files) if self.pairs else items
             self.stream = TrainStream(
                 items, stage.crop, self.engine.train_micro_batch_size_per_gpu(), seed=self.exp.train.seed + stage.index,
                 shard_id=self.world.rank, num_shards=self.world.size, device_id=self._device_id(),
                 rotate=self.exp.data.rotate, crops_per_image=1 if clips else self.exp.data.crops_per_image,
-                checkpoint=checkpoint)
+                checkpoint=checkpoint, tile=2 * self.exp.model.scale if self.pairs else 0)
             self.stage = stage
         return self.stream
 
@@ -447,12 +460,16 @@ class Trainer:
 
     def step(self, x: torch.Tensor, qp: int, step: int) -> StepStats:
         self.engine.train()
-        if x.dim() == 5:  # clips: the model codes each frame as a picture
-            x = x.flatten(0, 1)
-        y, uv = crops_to_planes(x.to(self.engine.device))
+        x = x.to(self.engine.device)
+        if self.pairs:
+            y, uv, base = self.pairs.batch(x, qp, self.stream.sources(), self.exp.data.rotate)
+        else:
+            if x.dim() == 5:  # clips: the model codes each frame as a picture
+                x = x.flatten(0, 1)
+            y, uv = crops_to_planes(x)
+            base = RealCodecLayer(self.exp.base.codec, self.exp.base.preset, qp)
         side = side_weight(self.exp.loss, step)
-        out = self.engine(y, uv, RealCodecLayer(self.exp.base.codec, self.exp.base.preset, qp), qp, TRAINING_FORMAT,
-                          self._skip_lmbda(qp, side))
+        out = self.engine(y, uv, base, qp, TRAINING_FORMAT, self._skip_lmbda(qp, side))
         loss, stats = _loss(out, y, uv, self.exp, qp, side)
         self.engine.backward(loss)
         self.engine.step()

@@ -173,6 +173,8 @@ def test_forward_with_skip_lmbda_takes_each_block_from_the_cheaper_reconstructio
                 assert torch.allclose(out.uv_hat[n, :, rows, cols], source[1][n, :, rows, cols], atol=1e-6)
     flags = binary_entropy(chosen.float().mean(dim=(1, 2))) * 48
     assert torch.allclose(out.side_bits, (chosen * bits).sum(dim=(1, 2)) + flags, rtol=1e-5)
+    # The output with every block skipped comes with it (for loss.skip_weight).
+    assert torch.allclose(out.y_skip, skipped[0], atol=1e-6) and torch.allclose(out.uv_skip, skipped[1], atol=1e-6)
 
 
 def test_forward_without_side_stream_has_zero_side_bits():

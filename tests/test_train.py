@@ -160,6 +160,22 @@ def test_loss_is_distortion_plus_lmbda_times_bits_per_luma_pixel():
         assert stats.side_bpp == pytest.approx(288 / pixels)  # ... and are reported unweighed
 
 
+def test_skip_weight_adds_the_distortion_of_the_output_with_every_block_skipped():
+    from dualcodec.model import ForwardOutput
+
+    y, uv = _unit_planes(b=2, h=8, w=12)
+    bits = torch.zeros(2)
+    out = ForwardOutput(y + 0.05, uv - 0.02, y[..., ::2, ::2], uv[..., ::2, ::2], bits, bits, y + 0.1, uv + 0.1)
+    chosen, skipped = (6 * 0.05 + 2 * 0.02) / 8, 0.1
+    for weight in (0.0, 0.5, 2.0):
+        exp = Experiment(loss=LossConfig(distortion="l1", base_rate=False, skip_weight=weight))
+        loss, stats = _loss(out, y, uv, exp, qp=32, side=1.0)
+        assert loss.item() == pytest.approx(chosen + weight * skipped, rel=1e-5)
+        assert stats.distortion == pytest.approx(chosen, rel=1e-5)  # the chosen output's, as the encoder makes it
+    with pytest.raises(DualcodecError, match="needs loss.train_skip"):
+        LossConfig(skip_weight=1.0, train_skip=False)
+
+
 def test_side_weight_waits_ramps_and_scales():
     def weights(**loss):
         config = LossConfig(**loss)
