@@ -243,7 +243,7 @@ def test_coding_needs_no_compressai_init():
     script = textwrap.dedent("""
         import sys, torch
         from dualcodec.model import load_model
-        coder = load_model("default").model.latent_coder
+        coder = load_model("default_x1").model.latent_coder  # a built-in model with a side stream
         q = torch.randint(-3, 4, (1, coder.channels, 4, 5), dtype=torch.int32)
         classes = torch.randint(0, 7, (1, 4, 5))
         payload = coder.compress(q, classes, 32, torch.ones(4, 5, dtype=torch.bool))
