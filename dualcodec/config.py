@@ -133,7 +133,8 @@ class DataConfig:
     # Image folders, or folders of frame folders (``dualcodec frames``); each immediate
     # sub-folder (bsd68/, photos/, one per video) is a source that validation draws from.
     train_dirs: tuple[str, ...] = ("../shared/data/images/train",)
-    rotate: bool = True  # random 90-degree rotations (flips are always on)
+    rotate: bool = True  # random 90-degree rotations
+    flip: bool = True  # random horizontal and vertical flips
     crops_per_image: int = 8  # crops cut from each decoded training image (must divide the rank's batch)
     val_fraction: float = 0.03  # of each source's images held out for validation, at least one per source
     val_gap: int = 1  # frames on each side of a validation frame that no one uses (video sources only)

@@ -270,15 +270,17 @@ def _random_window(crop: int) -> dict:
             "crop_pos_y": fn.random.uniform(range=(0.0, 1.0))}
 
 
-def _augment(x, rotate: bool):
-    """Random horizontal and vertical flips and a random multiple of 90 degrees, one draw per sample.
+def _augment(x, rotate: bool, flip: bool = True):
+    """Random horizontal and vertical flips (``flip``) and a random multiple of 90 degrees
+    (``rotate``), one draw per sample.
 
     For a sequence (``FHWC``) the one draw applies to every frame. The rotation is exact
     (nearest neighbour at multiples of 90 degrees on a square window).
     """
     from nvidia.dali import fn, types
 
-    x = fn.flip(x, horizontal=fn.random.coin_flip(), vertical=fn.random.coin_flip())
+    if flip:
+        x = fn.flip(x, horizontal=fn.random.coin_flip(), vertical=fn.random.coin_flip())
     if rotate:
         quarter = fn.random.uniform(values=[0.0, 90.0, 180.0, 270.0])
         x = fn.rotate(x, angle=quarter, interp_type=types.INTERP_NN, keep_size=True)
@@ -304,7 +306,7 @@ class TrainStream:
 
     def __init__(self, items: Sequence[Path | Clip], crop: int, batch: int, seed: int, *, shard_id: int = 0,
                  num_shards: int = 1, device_id: int | None = None, rotate: bool = True, crops_per_image: int = 1,
-                 threads: int = 2, checkpoint: bytes | None = None, tile: int = 0) -> None:
+                 threads: int = 2, checkpoint: bytes | None = None, tile: int = 0, flip: bool = True) -> None:
         from nvidia.dali.pipeline import Pipeline
 
         if not items:
@@ -343,12 +345,12 @@ class TrainStream:
                                                            num_shards, device_id))
             else:
                 self.pipe.set_outputs(self._image_windows(columns, crop, crops_per_image, seed, shard_id, num_shards,
-                                                          "cpu" if device_id is None else "mixed", rotate, clip))
+                                                          "cpu" if device_id is None else "mixed", rotate, clip, flip))
         self.pipe.build()
         self._sources: list[str] = []
 
     @staticmethod
-    def _image_windows(columns, crop, crops_per_image, seed, shard_id, num_shards, decoder, rotate, clip):
+    def _image_windows(columns, crop, crops_per_image, seed, shard_id, num_shards, decoder, rotate, clip, flip):
         from nvidia.dali import fn, types
 
         encoded = [fn.readers.file(files=files, random_shuffle=True, seed=seed, shard_id=shard_id,
@@ -358,10 +360,10 @@ class TrainStream:
             frames = [fn.decoders.image_crop(data, device=decoder, output_type=types.RGB, **window)
                       for data in encoded]
             if clip:
-                return fn.transpose(_augment(fn.stack(*frames, axis=0, axis_name="F"), rotate), perm=[0, 3, 1, 2])
-            return fn.transpose(_augment(frames[0], rotate), perm=[2, 0, 1])
+                return fn.transpose(_augment(fn.stack(*frames, axis=0, axis_name="F"), rotate, flip), perm=[0, 3, 1, 2])
+            return fn.transpose(_augment(frames[0], rotate, flip), perm=[2, 0, 1])
         image = fn.decoders.image(encoded[0], device=decoder, output_type=types.RGB)
-        return fn.stack(*[fn.transpose(_augment(fn.crop(image, **_random_window(crop)), rotate), perm=[2, 0, 1])
+        return fn.stack(*[fn.transpose(_augment(fn.crop(image, **_random_window(crop)), rotate, flip), perm=[2, 0, 1])
                           for _ in range(crops_per_image)], axis=0)
 
     @staticmethod

@@ -80,17 +80,17 @@ def unpack(x: torch.Tensor, scale: int, qp_index: int) -> tuple[torch.Tensor, ..
     return (*planes_to_unit(y, uv, TRAINING_FORMAT), *planes_to_unit(y_lr, uv_lr, TRAINING_FORMAT))
 
 
-def augment(planes: Sequence[torch.Tensor], rotate: bool = True) -> list[torch.Tensor]:
-    """The same random horizontal and vertical flips (p = 1/2 each) and, with ``rotate``, a
-    transposition (p = 1/2; with the flips, every multiple of 90 degrees) for all planes of
-    a sample, one draw per sample from torch's generator. Square windows; chroma sited at
-    the centre of its 2x2 luma block stays sited so."""
-    draws = torch.randint(0, 2, (planes[0].shape[0], 3)).tolist()
+def augment(planes: Sequence[torch.Tensor], rotate: bool = True, flip: bool = True) -> list[torch.Tensor]:
+    """The same random horizontal and vertical flips (``flip``, p = 1/2 each) and rotation
+    by a multiple of 90 degrees (``rotate``) for all planes of a sample, one draw per sample
+    from torch's generator, as :class:`dualcodec.data.TrainStream` augments images. Square
+    windows; chroma sited at the centre of its 2x2 luma block stays sited so."""
+    draws = torch.randint(0, 4, (planes[0].shape[0], 3)).tolist()
 
-    def one(p: torch.Tensor, h: int, v: int, t: int) -> torch.Tensor:
-        p = p.flip(-1) if h else p
-        p = p.flip(-2) if v else p
-        return p.transpose(-1, -2) if t and rotate else p
+    def one(p: torch.Tensor, h: int, v: int, quarter: int) -> torch.Tensor:
+        p = p.flip(-1) if flip and h % 2 else p
+        p = p.flip(-2) if flip and v % 2 else p
+        return torch.rot90(p, quarter, dims=(-2, -1)) if rotate else p
 
     return [torch.stack([one(p[i], *draws[i]) for i in range(p.shape[0])]) for p in planes]
 
@@ -151,9 +151,10 @@ class PairSet:
             raise DualcodecError(f"pairs in {self.folder} hold QPs {list(self.qps)}, none in {qp_min}..{qp_max}")
         return qps
 
-    def batch(self, x: torch.Tensor, qp: int, files: Sequence[str], rotate: bool) -> tuple[torch.Tensor, ...]:
+    def batch(self, x: torch.Tensor, qp: int, files: Sequence[str], rotate: bool,
+              flip: bool = True) -> tuple[torch.Tensor, ...]:
         """Windows ``x`` (from ``files``) to ``(y, uv, base layer)`` at ``qp``, augmented."""
-        y, uv, y_lr_hat, uv_lr_hat = augment(unpack(x, self.scale, self.qps.index(qp)), rotate)
+        y, uv, y_lr_hat, uv_lr_hat = augment(unpack(x, self.scale, self.qps.index(qp)), rotate, flip)
         pixels = y.shape[-1] * y.shape[-2]
         bits = torch.tensor([self.bpp[f][self.qps.index(qp)] * pixels for f in files], device=y.device)
         return y, uv, PrecomputedLayer(y_lr_hat, uv_lr_hat, bits)

@@ -151,10 +151,19 @@ def deepspeed_config(exp: Experiment, experiment_path: Path, world: World) -> di
     return config
 
 
-def config_fingerprint(exp: Experiment, ds_config: dict) -> str:
-    """What a checkpoint may resume under: everything but where the run folder lives."""
+def config_fingerprint(exp: Experiment, ds_config: dict, saved: dict | None = None) -> str:
+    """What a checkpoint may resume under: everything but where the run folder lives.
+
+    ``saved``: the experiment a run folder recorded. A setting it lacks (added to dualcodec
+    since) is left out where it holds its default, so a run resumes under a newer version
+    that does not use the setting, and is refused where it does."""
     tree = asdict(exp)
     del tree["train"]["out_dir"]
+    if saved is not None:
+        defaults = asdict(Experiment())
+        for section, values in tree.items():
+            for key in [k for k in values if k not in saved.get(section, {}) and values[k] == defaults[section][k]]:
+                del values[key]
     blob = json.dumps({"experiment": tree, "deepspeed": ds_config}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -290,6 +299,7 @@ class Trainer:
 
         self.exp, self.world = exp, _world()
         ds_config = deepspeed_config(exp, experiment_path, self.world)
+        self.ds_config = ds_config
         self.fingerprint = config_fingerprint(exp, ds_config)
         self.plan = make_plan(exp.schedule)
         self.run_dir = Path(exp.train.out_dir) / exp.train.name
@@ -336,10 +346,11 @@ class Trainer:
         if not resume:
             _check_new_run_dir(self.run_dir)
             return
-        saved = json.loads((self.run_dir / "experiment.json").read_text()).get("fingerprint")
-        if saved != self.fingerprint:
+        recorded = json.loads((self.run_dir / "experiment.json").read_text())
+        saved, mine = recorded.pop("fingerprint", None), config_fingerprint(self.exp, self.ds_config, recorded)
+        if saved != mine:
             raise DualcodecError(f"{self.run_dir} was trained under another configuration (fingerprint {saved}, now "
-                                 f"{self.fingerprint}); start a new run instead of resuming")
+                                 f"{mine}); start a new run instead of resuming")
 
     def _start(self, ds_config: dict) -> None:
         if self.world.is_main:
@@ -451,7 +462,7 @@ class Trainer:
                 items, stage.crop, self.engine.train_micro_batch_size_per_gpu(), seed=self.exp.train.seed + stage.index,
                 shard_id=self.world.rank, num_shards=self.world.size, device_id=self._device_id(),
                 rotate=self.exp.data.rotate, crops_per_image=1 if clips else self.exp.data.crops_per_image,
-                checkpoint=checkpoint, tile=2 * self.exp.model.scale if self.pairs else 0)
+                checkpoint=checkpoint, tile=2 * self.exp.model.scale if self.pairs else 0, flip=self.exp.data.flip)
             self.stage = stage
         return self.stream
 
@@ -462,7 +473,7 @@ class Trainer:
         self.engine.train()
         x = x.to(self.engine.device)
         if self.pairs:
-            y, uv, base = self.pairs.batch(x, qp, self.stream.sources(), self.exp.data.rotate)
+            y, uv, base = self.pairs.batch(x, qp, self.stream.sources(), self.exp.data.rotate, self.exp.data.flip)
         else:
             if x.dim() == 5:  # clips: the model codes each frame as a picture
                 x = x.flatten(0, 1)

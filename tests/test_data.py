@@ -109,6 +109,17 @@ def test_without_rotation_only_flips(images):
 
 
 @needs_dali
+def test_without_flips_only_rotations_and_without_both_the_windows_as_they_are(images):
+    seen = set()
+    stream = TrainStream(images, 32, 16, seed=0, flip=False)
+    for _ in range(4):
+        seen |= {_symmetry(crop) for crop in stream.next()}
+    assert seen == {(1, 0, 0, 1), (0, -1, 1, 0), (-1, 0, 0, -1), (0, 1, -1, 0)}
+    plain = TrainStream(images, 32, 16, seed=0, flip=False, rotate=False)
+    assert {_symmetry(crop) for crop in plain.next()} == {(1, 0, 0, 1)}
+
+
+@needs_dali
 def test_several_crops_per_image(images):
     stream = TrainStream(images, 32, 8, seed=0, crops_per_image=4)
     x = stream.next()

@@ -63,6 +63,7 @@ def test_augment_moves_every_plane_of_a_sample_alike_and_reaches_all_eight_orien
                   for t in (y[0], y[0].flip(-1), y[0].flip(-2), y[0].flip(-1).flip(-2))}
     kept = augment([y], rotate=False)[0]
     assert {tuple(torch.round(kept[i].flatten() * 1e4).tolist()) for i in range(n)} == flips_only
+    assert torch.equal(augment([y], rotate=False, flip=False)[0], y)  # data.flip = data.rotate = false
 
 
 def _image(path: Path, seed: int, size=(72, 56)) -> None:

@@ -79,6 +79,22 @@ def test_fingerprint_ignores_where_the_run_lives_but_not_what_it_trains():
     assert config_fingerprint(exp, config) != config_fingerprint(changed, config)
 
 
+def test_a_run_recorded_before_a_setting_existed_resumes_while_the_setting_keeps_its_default():
+    from dataclasses import asdict
+
+    exp = load_experiment(SMOKE)
+    config = deepspeed_config(exp, SMOKE, World(0, 1))
+    old = asdict(exp)  # as an older dualcodec, without data.flip and loss.skip_weight, recorded it
+    del old["data"]["flip"], old["loss"]["skip_weight"], old["train"]["out_dir"]
+    import hashlib
+    import json
+
+    recorded = hashlib.sha256(json.dumps({"experiment": old, "deepspeed": config}, sort_keys=True).encode()).hexdigest()[:16]
+    assert config_fingerprint(exp, config, old) == recorded != config_fingerprint(exp, config)
+    used = load_experiment(SMOKE, ["data.flip=false"])
+    assert config_fingerprint(used, config, old) != recorded
+
+
 def _unit_planes(b=2, h=8, w=12, seed=0) -> tuple[torch.Tensor, torch.Tensor]:
     """Planes on the unit scale of 8-bit limited-range code values (as crops_to_planes gives)."""
     gen = torch.Generator().manual_seed(seed)
