@@ -99,24 +99,22 @@ def test_crops_are_windows_with_all_eight_symmetries(images):
     assert len(seen) == 8
 
 
-@needs_dali
-def test_without_rotation_only_flips(images):
-    seen = set()
-    stream = TrainStream(images, 32, 16, seed=0, rotate=False)
-    for _ in range(4):
-        seen |= {_symmetry(crop) for crop in stream.next()}
-    assert seen == {(1, 0, 0, 1), (-1, 0, 0, 1), (1, 0, 0, -1), (-1, 0, 0, -1)}
+FLIPS = {(1, 0, 0, 1), (-1, 0, 0, 1), (1, 0, 0, -1), (-1, 0, 0, -1)}
+ROTATIONS = {(1, 0, 0, 1), (0, -1, 1, 0), (-1, 0, 0, -1), (0, 1, -1, 0)}
 
 
 @needs_dali
-def test_without_flips_only_rotations_and_without_both_the_windows_as_they_are(images):
+@pytest.mark.parametrize("settings, expected", [
+    ({"rotate": False}, FLIPS),
+    ({"flip": False}, ROTATIONS),
+    ({"flip": False, "rotate": False}, {(1, 0, 0, 1)}),  # the windows as they are
+])
+def test_flips_and_rotations_each_turn_off(images, settings, expected):
     seen = set()
-    stream = TrainStream(images, 32, 16, seed=0, flip=False)
+    stream = TrainStream(images, 32, 16, seed=0, **settings)
     for _ in range(4):
         seen |= {_symmetry(crop) for crop in stream.next()}
-    assert seen == {(1, 0, 0, 1), (0, -1, 1, 0), (-1, 0, 0, -1), (0, 1, -1, 0)}
-    plain = TrainStream(images, 32, 16, seed=0, flip=False, rotate=False)
-    assert {_symmetry(crop) for crop in plain.next()} == {(1, 0, 0, 1)}
+    assert seen == expected
 
 
 @needs_dali
