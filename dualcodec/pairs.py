@@ -160,14 +160,19 @@ class PairSet:
         return y, uv, PrecomputedLayer(y_lr_hat, uv_lr_hat, bits)
 
 
-def _source_planes(path: Path, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """An image file's 4:2:0 planes on the unit scale as training sees them, cut to whole tiles."""
+def _picture(path: Path, scale: int) -> tuple[Planes, Planes]:
+    """An image file's 4:2:0 planes as training sees them (cut to whole tiles) and the
+    model's bicubic downsampling of them, both as 8-bit code values."""
     from PIL import Image
 
     with Image.open(path) as im:
         rgb = np.asarray(im.convert("RGB"))
+    tile = 2 * scale
     h, w = rgb.shape[0] // tile * tile, rgb.shape[1] // tile * tile
-    return crops_to_planes(torch.from_numpy(np.array(rgb[:h, :w])).permute(2, 0, 1)[None])
+    y, uv = crops_to_planes(torch.from_numpy(np.array(rgb[:h, :w])).permute(2, 0, 1)[None])
+    source = planes_from_tensors(*unit_to_planes(y, uv, TRAINING_FORMAT), TRAINING_FORMAT)[0]
+    down = unit_to_planes(bicubic_down(y, scale), bicubic_down(uv, scale), TRAINING_FORMAT)
+    return source, planes_from_tensors(*down, TRAINING_FORMAT)[0]
 
 
 def _groups(files: Sequence[Path]) -> list[list[Path]]:
@@ -192,18 +197,13 @@ def write_pairs(files: Sequence[Path], out: Path, scale: int, codec: str, preset
     qps = sorted(set(qps))
     if not files:
         raise DualcodecError("no training pictures to write pairs for")
-    tile = 2 * scale
     items = []
     with atomic_path(Path(out), is_dir=True) as tmp:
         with tqdm(total=len(files), desc="pairs", unit="picture", disable=not progress, dynamic_ncols=True) as bar:
             for group in _groups(files):
-                planes = [_source_planes(p, tile) for p in group]
-                if len({tuple(y.shape) for y, _ in planes}) > 1:
+                sources, base = map(list, zip(*(_picture(p, scale) for p in group)))  # 8-bit planes only
+                if len({p.y.shape for p in sources}) > 1:
                     raise DualcodecError(f"the frames in {group[0].parent} differ in size")
-                y, uv = (torch.cat(t) for t in zip(*planes))
-                sources = planes_from_tensors(*unit_to_planes(y, uv, TRAINING_FORMAT), TRAINING_FORMAT)
-                base = planes_from_tensors(*unit_to_planes(bicubic_down(y, scale), bicubic_down(uv, scale),
-                                                           TRAINING_FORMAT), TRAINING_FORMAT)
                 coded, bpp = [], []
                 for qp in qps:
                     settings = BaseCodecSettings(codec=codec, qp=qp, preset=preset, matrix=BT601)
