@@ -5,9 +5,9 @@ With the bicubic downsampler the base layer does not depend on the model's weigh
 as a file has them, where the training loop otherwise codes each crop as a small intra
 picture of its own (:mod:`dualcodec.proxy`). An image is one intra picture; the training
 frames of one video (a ``dualcodec frames`` folder, in name order) are one sequence with
-the encoder's GOP, P- and B-frames. The model then learns the artefacts a file's base
-layer has: intra prediction across the picture, block edges at every phase of a crop,
-predicted frames. ``[data] pairs = "DIR"`` trains on them (:class:`dualcodec.train.Trainer`);
+the encoder's GOP, P- and B-frames: the artefacts a file's base layer has (intra
+prediction across the picture, block edges at every phase of a crop, predicted frames).
+Measured, it trains worse models than crops coded in the step (README, *Data*). ``[data] pairs = "DIR"`` trains on them (:class:`dualcodec.train.Trainer`);
 validation still codes its fixed crops with the real codec, so its figures compare with
 runs that do not read pairs.
 
@@ -154,9 +154,10 @@ class PairSet:
     def batch(self, x: torch.Tensor, qp: int, files: Sequence[str], rotate: bool,
               flip: bool = True) -> tuple[torch.Tensor, ...]:
         """Windows ``x`` (from ``files``) to ``(y, uv, base layer)`` at ``qp``, augmented."""
-        y, uv, y_lr_hat, uv_lr_hat = augment(unpack(x, self.scale, self.qps.index(qp)), rotate, flip)
+        index = self.qps.index(qp)
+        y, uv, y_lr_hat, uv_lr_hat = augment(unpack(x, self.scale, index), rotate, flip)
         pixels = y.shape[-1] * y.shape[-2]
-        bits = torch.tensor([self.bpp[f][self.qps.index(qp)] * pixels for f in files], device=y.device)
+        bits = torch.tensor([self.bpp[f][index] * pixels for f in files], device=y.device)
         return y, uv, PrecomputedLayer(y_lr_hat, uv_lr_hat, bits)
 
 
