@@ -32,7 +32,8 @@ CODEC_NAMES = {"h264": "H.264", "hevc": "HEVC", "av1": "AV1"}
 METRICS = {"psnr-yuv": ("PSNR-YUV 6:1:1 (dB)", 1.0), "vmaf": ("VMAF v0.6.1", 1.0),
            "ms-ssim-rgb": ("MS-SSIM RGB", 1.0), "lpips": ("LPIPS (AlexNet)", -1.0)}
 # BD-rate columns: (test, anchor, metric)
-COMPARISONS = [("auto", "plain", "psnr-yuv"), ("auto", "plain", "vmaf"), ("dualcodec", "plain", "psnr-yuv"),
+COMPARISONS = [("auto", "plain", "psnr-yuv"), ("auto", "plain", "vmaf"), ("auto", "bicubic", "psnr-yuv"),
+               ("dualcodec", "plain", "psnr-yuv"),
                ("dualcodec", "bicubic", "psnr-yuv"), ("bicubic", "plain", "psnr-yuv"),
                ("dualcodec", "bicubic", "vmaf"), ("bicubic", "plain", "vmaf"),
                ("dualcodec", "bicubic", "ms-ssim-rgb"), ("dualcodec", "bicubic", "lpips")]
