@@ -180,6 +180,8 @@ class ScheduleConfig:
             raise DualcodecError(f"schedule.crops must be multiples of 4, at least 16, got {list(self.crops)}")
         if min(self.steps, self.batch, self.reference_batch, min(self.clips)) < 1 or self.warmup < 0:
             raise DualcodecError("schedule.steps, batch, reference_batch and clips must be positive")
+        if not self.lr > 0:
+            raise DualcodecError(f"schedule.lr must be positive, got {self.lr}")
 
 
 @config

@@ -93,6 +93,7 @@ def test_int_is_accepted_for_a_float(tmp_path):
         ('[model]\nup_form = "lapar"\n', "model.up_form must be"),
         ('[model]\nup_form = "folded"\n', "set model.up_chroma = 'own'"),
         ('[loss]\ndistortion = "ssim"\n', "distortion"),
+        ("[schedule]\nlr = 0.0\n", "schedule.lr must be positive"),
     ],
 )
 def test_invalid_values_are_rejected(tmp_path, text, match):
