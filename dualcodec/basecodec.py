@@ -59,6 +59,14 @@ class BaseCodecSettings:
     full_range: bool = False
     matrix: int = BT709  # ITU-T H.273 matrix_coefficients of the planes (dualcodec.yuv)
 
+    @property
+    def level(self) -> int:
+        """The quantiser on H.264's 8-bit scale, which a level-input model reads (the file
+        header's ``level``): the QP or the CRF, rounded, less 12 for 10-bit H.264, whose
+        scale x264 shifts by 6 per extra bit (x265 and SVT-AV1 keep theirs)."""
+        q = round(self.qp if self.qp is not None else self.crf)
+        return max(0, q - 6 * (self.bit_depth - 8) if self.codec == "h264" else q)
+
     def __post_init__(self) -> None:
         if self.codec not in ENCODERS:
             raise DualcodecError(f"unknown base codec {self.codec!r} (choose from {', '.join(ENCODERS)})")

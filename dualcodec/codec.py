@@ -150,13 +150,15 @@ class ModelLayers:
 
     def __init__(self, loaded: LoadedModel, lmbda: float = 0.0, level: int = 32, runtime="auto",
                  threads: int | None = None, inter_weight: float = 1.0, metric: str = "mse",
-                 new: str = "all") -> None:
+                 new: str = "all", up_level: int | None = None) -> None:
         """``runtime``: a name of :data:`dualcodec.runtime.RUNTIMES` or a
         :class:`~dualcodec.runtime.Runtime`; it and ``threads`` run the decoder's networks.
         ``metric``: the distortion ``lmbda`` is weighed against (:data:`SIDE_METRICS`).
         ``new``: the frames that may send NEW latents (:data:`~dualcodec.sidestream.SIDE_NEW`):
         ``"all"``, or ``"key"`` (the base layer's key frames; the others choose between
-        REPEAT and SKIP, and their latents are never computed)."""
+        REPEAT and SKIP, and their latents are never computed). ``up_level``: the
+        quantiser level the upsampler reads, if the model takes one (the file header's; the
+        encoder sets it per file, from the base layer's settings)."""
         from dualcodec.entropy import LEVELS
         from dualcodec.runtime import RUNTIMES
 
@@ -176,7 +178,7 @@ class ModelLayers:
         self.scale = loaded.config.scale
         self.side_stream = self.model.has_side_stream
         self.lmbda, self.inter_weight = lmbda, inter_weight
-        self.level = level
+        self.level, self.up_level = level, up_level
         self.reset()
 
     def reset(self) -> None:
@@ -285,7 +287,7 @@ class ModelLayers:
 
     def _distortion(self, runtime, features, original: Planes, base: Planes, fmt: YUVFormat) -> torch.Tensor:
         """Each block's share of the frame's distortion (the metric, 6:1:1) as the decoder reconstructs it."""
-        out = Planes(*runtime.upsample(base.y, base.u, base.v, features, fmt))
+        out = Planes(*runtime.upsample(base.y, base.u, base.v, features, fmt, self.up_level))
         block = self.model.side_stride * self.scale
         return torch.from_numpy(code_block_distortion(out, original, block, fmt, self.metric))
 
@@ -344,7 +346,7 @@ class ModelLayers:
             self._features = runtime.side_features(self._w_hat, h, w)
         elif mode == SideMode.SKIP or self._features is None:
             self._w_hat, self._features = None, runtime.side_features(None, h, w)
-        return Planes(*runtime.upsample(base.y, base.u, base.v, self._features, fmt))
+        return Planes(*runtime.upsample(base.y, base.u, base.v, self._features, fmt, self.up_level))
 
 
 class BicubicLayers:
@@ -461,6 +463,7 @@ class LayeredCodec:
             matrix=settings.matrix,
             model_name=loaded.name if loaded else None,
             model_fingerprint=loaded.fingerprint if loaded else None,
+            level=settings.level if loaded and loaded.model.takes_level else None,
         )
 
     def encode(
@@ -512,6 +515,8 @@ class LayeredCodec:
                                        matrix=fmt.matrix)
         header = self._header(width, height, settings)
         pw, ph = _padded_size(width, height, header.scale)
+        if isinstance(self.layers, ModelLayers):
+            self.layers.up_level = header.level  # what the decoder will read
         self.layers.reset()
         count, audio = 0, []
         try:
@@ -611,7 +616,10 @@ def layers_for_header(header: Header, model: str | None, runtime: str = "auto", 
         )
     if loaded.config.scale != header.scale:
         raise DualcodecError(f"model {loaded.name!r} is {loaded.config.scale}x, the file is {header.scale}x")
-    layers = ModelLayers(loaded, runtime=runtime, threads=threads)
+    if loaded.model.takes_level and header.level is None:
+        raise DualcodecError(f"model {loaded.name!r} reads the base layer's quantiser level, which the file's "
+                             "header does not carry")
+    layers = ModelLayers(loaded, runtime=runtime, threads=threads, up_level=header.level)
     layers.runtime  # made now: a runtime that cannot run fails before the first frame
     return layers
 

@@ -53,6 +53,9 @@ class ModelConfig:
     up_residual: bool = True  # the upsampler's per-pixel detail term, from its features
     up_chroma: str = "luma"  # "luma": chroma mixed with luma's weights and phases; "own": its own, on its grid
     up_form: str = "mixture"  # "mixture": on the base luma grid; "folded": on the 4:2:0 planes' common grid (own chroma)
+    # The upsampler's features take the base layer's quantiser (the file header's level):
+    # one model, filtering each QP as that QP needs (folded form only)
+    level_input: bool = False
 
     def __post_init__(self) -> None:
         if self.scale not in (1, 2, 4):
@@ -67,6 +70,8 @@ class ModelConfig:
             raise DualcodecError(f"model.up_form must be 'mixture' or 'folded', got {self.up_form!r}")
         if self.up_form == "folded" and self.up_chroma != "own":
             raise DualcodecError("model.up_form 'folded' mixes chroma on its own grid: set model.up_chroma = 'own'")
+        if self.level_input and self.up_form != "folded":
+            raise DualcodecError("model.level_input needs model.up_form = 'folded'")
         if self.taps % 2 == 0:
             raise DualcodecError(f"model.taps must be odd, got {self.taps}")
 

@@ -32,7 +32,7 @@ from dualcodec.errors import DualcodecError
 from dualcodec.model import LoadedModel, lmbda_at
 from dualcodec.nets.quant import quantise_convs
 from dualcodec.nets.upsampler import FoldedUpsampler
-from dualcodec.runtime import GRAPHS_VERSION, SideFeatures, SideGraph, TorchRuntime, UpGraph, import_openvino, int8_dir, trace_side, trace_up, up_inputs
+from dualcodec.runtime import GRAPHS_VERSION, SideFeatures, SideGraph, TorchRuntime, UpGraph, import_openvino, int8_dir, trace_side, trace_up
 
 class RecordingRuntime(TorchRuntime):
     """The torch runtime, keeping every input its two graphs receive."""
@@ -47,9 +47,9 @@ class RecordingRuntime(TorchRuntime):
             self.side_inputs.append([w_hat.float().numpy().copy()])
         return super().side_features(w_hat, lr_height, lr_width)
 
-    def upsample(self, y, u, v, side, fmt):
-        self.up_inputs.append(up_inputs(y, u, v, side, fmt))
-        return super().upsample(y, u, v, side, fmt)
+    def upsample(self, y, u, v, side, fmt, level=None):
+        self.up_inputs.append(self._up_inputs(y, u, v, side, fmt, level))
+        return super().upsample(y, u, v, side, fmt, level)
 
 
 def calibration_images(folders: list[Path], count: int) -> list[Path]:

@@ -14,6 +14,9 @@ sorted keys::
     color        {"matrix": "bt709"|"bt470bg"|"smpte170m"|"bt2020nc" (the source's),
                   "range": "tv"|"pc", "chroma": "420"}
     model        {"name", "fingerprint"} for mode "dual", else null
+    level        (only with a model that takes it, ``model.level_input``) the base layer's
+                 quantiser on H.264's 8-bit scale: the QP or CRF, less 12 for 10-bit H.264
+                 (x264's scale sits 12 lower there); the upsampler reads it
 
 A reader refuses a header whose ``format`` is not ``dualcodec`` or whose ``version`` it
 does not know.
@@ -65,6 +68,7 @@ class Header:
     matrix: int = BT709  # ITU-T H.273 matrix_coefficients of the planes
     model_name: str | None = None
     model_fingerprint: str | None = None
+    level: int | None = None  # the quantiser level a level-input model reads
     version: int = FORMAT_VERSION  # a header read from a file: that file's version
 
     @property
@@ -95,6 +99,8 @@ class Header:
                 else None
             ),
         }
+        if self.level is not None:
+            tree["level"] = self.level
         return json.dumps(tree, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -123,6 +129,7 @@ class Header:
                 matrix=matrix,
                 model_name=model.get("name"),
                 model_fingerprint=model.get("fingerprint"),
+                level=None if tree.get("level") is None else int(tree["level"]),
                 version=int(tree["version"]),
             )
         except (ValueError, KeyError, TypeError, AttributeError):

@@ -136,7 +136,7 @@ class DualLayerModel(nn.Module):
         side_channels = config.side_channels if config.side_stream else 0
         if config.up_form == "folded":
             self.upsampler = FoldedUpsampler(config.scale, side_channels, config.up_width, config.up_depth,
-                                             config.num_filters, config.taps, config.up_residual)
+                                             config.num_filters, config.taps, config.up_residual, config.level_input)
         else:
             self.upsampler = SpatiallyVaryingUpsampler(config.scale, side_channels, config.up_width, config.up_depth,
                                                        config.num_filters, config.taps, config.up_residual,
@@ -145,6 +145,11 @@ class DualLayerModel(nn.Module):
     @property
     def has_side_stream(self) -> bool:
         return self.latent_coder is not None
+
+    @property
+    def takes_level(self) -> bool:
+        """Whether the upsampler takes the base layer's quantiser level (``model.level_input``)."""
+        return getattr(self.upsampler, "level_bias", None) is not None
 
     def update(self) -> None:
         """Build the side stream's coding tables (before saving; see :mod:`dualcodec.entropy`)."""
@@ -194,16 +199,20 @@ class DualLayerModel(nn.Module):
         return SideInputs(*(None if t is None else t[..., :h, :w] for t in self.upsampler.side_inputs(*self.g_s(w_hat))))
 
     def upsample_with(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, side: SideInputs,
-                      rows: int | None = 32) -> tuple[torch.Tensor, torch.Tensor]:
+                      level: float | torch.Tensor | None = None, rows: int | None = 32) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded base planes and the side inputs of :meth:`side_features` to
-        ``(y_hat, uv_hat)`` at full size (not clamped); ``rows``: see the upsampler."""
-        return self.upsampler(y_lr_hat, uv_lr_hat, *side, rows=rows)
+        ``(y_hat, uv_hat)`` at full size (not clamped); ``level``: the base layer's
+        quantiser (a model that :attr:`takes_level` needs it); ``rows``: see the upsampler."""
+        if not self.takes_level or level is None:
+            return self.upsampler(y_lr_hat, uv_lr_hat, *side, rows=rows)
+        level = torch.as_tensor(level, dtype=torch.float32, device=y_lr_hat.device)
+        return self.upsampler(y_lr_hat, uv_lr_hat, *side, rows=rows, level=level)
 
     def upsample(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor,
-                 w_hat: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                 w_hat: torch.Tensor | None, level: float | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded base planes and decoded latents ``w_hat`` (``None``: all skipped) to
-        ``(y_hat, uv_hat)`` at full size (not clamped)."""
-        return self.upsample_with(y_lr_hat, uv_lr_hat, self.side_features(w_hat, y_lr_hat))
+        ``(y_hat, uv_hat)`` at full size (not clamped), at quantiser ``level``."""
+        return self.upsample_with(y_lr_hat, uv_lr_hat, self.side_features(w_hat, y_lr_hat), level)
 
     def forward(self, y: torch.Tensor, uv: torch.Tensor,
                 base_layer: Callable[[torch.Tensor, torch.Tensor], BaseLayerOutput], level: float,
@@ -221,17 +230,17 @@ class DualLayerModel(nn.Module):
         y_lr, uv_lr = self.downsample(y, uv)
         base = base_layer(y_lr, uv_lr)
         if not self.has_side_stream:
-            y_hat, uv_hat = self.upsample(base.y_lr_hat, base.uv_lr_hat, None)
+            y_hat, uv_hat = self.upsample(base.y_lr_hat, base.uv_lr_hat, None, level)
             return ForwardOutput(y_hat, uv_hat, y_lr, uv_lr, y.new_zeros(y.shape[0], dtype=torch.float32), base.bits)
         w = self.analyse(y, uv, base.y_lr_hat, base.uv_lr_hat)
         classes = self.side_classes(base.y_lr_hat.detach(), fmt)
         # Under bf16/fp16 autocast the latent coder still works in fp32, as the coder does.
         with torch.autocast(w.device.type, enabled=False):
             w_hat, block_bits = self.latent_coder(w.float(), classes, level)
-        y_hat, uv_hat = self.upsample(base.y_lr_hat, base.uv_lr_hat, w_hat)
+        y_hat, uv_hat = self.upsample(base.y_lr_hat, base.uv_lr_hat, w_hat, level)
         if skip_lmbda is None:
             return ForwardOutput(y_hat, uv_hat, y_lr, uv_lr, block_bits.sum(dim=(1, 2)), base.bits)
-        y_skip, uv_skip = self.upsample(base.y_lr_hat, base.uv_lr_hat, None)
+        y_skip, uv_skip = self.upsample(base.y_lr_hat, base.uv_lr_hat, None, level)
         block = self.side_stride * self.scale
         hb, wb = block_bits.shape[-2:]
         gain = (block_distortion(y_skip, uv_skip, y, uv, block) - block_distortion(y_hat, uv_hat, y, uv, block))

@@ -113,7 +113,8 @@ class UpGraph(nn.Module):
 
     def forward(self, y: torch.Tensor, uv: torch.Tensor, scale: torch.Tensor,
                 *side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y_hat, uv_hat = self.model.upsample_with(*codes_to_unit(y, uv, scale), _model_side(side), rows=self.rows)
+        level = scale[5:6] if self.model.takes_level else None  # the numbers' sixth: the quantiser
+        y_hat, uv_hat = self.model.upsample_with(*codes_to_unit(y, uv, scale), _model_side(side), level, rows=self.rows)
         y_out, uv_out = unit_to_codes(y_hat, uv_hat, scale)
         top = scale[4]
         return torch.minimum(torch.round(y_out).clamp_min(0.0), top), torch.minimum(torch.round(uv_out).clamp_min(0.0), top)
@@ -128,8 +129,9 @@ class Runtime(Protocol):
         """Features of decoded latents ``w_hat`` ``[1,M,hb,wb]`` (``None``: all zero)."""
 
     def upsample(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, side: SideFeatures,
-                 fmt: YUVFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Base planes (code values) to full-size planes (code values, the planes' dtype)."""
+                 fmt: YUVFormat, level: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Base planes (code values) to full-size planes (code values, the planes' dtype);
+        ``level``: the base layer's quantiser, for a model that takes it (the header's)."""
 
     def analyse(self, original: tuple[np.ndarray, np.ndarray, np.ndarray], base: tuple[np.ndarray, np.ndarray, np.ndarray],
                 fmt: YUVFormat) -> torch.Tensor:
@@ -160,9 +162,12 @@ def analysis_inputs(original, base, fmt: YUVFormat) -> list[np.ndarray]:
     return [*_plane_arrays(*original), *_plane_arrays(*base), np.array(unit_scale(fmt), np.float32)]
 
 
-def up_inputs(y: np.ndarray, u: np.ndarray, v: np.ndarray, side: SideFeatures, fmt: YUVFormat) -> list[np.ndarray]:
-    """The up graph's inputs: base code values, the format's numbers, the side features."""
-    return [*_plane_arrays(y, u, v), np.array(unit_scale(fmt), np.float32), *side.arrays()]
+def up_inputs(y: np.ndarray, u: np.ndarray, v: np.ndarray, side: SideFeatures, fmt: YUVFormat,
+              level: int | None = None) -> list[np.ndarray]:
+    """The up graph's inputs: base code values, the format's numbers (and the quantiser
+    ``level`` after them, for a model that takes it), the side features."""
+    numbers = [*unit_scale(fmt), *([] if level is None else [level])]
+    return [*_plane_arrays(y, u, v), np.array(numbers, np.float32), *side.arrays()]
 
 
 def _planes(y: np.ndarray, uv: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -176,6 +181,14 @@ class _Networks:
     def __init__(self, model: DualLayerModel) -> None:
         self.model = model
         self._zero: dict[tuple[int, int], SideFeatures] = {}
+
+    def _up_inputs(self, y, u, v, side: SideFeatures, fmt: YUVFormat, level: int | None) -> list[np.ndarray]:
+        """:func:`up_inputs`, with ``level`` where the model takes it (and required there)."""
+        if not self.model.takes_level:
+            return up_inputs(y, u, v, side, fmt)
+        if level is None:
+            raise DualcodecError("this model needs the base layer's quantiser level, which the file's header lacks")
+        return up_inputs(y, u, v, side, fmt, level)
 
     def _synthesis(self, w_hat: np.ndarray) -> list[np.ndarray]:
         """The side graph's outputs (on whole latent blocks; may be views of a runtime's buffers)."""
@@ -217,8 +230,8 @@ class TorchRuntime(_Networks):
         return [t.numpy() for t in self.side_graph(torch.from_numpy(w_hat))]
 
     @torch.inference_mode()
-    def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat):
-        y_out, uv_out = self.up_graph(*(torch.from_numpy(a) for a in up_inputs(y, u, v, side, fmt)))
+    def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat, level: int | None = None):
+        y_out, uv_out = self.up_graph(*(torch.from_numpy(a) for a in self._up_inputs(y, u, v, side, fmt, level)))
         return _planes(y_out.numpy(), uv_out.numpy(), y.dtype)
 
     @torch.inference_mode()
@@ -367,8 +380,8 @@ class OpenVINORuntime(_Networks):
     def _synthesis(self, w_hat: np.ndarray) -> list[np.ndarray]:
         return self._run("side", [w_hat])
 
-    def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat):
-        y_out, uv_out = self._run("up", up_inputs(y, u, v, side, fmt))
+    def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat, level: int | None = None):
+        y_out, uv_out = self._run("up", self._up_inputs(y, u, v, side, fmt, level))
         return _planes(y_out, uv_out, y.dtype)
 
     def analyse(self, original, base, fmt: YUVFormat) -> torch.Tensor:
@@ -397,7 +410,8 @@ def trace_side(model: DualLayerModel):
 def up_example(model: DualLayerModel, height: int = 32, width: int = 32) -> list[torch.Tensor]:
     """Inputs of :class:`UpGraph` for a base layer of ``height x width`` (8-bit limited range)."""
     y = torch.full((1, 1, height, width), 128.0)
-    inputs = [y, torch.full((1, 2, height // 2, width // 2), 128.0), torch.tensor(unit_scale(YUVFormat()))]
+    numbers = [*unit_scale(YUVFormat()), *([32.0] if model.takes_level else [])]
+    inputs = [y, torch.full((1, 2, height // 2, width // 2), 128.0), torch.tensor(numbers)]
     if model.has_side_stream:
         with torch.no_grad():
             inputs += graph_side(model.side_features(None, y))

@@ -99,7 +99,7 @@ def split(encoded: Path, model: str, runtime_name: str, threads: int, out: Path)
 
     reader = ContainerReader(encoded)
     header = reader.header
-    layers = ModelLayers(load_model(model), runtime=runtime_name, threads=threads)
+    layers = ModelLayers(load_model(model), runtime=runtime_name, threads=threads, up_level=header.level)
     runtime, fmt = layers.runtime, header.yuv_format
     start = time.perf_counter()
     items = list(_base_and_side(reader))
@@ -120,7 +120,7 @@ def split(encoded: Path, model: str, runtime_name: str, threads: int, out: Path)
             t1 = time.perf_counter()
             if w_hat is not None or features is None or frame is None or frame.mode == SideMode.SKIP:
                 features = runtime.side_features(w_hat, h, w)
-            outputs.append(crop_planes(Planes(*runtime.upsample(planes.y, planes.u, planes.v, features, fmt)),
+            outputs.append(crop_planes(Planes(*runtime.upsample(planes.y, planes.u, planes.v, features, fmt, header.level)),
                                        header.width, header.height))
             t2 = time.perf_counter()
             side, networks = side + t1 - t0, networks + t2 - t1
@@ -151,9 +151,10 @@ def profile(model: str, threads: int, int8: bool, top: int = 14) -> None:
     y = rng.integers(16, 236, (360, 640), dtype=np.uint8)
     u, v = (rng.integers(16, 241, (180, 320), dtype=np.uint8) for _ in range(2))
     features = runtime.side_features(None, 360, 640)
-    runtime.upsample(y, u, v, features, YUVFormat())
+    level = 32 if loaded.model.takes_level else None
+    runtime.upsample(y, u, v, features, YUVFormat(), level)
     request = next(r for (key, _), r in runtime.requests.items() if key == "up")
-    inputs = up_inputs(y, u, v, features, YUVFormat())
+    inputs = up_inputs(y, u, v, features, YUVFormat(), level)
     totals: dict[str, float] = {}
     runs = 10
     for _ in range(runs):

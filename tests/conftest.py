@@ -61,10 +61,10 @@ class Encoded:
     clip: Clip
 
 
-def _saved_tiny_model(tmp_path_factory, seed: int, name: str, up_form: str = "mixture") -> ModelFile:
+def _saved_tiny_model(tmp_path_factory, seed: int, name: str, up_form: str = "mixture", **config) -> ModelFile:
     from dualcodec.model import save_model
 
-    model, config = build_tiny_model(seed=seed, up_form=up_form)
+    model, config = build_tiny_model(seed=seed, up_form=up_form, **config)
     path = tmp_path_factory.mktemp("models") / f"{name}.pt"
     fingerprint = save_model(model, config, name, path, lmbda=TINY_LMBDA)
     return ModelFile(path, fingerprint, name)
@@ -80,6 +80,14 @@ def tiny_model(tmp_path_factory) -> ModelFile:
 def folded_model(tmp_path_factory) -> ModelFile:
     """The tiny model with the folded upsampler (``model.up_form = "folded"``)."""
     return _saved_tiny_model(tmp_path_factory, seed=0, name="folded", up_form="folded")
+
+
+@pytest.fixture(scope="session")
+def level_model(tmp_path_factory) -> ModelFile:
+    """A tiny scale-1 post-filter without a side stream whose upsampler reads the quantiser
+    level (``model.level_input``)."""
+    return _saved_tiny_model(tmp_path_factory, seed=0, name="level", up_form="folded", scale=1,
+                             side_stream=False, level_input=True)
 
 
 @pytest.fixture(scope="session")

@@ -115,15 +115,17 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(peak**2 / mse))
 
 
-def build_tiny_model(seed: int = 0, perturb: bool = True, up_form: str = "mixture"):
-    """A tiny DualLayerModel and its config (``up_form``: the upsampler's form).
+def build_tiny_model(seed: int = 0, perturb: bool = True, up_form: str = "mixture", **config):
+    """A tiny DualLayerModel and its config (``up_form``: the upsampler's form; ``config``:
+    other model settings).
 
     ``perturb`` scales up the last layer of the side analysis (its latents quantise to
     non-zero symbols at the side levels the tests code at, so the entropy decoder has work)
     and gives the zero-initialised enhancement residual of the side synthesis and the
     upsampler's kernel predictor small random weights, so the decoded frames depend on the
     latents and the upsampler is not plain bicubic (an untrained model would exercise
-    neither).
+    neither); a level-input upsampler's biases get random weights too, so the output
+    depends on the level.
     """
     import torch
 
@@ -131,7 +133,7 @@ def build_tiny_model(seed: int = 0, perturb: bool = True, up_form: str = "mixtur
     from dualcodec.model import DualLayerModel
 
     torch.manual_seed(seed)
-    config = ModelConfig(**TINY_CONFIG, up_form=up_form)
+    config = ModelConfig(**{**TINY_CONFIG, **config}, up_form=up_form)
     model = DualLayerModel(config)
     if perturb:
         with torch.no_grad():
@@ -142,6 +144,8 @@ def build_tiny_model(seed: int = 0, perturb: bool = True, up_form: str = "mixtur
             model.upsampler.head.weight.normal_(0.0, 0.01)
             if model.upsampler.own_chroma:
                 model.upsampler.chroma_head.weight.normal_(0.0, 0.002)  # chroma is flat: small steps
+            if model.takes_level:
+                model.upsampler.level_bias.out.weight.normal_(0.0, 0.05)
     return model, config
 
 

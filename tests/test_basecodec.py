@@ -250,3 +250,18 @@ def test_frame_from_planes_and_back(tmp_path, pix_fmt, size):
     for got, expected in zip((back.y, back.u, back.v), (planes.y, planes.u, planes.v)):
         assert got.dtype == expected.dtype and np.array_equal(got, expected)
     assert back.u.shape == (-(-size[1] // 2), -(-size[0] // 2))
+
+
+@pytest.mark.parametrize(
+    "settings, level",
+    [
+        (dict(qp=32), 32),
+        (dict(qp=None, crf=27.6), 28),
+        (dict(qp=44, bit_depth=10), 32),  # x264's 10-bit scale sits 12 lower
+        (dict(qp=5, bit_depth=10), 0),
+        (dict(codec="hevc", qp=44, bit_depth=10), 44),  # x265's does not move
+        (dict(codec="av1", qp=50), 50),
+    ],
+)
+def test_the_level_is_the_quantiser_on_h264s_8_bit_scale(settings, level):
+    assert BaseCodecSettings(**settings).level == level

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import dataclasses
 import itertools
 import shutil
 from fractions import Fraction
@@ -885,3 +886,37 @@ def test_a_builtin_model_brings_its_siblings_of_other_scales(tmp_path, monkeypat
     assert make_codec(settings, None, str(tmp_path / "mine_x4.pt")).model_path == tmp_path / "mine_x4.pt"
     with pytest.raises(DualcodecError, match=r"model 'mine_x4' is 4x, not 2x"):
         make_codec(settings, None, str(tmp_path / "mine_x4.pt"), 2)
+
+
+@pytest.mark.parametrize("qp, bit_depth, level", [(27, 8, 27), (41, 10, 29)])
+def test_a_level_input_model_codes_the_quantiser_level_in_the_header(level_model, clip, tmp_path, qp, bit_depth, level):
+    from dualcodec.codec import layers_for_header
+    from dualcodec.yuv import YUVFormat
+
+    loaded = load_model(str(level_model.path))
+    fmt = YUVFormat(bit_depth=bit_depth)
+    frames = clip.frames if bit_depth == 8 else [Planes(*(p.astype(np.uint16) * 4 for p in (f.y, f.u, f.v))) for f in clip.frames]
+    data = LayeredCodec(ModelLayers(loaded), BaseCodecSettings(qp=qp)).compress(frames, fmt)
+    plain = LayeredCodec(PlainLayers(), BaseCodecSettings(qp=qp)).compress(frames, fmt)
+    path = tmp_path / "level.mp4"
+    path.write_bytes(data)
+    header = ContainerReader(path).header
+    assert header.level == level and header.scale == 1
+    # a post-filter of the plain codec's own stream: the same base layer, bit for bit
+    assert video_bitstream(path) == video_bitstream(_written(tmp_path / "plain.mp4", plain))
+    decoded = [list(decode(path, str(level_model.path), runtime=r).frames) for r in ("torch", "openvino")]
+    for a, b in zip(*decoded, strict=True):
+        assert max(np.abs(p.astype(int) - q).max() for p, q in zip((a.y, a.u, a.v), (b.y, b.u, b.v))) <= 1
+    # the level steers the filter: the same base at another level decodes to other frames
+    base = next(ContainerReader(tmp_path / "plain.mp4").base_frames())
+    at = {lv: ModelLayers(loaded, runtime="torch", up_level=lv).up(base, None, fmt) for lv in (level, level + 10)}
+    assert not np.array_equal(at[level].y, at[level + 10].y)
+    assert np.array_equal(at[level].y[:clip.height, :clip.width], decoded[0][0].y)  # the decoder's, uncropped
+    # a header without the level is refused in one line
+    with pytest.raises(DualcodecError, match="quantiser level, which the file's header does not carry"):
+        layers_for_header(dataclasses.replace(header, level=None), str(level_model.path))
+
+
+def _written(path, data: bytes):
+    path.write_bytes(data)
+    return path

@@ -24,7 +24,11 @@ PLAIN = Header(mode="plain", scale=1, width=37, height=29, base_width=38, base_h
                bit_depth=8, full_range=False, matrix=6)
 
 
-@pytest.mark.parametrize("header", [DUAL, BICUBIC, PLAIN], ids=["dual", "bicubic", "plain"])
+LEVEL = Header(mode="dual", scale=1, width=38, height=30, base_width=38, base_height=30, codec="h264",
+               bit_depth=8, full_range=False, model_name="post", model_fingerprint="fedcba9876543210", level=27)
+
+
+@pytest.mark.parametrize("header", [DUAL, BICUBIC, PLAIN, LEVEL], ids=["dual", "bicubic", "plain", "level"])
 def test_header_json_round_trip(header):
     text = header.to_json()
     assert Header.from_json(text) == header
@@ -41,6 +45,8 @@ def test_header_json_contents():
     bicubic = json.loads(BICUBIC.to_json())
     assert bicubic["model"] is None and bicubic["color"]["range"] == "pc" and bicubic["bit_depth"] == 10
     assert bicubic["color"]["matrix"] == "bt2020nc"
+    # the quantiser level only where a model reads it: other headers are as they were
+    assert "level" not in json.loads(DUAL.to_json()) and json.loads(LEVEL.to_json())["level"] == 27
 
 
 # FFmpeg's names of the ITU-T H.273 matrix_coefficients code points (av_color_space_name).

@@ -702,3 +702,26 @@ def test_folded_upsampler_runs_on_the_folded_grid(scale):
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, strips))
     assert (whole[0] - bicubic_up(y_lr_hat, scale)).abs().max() > 1e-3  # trained weights: not bicubic
     assert not torch.allclose(luma_changed[0], whole[0]) and torch.equal(luma_changed[1], whole[1])
+
+
+def test_a_level_input_upsampler_filters_each_quantiser_its_own_way():
+    model, _ = build_tiny_model(up_form="folded", scale=1, side_stream=False, level_input=True)
+    torch.manual_seed(3)
+    y, uv = torch.rand(1, 1, 16, 24), torch.rand(1, 2, 8, 12)
+    with torch.no_grad():
+        at_22, at_42 = (model.upsample(y, uv, None, level) for level in (22, 42))
+        assert not torch.equal(at_22[0], at_42[0])
+        # a batch takes a level per item
+        both = model.upsample(y.expand(2, -1, -1, -1), uv.expand(2, -1, -1, -1), None, torch.tensor([22.0, 42.0]))
+        assert torch.allclose(both[0][0], at_22[0][0], atol=1e-6) and torch.allclose(both[0][1], at_42[0][0], atol=1e-6)
+        with pytest.raises(ValueError, match="quantiser level"):
+            model.upsample(y, uv, None)
+        # untrained, the level adds nothing: the scale-1 upsampler starts as the identity
+        fresh = DualLayerModel(ModelConfig(scale=1, up_form="folded", up_chroma="own", side_stream=False,
+                                           level_input=True))
+        assert torch.equal(fresh.upsample(y, uv, None, 22)[0], y) and torch.equal(fresh.upsample(y, uv, None, 42)[1], uv)
+
+
+def test_the_level_input_needs_the_folded_form():
+    with pytest.raises(DualcodecError, match="level_input needs model.up_form = 'folded'"):
+        ModelConfig(level_input=True)

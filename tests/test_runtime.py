@@ -258,3 +258,23 @@ def test_int8_frames_are_identical_at_any_thread_count(request, form):
         runtime = make_runtime("openvino-int8", int8_model, threads)
         outs.append(runtime.upsample(y, u, v, runtime.side_features(w_hat, 40, 48), fmt))
     assert _differences(*outs) == [0, 0, 0]
+
+
+def test_int8_graphs_of_a_level_input_model_read_the_level(tmp_path_factory, level_model):
+    loaded = _int8_copy(tmp_path_factory, level_model)
+    fmt = YUVFormat()
+    from helpers import to_planes
+
+    planes = to_planes(synthetic_rgb(48, 40, count=1, seed=5, noise=12.0)[0])  # scale 1: the base is the frame
+    torch_rt, int8_rt = TorchRuntime(loaded), make_runtime("openvino-int8", loaded, 2)
+    none = torch_rt.side_features(None, 40, 48)
+    outputs = {}
+    for level in (22, 42):
+        a = torch_rt.upsample(planes.y, planes.u, planes.v, none, fmt, level)
+        b = int8_rt.upsample(planes.y, planes.u, planes.v, int8_rt.side_features(None, 40, 48), fmt, level)
+        difference = np.abs(a[0].astype(np.int32) - b[0])
+        assert difference.mean() < 0.5 and difference.max() <= 4
+        outputs[level] = b[0]
+    assert not np.array_equal(outputs[22], outputs[42])
+    with pytest.raises(DualcodecError, match="quantiser level"):
+        torch_rt.upsample(planes.y, planes.u, planes.v, none, fmt)

@@ -110,13 +110,36 @@ def register_sums(module: nn.Module, prefix: str, num_filters: int, channels: in
     module.register_buffer(prefix + "weight_offset", offset, persistent=False)
 
 
-def residual_body(z: torch.Tensor, body: nn.ModuleList) -> torch.Tensor:
+def residual_body(z: torch.Tensor, body: nn.ModuleList, biases: torch.Tensor | None = None) -> torch.Tensor:
     """The feature network after its first convolution: ``f = lrelu(z)``, then
-    ``f + lrelu(conv(f))`` for each convolution of ``body``."""
+    ``f + lrelu(conv(f))`` for each convolution of ``body``; ``biases`` ``[B, len(body),
+    C, 1, 1]``: added to each convolution's output (:class:`LevelBias`)."""
     f = F.leaky_relu(z, 0.1)
-    for conv in body:
-        f = f + F.leaky_relu(conv(f), 0.1)
+    for i, conv in enumerate(body):
+        f = f + F.leaky_relu(conv(f) if biases is None else conv(f) + biases[:, i], 0.1)
     return f
+
+
+class LevelBias(nn.Module):
+    """Per-channel biases of a feature network's ``layers`` convolutions as a function of
+    the base layer's quantiser ``level`` (the QP on H.264's 8-bit scale, which the file
+    header carries): a small MLP of ``(level - 32) / 6``, its last layer zero at the start
+    (so an untrained one adds nothing). One model then filters a QP 22 frame, nearly
+    clean, and a QP 42 one, blocky, each as it needs; blind to the level it can only
+    average the two."""
+
+    def __init__(self, width: int, layers: int, hidden: int = 16) -> None:
+        super().__init__()
+        self.width, self.layers = width, layers
+        self.hidden = nn.Linear(1, hidden)
+        self.out = nn.Linear(hidden, width * layers)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, level: torch.Tensor) -> torch.Tensor:
+        """``level``: a number or ``[B]`` -> biases ``[B or 1, layers, width, 1, 1]``."""
+        q = ((level.float() - 32.0) / 6.0).reshape(-1, 1)
+        return self.out(F.leaky_relu(self.hidden(q), 0.1)).view(-1, self.layers, self.width, 1, 1)
 
 
 def mixture_weights(f: torch.Tensor, head: nn.Conv2d, order: torch.Tensor, offset: torch.Tensor,
@@ -327,10 +350,12 @@ class FoldedUpsampler(nn.Module):
     own_chroma = True
 
     def __init__(self, scale: int, side_channels: int, width: int = 32, depth: int = 2,
-                 num_filters: int = 4, taps: int = 5, residual: bool = True) -> None:
+                 num_filters: int = 4, taps: int = 5, residual: bool = True, level_input: bool = False) -> None:
         super().__init__()
         self.scale = scale
         self.num_filters = num_filters
+        # the quantiser's biases of the first convolution and of each residual block's
+        self.level_bias = LevelBias(width, depth + 1) if level_input else None
         self.taps = taps
         self.phases = (2 * scale) ** 2  # luma outputs per folded pixel
         self.chroma_phases = scale * scale  # each chroma plane's
@@ -380,14 +405,21 @@ class FoldedUpsampler(nn.Module):
 
     def forward(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, t: torch.Tensor | None = None,
                 r_y: torch.Tensor | None = None, r_uv: torch.Tensor | None = None,
-                rows: int | None = 16) -> tuple[torch.Tensor, torch.Tensor]:
+                rows: int | None = 16, level: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded base planes ``y_lr_hat`` ``[B,1,h,w]``, ``uv_lr_hat`` ``[B,2,h/2,w/2]`` (unit
         scale, ``h``, ``w`` even) and the :class:`SideInputs` of :meth:`side_inputs` -> 4:2:0
         planes ``y_hat`` ``[B,1,sh,sw]``, ``uv_hat`` ``[B,2,sh/2,sw/2]``; ``rows``: strips of
-        the folded grid (see :func:`in_strips`)."""
+        the folded grid (see :func:`in_strips`); ``level``: the base layer's quantiser (a
+        number or ``[B]``), which a level-input upsampler needs (:class:`LevelBias`)."""
         y_folded = F.pixel_unshuffle(y_lr_hat, 2)
         z = self.conv_in(self.normalize(torch.cat([y_folded, uv_lr_hat], dim=1)))
-        f = residual_body(z if t is None else z + t, self.body)
+        biases = None
+        if self.level_bias is not None:
+            if level is None:
+                raise ValueError("this upsampler takes the base layer's quantiser level")
+            biases = self.level_bias(level)
+            z = z + biases[:, 0]
+        f = residual_body(z if t is None else z + t, self.body, None if biases is None else biases[:, 1:])
         kernel = self.filters.view(self.num_filters, self.phases, 4, 3, 3).transpose(0, 1).reshape(-1, 4, 3, 3)  # rows (p, k)
         # padded by a base pixel pair, edges replicated as in the base layer (not pairs repeated)
         y_padded = F.pixel_unshuffle(F.pad(y_lr_hat, [2] * 4, mode="replicate"), 2)
