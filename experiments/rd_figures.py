@@ -95,12 +95,13 @@ def item_rows(runs: dict, test: str = "auto", anchor: str = "plain", metric: str
                 for entry in runs[content, codec, method]["inputs"]:
                     points = sorted(entry["points"], key=lambda p: p["qp"])
                     key = {"psnr-yuv": "psnr_yuv", "ms-ssim-rgb": "ms_ssim"}.get(metric, metric)
-                    curves[method, entry["source"]] = ([p["bpp"] for p in points], [p[key] for p in points],
-                                                       [p.get("mode", "") for p in points])
+                    # by file name: one results file may say ../shared/..., another /work/shared/...
+                    curves[method, Path(entry["source"]).name] = ([p["bpp"] for p in points], [p[key] for p in points],
+                                                                  [p.get("mode", "") for p in points])
             for source in dict.fromkeys(s for m, s in curves if m == test):
                 (ra, qa, _), (rt, qt, modes) = curves[anchor, source], curves[test, source]
                 bd = bd_rate(ra, qa, rt, qt)
-                rows.append({"content": content, "codec": codec, "item": Path(source).name,
+                rows.append({"content": content, "codec": codec, "item": source,
                              "bd_rate": None if math.isnan(bd.value) else round(bd.value, 2),
                              "modes": modes, "warning": bd.warning})
     return rows
@@ -199,11 +200,15 @@ def summarize(folder: Path = RESULTS) -> None:
 def compare(old: Path, new: Path) -> None:
     """Print NEW's BD-rate against OLD per item (:func:`item_rows`) and both side streams' kilobytes per QP."""
     runs = {("video", "h264", "old"): json.loads(old.read_text()), ("video", "h264", "new"): json.loads(new.read_text())}
-    side = {(method, entry["source"]): [round(p["side_bytes"] / 1000, 1) for p in sorted(entry["points"], key=lambda p: p["qp"])]
+    side = {(method, Path(entry["source"]).name): [round(p["side_bytes"] / 1000, 1)
+                                                   for p in sorted(entry["points"], key=lambda p: p["qp"])]
             for (_, _, method), run in runs.items() for entry in run["inputs"]}
-    for row, entry in zip(item_rows(runs, test="new", anchor="old"), runs["video", "h264", "new"]["inputs"]):
-        print(f"{row['item']}: {_item_cell(row)}; side KB, old {side['old', entry['source']]}, "
-              f"new {side['new', entry['source']]}")
+    rows = item_rows(runs, test="new", anchor="old")
+    for row in rows:
+        print(f"{row['item']}: {_item_cell(row)}; side KB, old {side['old', row['item']]}, new {side['new', row['item']]}")
+    values = [row["bd_rate"] for row in rows if row["bd_rate"] is not None]
+    if values:
+        print(f"mean over {len(values)} items: {sum(values) / len(values):+.2f}%")
 
 
 if __name__ == "__main__":
