@@ -7,15 +7,10 @@ requested QP (or CRF) and is decoded; the plain codec is also encoded ``STEP``, 
 so that the plain codec's own curve is measured around each candidate's rate. In the
 plane of BD-rate (PSNR-YUV over log rate) a candidate's gain is its PSNR-YUV minus the
 plain curve's at the candidate's rate, linear between the two plain points around it.
-A candidate is kept if its gain exceeds a margin (the one that exceeds its own by most),
-else the plain codec at the requested quantiser is written. The margin covers the error of
-the interpolation, and keeps a curve of mixed choices from sagging below the plain codec's
-where it switches (its pchip segment between a plain and a learned point); both grow with
-the candidate's distance from the plain point at the requested quantiser, so the margin is
-``MARGIN_DB`` from half (or twice) that point's rate on and shrinks linearly in log rate
-to 0 at it (:func:`margin_at`). A scale-1 model without a side stream (a post-filter of
-the plain codec's own stream, a few hundred header bytes dearer) is judged on its gain
-alone, the 2x and 4x models, at a third to a half of the rate, with the full margin. The file is
+The candidate with the largest gain is written if that gain exceeds ``MARGIN_DB``, else
+the plain codec at the requested quantiser is: the margin covers the error of the
+interpolation, and keeps a curve of mixed choices from sagging below the plain codec's
+where it switches (its pchip segment between a plain and a learned point). The file is
 the chosen candidate's own standard MP4; its header records the mode and scale, the
 report says why.
 """
@@ -42,7 +37,7 @@ from dualcodec.video import VideoReader, open_writer
 from dualcodec.yuv import YUVFormat
 
 STEP = 6  # quantiser steps between the two plain points: about half the rate for H.264 and HEVC
-MARGIN_DB = 0.3  # PSNR-YUV a candidate at half the plain rate or less must gain over the plain codec's line
+MARGIN_DB = 0.3  # PSNR-YUV a candidate must gain over the plain codec's line to be kept
 
 
 @dataclass(frozen=True)
@@ -83,20 +78,12 @@ def plain_curve_at(rate: float, plain: Sequence[Trial]) -> float:
     return p0 + (p1 - p0) / (math.log(r1) - math.log(r0)) * (math.log(rate) - math.log(r0))
 
 
-def margin_at(rate: float, requested: Trial) -> float:
-    """The PSNR-YUV a candidate of ``rate`` bytes must gain over the plain curve: ``MARGIN_DB``
-    times its distance in log rate from the plain codec at the requested quantiser
-    (``requested``), in octaves, up to one octave."""
-    return MARGIN_DB * min(1.0, abs(math.log2(rate / requested.file_bytes)))
-
-
 def choose(plain: Sequence[Trial], candidates: Sequence[Trial]) -> tuple[int | None, str]:
     """The index of the candidate to keep (``None``: the plain codec at the requested
     quantiser, ``plain[0]``) and why (see the module docstring)."""
     gains = [t.psnr_yuv - plain_curve_at(t.file_bytes, plain) for t in candidates]
-    excess = [g - margin_at(t.file_bytes, plain[0]) for t, g in zip(candidates, gains)]
-    best = max(range(len(excess)), key=excess.__getitem__, default=None)
-    kept = best if best is not None and excess[best] > 0 else None
+    best = max(range(len(gains)), key=gains.__getitem__, default=None)
+    kept = best if best is not None and gains[best] > MARGIN_DB else None
     tried = [plain[0].describe()] + [t.describe(g) for t, g in zip(candidates, gains)]
     chosen = 0 if kept is None else 1 + kept
     others = "; ".join(d for i, d in enumerate(tried) if i != chosen)

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dualcodec.auto import MARGIN_DB, AutoCodec, Trial, choose, margin_at, plain_curve_at, psnr_yuv
+from dualcodec.auto import AutoCodec, Trial, choose, plain_curve_at, psnr_yuv
 from dualcodec.basecodec import BaseCodecSettings
 from dualcodec.codec import BicubicLayers, LayeredCodec, PlainLayers, decode, make_codec
 from dualcodec.container import ContainerReader
@@ -47,23 +47,6 @@ def test_choose_keeps_a_candidate_only_above_the_plain_curve():
     assert "tried 1x plain (2000 B, 33.00 dB)" in why and "2x dual (1000 B, 29.50 dB, -0.50 dB" in why
     assert choose(plain, [])[0] is None  # no candidate: plain
     assert choose(plain, [_trial(1000, 30.25, "dual", 2)])[0] is None  # within the margin: plain
-
-
-def test_the_margin_shrinks_towards_the_requested_plain_point():
-    plain = [_trial(2000, 33.0), _trial(1000, 30.0)]  # 3 dB per doubling of the rate
-    assert margin_at(1000, plain[0]) == pytest.approx(MARGIN_DB)  # an octave below: all of it
-    assert margin_at(250, plain[0]) == pytest.approx(MARGIN_DB)
-    assert margin_at(2000 * math.sqrt(2), plain[0]) == pytest.approx(MARGIN_DB / 2)
-    assert margin_at(2000, plain[0]) == 0.0
-    # A post-filter of the plain stream: 50 B of header, 0.1 dB better than the plain point.
-    # The plain line there is 33.107 dB and the margin 0.011 dB: kept at 0.1 dB above,
-    # not at a gain the header's bytes eat.
-    assert choose(plain, [_trial(2050, 33.2, "dual", 1)])[0] == 0
-    assert choose(plain, [_trial(2050, 33.1, "dual", 1)])[0] is None
-    # The best excess over its own margin wins, not the best gain: +0.35 dB at half the rate
-    # (0.05 over its margin) loses to +0.09 dB at the requested rate (0.08 over).
-    kept, _ = choose(plain, [_trial(1000, 30.35, "dual", 2), _trial(2050, 33.2, "dual", 1)])
-    assert kept == 1
 
 
 def test_psnr_yuv_matches_numpy(clip, bicubic_file):
