@@ -123,7 +123,7 @@ class _OracleRuntime:
     def side_features(self, w_hat, lr_height, lr_width):
         return w_hat
 
-    def upsample(self, y, u, v, w_hat, fmt):
+    def upsample(self, y, u, v, w_hat, fmt, level=None):
         from dualcodec.basecodec import Planes
         from dualcodec.codec import to_planes, to_unit
         from dualcodec.nets.common import bicubic_up
