@@ -56,7 +56,10 @@ def check(source: Path, codec: str, qps: list[int], frames: int, methods: list[s
                 mp4, y4m = Path(tmp) / f"{method}{qp}.mp4", Path(tmp) / f"{method}{qp}.y4m"
                 dualcodec("encode", str(source), "-o", str(mp4), "--codec", codec, "--qp", str(qp),
                           "--frames", str(frames), "--model", model, *METHODS[method])
-                dualcodec("decode", str(mp4), "-o", str(y4m), *(["--model", model] if method in ("auto", "dual") else []))
+                # A built-in family is found by the name in each file's header (--scale auto may keep
+                # default_x1 or default_x4); a model file must be named.
+                named = method in ("auto", "dual") and Path(model).is_file()
+                dualcodec("decode", str(mp4), "-o", str(y4m), *(["--model", model] if named else []))
                 pairs.append(f"{mp4}:{y4m}")
             curves += ["--curve", f"dualcodec-{method}", *pairs]  # not "plain"/"bicubic": the anchors' names
         out = subprocess.run([sys.executable, str(ANCHORS), str(source), "--frames", str(frames), "--codec", codec,
