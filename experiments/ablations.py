@@ -26,7 +26,8 @@ OUT = ROOT / "experiments" / "results" / "ablations"
 NAMES = ["ablation_reference", "ablation_no_side", "ablation_learned_down", "ablation_no_residual", "ablation_fast_up",
          "ablation_up_width", "ablation_mse", "value_curve_0", "value_curve_025", "value_curve_4",
          "folded_no_side", "no_side_depth3", "skip_weight", "pairs", "pairs_no_side", "pairs_no_side_unaugmented",
-         "no_side_depth3_level", "no_side_depth3_mse", "no_side_depth3_long", "no_side_depth3_long_ft"]
+         "no_side_depth3_level", "no_side_depth3_mse", "no_side_depth3_long", "no_side_depth3_long_ft",
+         "no_side_depth3_longer"]
 QPS = ["22", "27", "32", "37", "42"]
 CLIPS = ["cars_320x240_30f.y4m", "bikes_640x272_250f.mp4", "dogbed_1280x720_149f.mp4"]
 CONTENT = {  # name: (sources, extra arguments)
