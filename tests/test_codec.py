@@ -898,8 +898,7 @@ def test_a_level_input_model_codes_the_quantiser_level_in_the_header(level_model
     frames = clip.frames if bit_depth == 8 else [Planes(*(p.astype(np.uint16) * 4 for p in (f.y, f.u, f.v))) for f in clip.frames]
     data = LayeredCodec(ModelLayers(loaded), BaseCodecSettings(qp=qp)).compress(frames, fmt)
     plain = LayeredCodec(PlainLayers(), BaseCodecSettings(qp=qp)).compress(frames, fmt)
-    path = tmp_path / "level.mp4"
-    path.write_bytes(data)
+    path = _written(tmp_path / "level.mp4", data)
     header = ContainerReader(path).header
     assert header.level == level and header.scale == 1
     # a post-filter of the plain codec's own stream: the same base layer, bit for bit
