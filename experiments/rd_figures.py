@@ -10,7 +10,8 @@ notebooks/rate_distortion.ipynb, which draws the same figures inline.
 
 ``--compare`` prints, for each item of two results files of the same content (an earlier
 version from git, say: ``git show REV:experiments/results/rd/video_h264_dualcodec.json``),
-the PSNR-YUV BD-rate of NEW against OLD and each file's side-stream kilobytes per QP.
+the PSNR-YUV BD-rate of NEW against OLD, each file's side-stream kilobytes per QP, and per
+QP NEW's PSNR-YUV and file bytes less OLD's.
 """
 
 from __future__ import annotations
@@ -198,14 +199,18 @@ def summarize(folder: Path = RESULTS) -> None:
 
 
 def compare(old: Path, new: Path) -> None:
-    """Print NEW's BD-rate against OLD per item (:func:`item_rows`) and both side streams' kilobytes per QP."""
+    """Print NEW's BD-rate against OLD per item (:func:`item_rows`), both side streams'
+    kilobytes per QP, and per QP NEW's PSNR-YUV and file bytes less OLD's."""
     runs = {("video", "h264", "old"): json.loads(old.read_text()), ("video", "h264", "new"): json.loads(new.read_text())}
-    side = {(method, Path(entry["source"]).name): [round(p["side_bytes"] / 1000, 1)
-                                                   for p in sorted(entry["points"], key=lambda p: p["qp"])]
-            for (_, _, method), run in runs.items() for entry in run["inputs"]}
+    points = {(method, Path(entry["source"]).name): sorted(entry["points"], key=lambda p: p["qp"])
+              for (_, _, method), run in runs.items() for entry in run["inputs"]}
     rows = item_rows(runs, test="new", anchor="old")
     for row in rows:
-        print(f"{row['item']}: {_item_cell(row)}; side KB, old {side['old', row['item']]}, new {side['new', row['item']]}")
+        a, b = points["old", row["item"]], points["new", row["item"]]
+        side = [[round(p["side_bytes"] / 1000, 1) for p in q] for q in (a, b)]
+        change = ", ".join(f"QP {q['qp']} {q['psnr_yuv'] - p['psnr_yuv']:+.3f} dB {q['file_bytes'] - p['file_bytes']:+d} B"
+                           for p, q in zip(a, b))
+        print(f"{row['item']}: {_item_cell(row)}; side KB, old {side[0]}, new {side[1]}; new - old: {change}")
     values = [row["bd_rate"] for row in rows if row["bd_rate"] is not None]
     if values:
         print(f"mean over {len(values)} items: {sum(values) / len(values):+.2f}%")
