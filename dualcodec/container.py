@@ -5,7 +5,8 @@ Layout (format version 3)
 An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
 
 * Stream 0, **video**: the base layer, an ordinary H.264 / HEVC / AV1 track at the
-  low resolution (``base_width`` x ``base_height``), 4:2:0 in the source's bit depth,
+  low resolution (``base_width`` x ``base_height``), 4:2:0 in the source's bit depth
+  (H.264: without x264's version SEI; no FFmpeg version tag in the file),
   flagged with the source's matrix (and the primaries and transfer of its standard,
   :data:`dualcodec.basecodec.COLOUR_TAGS`) and range (``tv`` or ``pc``). A legacy
   player shows it.
@@ -63,11 +64,13 @@ class ContainerWriter:
         self.rate = Fraction(rate)
         self.time_base = 1 / self.rate
         target = path if hasattr(path, "write") else str(path)
+        # bitexact: without FFmpeg's version tag (52 bytes), so that a file depends on its input alone
+        options = {"fflags": "+bitexact"}
         if header.is_written:
-            self.output = av.open(target, "w", format="mp4", options={"movflags": "use_metadata_tags"})
+            self.output = av.open(target, "w", format="mp4", options={**options, "movflags": "use_metadata_tags"})
             self.output.metadata[METADATA_KEY] = header.to_json()
         else:
-            self.output = av.open(target, "w", format="mp4")
+            self.output = av.open(target, "w", format="mp4", options=options)
         self.video = self.output.add_stream(ENCODERS[settings.codec], rate=self.rate)
         if settings.codec == "hevc":
             self.video.codec_tag = "hvc1"  # parameter sets in the sample entry: what Apple players require

@@ -291,6 +291,22 @@ def x264_mp4(path: Path, frames: list[tuple], qp: int, rate: Fraction, colour: t
     return Path(path)
 
 
+# x264's version SEI (user_data_unregistered): x264's own UUID, written here as x264's
+# common/base.c has it, not taken from dualcodec.
+X264_UUID = bytes.fromhex("dc45e9bde6d948b7962cd820d923eeef")
+
+
+def without_banner_units(data: bytes) -> bytes:
+    """An MP4 H.264 sample (NAL units after 4-byte lengths) without the units that hold
+    x264's version SEI (:data:`X264_UUID`)."""
+    units, pos = [], 0
+    while pos < len(data):
+        end = pos + 4 + int.from_bytes(data[pos:pos + 4], "big")
+        units.append(data[pos:end])
+        pos = end
+    return b"".join(unit for unit in units if X264_UUID not in unit)
+
+
 def video_bitstream(path: Path) -> tuple[bytes, list[bytes]]:
     """The first video stream's parameter sets (its extradata: for H.264 the SPS, with the
     colour flags, and the PPS) and the payload of each non-empty packet, in file order."""

@@ -16,7 +16,9 @@ from dualcodec.basecodec import (
     planes_from_frame,
     planes_from_tensors,
     planes_to_tensors,
+    X264_BANNER_UUID,
     roundtrip,
+    without_x264_banner,
 )
 from dualcodec.errors import DualcodecError
 from helpers import psnr, synthetic_frames, write_y4m
@@ -166,6 +168,60 @@ def test_encoder_options_carry_preset_and_gop():
     assert hevc["preset"] == "fast" and "keyint=16" in hevc["x265-params"] and "qp=30" in hevc["x265-params"]
     av1 = BaseCodecSettings(codec="av1", qp=40, gop=8).encoder_options
     assert av1["preset"] == "8" and av1["qp"] == "40" and av1["svtav1-params"] == "keyint=8"
+
+
+def _x264_packets(settings: BaseCodecSettings, frames: list[Planes]) -> list:
+    """The frames coded by a libx264 context of PyAV's, set up as BaseEncoder sets its own."""
+    from fractions import Fraction
+
+    cc = av.CodecContext.create("libx264", "w")
+    cc.width, cc.height, cc.pix_fmt = frames[0].width, frames[0].height, settings.pix_fmt
+    cc.time_base, cc.framerate, cc.gop_size = Fraction(1, 25), Fraction(25), settings.gop
+    cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1
+    cc.options = settings.encoder_options
+    packets = []
+    for pts, planes in enumerate(frames):
+        frame = frame_from_planes(planes, settings.pix_fmt)
+        frame.pts, frame.time_base = pts, cc.time_base
+        packets += cc.encode(frame)
+    return packets + list(cc.encode(None))
+
+
+def test_h264_packets_lose_x264s_banner_and_nothing_else():
+    settings = BaseCodecSettings(codec="h264", qp=30, gop=4)
+    frames = _planes(settings, count=6)
+    encoder = BaseEncoder(settings, 64, 64)
+    ours = [p for planes in frames for p in encoder.encode(planes)] + encoder.encode(None)
+    theirs = _x264_packets(settings, frames)
+    assert X264_BANNER_UUID in bytes(theirs[0])  # x264 writes it into the first packet
+    assert not any(X264_BANNER_UUID in bytes(p) for p in ours)
+    assert [bytes(p) for p in ours] == [without_x264_banner(bytes(p)) for p in theirs]
+    assert 500 < theirs[0].size - ours[0].size < 800
+    assert [(p.pts, p.dts, p.is_keyframe) for p in ours] == [(p.pts, p.dts, p.is_keyframe) for p in theirs]
+
+    def decoded(packets):
+        decoder = BaseDecoder("h264", 8)
+        return [f for p in [*packets, None] for f in decoder.decode(p)]
+
+    for a, b in zip(decoded(ours), decoded(theirs), strict=True):  # the pictures are the same
+        assert all(np.array_equal(x, y) for x, y in zip((a.y, a.u, a.v), (b.y, b.u, b.v)))
+
+
+@pytest.mark.parametrize("data", [
+    b"",
+    b"\x00\x00\x01\x65" + X264_BANNER_UUID,  # the UUID inside a slice, not an SEI
+    b"\x00\x00\x01\x06\x05\x15" + X264_BANNER_UUID + b"abcd\x80" + b"\x00\x00\x01\x65xyz",  # a wrong size
+    b"\x00\x00\x01\x06\x05\x14" + X264_BANNER_UUID + b"abcd" + b"\x01\x01\x00\x80",  # a second message follows
+])
+def test_other_data_is_left_as_it_is(data):
+    assert without_x264_banner(data) == data
+
+
+def test_only_the_banners_nal_unit_goes():
+    banner = b"\x00\x00\x00\x01\x06\x05\x14" + X264_BANNER_UUID + b"abcd\x80"
+    slice_ = b"\x00\x00\x01\x65\x88\x84"
+    assert without_x264_banner(banner + slice_) == slice_
+    assert without_x264_banner(slice_ + banner + slice_) == slice_ + slice_
 
 
 def test_encoder_rejects_odd_size():
