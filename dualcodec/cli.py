@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--pix-fmt", choices=["yuv420p", "yuv420p10le", "yuv444p16le"],
                      help="y4m pixel format (default: the source's, yuv420p or yuv420p10le)")
     dec.add_argument("--model", help="model to decode with (default: the one named in the file)")
+    dec.add_argument("--start", type=int, default=0, metavar="N",
+                     help="seek: output from frame N on (0-based), decoded from the last key frame at or before it "
+                     "as a player seeks; the same frames a whole decode gives. No audio is carried past frame 0")
     dec.add_argument("--strict", action="store_true",
                      help="refuse a damaged file (default: decode what can be decoded, conceal the rest as a "
                      "player does, and name the damaged frames in one warning)")
@@ -307,12 +310,13 @@ def _decode(args: argparse.Namespace) -> None:
         check_output_file(destination, [args.input], [f".{kind}"], args.overwrite)
         place = atomic_path(destination)
     start = time.time()
-    video = decode(args.input, args.model, strict=args.strict, runtime=args.runtime, threads=args.threads)
+    video = decode(args.input, args.model, strict=args.strict, runtime=args.runtime, threads=args.threads,
+                   start=args.start)
     header = video.header
     frames = 0
     with place as tmp:
         writer = open_writer(kind, tmp, header.width, header.height, video.rate, video.format,
-                             audio_from=args.input, pix_fmt=args.pix_fmt)
+                             audio_from=None if args.start else args.input, pix_fmt=args.pix_fmt)
         # Frame n is written (colour conversion, file I/O) while frame n+1 is decoded.
         pending: deque[Future] = deque()
         with ThreadPoolExecutor(max_workers=1) as pool:

@@ -184,6 +184,7 @@ class ModelLayers:
     def reset(self) -> None:
         self._w_hat: torch.Tensor | None = None
         self._features = None  # the decoder's side features of _w_hat
+        self._memory = None  # a temporal model's previous frame of the GOP (runtime.FrameMemory)
 
     @property
     def runtime(self):
@@ -346,7 +347,12 @@ class ModelLayers:
             self._features = runtime.side_features(self._w_hat, h, w)
         elif mode == SideMode.SKIP or self._features is None:
             self._w_hat, self._features = None, runtime.side_features(None, h, w)
-        return Planes(*runtime.upsample(base.y, base.u, base.v, self._features, fmt, self.up_level))
+        out = Planes(*runtime.upsample(base.y, base.u, base.v, self._features, fmt, self.up_level, self._memory))
+        if self.model.temporal:
+            from dualcodec.runtime import FrameMemory
+
+            self._memory = FrameMemory((base.y, base.u, base.v), (out.y, out.u, out.v))
+        return out
 
 
 class BicubicLayers:
@@ -638,20 +644,22 @@ class DecodedVideo:
 
 
 def decode(source: Path, model: str | None = None, strict: bool = False, runtime: str = "auto",
-           threads: int | None = None) -> DecodedVideo:
+           threads: int | None = None, start: int = 0) -> DecodedVideo:
     """Open a dualcodec file (or a plain video without the header: mode plain); frames are
     :class:`Planes` at the original size, in the source's format. Damage is concealed
     unless ``strict``. ``runtime`` runs the learned layers (:data:`dualcodec.runtime.RUNTIMES`)
-    on ``threads`` threads (``None``: the runtime's default). :func:`decompress` does the
-    same from bytes in memory."""
-    return _decoded(ContainerReader(Path(source), strict=strict), model, runtime, threads)
+    on ``threads`` threads (``None``: the runtime's default). ``start``: seek; the frames
+    from frame ``start`` (0-based) on, decoded from the last key frame before it, the
+    same frames as a decode from the beginning gives (every GOP decodes on its own).
+    :func:`decompress` does the same from bytes in memory."""
+    return _decoded(ContainerReader(Path(source), strict=strict, start=start), model, runtime, threads)
 
 
 def decompress(data: bytes, model: str | None = None, strict: bool = False, runtime: str = "auto",
-               threads: int | None = None) -> DecodedVideo:
+               threads: int | None = None, start: int = 0) -> DecodedVideo:
     """In memory, as CompressAI's ``decompress``: the bytes of a dualcodec MP4 (what
     :meth:`LayeredCodec.compress` returns, or a whole file) back to frames."""
-    return _decoded(ContainerReader(bytes(data), strict=strict), model, runtime, threads)
+    return _decoded(ContainerReader(bytes(data), strict=strict, start=start), model, runtime, threads)
 
 
 def _decoded(reader: ContainerReader, model: str | None, runtime: str, threads: int | None) -> DecodedVideo:
@@ -676,8 +684,11 @@ def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[Planes]:
             out = layers.up(planes, SideFrame(SideMode.SKIP), header.yuv_format)
         return crop_planes(out, header.width, header.height)
 
-    return threaded((up(planes, side, index) for index, (planes, side) in enumerate(threaded(_base_and_side(reader)))),
-                    setup=torch.inference_mode)
+    frames = ((up(planes, side, index), index) for index, (planes, side)
+              in enumerate(threaded(_base_and_side(reader)), start=reader.first))
+    # Seeking: the frames from the key frame to the start are decoded (a temporal model's
+    # memory, a repeated side packet) but not shown.
+    return threaded((out for out, index in frames if index >= reader.start), setup=torch.inference_mode)
 
 
 def _base_and_side(reader: ContainerReader) -> Iterator[tuple[Planes, SideFrame | None]]:
@@ -686,7 +697,7 @@ def _base_and_side(reader: ContainerReader) -> Iterator[tuple[Planes, SideFrame 
     header = reader.header
     payloads = reader.side_frames() if header.mode == "dual" and reader.has_side_stream else None
     gops = header.version >= 2  # version 1 files could repeat latents across a key frame
-    for index, planes in enumerate(reader.base_frames()):
+    for index, planes in enumerate(reader.base_frames(), start=reader.first):
         side = None
         if payloads is not None:
             side = next(payloads, None)

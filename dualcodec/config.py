@@ -56,6 +56,9 @@ class ModelConfig:
     # The upsampler's features take the base layer's quantiser (the file header's level):
     # one model, filtering each QP as that QP needs (folded form only)
     level_input: bool = False
+    # The upsampler keeps the previous frame of the GOP (its decoded base and its output)
+    # and blends towards it where the scene holds still (folded form, no side stream)
+    temporal: bool = False
 
     def __post_init__(self) -> None:
         if self.scale not in (1, 2, 4):
@@ -72,6 +75,11 @@ class ModelConfig:
             raise DualcodecError("model.up_form 'folded' mixes chroma on its own grid: set model.up_chroma = 'own'")
         if self.level_input and self.up_form != "folded":
             raise DualcodecError("model.level_input needs model.up_form = 'folded'")
+        if self.temporal and self.up_form != "folded":
+            raise DualcodecError("model.temporal needs model.up_form = 'folded'")
+        if self.temporal and self.side_stream:
+            raise DualcodecError("model.temporal works without a side stream (a side stream conditioned on the "
+                                 "previous frame is not built): set model.side_stream = false")
         if self.taps % 2 == 0:
             raise DualcodecError(f"model.taps must be odd, got {self.taps}")
 
@@ -120,13 +128,17 @@ class LossConfig:
     # Weight of the distortion of the output with every block skipped (the upsampler
     # alone, what a file's predicted frames mostly get) beside that of the chosen output.
     skip_weight: float = 0.0
+    # A temporal model's motion: the weight of its alignment error (the previous base frame
+    # warped onto the current one, L1; FRVSR's loss), which trains the motion from the start
+    alignment_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.distortion not in ("l1", "mse"):
             raise DualcodecError(f"loss.distortion must be 'l1' or 'mse', got {self.distortion!r}")
-        if min(self.lmbda, self.side_lmbda, self.side_rate_delay, self.side_rate_warmup, self.skip_weight) < 0:
-            raise DualcodecError("loss.lmbda, side_lmbda, side_rate_delay, side_rate_warmup and skip_weight must not "
-                                 "be negative")
+        if min(self.lmbda, self.side_lmbda, self.side_rate_delay, self.side_rate_warmup, self.skip_weight,
+               self.alignment_weight) < 0:
+            raise DualcodecError("loss.lmbda, side_lmbda, side_rate_delay, side_rate_warmup, skip_weight and "
+                                 "alignment_weight must not be negative")
         if self.skip_weight and not self.train_skip:
             raise DualcodecError("loss.skip_weight weighs the skipped blocks' output, which needs loss.train_skip = true")
 
@@ -145,6 +157,9 @@ class DataConfig:
     val_gap: int = 1  # frames on each side of a validation frame that no one uses (video sources only)
     val_crop: int = 128
     val_crops: int = 4  # fixed crops per validation image
+    # Validation clips: each validation frame and the val_clip - 1 frames after it (video
+    # sources; images repeat), coded as a short video: a temporal model needs more than 1
+    val_clip: int = 1
     # A folder of precomputed base layers (``dualcodec pairs``; dualcodec.pairs): train on
     # the base coded from whole pictures at its QPs, not on crops coded in every step.
     pairs: str = ""
@@ -152,12 +167,15 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not self.train_dirs:
             raise DualcodecError("data.train_dirs must name at least one folder")
-        if min(self.crops_per_image, self.val_crops, self.val_crop) < 1:
-            raise DualcodecError("data.crops_per_image, val_crops and val_crop must be positive")
+        if min(self.crops_per_image, self.val_crops, self.val_crop, self.val_clip) < 1:
+            raise DualcodecError("data.crops_per_image, val_crops, val_crop and val_clip must be positive")
         if not 0 < self.val_fraction < 1:
             raise DualcodecError(f"data.val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
         if self.val_gap < 0:
             raise DualcodecError(f"data.val_gap must not be negative, got {self.val_gap}")
+        if self.val_gap < self.val_clip - 1:
+            raise DualcodecError(f"data.val_gap ({self.val_gap}) must be at least data.val_clip - 1 "
+                                 f"({self.val_clip - 1}): a validation clip's frames must not be training frames")
 
 
 @config
@@ -173,6 +191,9 @@ class ScheduleConfig:
     crop_fractions: tuple[float, ...] = (1.0,)
     clips: tuple[int, ...] = (1,)  # temporal cycle inside each spatial stage
     clip_fractions: tuple[float, ...] = (1.0,)
+    # the learning rate of a temporal model's temporal part, in units of lr: it starts from
+    # scratch where the rest of the model may start trained (train.init)
+    temporal_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for names in (("crops", "crop_fractions"), ("clips", "clip_fractions")):
@@ -185,8 +206,9 @@ class ScheduleConfig:
             raise DualcodecError(f"schedule.crops must be multiples of 4, at least 16, got {list(self.crops)}")
         if min(self.steps, self.batch, self.reference_batch, min(self.clips)) < 1 or self.warmup < 0:
             raise DualcodecError("schedule.steps, batch, reference_batch and clips must be positive")
-        if not self.lr > 0:
-            raise DualcodecError(f"schedule.lr must be positive, got {self.lr}")
+        if not self.lr > 0 or not self.temporal_lr_scale > 0:
+            raise DualcodecError(f"schedule.lr and temporal_lr_scale must be positive, got {self.lr} and "
+                                 f"{self.temporal_lr_scale}")
 
 
 @config

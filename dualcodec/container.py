@@ -221,12 +221,17 @@ class ContainerReader:
     collect in :attr:`damaged` as the frames are read.
     """
 
-    def __init__(self, path: Source, strict: bool = False) -> None:
-        """``path``: a file, or the bytes of a whole file (:func:`dualcodec.codec.decompress`)."""
+    def __init__(self, path: Source, strict: bool = False, start: int = 0) -> None:
+        """``path``: a file, or the bytes of a whole file (:func:`dualcodec.codec.decompress`).
+        ``start``: seek, as a player does: the base layer and the side stream are read
+        from the last key frame at or before frame ``start`` (0-based), :attr:`first`;
+        the frames before it are neither read nor decoded (their caller skips the frames
+        from :attr:`first` to ``start`` once decoded)."""
         self.source = path if isinstance(path, bytes) else Path(path)
         self.path = "the stream" if isinstance(path, bytes) else self.source  # for messages
         self.strict = strict
         self.damaged: set[int] = set()
+        self.start = start
         with _open(self.source) as inp:
             text = inp.metadata.get(METADATA_KEY)
             header = Header.from_json(text) if text is not None else None
@@ -244,6 +249,24 @@ class ContainerReader:
             self.extradata = video.codec_context.extradata
             # Only a dual file has a side stream; a plain video's data streams (e.g. time codes) are not one.
             self.has_side_stream = self.header.mode == "dual" and bool(inp.streams.data)
+            self.first = self._key_frame_before(inp, start) if start else 0
+
+    def _key_frame_before(self, inp, start: int) -> int:
+        """The index of the last key frame at or before frame ``start``. In a closed GOP
+        (every base layer dualcodec writes) a key frame's packet is preceded in decode order
+        by exactly the frames before it in display order, so its packet index is its frame index."""
+        if start < 0:
+            raise DualcodecError(f"cannot start at frame {start}: frames count from 0")
+        key, count = 0, 0
+        for packet in inp.demux(inp.streams.video[0]):
+            if not packet.size:
+                continue
+            if packet.is_keyframe and count <= start:
+                key = count
+            count += 1
+        if start >= count:
+            raise DualcodecError(f"cannot start at frame {start}: {self.path} has {count} frames")
+        return key
 
     def record_damage(self, index: int, what: str) -> None:
         """Frame ``index`` is damaged (``what``): refused when ``strict``, else recorded."""
@@ -261,9 +284,11 @@ class ContainerReader:
         decoder.codec_context.options = {"err_detect": "explode"} if self.strict else {"flags2": "+showall"}
         size = (self.header.base_height, self.header.base_width)
         last: Planes | None = None
-        index = sent = 0
+        index = sent = self.first
         with _open(self.source) as inp:
-            packets = inp.demux(inp.streams.video[0])
+            packets = (p for p in inp.demux(inp.streams.video[0]))
+            for _ in range(self.first):  # seeking: the packets before the key frame
+                next(p for p in packets if p.size)
             ended = False
             while not ended:
                 try:
@@ -292,7 +317,8 @@ class ContainerReader:
             index += 1
 
     def side_frames(self) -> Iterator[SideFrame]:
-        """The side stream frame by frame, checksums verified (nothing when the file has none).
+        """The side stream frame by frame from frame :attr:`first`, checksums verified
+        (nothing when the file has none).
 
         A damaged packet is SKIP (:attr:`damaged`), unless ``strict``."""
         import av
@@ -300,10 +326,13 @@ class ContainerReader:
         if not self.has_side_stream:
             return
         with _open(self.source) as inp:
-            index = 0
+            index, skipped = self.first, 0
             try:
                 for packet in inp.demux(inp.streams.data[0]):
                     if packet.size == 0:
+                        continue
+                    if skipped < self.first:
+                        skipped += 1
                         continue
                     try:
                         side = SideFrame.from_bytes(parse_payload(bytes(packet), index), index)

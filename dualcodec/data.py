@@ -402,8 +402,22 @@ def crops_to_planes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return planes_to_unit(*planes, TRAINING_FORMAT)
 
 
-def validation_crops(files: Sequence[Path], crop: int, per_image: int) -> torch.Tensor:
-    """Fixed uint8 crops ``[N, 3, crop, crop]``: ``per_image`` windows on a diagonal of each image.
+def validation_clip(path: Path, length: int) -> Clip:
+    """The validation clip of a validation frame: it and the ``length - 1`` frames after it
+    in its frame folder (which :func:`split_sources` keeps from training when ``val_gap >=
+    length - 1``); fewer where the folder ends, the last frame repeated. A picture that is
+    not a frame (an image collection's) is a still shot: itself ``length`` times."""
+    path = Path(path)
+    if not FRAME_NAME.fullmatch(path.stem):
+        return (path,) * length
+    frames = sorted(p for p in path.parent.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    start = frames.index(path)
+    return tuple(frames[min(start + i, len(frames) - 1)] for i in range(length))
+
+
+def validation_crops(files: Sequence[Path], crop: int, per_image: int, clip: int = 1) -> torch.Tensor:
+    """Fixed uint8 crops ``[N, 3, crop, crop]``: ``per_image`` windows on a diagonal of each image;
+    with ``clip > 1`` the same windows of each image's :func:`validation_clip`, ``[N, clip, 3, crop, crop]``.
 
     Window ``k`` of an ``H x W`` image starts at ``((H - crop) k / (n - 1), (W - crop)
     (n - 1 - k) / (n - 1))``, so the windows run from the top-right corner to the bottom-left one.
@@ -411,13 +425,17 @@ def validation_crops(files: Sequence[Path], crop: int, per_image: int) -> torch.
     """
     from PIL import Image
 
+    def rgb(path: Path) -> np.ndarray:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+
     out = []
     for path in _large_enough(list(files), crop):
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-        h, w = rgb.shape[:2]
+        frames = np.stack([rgb(p) for p in validation_clip(path, clip)])
+        h, w = frames.shape[1:3]
         steps = max(per_image - 1, 1)
         for k in range(per_image):
             y, x = (h - crop) * k // steps, (w - crop) * (per_image - 1 - k) // steps
-            out.append(rgb[y : y + crop, x : x + crop])
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+            out.append(frames[:, y : y + crop, x : x + crop])
+    crops = torch.from_numpy(np.stack(out)).permute(0, 1, 4, 2, 3).contiguous()
+    return crops if clip > 1 else crops[:, 0]

@@ -3,7 +3,7 @@
 The two decoder graphs of :mod:`dualcodec.runtime`, with their feature convolutions in
 int8 (:class:`~dualcodec.nets.quant.QuantConv2d`: 8-bit inputs, int8 weights per
 channel): ``g_s`` and the upsampler's side term, ``conv_in`` and ``body``, and with the
-folded upsampler its 1x1 weight heads and detail term too (plain convolutions there; the
+folded upsampler its 1x1 weight heads, detail term and temporal part too (plain convolutions there; the
 mixture form reorders its heads' rows, which stay fp32 with its detail term). The filter
 mixture itself (the candidate filters, their products with the weights and their sums)
 stays fp32: its error would go straight to the output pixels.
@@ -12,7 +12,8 @@ Calibrated post-training quantisation on what the decoder really sees: real imag
 by the model through the real base codec at several QPs and decoded, their side latents
 and base planes recorded on the way into the networks; each convolution's input range is
 the range it meets there (the side graph also sees every block's latents, as if the
-encoder had enhanced them all). The graphs are traced as for fp32 (OpenVINO turns the fake
+encoder had enhanced them all; a temporal model's upsampler sees clips of :data:`CLIP`
+frames, each calibration image and the frames after it). The graphs are traced as for fp32 (OpenVINO turns the fake
 quantisation into int8 convolutions) and written beside the model file,
 ``NAME.int8/{side,up}.{xml,bin}``, with ``meta.json`` holding the model's fingerprint (a
 stale set is refused at load) and how they were calibrated.
@@ -34,6 +35,9 @@ from dualcodec.nets.quant import quantise_convs
 from dualcodec.nets.upsampler import FoldedUpsampler
 from dualcodec.runtime import GRAPHS_VERSION, SideFeatures, SideGraph, TorchRuntime, UpGraph, import_openvino, int8_dir, trace_side, trace_up
 
+CLIP = 4  # frames per calibration clip of a temporal model (dualcodec.data.validation_clip)
+
+
 class RecordingRuntime(TorchRuntime):
     """The torch runtime, keeping every input its two graphs receive."""
 
@@ -47,9 +51,9 @@ class RecordingRuntime(TorchRuntime):
             self.side_inputs.append([w_hat.float().numpy().copy()])
         return super().side_features(w_hat, lr_height, lr_width)
 
-    def upsample(self, y, u, v, side, fmt, level=None):
-        self.up_inputs.append(self._up_inputs(y, u, v, side, fmt, level))
-        return super().upsample(y, u, v, side, fmt, level)
+    def upsample(self, y, u, v, side, fmt, level=None, memory=None):
+        self.up_inputs.append(self._up_inputs(y, u, v, side, fmt, level, memory))
+        return super().upsample(y, u, v, side, fmt, level, memory)
 
 
 def calibration_images(folders: list[Path], count: int) -> list[Path]:
@@ -75,15 +79,20 @@ def record(loaded: LoadedModel, images: list[Path], qps: list[int], progress: bo
     from dualcodec.video import VideoReader, pad_planes
     from dualcodec.yuv import codes_to_unit
 
+    from dualcodec.data import validation_clip
+
     recorder = RecordingRuntime(loaded)
     model, coder = loaded.model, loaded.model.latent_coder
     jobs = [(image, qp) for image in images for qp in qps]
     for image, qp in tqdm(jobs, desc="calibrate", unit="frame", disable=not progress, leave=False):
         reader = VideoReader(image)
         frame = next(reader.frames())
+        # A temporal model's memory is seen on clips: the image and the frames after it.
+        frames = [frame, *(next(VideoReader(p).frames()) for p in validation_clip(image, CLIP)[1:])] \
+            if model.temporal else [frame]
         # the reference runtime makes the choices: not the int8 graphs this export replaces
         layers = ModelLayers(loaded, lmbda_at(loaded.lmbda, qp), level=qp, runtime="torch", metric="l1")
-        data = LayeredCodec(layers, BaseCodecSettings(codec="h264", qp=qp)).compress([frame], reader.info.format)
+        data = LayeredCodec(layers, BaseCodecSettings(codec="h264", qp=qp)).compress(frames, reader.info.format)
         list(decompress(data, str(loaded.path), runtime=recorder).frames)
         if model.has_side_stream:
             height, width = (2 * model.scale * -(-n // (2 * model.scale)) for n in (frame.height, frame.width))
@@ -104,6 +113,7 @@ def up_convs(model) -> list[str]:
     names = ["upsampler.conv_in", *(f"upsampler.body.{i}" for i in range(len(up.body)))]
     if isinstance(up, FoldedUpsampler):
         names += ["upsampler.head", "upsampler.chroma_head", *(["upsampler.detail"] if up.detail is not None else [])]
+        names += ["upsampler.memory_in", "upsampler.memory_gate"] if up.temporal else []
     return names
 
 

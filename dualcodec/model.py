@@ -13,6 +13,11 @@ base layer, real or proxy; ``x`` the planes seen together, chroma on luma's grid
                             SpatiallyVaryingUpsampler(y_lr_hat, uv_lr_hat, s_feat) = filters + detail --> y_hat, uv_hat
                             (or FoldedUpsampler, the same on the 4:2:0 planes' common grid)
 
+A temporal model (``model.temporal``) upsamples each frame after the previous frame of
+its GOP: :class:`~dualcodec.nets.upsampler.Memory` (that frame's decoded base and output)
+enters the upsampler, aligned by motion at low resolution; :meth:`forward_clips` trains
+it on clips, frame after frame.
+
 The side stream is an enhancement layer: ``g_a`` codes the residual against the
 upsampled base, conditioned on the base (:mod:`dualcodec.nets.side`), the latent coder's
 densities are conditioned on the decoded base through integer activity classes
@@ -25,7 +30,8 @@ the mixture-form upsampler see the three channels together, chroma brought to lu
 (:func:`dualcodec.nets.common.to_444`), the folded form sees luma folded to chroma's
 grid; the upsampler returns 4:2:0 planes.
 
-Verbs: :meth:`forward` for training (bits from likelihoods), :meth:`analyse`,
+Verbs: :meth:`forward` for training (bits from likelihoods; clips through
+:meth:`forward_clips`), :meth:`analyse`,
 :meth:`side_classes` and :attr:`latent_coder` for the real side stream
 (:class:`dualcodec.codec.ModelLayers` makes the per-block choices), :meth:`upsample` at
 the decoder, and :meth:`update` to build the coding tables before saving.
@@ -50,7 +56,7 @@ from dualcodec.errors import DualcodecError
 from dualcodec.nets.common import bicubic_down, bicubic_up_folded, pad_to_multiple, to_444, to_444_folded
 from dualcodec.nets.downsampler import LearnedDownsampler
 from dualcodec.nets.side import SideAnalysis, SideSynthesis
-from dualcodec.nets.upsampler import FoldedUpsampler, SideInputs, SpatiallyVaryingUpsampler
+from dualcodec.nets.upsampler import FoldedUpsampler, Memory, SideInputs, SpatiallyVaryingUpsampler
 from dualcodec.yuv import YUVFormat, unit_to_planes
 
 MODEL_FORMAT = "dualcodec-model"
@@ -79,6 +85,9 @@ class ForwardOutput:
     base_bits: torch.Tensor  # [B]
     y_skip: torch.Tensor | None = None  # every block skipped (the upsampler alone), where the pass computed it
     uv_skip: torch.Tensor | None = None
+    # a temporal model on clips: the mean alignment error of its motion (FRVSR's loss;
+    # FoldedUpsampler.alignment_error) over the frames after the first
+    alignment: torch.Tensor | None = None
 
 
 def _error(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
@@ -136,7 +145,8 @@ class DualLayerModel(nn.Module):
         side_channels = config.side_channels if config.side_stream else 0
         if config.up_form == "folded":
             self.upsampler = FoldedUpsampler(config.scale, side_channels, config.up_width, config.up_depth,
-                                             config.num_filters, config.taps, config.up_residual, config.level_input)
+                                             config.num_filters, config.taps, config.up_residual, config.level_input,
+                                             config.temporal)
         else:
             self.upsampler = SpatiallyVaryingUpsampler(config.scale, side_channels, config.up_width, config.up_depth,
                                                        config.num_filters, config.taps, config.up_residual,
@@ -145,6 +155,11 @@ class DualLayerModel(nn.Module):
     @property
     def has_side_stream(self) -> bool:
         return self.latent_coder is not None
+
+    @property
+    def temporal(self) -> bool:
+        """Whether the upsampler takes the previous frame's :class:`~dualcodec.nets.upsampler.Memory`."""
+        return getattr(self.upsampler, "temporal", False)
 
     @property
     def takes_level(self) -> bool:
@@ -199,26 +214,56 @@ class DualLayerModel(nn.Module):
         return SideInputs(*(None if t is None else t[..., :h, :w] for t in self.upsampler.side_inputs(*self.g_s(w_hat))))
 
     def upsample_with(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, side: SideInputs,
-                      level: float | torch.Tensor | None = None, rows: int | None = 32) -> tuple[torch.Tensor, torch.Tensor]:
+                      level: float | torch.Tensor | None = None, rows: int | None = 32,
+                      memory: Memory | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded base planes and the side inputs of :meth:`side_features` to
         ``(y_hat, uv_hat)`` at full size (not clamped); ``level``: the base layer's
-        quantiser (a model that :attr:`takes_level` needs it); ``rows``: see the upsampler."""
-        if not self.takes_level or level is None:
-            return self.upsampler(y_lr_hat, uv_lr_hat, *side, rows=rows)
-        level = torch.as_tensor(level, dtype=torch.float32, device=y_lr_hat.device)
-        return self.upsampler(y_lr_hat, uv_lr_hat, *side, rows=rows, level=level)
+        quantiser (a model that :attr:`takes_level` needs it); ``rows``: see the upsampler;
+        ``memory``: the previous frame of the GOP, for a :attr:`temporal` model."""
+        extra = {} if memory is None or not self.temporal else {"memory": memory}
+        if self.takes_level and level is not None:
+            extra["level"] = torch.as_tensor(level, dtype=torch.float32, device=y_lr_hat.device)
+        return self.upsampler(y_lr_hat, uv_lr_hat, *side, rows=rows, **extra)
 
     def upsample(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor,
-                 w_hat: torch.Tensor | None, level: float | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 w_hat: torch.Tensor | None, level: float | torch.Tensor | None = None,
+                 memory: Memory | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded base planes and decoded latents ``w_hat`` (``None``: all skipped) to
-        ``(y_hat, uv_hat)`` at full size (not clamped), at quantiser ``level``."""
-        return self.upsample_with(y_lr_hat, uv_lr_hat, self.side_features(w_hat, y_lr_hat), level)
+        ``(y_hat, uv_hat)`` at full size (not clamped), at quantiser ``level``, after the
+        frame of ``memory`` (a :attr:`temporal` model)."""
+        return self.upsample_with(y_lr_hat, uv_lr_hat, self.side_features(w_hat, y_lr_hat), level, memory=memory)
+
+    def forward_clips(self, y: torch.Tensor, uv: torch.Tensor,
+                      base_layer: Callable[[torch.Tensor, torch.Tensor], BaseLayerOutput], level: float) -> ForwardOutput:
+        """Training pass of a model without a side stream on clips ``y`` ``[B,T,1,H,W]``,
+        ``uv`` ``[B,T,2,H/2,W/2]`` (each clip one GOP, the base layer coding it as a short
+        video): the frames are upsampled in order, each after the previous one's
+        :class:`~dualcodec.nets.upsampler.Memory` (a :attr:`temporal` model; gradients
+        pass through it), the first with none. Outputs are ``[B T, ...]``, clip by clip."""
+        if self.has_side_stream:
+            raise ValueError("forward_clips trains models without a side stream")
+        b, t = y.shape[:2]
+        y_lr, uv_lr = self.downsample(y.flatten(0, 1), uv.flatten(0, 1))
+        base = base_layer(y_lr, uv_lr)
+        y_lr_hat, uv_lr_hat = base.y_lr_hat.unflatten(0, (b, t)), base.uv_lr_hat.unflatten(0, (b, t))
+        memory, y_hat, uv_hat, alignment = None, [], [], []
+        for i in range(t):
+            if memory is not None:
+                alignment.append(self.upsampler.alignment_error(y_lr_hat[:, i], uv_lr_hat[:, i], memory).mean())
+            y_i, uv_i = self.upsample(y_lr_hat[:, i], uv_lr_hat[:, i], None, level, memory)
+            memory = Memory(y_lr_hat[:, i], uv_lr_hat[:, i], y_i, uv_i) if self.temporal else None
+            y_hat.append(y_i)
+            uv_hat.append(uv_i)
+        return ForwardOutput(torch.stack(y_hat, 1).flatten(0, 1), torch.stack(uv_hat, 1).flatten(0, 1), y_lr, uv_lr,
+                             y.new_zeros(b * t, dtype=torch.float32), base.bits,
+                             alignment=torch.stack(alignment).mean() if alignment else None)
 
     def forward(self, y: torch.Tensor, uv: torch.Tensor,
                 base_layer: Callable[[torch.Tensor, torch.Tensor], BaseLayerOutput], level: float,
                 fmt: YUVFormat, skip_lmbda: float | None = None) -> ForwardOutput:
         """Training pass. ``base_layer`` carries the downsampled planes through the (real or
         proxy) base codec; ``level`` is the side level (the QP), ``fmt`` the planes' format.
+        Clips (``y`` ``[B,T,1,H,W]``) go to :meth:`forward_clips`.
 
         With ``skip_lmbda`` (the side bits' weight per pixel, against the L1 distortion) each
         block is enhanced or skipped as the encoder decides (:class:`dualcodec.codec.ModelLayers`):
@@ -227,6 +272,8 @@ class DualLayerModel(nn.Module):
         count the enhanced blocks' latents and every block's flag: the side path learns to
         be worth its bits where it is used. Without it every block is enhanced.
         """
+        if y.dim() == 5:
+            return self.forward_clips(y, uv, base_layer, level)
         y_lr, uv_lr = self.downsample(y, uv)
         base = base_layer(y_lr, uv_lr)
         if not self.has_side_stream:

@@ -2,7 +2,8 @@
 
 Forward: the *real* encoder and decoder (x264 / x265 / SVT-AV1 through PyAV) code each
 training crop's planes as an intra picture (8-bit code values, rounded and clamped as
-the encoder's input is). Backward: a straight-through gradient (rounding, clamping and
+the encoder's input is), or each clip of ``clip`` crops as a short video: its first frame
+a key frame, the others predicted (P- and B-frames), as in a file. Backward: a straight-through gradient (rounding, clamping and
 the codec's quantisation pass the gradient unchanged).
 
 Rate: a rho-domain estimate (He and Mitra 2001), the sum of ``log2(1 + |c| / q)`` over
@@ -55,14 +56,24 @@ def rho_rate_estimate(y: torch.Tensor, uv: torch.Tensor, qp: int) -> torch.Tenso
 class RealCodecLayer:
     """Callable base layer for :meth:`DualLayerModel.forward` (see module docstring)."""
 
-    def __init__(self, codec: str, preset: str, qp: int) -> None:
+    def __init__(self, codec: str, preset: str, qp: int, clip: int = 1) -> None:
+        """``clip``: the batch holds clips of that many consecutive frames, coded as videos."""
         # The training crops' format (dualcodec.data.TRAINING_FORMAT): 8-bit limited range BT.601.
         self.settings = BaseCodecSettings(codec=codec, qp=qp, preset=preset, matrix=BT601)
+        self.clip = clip
 
     def __call__(self, y_lr: torch.Tensor, uv_lr: torch.Tensor) -> BaseLayerOutput:
         fmt = self.settings.yuv_format
         y, uv = unit_to_planes(y_lr.float(), uv_lr.float(), fmt)
-        decoded, sizes = roundtrip(self.settings, planes_from_tensors(y, uv, fmt))
+        frames = planes_from_tensors(y, uv, fmt)
+        if self.clip == 1:
+            decoded, sizes = roundtrip(self.settings, frames)
+        else:
+            decoded, sizes = [], []
+            for start in range(0, len(frames), self.clip):
+                clip_decoded, clip_sizes = roundtrip(self.settings, frames[start : start + self.clip], intra=False)
+                decoded += clip_decoded
+                sizes += clip_sizes
         y_real, uv_real = (t.to(y_lr.device) for t in planes_to_unit(*planes_to_tensors(decoded), fmt))
         real_bits = 8.0 * torch.tensor(sizes, dtype=torch.float32, device=y_lr.device)
         estimate = rho_rate_estimate(y, uv, self.settings.qp)

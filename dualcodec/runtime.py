@@ -4,6 +4,8 @@ The decoder runs two graphs, both made of the model's own modules:
 
     SideGraph  w_hat [1,M,hb,wb] --g_s, side_inputs--> t [1,h,w,C] (channels last), r_y, r_uv   (NEW frames only)
     UpGraph    y [1,1,h,w], uv [1,2,h/2,w/2] (base code values), t, r_y, r_uv
+               (a temporal model: then the previous frame's base y, uv and output y, uv, code
+               values, and present [1], 0 at a GOP's first frame: :class:`FrameMemory`)
                  --unit scale, upsampler, code values, round, clamp-->
                y [1,1,H,W], uv [1,2,H/2,W/2] (code values)
 
@@ -55,7 +57,7 @@ from torch import nn
 
 from dualcodec.errors import DualcodecError
 from dualcodec.model import DualLayerModel, LoadedModel
-from dualcodec.nets.upsampler import SideInputs
+from dualcodec.nets.upsampler import Memory, SideInputs
 from dualcodec.yuv import YUVFormat, codes_to_unit, unit_scale, unit_to_codes
 
 RUNTIMES = ("auto", "torch", "openvino", "openvino-int8")
@@ -75,6 +77,31 @@ class SideFeatures:
 
     def arrays(self) -> list[np.ndarray]:
         return [a for a in (self.t, self.r_y, self.r_uv) if a is not None]
+
+
+@dataclass(frozen=True)
+class FrameMemory:
+    """What a temporal model's upsampler keeps of the previous frame of the GOP: its
+    decoded base planes and the output planes, ``(y, u, v)`` code values each."""
+
+    base: tuple[np.ndarray, np.ndarray, np.ndarray]
+    output: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    def arrays(self) -> list[np.ndarray]:
+        """The up graph's memory inputs (:data:`MEMORY_INPUTS` of them): present."""
+        return [*_plane_arrays(*self.base), *_plane_arrays(*self.output), np.ones(1, np.float32)]
+
+    @staticmethod
+    def absent(y: np.ndarray, scale: int) -> list[np.ndarray]:
+        """The memory inputs for a GOP's first frame of base luma ``y``: zeros, not present."""
+        h, w = y.shape
+        zeros = np.zeros((h, w), np.float32)
+        big = np.zeros((scale * h, scale * w), np.float32)
+        return [*_plane_arrays(zeros, zeros[::2, ::2], zeros[::2, ::2]),
+                *_plane_arrays(big, big[::2, ::2], big[::2, ::2]), np.zeros(1, np.float32)]
+
+
+MEMORY_INPUTS = 5  # base y, uv; output y, uv; present
 
 
 class SideGraph(nn.Module):
@@ -112,9 +139,15 @@ class UpGraph(nn.Module):
         self.rows = rows
 
     def forward(self, y: torch.Tensor, uv: torch.Tensor, scale: torch.Tensor,
-                *side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                *rest: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rest``: the side inputs, then (a temporal model) the memory's :data:`MEMORY_INPUTS`."""
         level = scale[5:6] if self.model.takes_level else None  # the numbers' sixth: the quantiser
-        y_hat, uv_hat = self.model.upsample_with(*codes_to_unit(y, uv, scale), _model_side(side), level, rows=self.rows)
+        memory = None
+        if self.model.temporal:
+            rest, (y_lr, uv_lr, y_prev, uv_prev, present) = rest[:-MEMORY_INPUTS], rest[-MEMORY_INPUTS:]
+            memory = Memory(*codes_to_unit(y_lr, uv_lr, scale), *codes_to_unit(y_prev, uv_prev, scale), present)
+        y_hat, uv_hat = self.model.upsample_with(*codes_to_unit(y, uv, scale), _model_side(rest), level, rows=self.rows,
+                                                 memory=memory)
         y_out, uv_out = unit_to_codes(y_hat, uv_hat, scale)
         top = scale[4]
         return torch.minimum(torch.round(y_out).clamp_min(0.0), top), torch.minimum(torch.round(uv_out).clamp_min(0.0), top)
@@ -129,9 +162,11 @@ class Runtime(Protocol):
         """Features of decoded latents ``w_hat`` ``[1,M,hb,wb]`` (``None``: all zero)."""
 
     def upsample(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, side: SideFeatures,
-                 fmt: YUVFormat, level: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 fmt: YUVFormat, level: int | None = None,
+                 memory: FrameMemory | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Base planes (code values) to full-size planes (code values, the planes' dtype);
-        ``level``: the base layer's quantiser, for a model that takes it (the header's)."""
+        ``level``: the base layer's quantiser, for a model that takes it (the header's);
+        ``memory``: the previous frame of the GOP, for a temporal model (``None``: the GOP's first)."""
 
     def analyse(self, original: tuple[np.ndarray, np.ndarray, np.ndarray], base: tuple[np.ndarray, np.ndarray, np.ndarray],
                 fmt: YUVFormat) -> torch.Tensor:
@@ -182,13 +217,16 @@ class _Networks:
         self.model = model
         self._zero: dict[tuple[int, int], SideFeatures] = {}
 
-    def _up_inputs(self, y, u, v, side: SideFeatures, fmt: YUVFormat, level: int | None) -> list[np.ndarray]:
-        """:func:`up_inputs`, with ``level`` where the model takes it (and required there)."""
-        if not self.model.takes_level:
-            return up_inputs(y, u, v, side, fmt)
-        if level is None:
+    def _up_inputs(self, y, u, v, side: SideFeatures, fmt: YUVFormat, level: int | None,
+                   memory: FrameMemory | None = None) -> list[np.ndarray]:
+        """:func:`up_inputs`, with ``level`` where the model takes it (and required there),
+        and a temporal model's memory inputs."""
+        if self.model.takes_level and level is None:
             raise DualcodecError("this model needs the base layer's quantiser level, which the file's header lacks")
-        return up_inputs(y, u, v, side, fmt, level)
+        inputs = up_inputs(y, u, v, side, fmt, level if self.model.takes_level else None)
+        if self.model.temporal:
+            inputs += FrameMemory.absent(y, self.model.scale) if memory is None else memory.arrays()
+        return inputs
 
     def _synthesis(self, w_hat: np.ndarray) -> list[np.ndarray]:
         """The side graph's outputs (on whole latent blocks; may be views of a runtime's buffers)."""
@@ -230,8 +268,10 @@ class TorchRuntime(_Networks):
         return [t.numpy() for t in self.side_graph(torch.from_numpy(w_hat))]
 
     @torch.inference_mode()
-    def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat, level: int | None = None):
-        y_out, uv_out = self.up_graph(*(torch.from_numpy(a) for a in self._up_inputs(y, u, v, side, fmt, level)))
+    def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat, level: int | None = None,
+                 memory: FrameMemory | None = None):
+        inputs = self._up_inputs(y, u, v, side, fmt, level, memory)
+        y_out, uv_out = self.up_graph(*(torch.from_numpy(a) for a in inputs))
         return _planes(y_out.numpy(), uv_out.numpy(), y.dtype)
 
     @torch.inference_mode()
@@ -380,8 +420,9 @@ class OpenVINORuntime(_Networks):
     def _synthesis(self, w_hat: np.ndarray) -> list[np.ndarray]:
         return self._run("side", [w_hat])
 
-    def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat, level: int | None = None):
-        y_out, uv_out = self._run("up", self._up_inputs(y, u, v, side, fmt, level))
+    def upsample(self, y, u, v, side: SideFeatures, fmt: YUVFormat, level: int | None = None,
+                 memory: FrameMemory | None = None):
+        y_out, uv_out = self._run("up", self._up_inputs(y, u, v, side, fmt, level, memory))
         return _planes(y_out, uv_out, y.dtype)
 
     def analyse(self, original, base, fmt: YUVFormat) -> torch.Tensor:
@@ -415,6 +456,10 @@ def up_example(model: DualLayerModel, height: int = 32, width: int = 32) -> list
     if model.has_side_stream:
         with torch.no_grad():
             inputs += graph_side(model.side_features(None, y))
+    if model.temporal:
+        s = model.scale
+        inputs += [y, inputs[1], torch.full((1, 1, s * height, s * width), 128.0),
+                   torch.full((1, 2, s * height // 2, s * width // 2), 128.0), torch.ones(1)]
     return inputs
 
 

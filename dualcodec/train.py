@@ -4,7 +4,7 @@
 crops (random crop, flips, 90-degree rotations; :mod:`dualcodec.data`, NVIDIA DALI)
 from ``[data] train_dirs`` (validation held out from every source) and minimises
 
-    loss = D(x, x_hat) + lmbda(qp) * (w(t) * side_bits + base_bits) / pixels
+    loss = D(x, x_hat) + lmbda(qp) * (w(t) * side_bits + base_bits) / pixels  (+ alignment_weight * A)
 
 on 4:2:0 planes (:func:`dualcodec.data.crops_to_planes`), ``D`` weighing Y, Cb and Cr
 6:1:1 as PSNR-YUV does, ``pixels`` the luma samples.
@@ -15,6 +15,8 @@ where ``qp`` is drawn per step from ``[base] qp_min..qp_max`` (the same on every
 beforehand from whole pictures (:mod:`dualcodec.pairs`; the QPs drawn are then the
 pairs' QPs in that range); ``w(t)`` ramps the side bits in (:func:`side_weight`), and with
 ``[loss] train_skip`` each block is enhanced or skipped as the encoder would choose.
+A temporal model (``model.temporal``) trained on clips adds its motion's alignment error
+``A`` (:meth:`~dualcodec.nets.upsampler.FoldedUpsampler.alignment_error`).
 
 The crop size, clip length, batch and learning rate follow ``[schedule]``
 (:mod:`dualcodec.schedule`: multigrid stages, linear scaling, warm-up, restarts). The
@@ -58,11 +60,12 @@ _OWNED_BY_EXPERIMENT = ("train_batch_size", "train_micro_batch_size_per_gpu", "g
 
 @dataclass(frozen=True)
 class StepStats:
-    loss: float
+    loss: float  # rate-distortion: what validation picks the model by (a temporal model's alignment term apart)
     distortion: float
     side_bpp: float
     base_bpp: float
     psnr: float
+    alignment: float = 0.0  # a temporal model's alignment error on clips (FRVSR's motion loss)
 
 
 def psnr_yuv(y_hat, uv_hat, y, uv) -> float:
@@ -102,8 +105,10 @@ def _loss(model_out, y: torch.Tensor, uv: torch.Tensor, exp: Experiment, qp: int
     base_bpp = model_out.base_bits.sum() / pixels
     rate = side * side_bpp + (base_bpp if exp.loss.base_rate else 0.0)
     loss = distortion + exp.loss.skip_weight * skipped + lmbda_at(exp.loss.lmbda, qp) * rate
-    stats = StepStats(loss.item(), distortion.item(), side_bpp.item(), base_bpp.item(), psnr_yuv(y_hat, uv_hat, y, uv))
-    return loss, stats
+    alignment = 0.0 if model_out.alignment is None else model_out.alignment
+    stats = StepStats(loss.item(), distortion.item(), side_bpp.item(), base_bpp.item(), psnr_yuv(y_hat, uv_hat, y, uv),
+                      float(alignment))
+    return loss + exp.loss.alignment_weight * alignment, stats
 
 
 @dataclass(frozen=True)
@@ -273,16 +278,21 @@ def train(exp: Experiment, experiment_path: Path, progress: bool = True, resume:
 
 def _start_from(model: DualLayerModel, exp: Experiment) -> None:
     """Load the weights of the model file ``train.init`` into ``model``; its configuration
-    must be the experiment's ``[model]``."""
+    must be the experiment's ``[model]``, or that of the same model per frame (``model.temporal``
+    false): a temporal model then starts as that model, its temporal part zero."""
     from dualcodec.model import load_model
 
     loaded = load_model(exp.train.init)
-    if loaded.config != exp.model:
-        theirs = asdict(loaded.config)
-        changed = sorted(k for k, v in asdict(exp.model).items() if theirs[k] != v)
+    theirs = asdict(loaded.config)
+    changed = sorted(k for k, v in asdict(exp.model).items() if theirs[k] != v)
+    if changed not in ([], ["temporal"]) or theirs["temporal"]:
         raise DualcodecError(f"train.init {exp.train.init!r} is a model of another configuration "
-                             f"(model.{', model.'.join(changed)} differ); fine-tuning needs the same [model]")
-    model.load_state_dict(loaded.model.state_dict())
+                             f"(model.{', model.'.join(changed)} differ); fine-tuning needs the same [model] "
+                             "(or, for a temporal model, the same model per frame)")
+    missing, unexpected = model.load_state_dict(loaded.model.state_dict(), strict=not changed)
+    if unexpected or any(".memory_" not in key for key in missing):
+        raise DualcodecError(f"train.init {exp.train.init!r}: weights do not fit the model "
+                             f"(missing {missing}, unexpected {unexpected})")
 
 
 class Trainer:
@@ -312,13 +322,19 @@ class Trainer:
             self.qps = self.pairs.qps_within(exp.base.qp_min, exp.base.qp_max)
         else:
             self.qps = tuple(range(exp.base.qp_min, exp.base.qp_max + 1))
-        self.val_x = validation_crops(val_files, exp.data.val_crop, exp.data.val_crops)
+        self.val_x = validation_crops(val_files, exp.data.val_crop, exp.data.val_crops, exp.data.val_clip)
 
         torch.manual_seed(exp.train.seed)  # identical initial weights on every rank
         model = DualLayerModel(exp.model)
         if exp.train.init and not resume:  # a resumed run's weights are its checkpoint's
             _start_from(model, exp)
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.plan.peak_lr)
+        # A temporal model's temporal part (new, where the rest may start trained) at its own scale of the rate.
+        temporal = [p for n, p in model.named_parameters() if ".memory_" in n]
+        others = [p for n, p in model.named_parameters() if ".memory_" not in n]
+        groups = [{"params": others, "lr": self.plan.peak_lr}]
+        if temporal:
+            groups.append({"params": temporal, "lr": self.plan.peak_lr * exp.schedule.temporal_lr_scale})
+        optimizer = torch.optim.Adam(groups, lr=self.plan.peak_lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: self.plan.lr_at(t) / self.plan.peak_lr)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=ds_config)
@@ -382,9 +398,11 @@ class Trainer:
         bar = tqdm(total=self.plan.total, initial=state.step, desc=exp.train.name,
                    disable=not (progress and self.world.is_main), dynamic_ncols=True)
         self.begin = time.time() - state.elapsed
-        self._window_reset()
         stop = False
         try:
+            if exp.train.init and state.step == 0:  # a fine-tune's starting point, for its learning curve
+                self.log.record(0, {"time": 0.0, "val": asdict(self.validate(self.val_x))}, {})
+            self._window_reset()
             while state.step < self.plan.total:
                 stage = self.plan.stage_at(state.step)
                 stream = self.stream_for(stage, self.pending_stream_state)
@@ -435,7 +453,7 @@ class Trainer:
                         {f"val/{k}": v for k, v in asdict(val).items()})
         validations = state.step // exp.train.val_every
         if self.world.is_main and exp.train.images_every and validations % exp.train.images_every == 0:
-            self.log.images(state.step, "val/original | bicubic | dualcodec", self.samples(self.val_x[:4]))
+            self.log.images(state.step, "val/original | bicubic | dualcodec", self.samples(self.val_x[:4, 0] if self.val_x.dim() == 5 else self.val_x[:4]))
         improved = val.loss < state.best
         state.best, state.stale = (val.loss, 0) if improved else (state.best, state.stale + 1)
         if improved and self.world.is_main:
@@ -472,19 +490,29 @@ class Trainer:
     def step(self, x: torch.Tensor, qp: int, step: int) -> StepStats:
         self.engine.train()
         x = x.to(self.engine.device)
+        side = side_weight(self.exp.loss, step)
         if self.pairs:
             y, uv, base = self.pairs.batch(x, qp, self.stream.sources(), self.exp.data.rotate, self.exp.data.flip)
+            out = self.engine(y, uv, base, qp, TRAINING_FORMAT, self._skip_lmbda(qp, side))
         else:
-            if x.dim() == 5:  # clips: the model codes each frame as a picture
-                x = x.flatten(0, 1)
-            y, uv = crops_to_planes(x)
-            base = RealCodecLayer(self.exp.base.codec, self.exp.base.preset, qp)
-        side = side_weight(self.exp.loss, step)
-        out = self.engine(y, uv, base, qp, TRAINING_FORMAT, self._skip_lmbda(qp, side))
+            y, uv, out = self._forward(x, qp, self._skip_lmbda(qp, side))
         loss, stats = _loss(out, y, uv, self.exp, qp, side)
         self.engine.backward(loss)
         self.engine.step()
         return stats
+
+    def _forward(self, x: torch.Tensor, qp: int, skip_lmbda: float | None):
+        """Planes ``(y, uv)`` of crops ``x`` ``[B,3,c,c]`` or clips ``[B,T,3,c,c]`` (frames in
+        order) and the model's output through the real base codec at ``qp``: clips are coded
+        as short videos (P-frames, as in a file); a model without a side stream upsamples a
+        clip's frames in order (:meth:`~dualcodec.model.DualLayerModel.forward_clips`), one
+        with a side stream each frame as a picture."""
+        clip = x.shape[1] if x.dim() == 5 else 1
+        y, uv = crops_to_planes(x.flatten(0, 1) if clip > 1 else x)
+        base = RealCodecLayer(self.exp.base.codec, self.exp.base.preset, qp, clip)
+        if clip > 1 and not self.model.has_side_stream:
+            return y, uv, self.engine(y.unflatten(0, (-1, clip)), uv.unflatten(0, (-1, clip)), base, qp, TRAINING_FORMAT)
+        return y, uv, self.engine(y, uv, base, qp, TRAINING_FORMAT, skip_lmbda)
 
     def _skip_lmbda(self, qp: int, side: float) -> float | None:
         """The per-block skip choice's rate weight (``None``: train without it)."""
@@ -497,10 +525,8 @@ class Trainer:
         mine = val_x[self.world.rank :: self.world.size]
         totals = np.zeros(len(StepStats.__dataclass_fields__) + 1)
         for x in mine.split(16):
-            y, uv = crops_to_planes(x.to(self.engine.device))
             qp, side = self.exp.train.val_qp, side_weight(self.exp.loss, None)
-            out = self.engine(y, uv, RealCodecLayer(self.exp.base.codec, self.exp.base.preset, qp), qp,
-                              TRAINING_FORMAT, self._skip_lmbda(qp, side))
+            y, uv, out = self._forward(x.to(self.engine.device), qp, self._skip_lmbda(qp, side))
             _, stats = _loss(out, y, uv, self.exp, qp, side)
             totals += len(x) * np.array([*asdict(stats).values(), 1.0])
         totals = _all_reduce_mean(totals, self.world)

@@ -91,6 +91,14 @@ def level_model(tmp_path_factory) -> ModelFile:
 
 
 @pytest.fixture(scope="session")
+def temporal_model(tmp_path_factory) -> ModelFile:
+    """A tiny 2x folded model without a side stream whose upsampler keeps the previous
+    frame (``model.temporal``), its memory part non-zero."""
+    return _saved_tiny_model(tmp_path_factory, seed=0, name="temporal", up_form="folded", side_stream=False,
+                             temporal=True)
+
+
+@pytest.fixture(scope="session")
 def other_model(tmp_path_factory) -> ModelFile:
     """A second tiny model (different weights, same architecture): the wrong model for a file."""
     return _saved_tiny_model(tmp_path_factory, seed=1, name="other")

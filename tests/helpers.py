@@ -125,7 +125,8 @@ def build_tiny_model(seed: int = 0, perturb: bool = True, up_form: str = "mixtur
     upsampler's kernel predictor small random weights, so the decoded frames depend on the
     latents and the upsampler is not plain bicubic (an untrained model would exercise
     neither); a level-input upsampler's biases get random weights too, so the output
-    depends on the level.
+    depends on the level, and a temporal upsampler's memory part, so it depends on the
+    previous frame.
     """
     import torch
 
@@ -146,6 +147,11 @@ def build_tiny_model(seed: int = 0, perturb: bool = True, up_form: str = "mixtur
                 model.upsampler.chroma_head.weight.normal_(0.0, 0.002)  # chroma is flat: small steps
             if model.takes_level:
                 model.upsampler.level_bias.out.weight.normal_(0.0, 0.05)
+            if model.temporal:  # the previous frame matters: its change in, a blend towards it out
+                model.upsampler.memory_in.weight.normal_(0.0, 0.05)
+                model.upsampler.memory_gate.weight.normal_(0.0, 0.05)
+                model.upsampler.memory_gate.bias.fill_(0.3)
+                model.upsampler.memory_motion[-1].weight.normal_(0.0, 0.05)
     return model, config
 
 

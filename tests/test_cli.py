@@ -279,6 +279,18 @@ def test_decode_to_y4m_is_the_decoder_output(capsys, dual_file, tiny_model, out_
     assert min(psnr_yuv(a, b) for a, b in zip(dual_file.clip.frames, frames)) > 27  # about 29.5 dB
 
 
+def test_decode_from_a_start_frame_is_the_tail_of_a_whole_decode(capsys, dual_file, tiny_model, out_dir):
+    out = out_dir / "d.y4m"
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out, "--model", tiny_model.path, "--start", "2", "-q")
+    assert code == 0, err
+    frames = list(VideoReader(out).frames())
+    expected = list(decode(dual_file.path, str(tiny_model.path)).frames)[2:]
+    assert len(frames) == len(expected) == 1 and same(frames[0], expected[0])
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "e.y4m", "--model", tiny_model.path,
+                       "--start", "3")
+    assert "cannot start at frame 3:" in assert_one_line_error(code, err) and leftovers(out_dir) == ["d.y4m"]
+
+
 @pytest.mark.parametrize("runtime, threads", [("torch", "1"), ("openvino", "2")])
 def test_decode_with_a_runtime_and_threads(capsys, dual_file, tiny_model, out_dir, runtime, threads):
     out = out_dir / "d.y4m"

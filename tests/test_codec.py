@@ -924,3 +924,57 @@ def test_a_level_input_model_codes_the_quantiser_level_in_the_header(level_model
 def _written(path, data: bytes):
     path.write_bytes(data)
     return path
+
+
+# -- GOPs: a temporal model, and seeking ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gops(tmp_path_factory):
+    """8 frames of a moving 48x40 synthetic video as a y4m, and its frames."""
+    frames = synthetic_frames(48, 40, count=8, seed=2)
+    return SimpleNamespace(path=write_y4m(tmp_path_factory.mktemp("gops") / "gops.y4m", frames), frames=frames)
+
+
+def _with_gop(layers, gops, destination, gop: int = 3):
+    LayeredCodec(layers, BaseCodecSettings(qp=30, gop=gop)).encode(gops.path, destination)
+    return destination
+
+
+@pytest.mark.parametrize("mode", ["temporal", "dual", "bicubic", "plain"])
+def test_seeking_to_any_frame_gives_the_frames_of_a_whole_decode(mode, gops, temporal_model, tiny_model, tmp_path):
+    model = temporal_model.path if mode == "temporal" else tiny_model.path
+    layers = ModelLayers(load_model(str(model))) if mode == "temporal" else _layers(mode, model)
+    path = _with_gop(layers, gops, tmp_path / f"{mode}.mp4")
+    keys = [i for i, planes in enumerate(ContainerReader(path).base_frames()) if planes.key_frame]
+    assert keys == [0, 3, 6]
+    whole = list(decode(path, str(model)).frames)
+    for start in range(len(whole)):
+        reader = ContainerReader(path, start=start)
+        assert reader.first == max(k for k in keys if k <= start)
+        seeked = list(decode(path, str(model), start=start).frames)
+        assert len(seeked) == len(whole) - start and all(_same(a, b) for a, b in zip(seeked, whole[start:]))
+
+
+def test_a_temporal_model_carries_each_frame_to_the_next_within_its_gop_only(gops, temporal_model, tmp_path):
+    loaded = load_model(str(temporal_model.path))
+    path = _with_gop(ModelLayers(loaded), gops, tmp_path / "temporal.mp4")
+    whole = list(decode(path, str(temporal_model.path)).frames)
+    # every frame decoded on its own, as a GOP's first frame is: the key frames only are the same
+    layers = ModelLayers(loaded)
+    alone = []
+    for planes in ContainerReader(path).base_frames():
+        layers.reset()
+        alone.append(layers.up(planes, None, ContainerReader(path).header.yuv_format))
+    from dualcodec.video import crop_planes
+
+    same = [_same(crop_planes(a, 48, 40), b) for a, b in zip(alone, whole)]
+    assert same == [True, False, False, True, False, False, True, False]
+
+
+def test_seeking_past_the_end_or_before_the_start_is_refused(gops, tmp_path):
+    path = _with_gop(PlainLayers(), gops, tmp_path / "plain.mp4")
+    with pytest.raises(DualcodecError, match="cannot start at frame 8: .* has 8 frames"):
+        decode(path, start=8)
+    with pytest.raises(DualcodecError, match="cannot start at frame -1: frames count from 0"):
+        decode(path, start=-1)

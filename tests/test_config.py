@@ -93,7 +93,8 @@ def test_int_is_accepted_for_a_float(tmp_path):
         ('[model]\nup_form = "lapar"\n', "model.up_form must be"),
         ('[model]\nup_form = "folded"\n', "set model.up_chroma = 'own'"),
         ('[loss]\ndistortion = "ssim"\n', "distortion"),
-        ("[schedule]\nlr = 0.0\n", "schedule.lr must be positive"),
+        ("[schedule]\nlr = 0.0\n", "schedule.lr and temporal_lr_scale must be positive"),
+        ("[schedule]\ntemporal_lr_scale = 0\n", "schedule.lr and temporal_lr_scale must be positive"),
     ],
 )
 def test_invalid_values_are_rejected(tmp_path, text, match):
@@ -198,6 +199,9 @@ def test_model_config_dict_round_trip():
         ("[data]\nval_fraction = 0\n", r"data.val_fraction must be between 0 and 1 \(exclusive\), got 0"),
         ("[data]\nval_fraction = 1\n", "data.val_fraction must be between 0 and 1"),
         ("[data]\nval_gap = -1\n", "data.val_gap must not be negative"),
+        ("[data]\nval_clip = 0\n", "val_clip must be positive"),
+        ("[data]\nval_clip = 4\n", r"data.val_gap \(1\) must be at least data.val_clip - 1 \(3\)"),
+        ("[loss]\nalignment_weight = -1\n", "alignment_weight must not be negative"),
     ],
 )
 def test_values_that_span_or_bound_a_section_are_checked(tmp_path, text, match):

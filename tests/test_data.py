@@ -233,6 +233,19 @@ def test_validation_crops_are_fixed_windows(images):
     assert x[:, 2, 0, 0].tolist() == [0] * 4 + [1] * 4 + [2] * 4
 
 
+def test_a_validation_clip_is_a_frame_and_the_frames_after_it(tmp_path, images):
+    from dualcodec.data import validation_clip
+
+    frames = list_images(_frame_folders(tmp_path / "frames", [5]))
+    assert validation_clip(frames[1], 3) == tuple(frames[1:4])
+    assert validation_clip(frames[3], 3) == (frames[3], frames[4], frames[4])  # the folder ends: the last repeats
+    assert validation_clip(images[0], 3) == (images[0],) * 3  # a picture: a still shot
+    x = validation_crops([frames[0], frames[2]], 32, 2, clip=3)
+    assert x.shape == (4, 3, 3, 32, 32)
+    assert x[:, :, 2, 0, 0].tolist() == [[0, 1, 2], [0, 1, 2], [2, 3, 4], [2, 3, 4]]  # blue: the frame
+    assert torch.equal(x[:, 0], validation_crops([frames[0], frames[2]], 32, 2))  # the same windows
+
+
 def test_write_frames_converts_each_frame_once(tmp_path):
     rgb = synthetic_rgb(48, 32, 4)
     frames = [to_planes(x) for x in rgb]

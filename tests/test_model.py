@@ -725,3 +725,139 @@ def test_a_level_input_upsampler_filters_each_quantiser_its_own_way():
 def test_the_level_input_needs_the_folded_form():
     with pytest.raises(DualcodecError, match="level_input needs model.up_form = 'folded'"):
         ModelConfig(level_input=True)
+
+
+# -- the temporal upsampler ------------------------------------------------------------------
+
+TEMPORAL = {"up_form": "folded", "side_stream": False, "temporal": True}
+
+
+def _memory(b=1, h=16, w=24, seed=5):
+    from dualcodec.nets.upsampler import Memory
+
+    y_lr, uv_lr = _lr_planes(b=b, h=h, w=w, seed=seed)
+    y_hat, uv_hat = bicubic_up(y_lr, 2), bicubic_up(uv_lr, 2)
+    return Memory(y_lr, uv_lr, y_hat + 0.05 * torch.randn_like(y_hat), uv_hat)
+
+
+def test_an_untrained_temporal_part_leaves_the_per_frame_upsampler_as_it_was():
+    per_frame, _ = build_tiny_model(up_form="folded", side_stream=False)
+    temporal = DualLayerModel(ModelConfig(**{**TINY_CONFIG, **TEMPORAL}))
+    missing, unexpected = temporal.load_state_dict(per_frame.state_dict(), strict=False)
+    assert not unexpected and missing and all(".memory_" in key for key in missing)
+    y_lr_hat, uv_lr_hat = _lr_planes(b=1)
+    with torch.no_grad():
+        expected = per_frame.upsample(y_lr_hat, uv_lr_hat, None)
+        got = temporal.upsample(y_lr_hat, uv_lr_hat, None, memory=_memory())
+    assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
+
+
+def test_the_temporal_upsampler_blends_towards_the_previous_output_where_told():
+    model, _ = build_tiny_model(seed=0, **TEMPORAL)
+    y_lr_hat, uv_lr_hat = _lr_planes(b=1)
+    memory = _memory()
+    with torch.no_grad():
+        alone = model.upsample(y_lr_hat, uv_lr_hat, None)
+        after = model.upsample(y_lr_hat, uv_lr_hat, None, memory=memory)
+        assert not torch.allclose(alone[0], after[0])
+        # a memory marked absent (a graph's stand-in at a GOP's first frame) is no memory
+        absent = memory._replace(present=torch.zeros(1))
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(alone, model.upsample(y_lr_hat, uv_lr_hat, None,
+                                                                                         memory=absent)))
+        # a gate of 1 everywhere gives the previous output back, warped by the motion ...
+        from dualcodec.nets.upsampler import warp
+
+        model.upsampler.memory_gate.weight.zero_()
+        model.upsampler.memory_gate.bias.fill_(1.0)
+        v = model.upsampler.motion(y_lr_hat, uv_lr_hat, memory)
+        assert v.abs().max() > 0.01
+        copied = model.upsample(y_lr_hat, uv_lr_hat, None, memory=memory)
+        assert torch.allclose(copied[0], warp(memory.y_hat, v), atol=1e-6)
+        assert torch.allclose(copied[1], warp(memory.uv_hat, v), atol=1e-6)
+        # ... and without motion, as it was
+        model.upsampler.memory_motion[-1].weight.zero_()
+        copied = model.upsample(y_lr_hat, uv_lr_hat, None, memory=memory)
+    assert torch.allclose(copied[0], memory.y_hat, atol=1e-6) and torch.allclose(copied[1], memory.uv_hat, atol=1e-6)
+
+
+def test_forward_clips_upsamples_each_frame_after_the_previous_one():
+    model, _ = build_tiny_model(seed=0, **TEMPORAL)
+    model.eval()
+    b, t = 2, 3
+    y, uv = crops_to_planes(_images(b=b * t, h=32, w=32))
+    y, uv = y.unflatten(0, (b, t)), uv.unflatten(0, (b, t))
+    out = model(y, uv, fake_base, LEVEL, TRAINING_FORMAT)
+    assert out.y_hat.shape == (b * t, 1, 32, 32) and out.uv_hat.shape == (b * t, 2, 16, 16)
+    with torch.no_grad():
+        from dualcodec.nets.upsampler import Memory
+
+        memory = None
+        for i in range(t):
+            y_lr, uv_lr = model.downsample(y[:, i], uv[:, i])
+            frame = model.upsample(y_lr, uv_lr, None, LEVEL, memory)
+            memory = Memory(y_lr, uv_lr, *frame)
+            assert torch.allclose(frame[0], out.y_hat.unflatten(0, (b, t))[:, i], atol=1e-6)
+    # a clip's first frame has no memory: the per-frame output
+    first = model.upsample(*model.downsample(y[:, 0], uv[:, 0]), None, LEVEL)
+    assert torch.allclose(first[0], out.y_hat[::t], atol=1e-6)
+
+
+def test_forward_clips_trains_the_temporal_part_through_the_memory():
+    model, _ = build_tiny_model(seed=0, **TEMPORAL)  # a trained per-frame part (its heads non-zero) ...
+    for conv in (model.upsampler.memory_in, model.upsampler.memory_gate):  # ... and an untrained temporal part
+        torch.nn.init.zeros_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
+    y, uv = crops_to_planes(_images(b=4, h=32, w=32))
+    out = model(y.unflatten(0, (2, 2)), uv.unflatten(0, (2, 2)), fake_base, LEVEL, TRAINING_FORMAT)
+    plane_distortion(out.y_hat, out.uv_hat, y, uv).backward()
+    # zero at the start, both learn: the gate from the previous output, the input from the gate's features
+    assert model.upsampler.memory_gate.weight.grad.abs().sum() > 0
+    assert model.upsampler.memory_in.weight.grad.abs().sum() > 0
+
+
+def test_forward_clips_of_a_per_frame_model_is_its_forward_per_frame():
+    model, _ = build_tiny_model(seed=0, up_form="folded", side_stream=False)
+    y, uv = crops_to_planes(_images(b=4, h=32, w=32))
+    with torch.no_grad():
+        clips = model(y.unflatten(0, (2, 2)), uv.unflatten(0, (2, 2)), fake_base, LEVEL, TRAINING_FORMAT)
+        frames = model(y, uv, fake_base, LEVEL, TRAINING_FORMAT)
+    assert torch.equal(clips.y_hat, frames.y_hat) and torch.equal(clips.uv_hat, frames.uv_hat)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"temporal": True, "side_stream": False}, "temporal needs model.up_form = 'folded'"),
+    ({"temporal": True, "up_form": "folded", "up_chroma": "own"}, "temporal works without a side stream"),
+])
+def test_the_temporal_upsampler_needs_the_folded_form_and_no_side_stream(config, message):
+    with pytest.raises(DualcodecError, match=message):
+        ModelConfig(**config)
+
+
+def test_warp_by_zero_motion_is_the_identity_and_by_whole_pixels_a_shift():
+    from dualcodec.nets.upsampler import warp
+
+    torch.manual_seed(0)
+    plane = torch.rand(2, 3, 16, 24)
+    assert torch.allclose(warp(plane, torch.zeros(2, 2, 4, 6)), plane, atol=1e-6)
+    # motion is in base pixels on a grid of a quarter of the plane: half the grid's pixels,
+    # so 1 is two of the plane's pixels here; out(p) = plane(p + v)
+    v = torch.zeros(2, 2, 4, 6)
+    v[:, 0] = 1.0  # x
+    v[:, 1] = -0.5  # y
+    shifted = warp(plane, v)
+    assert torch.allclose(shifted[..., 2:, :-2], plane[..., 1:-1, 2:], atol=1e-5)
+    assert torch.allclose(shifted[..., 0, :-2], plane[..., 0, 2:], atol=1e-5)  # edges repeat
+
+
+def test_the_alignment_error_trains_the_motion_onto_the_current_frame():
+    from dualcodec.nets.upsampler import Memory
+
+    model, _ = build_tiny_model(seed=0, perturb=False, **TEMPORAL)
+    up = model.upsampler
+    y_lr, uv_lr = _lr_planes(b=1, h=16, w=24)
+    still = Memory(y_lr, uv_lr, bicubic_up(y_lr, 2), bicubic_up(uv_lr, 2))
+    assert up.alignment_error(y_lr, uv_lr, still).item() < 1e-6  # no motion (untrained), no change
+    moved = torch.roll(y_lr, 2, dims=-1)  # the scene moved two base pixels right
+    error = up.alignment_error(moved, torch.roll(uv_lr, 1, dims=-1), still)
+    error.sum().backward()
+    assert error.item() > 0 and up.memory_motion[-1].weight.grad.abs().sum() > 0

@@ -131,3 +131,25 @@ def test_real_codec_layer_other_codecs(codec):
     assert out.bits.item() > 0
     assert (out.y_lr_hat - y_lr).abs().mean() < 0.05
     assert (out.uv_lr_hat - uv_lr).abs().mean() < 0.05
+
+
+def test_real_codec_layer_codes_clips_as_short_videos():
+    from dualcodec.basecodec import BaseCodecSettings
+
+    y_lr, uv_lr = _lr_planes(b=2)
+    # two clips of three frames: a still shot, and its pictures in another order
+    y = torch.cat([y_lr[:1].expand(3, -1, -1, -1), y_lr[[1, 0, 1]]])
+    uv = torch.cat([uv_lr[:1].expand(3, -1, -1, -1), uv_lr[[1, 0, 1]]])
+    out = RealCodecLayer("h264", "medium", 32, clip=3)(y, uv)
+    expected_y, real = [], 0
+    for start in (0, 3):
+        decoded, sizes = roundtrip(BaseCodecSettings(codec="h264", qp=32, preset="medium", matrix=FMT.matrix),
+                                   planes_from_tensors(*unit_to_planes(y[start:start + 3], uv[start:start + 3], FMT),
+                                                       FMT), intra=False)
+        expected_y.append(planes_to_unit(*planes_to_tensors(decoded), FMT)[0])
+        real += 8 * sum(sizes)
+    assert torch.allclose(out.y_lr_hat, torch.cat(expected_y), atol=1e-6)
+    assert out.bits.sum().item() == pytest.approx(real, rel=1e-5)  # the batch's real bits (the estimate shares them out)
+    # the still shot's predicted frames cost next to nothing: far fewer bits than pictures coded alone
+    alone = RealCodecLayer("h264", "medium", 32)(y, uv)
+    assert out.bits.sum() < 0.8 * alone.bits.sum()

@@ -278,3 +278,75 @@ def test_int8_graphs_of_a_level_input_model_read_the_level(tmp_path_factory, lev
     assert not np.array_equal(outputs[22], outputs[42])
     with pytest.raises(DualcodecError, match="quantiser level"):
         torch_rt.upsample(planes.y, planes.u, planes.v, none, fmt)
+
+
+# -- a temporal model: the previous frame's planes are inputs of the up graph --------------
+
+
+def _frames(fmt: YUVFormat, count: int = 3, height: int = 20, width: int = 24):
+    """A moving base layer: ``count`` frames of one random picture, shifted a pixel a frame."""
+    y, u, v = _base(height + 2 * count, width + 2 * count, fmt)
+    return [(y[i : i + height, 2 * i : 2 * i + width].copy(), u[: height // 2, i : i + width // 2].copy(),
+             v[: height // 2, i : i + width // 2].copy()) for i in range(count)]
+
+
+def _run_gop(runtime, frames, fmt: YUVFormat) -> list:
+    from dualcodec.runtime import FrameMemory
+
+    memory, outs = None, []
+    for y, u, v in frames:
+        out = runtime.upsample(y, u, v, runtime.side_features(None, *y.shape), fmt, memory=memory)
+        memory = FrameMemory((y, u, v), out)
+        outs.append(out)
+    return outs
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=["8bit-tv", "10bit-pc"])
+def test_a_temporal_models_runtimes_upsample_each_frame_after_the_previous_one(temporal_model, fmt):
+    from dualcodec.basecodec import Planes, planes_from_tensors, planes_to_tensors
+    from dualcodec.nets.upsampler import Memory
+    from dualcodec.yuv import planes_to_unit, unit_to_planes
+
+    loaded = load_model(str(temporal_model.path))
+    frames = _frames(fmt)
+    outs = _run_gop(TorchRuntime(loaded), frames, fmt)
+    memory = None
+    with torch.no_grad():  # the model's own recurrence, on the code values the runtime keeps
+        for (y, u, v), out in zip(frames, outs):
+            base = planes_to_unit(*planes_to_tensors([Planes(y, u, v)]), fmt)
+            ref = planes_from_tensors(*unit_to_planes(*loaded.model.upsample(*base, None, memory=memory), fmt), fmt)[0]
+            assert _differences(out, (ref.y, ref.u, ref.v)) == [0, 0, 0]
+            memory = Memory(*base, *planes_to_unit(*planes_to_tensors([Planes(*out)]), fmt))
+    # the memory changes the frames after the first: each alone is another picture
+    torch_rt = TorchRuntime(loaded)
+    alone = [torch_rt.upsample(y, u, v, torch_rt.side_features(None, *y.shape), fmt) for y, u, v in frames]
+    assert _differences(alone[0], outs[0]) == [0, 0, 0] and max(_differences(alone[2], outs[2])) > 0
+    ov_rt = OpenVINORuntime(loaded, threads=2)
+    for size in ((20, 24), (16, 40)):  # one traced graph, warping included, serves every size
+        clip = _frames(fmt, 3, *size)
+        a, b = _run_gop(TorchRuntime(loaded), clip, fmt), _run_gop(ov_rt, clip, fmt)
+        assert all(max(_differences(x, y)) <= 1 for x, y in zip(a, b))
+
+
+def test_a_temporal_models_int8_graphs_calibrate_on_clips_and_decode_close_to_torch(tmp_path_factory, temporal_model):
+    from dualcodec.export import export_int8
+
+    folder = tmp_path_factory.mktemp("int8_temporal")
+    path = shutil.copy(temporal_model.path, folder / "temporal.pt")
+    frames = folder / "frames" / "clip"
+    frames.mkdir(parents=True)
+    for i, rgb in enumerate(synthetic_rgb(64, 48, count=4, seed=3, noise=12.0)):
+        write_png(frames / f"frame_{i + 1:06d}.png", rgb)
+    export_int8(load_model(str(path)), [frames.parent], count=1, qps=(32,), progress=False)
+    loaded = load_model(str(path))
+    meta = json.loads((int8_dir(path) / "meta.json").read_text())
+    assert meta["calibration"]["up_samples"] == 4  # the image and the three frames after it, one clip
+    from helpers import to_planes
+
+    fmt = YUVFormat()
+    rgb = synthetic_rgb(48, 40, count=4, seed=5, noise=12.0)  # a 24x20 base, of the kind calibrated on
+    clip = [(p.y[::2, ::2].copy(), p.u[::2, ::2].copy(), p.v[::2, ::2].copy()) for p in map(to_planes, rgb)]
+    a, b = _run_gop(TorchRuntime(loaded), clip, fmt), _run_gop(make_runtime("openvino-int8", loaded, 2), clip, fmt)
+    for x, y in zip(a, b):
+        difference = np.abs(x[0].astype(np.int32) - y[0])
+        assert difference.mean() < 0.5 and difference.max() <= 4

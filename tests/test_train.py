@@ -367,15 +367,22 @@ def test_early_stopping_ends_the_run_when_validation_stops_improving(tmp_path):
     assert stop[0]["early_stop"]["best"] == pytest.approx(min(losses))
 
 
-@pytest.mark.slow
-def test_temporal_cycle_trains_on_clips_from_frame_folders(tmp_path):
+def _cars_frames(folder: Path, count: int) -> Path:
+    """The first ``count`` frames of the shared cars clip as a frame folder under ``folder``
+    (skips without the shared data)."""
     clip = ROOT.parent / "shared" / "data" / "video" / "cars_320x240_30f.y4m"
     if not clip.is_file():
         pytest.skip(f"video not found at {clip}")
     from dualcodec.data import write_frames
 
-    (tmp_path / "frames").mkdir()
-    write_frames(clip, tmp_path / "frames" / clip.stem, max_frames=12)
+    folder.mkdir()
+    write_frames(clip, folder / clip.stem, max_frames=count)
+    return folder
+
+
+@pytest.mark.slow
+def test_temporal_cycle_trains_on_clips_from_frame_folders(tmp_path):
+    _cars_frames(tmp_path / "frames", 12)
     cmd = [sys.executable, "-m", "dualcodec.cli", "train", str(SMOKE), "--set", f"train.out_dir='{tmp_path}'",
            "--set", f"data.train_dirs=['{tmp_path / 'frames'}']", "--set", "schedule.steps=8", "--set", "schedule.crops=[32]",
            "--set", "schedule.crop_fractions=[1]", "--set", "schedule.clips=[1, 3]", "--set", "schedule.clip_fractions=[1, 1]",
@@ -386,6 +393,38 @@ def test_temporal_cycle_trains_on_clips_from_frame_folders(tmp_path):
     assert [r["clip"] for r in train] == [1, 1, 3, 3]
     # a clip of 3 frames puts 3x the pictures through each step
     assert all(np.isfinite(r["train"]["loss"]) for r in train)
+
+
+@pytest.mark.slow
+def test_a_temporal_model_fine_tunes_from_its_per_frame_model_on_clips_coded_as_videos(tmp_path):
+    from dualcodec.config import ModelConfig
+    from dualcodec.model import DualLayerModel, load_model, save_model
+
+    _cars_frames(tmp_path / "frames", 16)
+    per_frame = {"up_width": 8, "side_width": 16, "down_width": 16, "up_form": "folded", "up_chroma": "own",
+                 "side_stream": False}  # smoke.toml's model, folded, per frame
+    torch.manual_seed(0)
+    start = DualLayerModel(ModelConfig(**per_frame))
+    save_model(start, ModelConfig(**per_frame), "per_frame", tmp_path / "per_frame.pt", 0.01)
+    settings = [f"data.train_dirs=['{tmp_path / 'frames'}']", "model.up_form='folded'", "model.up_chroma='own'",
+                "model.side_stream=false", "model.temporal=true", f"train.init='{tmp_path / 'per_frame.pt'}'",
+                "schedule.steps=4", "schedule.crops=[32]", "schedule.crop_fractions=[1]", "schedule.clips=[3]",
+                "data.val_clip=3", "data.val_gap=2", "train.log_every=2", "train.val_every=4", "train.images_every=0"]
+    cmd = [sys.executable, "-m", "dualcodec.cli", "train", str(SMOKE), "--set", f"train.out_dir='{tmp_path}'", "-q"]
+    result = subprocess.run([*cmd, *(a for s in settings for a in ("--set", s))], capture_output=True, text=True,
+                            timeout=600, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = _records(tmp_path / "smoke")
+    val = [r for r in records if "val" in r]
+    assert [r["step"] for r in val] == [0, 4]  # a fine-tune's log starts with its starting point
+    assert all(r["val"]["alignment"] > 0 for r in val)  # the motion's loss, on clips of 3
+    assert [r["clip"] for r in records if "train" in r] == [3, 3]
+    tuned = load_model(str(tmp_path / "smoke" / "model.pt"))
+    assert tuned.config.temporal and tuned.model.temporal
+    # another per-frame configuration is not a start for this temporal model
+    other = subprocess.run([*cmd, *(a for s in settings for a in ("--set", s)), "--set", "model.up_width=12",
+                            "--set", "train.name='other'"], capture_output=True, text=True, timeout=300, env=_env())
+    assert other.returncode == 1 and "model.temporal, model.up_width differ" in other.stderr
 
 
 def _python(code: str) -> subprocess.CompletedProcess:

@@ -61,6 +61,37 @@ def chroma_average(scale: int) -> torch.Tensor:
 CHROMA_MODES = ("luma", "own")
 
 
+MOTION_WIDTH = 24  # the temporal upsampler's motion network: four 3x3 convolutions on the folded grid
+
+
+def warp(plane: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``plane`` ``[B,C,H,W]`` warped by motion ``v`` ``[B,2,h,w]`` (x, y) given on a coarser
+    grid of the same picture in units of half that grid's pixels (base luma pixels on the
+    folded grid): ``out(p) = plane(p + v(p))``, bilinear, edges repeated."""
+    h, w = plane.shape[-2:]
+    factor = h / v.shape[-2]  # plane pixels per grid pixel
+    v = F.interpolate(v, size=(h, w), mode="bilinear", align_corners=False) * (factor / 2)
+    # grid_sample's coordinates: -1 and 1 at the outer edges of the corner pixels (align_corners False)
+    xs = (torch.arange(w, dtype=plane.dtype, device=plane.device) * 2 + 1) / w - 1
+    ys = (torch.arange(h, dtype=plane.dtype, device=plane.device) * 2 + 1) / h - 1
+    grid = torch.stack([xs.view(1, 1, w) + v[:, 0] * (2 / w), ys.view(1, h, 1) + v[:, 1] * (2 / h)], dim=-1)
+    return F.grid_sample(plane, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class Memory(NamedTuple):
+    """What a temporal upsampler (:class:`FoldedUpsampler` with ``temporal``) keeps from the
+    previous frame of the same GOP: its decoded base planes and the upsampler's output
+    planes, unit scale. ``present`` ``[1]`` or ``[B,1,1,1]``: 1 where the previous frame is
+    real, 0 where it is a stand-in (a compiled graph has one set of inputs, so a GOP's
+    first frame passes zeros with ``present = 0``); ``None``: present."""
+
+    y_lr_hat: torch.Tensor  # [B,1,h,w]
+    uv_lr_hat: torch.Tensor  # [B,2,h/2,w/2]
+    y_hat: torch.Tensor  # [B,1,sh,sw]
+    uv_hat: torch.Tensor  # [B,2,sh/2,sw/2]
+    present: torch.Tensor | None = None
+
+
 class SideInputs(NamedTuple):
     """The side stream's inputs to the upsampler, from :meth:`SpatiallyVaryingUpsampler.side_inputs`
     (each ``None`` where the model has no side stream, or no enhancement residual); the
@@ -345,12 +376,31 @@ class FoldedUpsampler(nn.Module):
     heads of the features, as in :class:`SpatiallyVaryingUpsampler` (own chroma); filter 0
     starts as bicubic (:func:`folded_bicubic`), and an untrained upsampler is bicubic
     upsampling. Same arguments, methods and outputs as that class; chroma always has its
-    own mixture, and ``taps`` are chroma's."""
+    own mixture, and ``taps`` are chroma's.
+
+    **Temporal** (``temporal``): the frames of a GOP help each other, recurrently, as
+    BasicVSR propagates its features, here through the previous frame's output ``p``
+    (its :class:`Memory`), aligned by motion ``v`` estimated at low resolution, as FRVSR
+    does (a small network of both base frames on the folded grid, :meth:`motion`, in base
+    pixels; ``W_v`` warps a plane by ``v``, bilinear)::
+
+        v  = motion(u2(y_lr_hat), uv_lr_hat, u2(y_lr_prev), uv_lr_prev)
+        z += present * conv1x1([x_lr_hat - W_v(x_lr_prev), u(W_v(p))])     (folded, normalised)
+        m  += present * g(f) * (u(W_v(p)) - m)        per output phase; g a 1x1 head of f
+
+    What still changed after alignment tells the network where the previous frame cannot
+    be trusted; ``g`` blends each output pixel towards the aligned previous output. ``v``,
+    ``conv1x1`` and ``g`` start at zero, so an untrained temporal part leaves the
+    per-frame upsampler exactly as it was (a per-frame model's weights start one).
+    :meth:`alignment_error` is FRVSR's loss on the motion: the previous base frame warped
+    onto the current one. Nothing reaches back past a GOP's first frame, whose memory is
+    absent: every GOP decodes on its own."""
 
     own_chroma = True
 
     def __init__(self, scale: int, side_channels: int, width: int = 32, depth: int = 2,
-                 num_filters: int = 4, taps: int = 5, residual: bool = True, level_input: bool = False) -> None:
+                 num_filters: int = 4, taps: int = 5, residual: bool = True, level_input: bool = False,
+                 temporal: bool = False) -> None:
         super().__init__()
         self.scale = scale
         self.num_filters = num_filters
@@ -375,6 +425,37 @@ class FoldedUpsampler(nn.Module):
         if self.detail is not None:
             nn.init.zeros_(self.detail.weight)
             nn.init.zeros_(self.detail.bias)
+        self.memory_in = self.memory_gate = None
+        if temporal:  # base change (4 + 2) and the previous output's phases, in; a blend weight per phase, out
+            self.memory_normalize = Normalize(2 * scale, chroma_fold=scale)
+            self.memory_motion = nn.Sequential(conv3x3(12, MOTION_WIDTH), nn.LeakyReLU(0.1),
+                                               conv3x3(MOTION_WIDTH, MOTION_WIDTH), nn.LeakyReLU(0.1),
+                                               conv3x3(MOTION_WIDTH, MOTION_WIDTH), nn.LeakyReLU(0.1),
+                                               conv3x3(MOTION_WIDTH, 2))
+            nn.init.zeros_(self.memory_motion[-1].weight)
+            nn.init.zeros_(self.memory_motion[-1].bias)
+            self.memory_in = nn.Conv2d(6 + self.detail_channels, width, 1)
+            self.memory_gate = nn.Conv2d(width, self.detail_channels, 1)
+            for conv in (self.memory_in, self.memory_gate):
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
+
+    @property
+    def temporal(self) -> bool:
+        return self.memory_in is not None
+
+    def motion(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, memory: Memory) -> torch.Tensor:
+        """Motion ``[B,2,h/2,w/2]`` (x, y; in base luma pixels) on the folded grid from the
+        previous frame of ``memory`` to this one: where each folded pixel was."""
+        now = self.normalize(torch.cat([F.pixel_unshuffle(y_lr_hat, 2), uv_lr_hat], dim=1))
+        before = self.normalize(torch.cat([F.pixel_unshuffle(memory.y_lr_hat, 2), memory.uv_lr_hat], dim=1))
+        return self.memory_motion(torch.cat([now, before], dim=1))
+
+    def alignment_error(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, memory: Memory) -> torch.Tensor:
+        """Mean absolute error of the previous base luma warped by :meth:`motion` onto this
+        frame's (FRVSR's motion loss), per item ``[B]``."""
+        warped = warp(memory.y_lr_hat, self.motion(y_lr_hat, uv_lr_hat, memory))
+        return (warped - y_lr_hat).abs().mean(dim=(1, 2, 3))
 
     def _new_mixture(self, width: int, start: torch.Tensor, channels: int, phases: int) -> tuple[nn.Conv2d, nn.Parameter]:
         """Filters as :func:`new_mixture`, and a weight head whose rows are the candidates'
@@ -405,14 +486,27 @@ class FoldedUpsampler(nn.Module):
 
     def forward(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, t: torch.Tensor | None = None,
                 r_y: torch.Tensor | None = None, r_uv: torch.Tensor | None = None,
-                rows: int | None = 16, level: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                rows: int | None = 16, level: torch.Tensor | None = None,
+                memory: Memory | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded base planes ``y_lr_hat`` ``[B,1,h,w]``, ``uv_lr_hat`` ``[B,2,h/2,w/2]`` (unit
         scale, ``h``, ``w`` even) and the :class:`SideInputs` of :meth:`side_inputs` -> 4:2:0
         planes ``y_hat`` ``[B,1,sh,sw]``, ``uv_hat`` ``[B,2,sh/2,sw/2]``; ``rows``: strips of
         the folded grid (see :func:`in_strips`); ``level``: the base layer's quantiser (a
-        number or ``[B]``), which a level-input upsampler needs (:class:`LevelBias`)."""
+        number or ``[B]``), which a level-input upsampler needs (:class:`LevelBias`);
+        ``memory``: the previous frame's, for a temporal upsampler (``None``: a GOP's first
+        frame, or a per-frame upsampler)."""
         y_folded = F.pixel_unshuffle(y_lr_hat, 2)
         z = self.conv_in(self.normalize(torch.cat([y_folded, uv_lr_hat], dim=1)))
+        previous = None
+        if memory is not None and self.temporal:
+            v = self.motion(y_lr_hat, uv_lr_hat, memory)
+            previous = (F.pixel_unshuffle(warp(memory.y_hat, v), 2 * self.scale),
+                        F.pixel_unshuffle(warp(memory.uv_hat, v), self.scale))
+            change = torch.cat([y_folded - F.pixel_unshuffle(warp(memory.y_lr_hat, v), 2),
+                                uv_lr_hat - warp(memory.uv_lr_hat, v)], dim=1)
+            z_memory = self.memory_in(torch.cat([change / self.normalize.std,
+                                                 self.memory_normalize(torch.cat(previous, dim=1))], dim=1))
+            z = z + (z_memory if memory.present is None else memory.present * z_memory)
         biases = None
         if self.level_bias is not None:
             if level is None:
@@ -431,4 +525,10 @@ class FoldedUpsampler(nn.Module):
             y_mix, uv_mix = y_mix + y_detail, uv_mix + uv_detail
         if r_y is not None:
             y_mix, uv_mix = y_mix + r_y, uv_mix + r_uv
+        if previous is not None:
+            y_gate, uv_gate = conv_parts(self.memory_gate, f, [self.phases, 2 * self.chroma_phases])
+            if memory.present is not None:
+                y_gate, uv_gate = memory.present * y_gate, memory.present * uv_gate
+            y_mix = y_mix + y_gate * (previous[0] - y_mix)
+            uv_mix = uv_mix + uv_gate * (previous[1] - uv_mix)
         return F.pixel_shuffle(y_mix, 2 * self.scale), F.pixel_shuffle(uv_mix, self.scale)
