@@ -194,6 +194,8 @@ class ScheduleConfig:
     # the learning rate of a temporal model's temporal part, in units of lr: it starts from
     # scratch where the rest of the model may start trained (train.init)
     temporal_lr_scale: float = 1.0
+    # train a temporal model's temporal part alone: the rest keeps its weights (train.init's)
+    temporal_only: bool = False
 
     def __post_init__(self) -> None:
         for names in (("crops", "crop_fractions"), ("clips", "clip_fractions")):
@@ -252,6 +254,8 @@ class Experiment:
         if self.data.pairs and self.model.scale > 1 and self.model.downsampler != "bicubic":
             raise DualcodecError("data.pairs holds base layers coded from bicubic downsampling; a learned "
                                  "downsampler's base layer changes with its weights: set model.downsampler = 'bicubic'")
+        if self.schedule.temporal_only and not self.model.temporal:
+            raise DualcodecError("schedule.temporal_only trains a temporal model's temporal part: set model.temporal")
         if self.data.pairs and any(c > 1 for c in self.schedule.clips):
             raise DualcodecError(f"data.pairs trains on single pictures, got schedule.clips = {list(self.schedule.clips)}")
 

@@ -331,7 +331,10 @@ class Trainer:
         # A temporal model's temporal part (new, where the rest may start trained) at its own scale of the rate.
         temporal = [p for n, p in model.named_parameters() if ".memory_" in n]
         others = [p for n, p in model.named_parameters() if ".memory_" not in n]
-        groups = [{"params": others, "lr": self.plan.peak_lr}]
+        if exp.schedule.temporal_only:
+            for p in others:
+                p.requires_grad_(False)
+        groups = [] if exp.schedule.temporal_only else [{"params": others, "lr": self.plan.peak_lr}]
         if temporal:
             groups.append({"params": temporal, "lr": self.plan.peak_lr * exp.schedule.temporal_lr_scale})
         optimizer = torch.optim.Adam(groups, lr=self.plan.peak_lr)

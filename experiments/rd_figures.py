@@ -217,7 +217,9 @@ def compare(old: Path, new: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--compare":
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+    elif len(sys.argv) == 4 and sys.argv[1] == "--compare":
         compare(Path(sys.argv[2]), Path(sys.argv[3]))
     else:
         summarize(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS)

@@ -202,6 +202,7 @@ def test_model_config_dict_round_trip():
         ("[data]\nval_clip = 0\n", "val_clip must be positive"),
         ("[data]\nval_clip = 4\n", r"data.val_gap \(1\) must be at least data.val_clip - 1 \(3\)"),
         ("[loss]\nalignment_weight = -1\n", "alignment_weight must not be negative"),
+        ("[schedule]\ntemporal_only = true\n", "temporal_only trains a temporal model's temporal part"),
     ],
 )
 def test_values_that_span_or_bound_a_section_are_checked(tmp_path, text, match):
