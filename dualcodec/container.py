@@ -286,7 +286,7 @@ class ContainerReader:
         last: Planes | None = None
         index = sent = self.first
         with _open(self.source) as inp:
-            packets = (p for p in inp.demux(inp.streams.video[0]))
+            packets = inp.demux(inp.streams.video[0])
             for _ in range(self.first):  # seeking: the packets before the key frame
                 next(p for p in packets if p.size)
             ended = False

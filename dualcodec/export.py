@@ -3,8 +3,9 @@
 The two decoder graphs of :mod:`dualcodec.runtime`, with their feature convolutions in
 int8 (:class:`~dualcodec.nets.quant.QuantConv2d`: 8-bit inputs, int8 weights per
 channel): ``g_s`` and the upsampler's side term, ``conv_in`` and ``body``, and with the
-folded upsampler its 1x1 weight heads, detail term and temporal part too (plain convolutions there; the
-mixture form reorders its heads' rows, which stay fp32 with its detail term). The filter
+folded upsampler its 1x1 weight heads, detail term and temporal part's 1x1 convolutions
+too (plain convolutions there; the mixture form reorders its heads' rows, which stay fp32
+with its detail term). The filter
 mixture itself (the candidate filters, their products with the weights and their sums)
 stays fp32: its error would go straight to the output pixels.
 
@@ -13,10 +14,10 @@ by the model through the real base codec at several QPs and decoded, their side 
 and base planes recorded on the way into the networks; each convolution's input range is
 the range it meets there (the side graph also sees every block's latents, as if the
 encoder had enhanced them all; a temporal model's upsampler sees clips of :data:`CLIP`
-frames, each calibration image and the frames after it). The graphs are traced as for fp32 (OpenVINO turns the fake
-quantisation into int8 convolutions) and written beside the model file,
-``NAME.int8/{side,up}.{xml,bin}``, with ``meta.json`` holding the model's fingerprint (a
-stale set is refused at load) and how they were calibrated.
+frames, each calibration image and the frames after it). The graphs are traced as for
+fp32 (OpenVINO turns the fake quantisation into int8 convolutions) and written beside
+the model file, ``NAME.int8/{side,up}.{xml,bin}``, with ``meta.json`` holding the model's
+fingerprint (a stale set is refused at load) and how they were calibrated.
 """
 
 from __future__ import annotations
@@ -76,10 +77,9 @@ def record(loaded: LoadedModel, images: list[Path], qps: list[int], progress: bo
 
     from dualcodec.basecodec import BaseCodecSettings
     from dualcodec.codec import LayeredCodec, ModelLayers, decompress, to_unit
+    from dualcodec.data import validation_clip
     from dualcodec.video import VideoReader, pad_planes
     from dualcodec.yuv import codes_to_unit
-
-    from dualcodec.data import validation_clip
 
     recorder = RecordingRuntime(loaded)
     model, coder = loaded.model, loaded.model.latent_coder

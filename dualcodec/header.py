@@ -24,7 +24,8 @@ does not know.
 Plain files: no header. A ``plain`` file (the base codec alone at full resolution) whose
 frames needed no padding is written *without* the header: what the codec alone gives
 (less x264's version SEI, :data:`dualcodec.basecodec.X264_BANNER_UUID`). A reader takes
-any file without the header that has a video stream for mode ``plain``, scale 1 (:meth:`Header.from_video_stream`), reading from the video stream the
+any file without the header that has a video stream for mode ``plain``, scale 1
+(:meth:`Header.from_video_stream`), reading from the video stream the
 size (even), codec (H.264, HEVC or AV1), bit depth (4:2:0 at 8 or 10 bit) and range flag
 (``pc`` when flagged full range, else ``tv``) and matrix (BT.709, BT.601 or BT.2020; an
 unflagged one by players' size rule, :func:`dualcodec.yuv.matrix_for`). A plain file of

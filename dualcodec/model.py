@@ -161,6 +161,11 @@ class DualLayerModel(nn.Module):
         """Whether the upsampler takes the previous frame's :class:`~dualcodec.nets.upsampler.Memory`."""
         return getattr(self.upsampler, "temporal", False)
 
+    def is_temporal_parameter(self, name: str) -> bool:
+        """Whether the parameter (or state entry) ``name`` belongs to the upsampler's temporal
+        part, which a per-frame model lacks."""
+        return name.startswith("upsampler.memory_")
+
     @property
     def takes_level(self) -> bool:
         """Whether the upsampler takes the base layer's quantiser level (``model.level_input``)."""

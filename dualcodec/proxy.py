@@ -3,8 +3,9 @@
 Forward: the *real* encoder and decoder (x264 / x265 / SVT-AV1 through PyAV) code each
 training crop's planes as an intra picture (8-bit code values, rounded and clamped as
 the encoder's input is), or each clip of ``clip`` crops as a short video: its first frame
-a key frame, the others predicted (P- and B-frames), as in a file. Backward: a straight-through gradient (rounding, clamping and
-the codec's quantisation pass the gradient unchanged).
+a key frame, the others predicted (P- and B-frames), as in a file. Backward: a
+straight-through gradient (rounding, clamping and the codec's quantisation pass the
+gradient unchanged).
 
 Rate: a rho-domain estimate (He and Mitra 2001), the sum of ``log2(1 + |c| / q)`` over
 8x8 DCT coefficients ``c`` of the Y, U and V planes with the H.264 quantiser step

@@ -290,7 +290,7 @@ def _start_from(model: DualLayerModel, exp: Experiment) -> None:
                              f"(model.{', model.'.join(changed)} differ); fine-tuning needs the same [model] "
                              "(or, for a temporal model, the same model per frame)")
     missing, unexpected = model.load_state_dict(loaded.model.state_dict(), strict=not changed)
-    if unexpected or any(".memory_" not in key for key in missing):
+    if unexpected or not all(model.is_temporal_parameter(key) for key in missing):
         raise DualcodecError(f"train.init {exp.train.init!r}: weights do not fit the model "
                              f"(missing {missing}, unexpected {unexpected})")
 
@@ -329,8 +329,8 @@ class Trainer:
         if exp.train.init and not resume:  # a resumed run's weights are its checkpoint's
             _start_from(model, exp)
         # A temporal model's temporal part (new, where the rest may start trained) at its own scale of the rate.
-        temporal = [p for n, p in model.named_parameters() if ".memory_" in n]
-        others = [p for n, p in model.named_parameters() if ".memory_" not in n]
+        temporal = [p for n, p in model.named_parameters() if model.is_temporal_parameter(n)]
+        others = [p for n, p in model.named_parameters() if not model.is_temporal_parameter(n)]
         if exp.schedule.temporal_only:
             for p in others:
                 p.requires_grad_(False)
@@ -456,7 +456,8 @@ class Trainer:
                         {f"val/{k}": v for k, v in asdict(val).items()})
         validations = state.step // exp.train.val_every
         if self.world.is_main and exp.train.images_every and validations % exp.train.images_every == 0:
-            self.log.images(state.step, "val/original | bicubic | dualcodec", self.samples(self.val_x[:4, 0] if self.val_x.dim() == 5 else self.val_x[:4]))
+            first_frames = self.val_x[:4, 0] if self.val_x.dim() == 5 else self.val_x[:4]
+            self.log.images(state.step, "val/original | bicubic | dualcodec", self.samples(first_frames))
         improved = val.loss < state.best
         state.best, state.stale = (val.loss, 0) if improved else (state.best, state.stale + 1)
         if improved and self.world.is_main:

@@ -26,12 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT.parent / "shared" / "data" / "video"
 
 
-def psnr_yuv(a, b, peak: float) -> float:
-    values = [10 * np.log10(peak ** 2 / np.mean((p.astype(np.float64) - q) ** 2)) for p, q in
-              ((a.y, b.y), (a.u, b.u), (a.v, b.v))]
-    return float((6 * values[0] + values[1] + values[2]) / 8)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="the temporal model (name or file)")
@@ -44,6 +38,7 @@ def main() -> int:
     from dualcodec.basecodec import BaseCodecSettings
     from dualcodec.codec import LayeredCodec, ModelLayers
     from dualcodec.container import ContainerReader
+    from dualcodec.metrics import psnr_yuv
     from dualcodec.model import load_model
     from dualcodec.video import VideoReader, crop_planes
 
@@ -66,7 +61,7 @@ def main() -> int:
                 if reset or planes.key_frame:
                     layers.reset()
                 out = crop_planes(layers.up(planes, None, header.yuv_format), header.width, header.height)
-                values.append(psnr_yuv(original, out, fmt.max_code))
+                values.append(psnr_yuv(original, out, fmt.bit_depth).weighted)
             rows[label] = values
         results["clips"][name] = rows
         print(name)
