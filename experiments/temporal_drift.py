@@ -1,16 +1,17 @@
 """A temporal model's memory over a whole GOP, frame by frame, against its per-frame model.
 
     python experiments/temporal_drift.py MODEL [--per-frame default] [--frames 40] [--qp 32]
-                                         [--clips vtest_768x576_250f.avi bikes_640x272_250f.mp4]
+                                         [--clips vtest_768x576_250f.avi bikes_640x272_250f.mp4] [-o OUT]
 
 Codes the first ``--frames`` frames of each shared clip once (H.264, GOP 32, the temporal
 model's file), then upsamples its base layer three ways, the eager torch runtime each: the
 temporal model with its memory, the same model with the memory reset at every frame (its
 per-frame part alone), and the per-frame model. Both models downsample by bicubic, so the
 base layer is the same for all three. Prints PSNR-YUV (6:1:1) per frame and its mean over
-the frames after each key frame in groups of 8, and writes
-experiments/results/temporal_drift.json: whether the memory drifts over the 31 frames
-after a key frame, which the training clips (4 to 8 frames) never reach.
+the frames in groups of 8, and writes ``-o`` (default
+experiments/results/temporal_drift.json): whether the memory drifts over the 31 frames
+after a key frame, which the training clips (4 to 8 frames) never reach, and how much
+of a temporal model's difference from its per-frame model is its memory.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--qp", type=int, default=32)
     parser.add_argument("--clips", nargs="+", default=["vtest_768x576_250f.avi", "bikes_640x272_250f.mp4"])
+    parser.add_argument("-o", "--output", type=Path, default=ROOT / "experiments" / "results" / "temporal_drift.json")
     args = parser.parse_args()
 
     from dualcodec.basecodec import BaseCodecSettings
@@ -68,8 +70,7 @@ def main() -> int:
         for label, values in rows.items():
             groups = [np.mean(values[i : i + 8]) for i in range(0, len(values), 8)]
             print(f"  {label:9s} mean {np.mean(values):.3f} dB; by 8 frames: " + " ".join(f"{g:.3f}" for g in groups))
-    out = ROOT / "experiments" / "results" / "temporal_drift.json"
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
 
