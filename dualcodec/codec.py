@@ -137,6 +137,7 @@ class _Option(NamedTuple):
     rate: float
     distortion: float
     payload: bytes = b""
+    blocks: torch.Tensor | None = None  # SKIP's: each block's share of the distortion
 
 
 class ModelLayers:
@@ -185,6 +186,7 @@ class ModelLayers:
         self._w_hat: torch.Tensor | None = None
         self._features = None  # the decoder's side features of _w_hat
         self._memory = None  # a temporal model's previous frame of the GOP (runtime.FrameMemory)
+        self._previous_y: np.ndarray | None = None  # the previous base frame's luma codes (KEEP's classes)
 
     @property
     def runtime(self):
@@ -204,15 +206,24 @@ class ModelLayers:
 
         return activity_classes(torch.from_numpy(base.y.astype("int64"))[None, None], self.model.side_stride, fmt.bit_depth)
 
+    def _change_classes(self, base: Planes, fmt: YUVFormat) -> torch.Tensor:
+        """The change classes of the decoded base luma against the previous frame's (KEEP's flags)."""
+        from dualcodec.entropy import change_classes
+
+        y, previous = (torch.from_numpy(p.astype("int64"))[None, None] for p in (base.y, self._previous_y))
+        return change_classes(y, previous, self.model.side_stride, fmt.bit_depth)
+
     def side(self, original: Planes, base: Planes, fmt: YUVFormat) -> SideFrame | None:
         """The enhancement layer of one frame: each block enhanced where its latents' bits
-        buy more than ``lmbda`` times their cost in the metric (6:1:1), then NEW, REPEAT or
-        SKIP for the frame by ``D + lmbda * bits / pixel`` (``lmbda`` times ``inter_weight``
-        unless the base frame is a key frame). The candidates are judged on what
-        the decoder will show (the runtime's output code values): SKIP, every block
-        enhanced, and REPEAT of the kept latents are run; a NEW frame that enhances some
-        blocks only takes each block's distortion from the first two. The latents come
-        from the runtime's analysis graph (compiled fp32 with OpenVINO)."""
+        buy more than ``lmbda`` times their cost in the metric (6:1:1), then NEW, REPEAT,
+        KEEP or SKIP for the frame by ``D + lmbda * bits / pixel`` (``lmbda`` times
+        ``inter_weight`` unless the base frame is a key frame); KEEP keeps the previous
+        latents in each block where that costs less than clearing them, flag bits
+        included. The candidates are judged on what the decoder will show (the
+        runtime's output code values): SKIP, every block enhanced, and REPEAT of the
+        kept latents are run; a NEW frame that enhances some blocks only, or a KEEP
+        frame, takes each block's distortion from those runs. The latents come from the
+        runtime's analysis graph (compiled fp32 with OpenVINO)."""
         if not self.side_stream:
             return None
         return self._choose(self.runtime, self._candidates(self.runtime, original, base, fmt), original, base, fmt)
@@ -299,7 +310,7 @@ class ModelLayers:
         skip_features = runtime.side_features(None, h, w)
         skipped = self._distortion(runtime, skip_features, original, base, fmt)
         # a frame's blocks add up to its distortion
-        options = [_Option(SideMode.SKIP, None, skip_features, 0.0, float(skipped.sum()))]
+        options = [_Option(SideMode.SKIP, None, skip_features, 0.0, float(skipped.sum()), blocks=skipped)]
         if self.new == "key" and not base.key_frame:
             return options
         coder = self.model.latent_coder
@@ -323,17 +334,43 @@ class ModelLayers:
         return options
 
     def _choose(self, runtime, options: list[_Option], original: Planes, base: Planes, fmt: YUVFormat) -> SideFrame:
-        """The frame's mode among ``options`` and REPEAT of the kept latents; keeps the
-        choice's. ``runtime`` runs REPEAT and the chosen latents' features (unused, and
-        may be ``None``, when nothing is kept and every option has its features)."""
+        """The frame's mode among ``options``, REPEAT of the kept latents and KEEP of some
+        of them; keeps the choice's. ``runtime`` runs REPEAT and the chosen latents'
+        features (unused, and may be ``None``, when nothing is kept and every option has
+        its features)."""
         if self._w_hat is not None:  # None at the first frame and at every key frame
-            options = [*options, _Option(SideMode.REPEAT, self._w_hat, self._features, 0.0,
-                                         float(self._distortion(runtime, self._features, original, base, fmt).sum()))]
+            repeated = self._distortion(runtime, self._features, original, base, fmt)
+            options = [*options, _Option(SideMode.REPEAT, self._w_hat, self._features, 0.0, float(repeated.sum()))]
+            keep = self._keep(options[0].blocks, repeated, original, base, fmt)
+            if keep is not None:
+                options.append(keep)
         choice = min(options, key=lambda option: option.distortion + option.rate)
         self._w_hat, self._features = choice.w_hat, choice.features
         if self._features is None:
             self._features = runtime.side_features(self._w_hat, *base.y.shape)
+        self._previous_y = base.y
         return SideFrame(choice.mode, choice.payload)
+
+    def _keep(self, skipped: torch.Tensor, repeated: torch.Tensor, original: Planes, base: Planes,
+              fmt: YUVFormat) -> _Option | None:
+        """KEEP: each block keeps the previous latents where its distortion plus its flag's
+        cost is less than clearing them (the flags' probabilities, per change class, refined
+        from the choices twice); ``None`` where every block or none would keep (REPEAT's and
+        SKIP's, cheaper)."""
+        from dualcodec.entropy import CHANGE_CLASSES, compress_keep, keep_flag_bits, keep_probabilities
+
+        classes = self._change_classes(base, fmt)
+        price = self.lmbda * self.inter_weight / original.y.size  # per bit, as _candidates' NEW on these frames
+        probabilities = [128] * CHANGE_CLASSES
+        for _ in range(3):
+            bits = keep_flag_bits(probabilities)[classes[0]]  # [hb, wb, (cleared, kept)]
+            kept = repeated + price * bits[..., 1] < skipped + price * bits[..., 0]
+            probabilities = keep_probabilities(kept, classes)
+        if bool(kept.all()) or not bool(kept.any()):
+            return None
+        payload = compress_keep(kept, classes, probabilities)
+        return _Option(SideMode.KEEP, self._w_hat * kept, None, price * 8 * len(payload),
+                       float(torch.where(kept, repeated, skipped).sum()), payload)
 
     def up(self, base: Planes, side: SideFrame | None, fmt: YUVFormat) -> Planes:
         """Raises :class:`~dualcodec.errors.DamagedData` for a NEW payload that does not
@@ -345,9 +382,17 @@ class ModelLayers:
         if mode == SideMode.NEW:
             self._w_hat = self.model.latent_coder.decompress(side.entropy_bytes, self._classes(base, fmt)).w_hat
             self._features = runtime.side_features(self._w_hat, h, w)
+        elif mode == SideMode.KEEP:
+            from dualcodec.entropy import decompress_keep
+
+            if self._w_hat is None:
+                raise DamagedData("it keeps latents that the previous frame did not have")
+            self._w_hat = self._w_hat * decompress_keep(side.entropy_bytes, self._change_classes(base, fmt))
+            self._features = runtime.side_features(self._w_hat, h, w)
         elif mode == SideMode.SKIP or self._features is None:
             self._w_hat, self._features = None, runtime.side_features(None, h, w)
         out = Planes(*runtime.upsample(base.y, base.u, base.v, self._features, fmt, self.up_level, self._memory))
+        self._previous_y = base.y
         if self.model.temporal:
             from dualcodec.runtime import FrameMemory
 
@@ -704,8 +749,12 @@ def _base_and_side(reader: ContainerReader) -> Iterator[tuple[Planes, SideFrame 
             if side is None:
                 reader.record_damage(index, f"side stream ends before frame {index + 1}")
                 side, payloads = SideFrame(SideMode.SKIP), None
-            elif gops and planes.key_frame and side.mode == SideMode.REPEAT:
+            elif gops and planes.key_frame and side.mode in (SideMode.REPEAT, SideMode.KEEP):
                 reader.record_damage(index, f"side stream of frame {index + 1} repeats across a key frame")
+                side = SideFrame(SideMode.SKIP)
+            elif side.mode == SideMode.KEEP and header.version < 4:
+                reader.record_damage(index, f"side stream of frame {index + 1} keeps latents, which format "
+                                            f"version {header.version} has not")
                 side = SideFrame(SideMode.SKIP)
         yield planes, side
 

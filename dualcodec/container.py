@@ -1,6 +1,6 @@
 """The dualcodec file: a standard MP4 that any player opens, written and read.
 
-Layout (format version 3)
+Layout (format version 4)
 -------------------------
 An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
 
@@ -18,6 +18,9 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
   encoded video (``--frames N`` cuts the audio too).
 * File-level metadata key ``dualcodec``: the header (:mod:`dualcodec.header`), absent
   from a plain file of even size.
+
+Version 3 files (all modes still read) are version 4 files without KEEP side packets
+(:mod:`dualcodec.sidestream`): a KEEP packet in one is damage.
 
 Version 2 files (plain and bicubic still read): the side stream's NEW packets held
 factorised latents of the old side stream, and SKIP meant the latents' medians.

@@ -30,6 +30,19 @@ Payload of one frame (the entropy bytes of a NEW side packet, :mod:`dualcodec.si
     5       n     flags, one per block in raster order (rANS, CompressAI's coder)
     5+n     rest  q of the enhanced blocks, block by block in raster order, channel
                   by channel within a block (rANS, tables above)
+
+**Keep flags** (format version 4). A KEEP side packet carries the previous frame's
+latents in some blocks and none in the others, as LCEVC's temporal buffer keeps a
+block's residuals or clears them: one flag per block, coded with a probability per
+*change class*. The class, computed by :func:`change_classes` with integer arithmetic
+from the decoded base layer's luma of this frame and of the previous one (both of which
+the decoder has), says how much the base layer changed in the block: where it did not,
+the previous latents usually still fit. Payload (the entropy bytes of a KEEP packet)::
+
+    offset  size  field
+    0       4     p_k: P(kept | change class k) = p_k / 256 (1..255), k = 0..3
+    4       rest  flags, one per block in raster order (rANS, the table of the
+                  block's change class)
 """
 
 from __future__ import annotations
@@ -50,6 +63,8 @@ from dualcodec.errors import DamagedData, DualcodecError
 LEVELS = 64  # side levels: QPs of H.264/HEVC (0..51) and AV1 (0..63)
 ACTIVITY_THRESHOLDS = (4, 8, 16, 32, 64, 128)  # 16 x mean |gradient| per pixel, 8-bit code values
 CLASSES = len(ACTIVITY_THRESHOLDS) + 1
+CHANGE_THRESHOLDS = (1, 8, 32)  # 16 x mean |change| per pixel between consecutive base frames, 8-bit code values
+CHANGE_CLASSES = len(CHANGE_THRESHOLDS) + 1
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64  # the coding tables' Gaussian scales
 LIKELIHOOD_BOUND = 1e-9
 HEADER_BYTES = 5
@@ -63,19 +78,87 @@ def activity_classes(y_codes: torch.Tensor, stride: int, bit_depth: int) -> torc
     each block, scaled to 16 x the mean per pixel at 8 bits, against
     :data:`ACTIVITY_THRESHOLDS`.
     """
-    y = y_codes.to(torch.int64)
-    h, w = y.shape[-2:]
-    y = torch.nn.functional.pad(y, (0, (-w) % stride, 0, (-h) % stride), mode="replicate")
+    y = _whole_blocks(y_codes, stride)
     grad = torch.zeros_like(y)
     grad[..., :, 1:] += (y[..., :, 1:] - y[..., :, :-1]).abs()
     grad[..., 1:, :] += (y[..., 1:, :] - y[..., :-1, :]).abs()
-    b, _, hp, wp = grad.shape
-    sums = grad.view(b, hp // stride, stride, wp // stride, stride).sum(dim=(2, 4))
-    activity = (sums * 16) // (stride * stride << (bit_depth - 8))
-    classes = torch.zeros_like(activity)
-    for threshold in ACTIVITY_THRESHOLDS:
-        classes += (activity >= threshold).to(torch.int64)
+    return _block_classes(grad, stride, bit_depth, ACTIVITY_THRESHOLDS)
+
+
+def _whole_blocks(codes: torch.Tensor, stride: int) -> torch.Tensor:
+    """Integer code values ``[B,1,h,w]`` as int64, edges replicate-padded to whole blocks."""
+    h, w = codes.shape[-2:]
+    return torch.nn.functional.pad(codes.to(torch.int64), (0, (-w) % stride, 0, (-h) % stride), mode="replicate")
+
+
+def _block_classes(measure: torch.Tensor, stride: int, bit_depth: int, thresholds: tuple[int, ...]) -> torch.Tensor:
+    """The class of each block of a per-pixel integer ``measure`` ``[B,1,hp,wp]`` (whole
+    blocks): its sum scaled to 16 x the mean per pixel at 8 bits, against ``thresholds``."""
+    b, _, hp, wp = measure.shape
+    sums = measure.view(b, hp // stride, stride, wp // stride, stride).sum(dim=(2, 4))
+    scaled = (sums * 16) // (stride * stride << (bit_depth - 8))
+    classes = torch.zeros_like(scaled)
+    for threshold in thresholds:
+        classes += (scaled >= threshold).to(torch.int64)
     return classes
+
+
+def change_classes(y_codes: torch.Tensor, previous_codes: torch.Tensor, stride: int, bit_depth: int) -> torch.Tensor:
+    """Change class (0..CHANGE_CLASSES-1) of every ``stride x stride`` block between two
+    frames of integer luma code values ``[B,1,h,w]`` (edges replicate-padded to whole
+    blocks): ``[B, hb, wb]``. Class 0 is a block the base layer left exactly as it was.
+
+    Integer arithmetic only: the sum of absolute differences in each block, scaled to 16 x
+    the mean per pixel at 8 bits, against :data:`CHANGE_THRESHOLDS`.
+    """
+    change = (_whole_blocks(y_codes, stride) - _whole_blocks(previous_codes, stride)).abs()
+    return _block_classes(change, stride, bit_depth, CHANGE_THRESHOLDS)
+
+
+def keep_probabilities(kept: torch.Tensor, classes: torch.Tensor) -> list[int]:
+    """The payload's ``p_k`` for flags ``kept`` ``[hb, wb]`` of blocks of change ``classes``
+    ``[1, hb, wb]``: each class's share of kept blocks, in 1/256, within 1..255."""
+    flat, kept = classes.reshape(-1), kept.reshape(-1).to(torch.float64)
+    out = []
+    for k in range(CHANGE_CLASSES):
+        members = flat == k
+        share = float(kept[members].mean()) if bool(members.any()) else 0.5
+        out.append(min(255, max(1, round(256 * share))))
+    return out
+
+
+def keep_flag_bits(probabilities: list[int]) -> torch.Tensor:
+    """Bits of a flag under each class's ``p_k``: ``[CHANGE_CLASSES, 2]`` (cleared, kept);
+    an estimate for the encoder's choices."""
+    p = torch.tensor(probabilities, dtype=torch.float64) / 256.0
+    return -torch.log2(torch.stack([1.0 - p, p], dim=1))
+
+
+def compress_keep(kept: torch.Tensor, classes: torch.Tensor, probabilities: list[int]) -> bytes:
+    """A KEEP packet's payload (module docstring): flags ``kept`` ``[hb, wb]`` bool, change
+    ``classes`` ``[1, hb, wb]``, ``probabilities`` the ``p_k`` (:func:`keep_probabilities`)."""
+    if len(probabilities) != CHANGE_CLASSES or not all(1 <= p <= 255 for p in probabilities):
+        raise DualcodecError(f"keep probabilities must be {CHANGE_CLASSES} values in 1..255, got {probabilities}")
+    flags = kept.reshape(-1).to(torch.int32).tolist()
+    return bytes(probabilities) + _encode(flags, classes.reshape(-1).tolist(), _keep_tables(probabilities))
+
+
+def decompress_keep(payload: bytes, classes: torch.Tensor) -> torch.Tensor:
+    """A KEEP packet's payload back to its flags ``[hb, wb]`` bool; ``classes`` ``[1, hb, wb]``
+    from the decoded base layer. Raises :class:`~dualcodec.errors.DamagedData` for a
+    payload that does not parse."""
+    hb, wb = classes.shape[-2:]
+    probabilities = list(payload[:CHANGE_CLASSES])
+    if len(probabilities) < CHANGE_CLASSES or not all(1 <= p <= 255 for p in probabilities):
+        raise DamagedData("its keep probabilities are malformed")
+    flags = _decode(payload[CHANGE_CLASSES:], classes.reshape(-1).tolist(), _keep_tables(probabilities))
+    if flags is None or not ((flags == 0) | (flags == 1)).all():
+        raise DamagedData("its keep flags are malformed")
+    return torch.from_numpy(flags.astype(bool)).view(hb, wb)
+
+
+def _keep_tables(probabilities: list[int]) -> tuple[list, list, list]:
+    return [_binary_cdf(p) for p in probabilities], [4] * len(probabilities), [0] * len(probabilities)
 
 
 def _standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:

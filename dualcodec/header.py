@@ -5,7 +5,7 @@ It is the file-level metadata key ``dualcodec`` of the MP4 (an ``mdta`` tag, see
 sorted keys::
 
     format       "dualcodec"
-    version      3 (1 and 2 are still read; see dualcodec.container for what changed)
+    version      4 (1 to 3 are still read; see dualcodec.container for what changed)
     mode         "dual" | "bicubic" | "plain"
     scale        1 (plain), 2 or 4
     width/height       size of the original frames (the decoder returns exactly this)
@@ -47,8 +47,8 @@ from dualcodec.errors import DualcodecError
 from dualcodec.yuv import BT709, LUMA_WEIGHTS, MATRIX_NAMES, YUVFormat, matrix_for
 
 FORMAT_NAME = "dualcodec"
-FORMAT_VERSION = 3  # what the writer writes
-READ_VERSIONS = (1, 2, 3)  # what the reader reads
+FORMAT_VERSION = 4  # what the writer writes
+READ_VERSIONS = (1, 2, 3, 4)  # what the reader reads
 METADATA_KEY = "dualcodec"
 MODES = ("dual", "bicubic", "plain")
 UNSPECIFIED_MATRIX = 2  # ITU-T H.273 matrix_coefficients "unspecified"

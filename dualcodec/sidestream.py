@@ -8,15 +8,20 @@ Each packet is::
                              1 = REPEAT, reuse the previous frame's latents (no more bytes);
                              2 = SKIP, every block skipped: the upsampler works from the
                                  base layer alone (no more bytes)
-    5       n     (NEW only) the enhancement layer of one frame: side level, per-block
+                             3 = KEEP, the previous frame's latents in the blocks a flag
+                                 marks, none in the others (format version 4 on)
+    5       n     (NEW) the enhancement layer of one frame: side level, per-block
                   skip flags and the enhanced blocks' latents, laid out as
                   :mod:`dualcodec.entropy` says (latent shape [M, ceil(bh/S), ceil(bw/S)],
-                  M, the stride S and the coding tables from the model file)
+                  M, the stride S and the coding tables from the model file);
+                  (KEEP) the per-block keep flags, laid out as :mod:`dualcodec.entropy` says
 
-The encoder picks the mode per frame by rate-distortion cost, so a static scene, or a
-frame the side stream cannot improve, pays 5 bytes for its side stream. A frame that
-the base layer codes as a key frame never has mode REPEAT (format version 2 on), and the
-decoder forgets the previous latents there: every GOP decodes on its own.
+The encoder picks the mode per frame by rate-distortion cost, and within a KEEP frame
+each block's flag, so a static scene, or a frame the side stream cannot improve, pays 5
+bytes for its side stream. A frame that the base layer codes as a key frame never has
+mode REPEAT (format version 2 on) or KEEP, and the decoder forgets the previous latents
+there: every GOP decodes on its own. What a frame keeps (REPEAT, KEEP) is what the
+previous frame showed: its latents after its own flags.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class SideMode(IntEnum):
     NEW = 0  # entropy-coded latents follow
     REPEAT = 1  # the previous frame's latents; never at a base-layer key frame (version 2)
     SKIP = 2  # every latent at its most probable value
+    KEEP = 3  # the previous frame's latents in the flagged blocks (version 4); never at a key frame
 
 
 @dataclass(frozen=True)
@@ -72,9 +78,9 @@ class SideFrame:
     def from_bytes(cls, body: bytes, index: int) -> "SideFrame":
         if not body or body[0] not in set(SideMode):
             raise DualcodecError(f"side stream of frame {index + 1} has an unknown mode")
-        if body[0] != SideMode.NEW and len(body) != 1:
+        if body[0] not in (SideMode.NEW, SideMode.KEEP) and len(body) != 1:
             raise DualcodecError(f"side stream of frame {index + 1} is malformed")
-        if body[0] == SideMode.REPEAT and index == 0:
+        if body[0] in (SideMode.REPEAT, SideMode.KEEP) and index == 0:
             raise DualcodecError("side stream of frame 1 repeats a frame that does not exist")
         return cls(SideMode(body[0]), body[1:])
 

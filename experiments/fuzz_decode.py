@@ -183,7 +183,7 @@ def make_victim(work: Path) -> tuple[Path, Path]:
     save_model(model, config, "tiny", model_path, lmbda=0.02)
     source = write_y4m(work / "victim.y4m", synthetic_frames(64, 48, 12, seed=4))
     victim = work / "victim.mp4"
-    layers = new_latents_every_frame(load_model(str(model_path)), level=30)
+    layers = new_latents_every_frame(load_model(str(model_path)), level=30, keep=True)  # NEW key frames, KEEP the rest
     LayeredCodec(layers, BaseCodecSettings(codec="h264", qp=30, gop=4)).encode(source, victim)
     return victim, model_path
 

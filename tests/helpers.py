@@ -155,9 +155,11 @@ def build_tiny_model(seed: int = 0, perturb: bool = True, up_form: str = "mixtur
     return model, config
 
 
-def new_latents_every_frame(loaded, level: int = 30):
+def new_latents_every_frame(loaded, level: int = 30, keep: bool = False):
     """The model's layers (:class:`~dualcodec.codec.ModelLayers`), but sending a NEW side
-    packet with every block enhanced in every frame, at side level ``level``.
+    packet with every block enhanced in every frame, at side level ``level``; with
+    ``keep``, a KEEP packet on every frame the base codec predicts, keeping every other
+    block (a checkerboard).
 
     The encoder's rate-distortion choice would often skip blocks, or whole frames, with an
     untrained model; files made with these layers exercise the entropy decoder on every
@@ -166,12 +168,23 @@ def new_latents_every_frame(loaded, level: int = 30):
     import torch
 
     from dualcodec.codec import ModelLayers
+    from dualcodec.entropy import compress_keep, keep_probabilities
     from dualcodec.sidestream import SideFrame, SideMode
 
     class NewEveryFrame(ModelLayers):
         def side(self, original, base, fmt):
+            side = self._side(original, base, fmt)
+            self._previous_y = base.y
+            return side
+
+        def _side(self, original, base, fmt):
             from dualcodec.codec import to_unit
 
+            if keep and not base.key_frame and self._previous_y is not None:
+                classes = self._change_classes(base, fmt)
+                rows, cols = torch.meshgrid(*(torch.arange(n) for n in classes.shape[-2:]), indexing="ij")
+                kept = (rows + cols) % 2 == 0
+                return SideFrame(SideMode.KEEP, compress_keep(kept, classes, keep_probabilities(kept, classes)))
             model, coder = self.model, self.model.latent_coder
             y_lr_hat, uv_lr_hat = to_unit(base, fmt)
             q = coder.quantize(model.analyse(*to_unit(original, fmt), y_lr_hat, uv_lr_hat), self.level)

@@ -15,6 +15,7 @@ import pytest
 
 from dualcodec import __version__
 from dualcodec.codec import decode
+from dualcodec.header import FORMAT_VERSION
 from dualcodec.video import VideoReader
 from helpers import assert_one_line_error, make_av_clip, packet_spans, psnr_yuv, pyav_rgb, read_yuv420, run, shared_file
 
@@ -553,7 +554,7 @@ def test_info_json(capsys, dual_file, tiny_model):
     assert b["base"] + b["side"] + b["other"] == size
     assert b["base"] > 0 and b["side"] > 0 and b["other"] > 0
     assert report["bpp"] == pytest.approx(8 * size / (3 * 37 * 29))
-    assert report["header"]["version"] == 3 and report["header"]["format"] == "dualcodec"
+    assert report["header"]["version"] == FORMAT_VERSION and report["header"]["format"] == "dualcodec"
     # The source's format: 8-bit limited range, BT.601 by the size rule (37x29, unflagged).
     assert report["header"]["bit_depth"] == 8
     assert report["header"]["color"] == {"matrix": "smpte170m", "range": "tv", "chroma": "420"}

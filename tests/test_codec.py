@@ -12,11 +12,12 @@ from types import SimpleNamespace
 import av
 import numpy as np
 import pytest
+import torch
 
 from dualcodec.basecodec import BaseCodecSettings, Planes
 from dualcodec.codec import BicubicLayers, LayeredCodec, ModelLayers, PlainLayers, decode, make_codec
 from dualcodec.container import ContainerReader
-from dualcodec.sidestream import SideMode
+from dualcodec.sidestream import SideFrame, SideMode
 from dualcodec.errors import DualcodecError
 from dualcodec.model import load_model
 from dualcodec.video import VideoReader
@@ -124,7 +125,7 @@ class _OracleRuntime:
     def side_features(self, w_hat, lr_height, lr_width):
         return w_hat
 
-    def upsample(self, y, u, v, w_hat, fmt, level=None):
+    def upsample(self, y, u, v, w_hat, fmt, level=None, memory=None):
         from dualcodec.basecodec import Planes
         from dualcodec.codec import to_planes, to_unit
         from dualcodec.nets.common import bicubic_up
@@ -260,21 +261,21 @@ def test_the_pipelined_encoder_chooses_as_a_one_thread_encoder_frame_by_frame(cl
 
     pairs, fmt = _pairs_with_key_frames(clip)
     loaded = load_model(str(tiny_model.path))
-    # Cheap key frames, dear predicted ones: NEW, SKIP and REPEAT all occur (measured).
+    # Cheap key frames, dear predicted ones: NEW, SKIP and REPEAT or KEEP occur (measured).
     serial = ModelLayers(loaded, 2e-5, level=30, runtime=OpenVINORuntime(loaded, threads=1), inter_weight=20)
     expected = []
     for original, base in pairs:
         if base.key_frame:
             serial.reset()
         expected.append(serial.side(original, base, fmt))
-    assert {side.mode for side in expected} == {SideMode.NEW, SideMode.SKIP, SideMode.REPEAT}
+    assert {SideMode.NEW, SideMode.SKIP} < {side.mode for side in expected}
     for threads in (1, 3):
         layers = ModelLayers(loaded, 2e-5, level=30, runtime="openvino", threads=threads, inter_weight=20)
         assert list(layers.sides(iter(pairs), fmt)) == expected
 
 
 @pytest.mark.parametrize("threads", [None, 2])
-def test_with_new_on_key_frames_only_the_predicted_frames_repeat_or_skip(clip, tiny_model, monkeypatch, threads):
+def test_with_new_on_key_frames_only_the_predicted_frames_keep_repeat_or_skip(clip, tiny_model, monkeypatch, threads):
     pytest.importorskip("openvino")
     from dualcodec.runtime import OpenVINORuntime, TorchRuntime
 
@@ -286,14 +287,15 @@ def test_with_new_on_key_frames_only_the_predicted_frames_repeat_or_skip(clip, t
         layers = ModelLayers(loaded, 1e-9, level=30, runtime=runtime, threads=threads, new=new)
         return [side.mode for side in layers.sides(iter(pairs), fmt)]
 
-    assert modes("all") == [SideMode.NEW] * 6  # each frame's own latents pay best
+    every = modes("all")  # each frame's own latents, or the kept ones where they fit a block better
+    assert every[::3] == [SideMode.NEW] * 2 and set(every[1:3] + every[4:]) <= {SideMode.NEW, SideMode.KEEP}
     analysed = []
     kind = TorchRuntime if threads is None else OpenVINORuntime
     analyse = kind.analyse
     monkeypatch.setattr(kind, "analyse", lambda self, *a: analysed.append(1) or analyse(self, *a))
     key = modes("key")
     assert key[::3] == [SideMode.NEW] * 2 and SideMode.NEW not in key[1:3] + key[4:]
-    assert SideMode.REPEAT in key  # the key frame's latents serve the frames after it (measured)
+    assert {SideMode.REPEAT, SideMode.KEEP} & set(key)  # the key frame's latents serve the frames after it (measured)
     assert len(analysed) == 2  # the predicted frames' latents are never computed
     with pytest.raises(DualcodecError, match="unknown choice of NEW frames"):
         ModelLayers(loaded, new="some")
@@ -978,3 +980,43 @@ def test_seeking_past_the_end_or_before_the_start_is_refused(gops, tmp_path):
         decode(path, start=8)
     with pytest.raises(DualcodecError, match="cannot start at frame -1: frames count from 0"):
         decode(path, start=-1)
+
+
+def test_the_encoder_keeps_the_latents_of_the_blocks_where_they_still_fit(clip, tiny_model):
+    from dualcodec.codec import to_planes, to_unit
+    from dualcodec.entropy import decompress_keep
+    from dualcodec.nets.common import bicubic_down
+
+    original, base, fmt = _side_inputs(clip)
+    # The next frame: its left 16 columns (two block columns) changed, the rest as before.
+    changed = Planes(original.y.copy(), original.u.copy(), original.v.copy())
+    for plane, width in ((changed.y, 16), (changed.u, 8), (changed.v, 8)):
+        plane[:, :width] = 255 - plane[:, :width]
+    changed_base = to_planes(*(bicubic_down(p, 2) for p in to_unit(changed, fmt)), fmt)
+    layers = _oracle_layers(tiny_model, original, lmbda=1e-3)
+    first = layers.side(original, base, fmt)
+    assert first.mode == SideMode.NEW
+    side = layers.side(changed, changed_base, fmt)
+    # The kept latents rebuild the unchanged blocks exactly and the changed ones wrongly:
+    # neither REPEAT nor SKIP, KEEP of the unchanged blocks.
+    assert side.mode == SideMode.KEEP
+    decoder = _oracle_layers(tiny_model, original, lmbda=0.0)
+    decoder.up(base, first, fmt)
+    classes = decoder._change_classes(changed_base, fmt)
+    decoder.up(changed_base, side, fmt)
+    kept = (decoder._w_hat[0] != 0).any(dim=0)
+    assert not kept[:, :2].any() and int(kept[:, 2:].sum()) >= 4 * 3 - 1  # the zero block may go either way
+    assert torch.equal(decoder._w_hat, layers._w_hat)  # the decoder keeps what the encoder kept
+    assert (classes[0, :, :2] > 0).all() and (classes[0, :, 3:] == 0).all()  # the base layer says where it changed
+    flags = decompress_keep(side.entropy_bytes, classes)
+    assert torch.equal(flags & (layers._w_hat[0] != 0).any(dim=0), kept) and not flags[:, :2].any()
+
+
+def test_a_keep_without_latents_to_keep_is_damage(clip, tiny_model):
+    from dualcodec.errors import DamagedData
+
+    original, base, fmt = _side_inputs(clip)
+    layers = _oracle_layers(tiny_model, original, lmbda=0.0)
+    layers.up(base, SideFrame(SideMode.SKIP), fmt)
+    with pytest.raises(DamagedData, match="keeps latents"):
+        layers.up(base, SideFrame(SideMode.KEEP, bytes([128] * 4) + b"\x00"), fmt)

@@ -13,7 +13,7 @@ import pytest
 
 from dualcodec.container import ContainerReader
 from dualcodec.errors import DualcodecError
-from dualcodec.header import METADATA_KEY, Header
+from dualcodec.header import FORMAT_VERSION, METADATA_KEY, Header
 from dualcodec.sidestream import SideFrame, SideMode
 from helpers import make_av_clip
 
@@ -169,8 +169,9 @@ def test_flipped_side_byte_is_detected_by_the_reader(dual_file, tmp_path):
     assert modes[1] == SideMode.SKIP and reader.damaged == {1}
 
 
-def _with_side_payload(source: Path, destination: Path, frame: int, payload: bytes) -> Path:
-    """A copy of a dual file whose side packet of ``frame`` (0-based) is a NEW packet with
+def _with_side_payload(source: Path, destination: Path, frame: int, payload: bytes,
+                       mode: SideMode = SideMode.NEW) -> Path:
+    """A copy of a dual file whose side packet of ``frame`` (0-based) is a ``mode`` packet with
     ``payload``, cut or padded to the packet's size (so the MP4 index stays valid), under a
     valid CRC: damage the CRC cannot see, only the entropy decoder."""
     import zlib
@@ -178,7 +179,7 @@ def _with_side_payload(source: Path, destination: Path, frame: int, payload: byt
     with av.open(str(source)) as inp:
         spans = [(p.pos, p.size) for p in inp.demux(inp.streams.data[0]) if p.size]
     pos, size = spans[frame]
-    body = (bytes([SideMode.NEW]) + payload + bytes(size))[: size - 4]
+    body = (bytes([mode]) + payload + bytes(size))[: size - 4]
     data = bytearray(source.read_bytes())
     data[pos:pos + size] = zlib.crc32(body).to_bytes(4, "big") + body
     destination.write_bytes(bytes(data))
@@ -236,10 +237,25 @@ def test_garbage_latents_under_a_valid_crc_decode_or_are_concealed(dual_file, ti
     assert outcomes  # (both outcomes occur for some seeds; neither is an error)
 
 
+def test_a_keep_packet_at_a_key_frame_or_in_a_version_3_file_is_concealed(golden, tmp_path):
+    from dualcodec.codec import decode
+
+    keep = bytes([128] * 4)  # then zeros: the flags of some blocks (whatever they decode to)
+    model = str(golden / "golden_model.pt")
+    assert [p.key_frame for p in ContainerReader(golden / "golden_v3.mp4").base_frames()] == [True, False, True]
+    for frame, message in [(2, "repeats across a key frame"), (1, "keeps latents, which format version 3 has not")]:
+        path = _with_side_payload(golden / "golden_v3.mp4", tmp_path / "keep.mp4", frame, keep, SideMode.KEEP)
+        assert [s.mode for s in ContainerReader(path).side_frames()][frame] == SideMode.KEEP
+        with pytest.raises(DualcodecError, match=f"side stream of frame {frame + 1} {message}"):
+            list(decode(path, model, strict=True).frames)
+        video = decode(path, model)
+        assert len(list(video.frames)) == 3 and video.damaged == {frame}
+
+
 def test_unknown_version_in_a_file_is_rejected(dual_file, tmp_path):
     # Rewrite the metadata of a real file with a future version: the reader refuses it.
     path = tmp_path / "future.mp4"
-    text = ContainerReader(dual_file.path).header.to_json().replace('"version":3', '"version":7')
+    text = ContainerReader(dual_file.path).header.to_json().replace(f'"version":{FORMAT_VERSION}', '"version":7')
     with av.open(str(dual_file.path)) as inp, av.open(str(path), "w", format="mp4",
                                                        options={"movflags": "use_metadata_tags"}) as out:
         out.metadata[METADATA_KEY] = text

@@ -612,3 +612,65 @@ def test_w_hat_is_rounded_straight_through(train):
     # In training the rate trains the latents through the noisy values; in evaluation the
     # symbols are rounded and the rate has no gradient for them.
     assert (w.grad.abs().sum() > 0) == train
+
+
+# -- keep flags (KEEP packets) -----------------------------------------------------------------
+
+@pytest.mark.parametrize("bit_depth", [8, 10])
+def test_change_classes_are_the_mean_change_per_block_against_the_thresholds(bit_depth):
+    from dualcodec.entropy import CHANGE_CLASSES, CHANGE_THRESHOLDS, change_classes
+
+    rng = np.random.default_rng(bit_depth)
+    unit = 1 << (bit_depth - 8)
+    previous = torch.from_numpy(rng.integers(0, 200 * unit, (1, 1, 6, 10)))
+    # Blocks of 2x2 (the last column padded by repeating the edge): change d in one sample,
+    # a mean change of d / 4, 16 x that = 4 d against the thresholds (inclusive).
+    steps = [0, 1, 2, 8, 32, 100]  # one per block of the top row: classes 0, 1, 2, 3, 3, 3 with thresholds 1, 8, 32
+    y = previous.clone()
+    for col, d in enumerate(steps[:5]):
+        y[0, 0, 0, 2 * col] += d * unit
+    classes = change_classes(y, previous, 2, bit_depth)
+    assert classes.shape == (1, 3, 5) and classes.dtype == torch.int64
+    expected = [sum(4 * d >= t for t in CHANGE_THRESHOLDS) for d in steps[:5]]
+    assert classes[0, 0].tolist() == expected and classes[0, 1:].eq(0).all()
+    assert set(expected) == set(range(CHANGE_CLASSES))
+    assert torch.equal(change_classes(previous, y, 2, bit_depth), classes)  # either way round
+    assert torch.equal(change_classes(y[..., :5, :9], previous[..., :5, :9], 2, bit_depth)[0, 0, :4], classes[0, 0, :4])
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_keep_flags_round_trip(share):
+    from dualcodec.entropy import CHANGE_CLASSES, compress_keep, decompress_keep, keep_probabilities
+
+    gen = torch.Generator().manual_seed(3)
+    classes = torch.randint(0, CHANGE_CLASSES, (1, 9, 13), generator=gen)
+    kept = (torch.rand(9, 13, generator=gen) < share) | ((classes[0] == 0) & (share > 0))
+    probabilities = keep_probabilities(kept, classes)
+    assert all(1 <= p <= 255 for p in probabilities)
+    payload = compress_keep(kept, classes, probabilities)
+    assert payload[:CHANGE_CLASSES] == bytes(probabilities)
+    assert torch.equal(decompress_keep(payload, classes), kept)
+
+
+def test_keep_flags_cost_little_where_the_class_predicts_them():
+    from dualcodec.entropy import compress_keep, keep_probabilities
+
+    classes = torch.zeros(1, 40, 40, dtype=torch.int64)
+    classes[0, 20:] = 3
+    kept = classes[0] == 0  # every unchanged block kept, every changed one cleared
+    payload = compress_keep(kept, classes, keep_probabilities(kept, classes))
+    assert len(payload) < 4 + 1600 / 8 / 16  # far under a bit a flag
+
+
+def test_damaged_keep_payloads_are_refused():
+    from dualcodec.entropy import compress_keep, decompress_keep
+
+    classes = torch.zeros(1, 4, 5, dtype=torch.int64)
+    kept = torch.rand(4, 5, generator=torch.Generator().manual_seed(0)) < 0.5
+    payload = compress_keep(kept, classes, [128, 128, 128, 128])
+    for bad, message in [(payload[:3], "probabilities"), (b"\x00" + payload[1:], "probabilities"),
+                         (payload[:4], "flags"), (payload + b"\x01", "flags")]:
+        with pytest.raises(DamagedData, match=message):
+            decompress_keep(bad, classes)
+    with pytest.raises(DualcodecError, match="keep probabilities"):
+        compress_keep(kept, classes, [0, 128, 128, 128])

@@ -19,7 +19,12 @@ def victim(tmp_path_factory):
 
 
 def test_the_mutants_reach_every_region(victim):
+    from dualcodec.container import ContainerReader
+    from dualcodec.sidestream import SideMode
+
     path, _ = victim
+    modes = [side.mode for side in ContainerReader(path).side_frames()]
+    assert modes == [SideMode.NEW, SideMode.KEEP, SideMode.KEEP, SideMode.KEEP] * 3  # GOP 4: both payloads
     spans = fuzz_decode.regions(path)
     assert all(spans[r] for r in fuzz_decode.REGIONS if r != "other"), spans  # header, base, side, index
     names = [name for name, _ in fuzz_decode.mutants(path, 36, seed=0)]

@@ -109,7 +109,7 @@ def _tree(**changes):
 @pytest.mark.parametrize(
     "text, match",
     [
-        (_tree(version=4), "version 4 is not supported.*a newer dualcodec wrote it"),
+        (_tree(version=FORMAT_VERSION + 1), f"version {FORMAT_VERSION + 1} is not supported.*a newer dualcodec wrote it"),
         (_tree(version="1"), "not supported"),
         (_tree(format="mp4"), "does not name the dualcodec format"),
         (_tree(mode="triple"), "unknown mode"),

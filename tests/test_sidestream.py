@@ -41,10 +41,13 @@ def test_side_frame_bytes_round_trip():
         assert len(side.to_bytes()) == 1
         assert SideFrame.from_bytes(side.to_bytes(), 5) == side
     assert SideFrame.from_bytes(bytes([SideMode.SKIP]), 0).mode == SideMode.SKIP  # skipping needs no earlier frame
+    keep = SideFrame(SideMode.KEEP, b"\x80\x80\x80\x80\x00")
+    assert keep.to_bytes()[0] == 3 and SideFrame.from_bytes(keep.to_bytes(), 2) == keep
 
 
 @pytest.mark.parametrize("body, index", [(b"", 1), (b"\x07abc", 1), (bytes([SideMode.REPEAT]), 0),
-                                         (bytes([SideMode.REPEAT]) + b"extra", 3), (bytes([SideMode.SKIP]) + b"x", 3)])
+                                         (bytes([SideMode.REPEAT]) + b"extra", 3), (bytes([SideMode.SKIP]) + b"x", 3),
+                                         (bytes([SideMode.KEEP]) + b"\x80\x80\x80\x80", 0)])
 def test_bad_side_frame_is_rejected(body, index):
     with pytest.raises(DualcodecError, match="side stream of frame"):
         SideFrame.from_bytes(body, index)
