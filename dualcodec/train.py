@@ -107,7 +107,7 @@ def _loss(model_out, y: torch.Tensor, uv: torch.Tensor, exp: Experiment, qp: int
     loss = distortion + exp.loss.skip_weight * skipped + lmbda_at(exp.loss.lmbda, qp) * rate
     alignment = 0.0 if model_out.alignment is None else model_out.alignment
     stats = StepStats(loss.item(), distortion.item(), side_bpp.item(), base_bpp.item(), psnr_yuv(y_hat, uv_hat, y, uv),
-                      float(alignment))
+                      float(alignment.detach()) if torch.is_tensor(alignment) else alignment)
     return loss + exp.loss.alignment_weight * alignment, stats
 
 
