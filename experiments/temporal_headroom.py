@@ -1,0 +1,250 @@
+"""How much any block-wise reuse of other frames' outputs could buy, at best: an oracle.
+
+    python experiments/temporal_headroom.py [--model default] [--frames 8] [--qps 22 27 32 37 42]
+                                            [--block 16] [--search 8] [--prices 1 4 16]
+                                            [--clips ...] [-o OUT]
+
+Codes the first ``--frames`` frames of each shared clip of the RD sweep (H.264, GOP 32,
+the per-frame ``--model``'s file) at each QP, upsamples every base frame with the model
+(eager torch), then lets an oracle that sees the source rebuild each frame after the
+first block by block (``--block`` luma samples, the co-sited chroma block), keeping
+whatever is closest to the source in 6:1:1 squared error among:
+
+* ``zero``:   the frame's own output, the previous frame's rebuilt output at the same
+  place, or their mean (an LCEVC-style temporal buffer, per block, with perfect choices);
+* ``motion``: the same, the previous output moved by the best even shift within
+  +-``--search`` samples per block (motion a decoder would have to estimate or be sent);
+* ``both``:   ``motion``, plus the next frame's own output moved likewise and its mean
+  with the current one (a decoder that waits for the next frame).
+
+The previous output is the previous frame's rebuilt one, so a block can be carried
+across the GOP. The choices and the motion cost no bits in these three, so each BD-rate
+(the family against the model alone, the file's bytes for both) bounds from below what a
+temporal upsampler or temporal side stream built on that family can reach on these
+clips with this base layer: a learned fusion could still do better than a choice, but
+it has to find what the oracle is handed. The bound is loose: picking the best of 163
+candidates per block also fits the source's noise.
+
+* ``signalled_K``: ``motion`` made real, an encoder's per-block choice sent to the
+  decoder: each block's squared error plus ``K`` times H.264's Lagrangian at the QP
+  (``--prices``) times the bits of its mode and shift (entropy under the frame's own
+  frequencies, plus a table a frame), those bits added to the file.
+
+Writes ``-o`` (default experiments/results/temporal_headroom.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+from rd_sweep import CLIPS, SHARED  # noqa: E402
+
+FAMILIES = ("zero", "motion", "both")
+H264_LAMBDA = 0.85  # H.264's mode-decision Lagrangian: 0.85 * 2^((QP - 12) / 3) per bit, 8-bit SSD
+TABLE_BITS = 8 * (3 + 2 * 9) // 2  # a frame's code tables (mode and shift frequencies), half a byte each
+WEIGHTS = (6.0, 4.0, 4.0)  # 6:1:1 of per-plane MSE, in squared error per block (chroma has 1/4 the samples)
+
+
+def block_error(planes, source, block: int):
+    """6:1:1-weighted squared error of each luma block and its chroma blocks: [rows, cols]."""
+    import torch.nn.functional as F
+
+    total = 0
+    for k, (p, s, w) in enumerate(zip(planes, source, WEIGHTS)):
+        size = block if k == 0 else block // 2
+        total = total + w * F.avg_pool2d(((p - s) ** 2)[None, None], size)[0, 0] * size * size
+    return total
+
+
+def spread(mask, block: int, shapes):
+    """A per-block mask as per-sample masks of each plane (samples past the last whole block: False)."""
+    import torch
+
+    out = []
+    for k, shape in enumerate(shapes):
+        size = block if k == 0 else block // 2
+        full = mask.repeat_interleave(size, 0).repeat_interleave(size, 1)
+        m = torch.zeros(shape, dtype=torch.bool)
+        m[: full.shape[0], : full.shape[1]] = full
+        out.append(m)
+    return out
+
+
+def shifted(planes, dy: int, dx: int):
+    """The planes moved by (dy, dx) luma samples (even), edges repeated."""
+    import torch.nn.functional as F
+
+    out = []
+    for k, p in enumerate(planes):
+        sy, sx = (dy, dx) if k == 0 else (dy // 2, dx // 2)
+        r = max(abs(sy), abs(sx))
+        if r == 0:
+            out.append(p)
+            continue
+        padded = F.pad(p[None, None], (r, r, r, r), mode="replicate")[0, 0]
+        h, w = p.shape
+        out.append(padded[r - sy : r - sy + h, r - sx : r - sx + w])
+    return out
+
+
+def _candidate(current, others, meta):
+    """The planes a candidate ``(other, dy, dx, mean)`` stands for (``other`` None: the frame's own)."""
+    other, dy, dx, mean = meta
+    if other is None:
+        return current
+    moved = shifted(others[other], dy, dx)
+    return [(c + m) / 2 for c, m in zip(current, moved)] if mean else moved
+
+
+def _entropy_bits(symbols, count: int):
+    """Bits of each symbol value under the symbols' frequencies, half a count added to each
+    (the table a frame sends: no value is impossible)."""
+    frequency = (np.bincount(symbols, minlength=count) + 0.5) / (symbols.size + 0.5 * count)
+    return -np.log2(frequency)
+
+
+def rebuild(current, others, source, block: int, search: int, price: float | None = None):
+    """The frame rebuilt block by block from its own output or one of ``others`` moved by an
+    even shift within +-``search`` (or its mean with the own output): each block the
+    closest to ``source`` (``price`` None: the oracle), or the least squared error (luma
+    units: (6 Y + 4 U + 4 V) / 6) plus ``price`` times its bits, the mode and the two
+    shift components each coded with a table of the frame's own frequencies (refined from
+    the choices three times; the last choice is made and coded under the same tables),
+    plus TABLE_BITS a frame, or one bit for a frame that keeps its own output everywhere
+    where that costs less. Returns (planes, bits)."""
+    import torch
+
+    shifts = [(dy, dx) for dy in range(-search, search + 1, 2) for dx in range(-search, search + 1, 2)]
+    metas = [(None, 0, 0, False)] + [(o, dy, dx, mean) for o in range(len(others)) for dy, dx in shifts
+                                      for mean in (False, True)]
+    errors = torch.stack([block_error(_candidate(current, others, m), source, block) for m in metas]).double().numpy()
+    bits = 0.0
+    if price is None:
+        choice = errors.argmin(0)
+    else:
+        errors = errors / WEIGHTS[0]
+        modes = np.array([0] + [1 + 2 * o + mean for o, _, _, mean in metas[1:]])
+        span = search + 1  # shift components: search // 2 * 2 + 1 values
+        ys = np.array([(dy + search) // 2 for _, dy, _, _ in metas])
+        xs = np.array([(dx + search) // 2 for _, _, dx, _ in metas])
+        mode_bits, y_bits, x_bits = np.full(modes.max() + 1, 4.0), np.full(span, 4.0), np.full(span, 4.0)
+        for _ in range(4):  # the last choice is coded with the tables it was made under
+            rates = mode_bits[modes] + np.where(modes > 0, y_bits[ys] + x_bits[xs], 0.0)
+            choice = (errors + price * rates[:, None, None]).argmin(0)
+            chosen = choice.ravel()
+            bits = float(rates[chosen].sum()) + TABLE_BITS
+            moved = modes[chosen] > 0
+            mode_bits = _entropy_bits(modes[chosen], modes.max() + 1)
+            y_bits, x_bits = _entropy_bits(ys[chosen][moved], span), _entropy_bits(xs[chosen][moved], span)
+        own = errors[0].sum()
+        if own + price <= float(np.take_along_axis(errors, choice[None], 0).sum()) + price * bits:
+            choice, bits = np.zeros_like(choice), 1.0  # a frame flag: no block moved, no tables
+    out = [p.clone() for p in current]
+    shapes = [p.shape for p in current]
+    for index in np.unique(choice):
+        if index == 0:
+            continue
+        chosen = _candidate(current, others, metas[index])
+        for o, c, m in zip(out, chosen, spread(torch.from_numpy(choice == index), block, shapes)):
+            o.copy_(torch.where(m, c, o))
+    return out, bits
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default", help="the per-frame model (name or file)")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--qps", type=int, nargs="+", default=[22, 27, 32, 37, 42])
+    parser.add_argument("--block", type=int, default=16, help="luma block side (even)")
+    parser.add_argument("--search", type=int, default=8, help="motion search range in luma samples")
+    parser.add_argument("--prices", type=float, nargs="+", default=[1.0, 4.0, 16.0],
+                        help="the signalled family's bit prices, in multiples of H.264's Lagrangian at the QP")
+    parser.add_argument("--clips", nargs="+", default=CLIPS)
+    parser.add_argument("-o", "--output", type=Path, default=ROOT / "experiments" / "results" / "temporal_headroom.json")
+    args = parser.parse_args()
+
+    import torch
+
+    from dualcodec.basecodec import BaseCodecSettings, Planes
+    from dualcodec.codec import LayeredCodec, ModelLayers
+    from dualcodec.container import ContainerReader
+    from dualcodec.metrics import bd_rate, psnr_yuv
+    from dualcodec.model import load_model
+    from dualcodec.video import VideoReader, crop_planes
+
+    loaded = load_model(args.model)
+    if loaded.config.temporal:
+        raise SystemExit(f"{args.model} is a temporal model; the oracle starts from a per-frame one")
+    results = {"model": loaded.fingerprint, "frames": args.frames, "qps": args.qps, "block": args.block,
+               "search": args.search, "clips": {}}
+    for name in args.clips:
+        reader = VideoReader(SHARED / "video" / name)
+        source = [f for _, f in zip(range(args.frames), reader.frames())]
+        fmt = reader.info.format
+        peak = (1 << fmt.bit_depth) - 1
+        dtype = source[0].y.dtype
+        rows = {"bytes": [], "model": [], **{f: [] for f in FAMILIES},
+                **{f"signalled_{k:g}": {"bytes": [], "psnr": []} for k in args.prices}}
+        for qp in args.qps:
+            data = LayeredCodec(ModelLayers(loaded), BaseCodecSettings(codec="h264", qp=qp)).compress(source, fmt)
+            container = ContainerReader(data)
+            header = container.header
+            layers = ModelLayers(loaded, runtime="torch")
+            outputs = []
+            with torch.inference_mode():
+                for planes in container.base_frames():
+                    if planes.key_frame:
+                        layers.reset()
+                    out = crop_planes(layers.up(planes, None, header.yuv_format), header.width, header.height)
+                    outputs.append([torch.from_numpy(p.astype(np.float32)) for p in (out.y, out.u, out.v)])
+                truth = [[torch.from_numpy(p.astype(np.float32)) for p in (s.y, s.u, s.v)] for s in source]
+
+                def quality(frames):
+                    return float(np.mean([psnr_yuv(s, Planes(*(p.round().clamp(0, peak).numpy().astype(dtype) for p in f)),
+                                                   fmt.bit_depth).weighted for s, f in zip(source, frames)]))
+
+                def rebuilt(family: str, price: float | None = None):
+                    frames, bits = [outputs[0]], 0.0
+                    for t in range(1, len(outputs)):
+                        others = [frames[t - 1]] + ([outputs[t + 1]] if family == "both" and t + 1 < len(outputs) else [])
+                        frame, frame_bits = rebuild(outputs[t], others, truth[t], args.block,
+                                                    0 if family == "zero" else args.search, price)
+                        frames.append(frame)
+                        bits += frame_bits
+                    return frames, bits
+
+                rows["bytes"].append(len(data))
+                rows["model"].append(quality(outputs))
+                for family in FAMILIES:
+                    rows[family].append(quality(rebuilt(family)[0]))
+                lagrangian = H264_LAMBDA * 2 ** ((qp - 12) / 3) * (peak / 255) ** 2
+                for k in args.prices:
+                    frames, bits = rebuilt("motion", k * lagrangian)
+                    rows[f"signalled_{k:g}"]["bytes"].append(len(data) + bits / 8)
+                    rows[f"signalled_{k:g}"]["psnr"].append(quality(frames))
+            print(f"{name} QP {qp}: {len(data)} B, model {rows['model'][-1]:.3f} dB, "
+                  + ", ".join(f"{f} {rows[f][-1] - rows['model'][-1]:+.3f}" for f in FAMILIES)
+                  + "".join(f", signalled x{k:g} {rows[f'signalled_{k:g}']['psnr'][-1] - rows['model'][-1]:+.3f} dB "
+                            f"{rows[f'signalled_{k:g}']['bytes'][-1] / len(data) - 1:+.1%}" for k in args.prices), flush=True)
+        rows["bd_rate"] = {f: bd_rate(rows["bytes"], rows["model"], rows["bytes"], rows[f]).value for f in FAMILIES}
+        for k in args.prices:
+            row = rows[f"signalled_{k:g}"]
+            rows["bd_rate"][f"signalled_{k:g}"] = bd_rate(rows["bytes"], rows["model"], row["bytes"], row["psnr"]).value
+        results["clips"][name] = rows
+        print(f"{name} BD-rate: " + ", ".join(f"{f} {v:+.2f}%" for f, v in rows["bd_rate"].items()), flush=True)
+    keys = list(next(iter(results["clips"].values()))["bd_rate"])
+    results["mean_bd_rate"] = {f: float(np.mean([c["bd_rate"][f] for c in results["clips"].values()])) for f in keys}
+    print("mean of the clips: " + ", ".join(f"{f} {v:+.2f}%" for f, v in results["mean_bd_rate"].items()))
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
