@@ -412,8 +412,13 @@ class OpenVINORuntime(_Networks):
                     model.reshape({i: list(shape) for i, shape in enumerate(shapes)})
                     compiled = _SHARED.get_core().compile_model(model, "CPU", self.config)
                     _SHARED.compiled[compiled_key] = compiled
-            request = self.requests[(key, shapes)] = compiled.create_infer_request()
-        request.infer(inputs, share_inputs=True)  # the arrays are read in place, not copied
+                request = self.requests[(key, shapes)] = compiled.create_infer_request()
+                # A request's first run initialises the bindings' lazy statics (pybind11's
+                # numpy API among them); two threads doing that at once deadlock (seen in
+                # the pipelined encoder's workers): first runs go one at a time.
+                request.infer(inputs, share_inputs=True)
+        else:
+            request.infer(inputs, share_inputs=True)  # the arrays are read in place, not copied
         # Views of the request's buffers, valid until its next run: the callers copy.
         return [request.get_output_tensor(i).data for i in range(len(request.model_outputs))]
 

@@ -87,6 +87,28 @@ def test_openvino_frames_are_identical_at_any_thread_count(tiny_model):
     assert _differences(*outs) == [0, 0, 0]
 
 
+def test_a_requests_first_run_is_one_at_a_time(tiny_model, monkeypatch):
+    # Two threads' first runs at once can deadlock in the bindings' lazy statics
+    # (pybind11's numpy API; 3 hangs in 20 fresh processes of 8 threads before): a new
+    # request runs first under the process's lock, later runs without it.
+    import openvino
+
+    from dualcodec.runtime import _SHARED
+
+    runs = []
+    infer = openvino.InferRequest.infer
+    monkeypatch.setattr(openvino.InferRequest, "infer",
+                        lambda self, *args, **kwargs: runs.append((id(self), _SHARED.lock.locked()))
+                        or infer(self, *args, **kwargs))
+    loaded = load_model(str(tiny_model.path))
+    runtime = OpenVINORuntime(loaded, threads=1)
+    w_hat = _latents(loaded, 40, 48)
+    first = runtime.side_features(w_hat, 40, 48)
+    second = runtime.side_features(w_hat, 40, 48)
+    assert [locked for _, locked in runs] == [True, False] and runs[0][0] == runs[1][0]
+    assert np.array_equal(first.t, second.t)
+
+
 @pytest.mark.parametrize("fmt", FORMATS, ids=["8bit-tv", "10bit-pc"])
 def test_the_encoders_analysis_is_the_models_own_with_every_runtime(tiny_model, int8_model, fmt):
     from dualcodec.basecodec import Planes, planes_to_tensors
