@@ -140,7 +140,7 @@ def compress_keep(kept: torch.Tensor, classes: torch.Tensor, probabilities: list
     if len(probabilities) != CHANGE_CLASSES or not all(1 <= p <= 255 for p in probabilities):
         raise DualcodecError(f"keep probabilities must be {CHANGE_CLASSES} values in 1..255, got {probabilities}")
     flags = kept.reshape(-1).to(torch.int32).tolist()
-    return bytes(probabilities) + _encode(flags, classes.reshape(-1).tolist(), _keep_tables(probabilities))
+    return bytes(probabilities) + _encode(flags, classes.reshape(-1).tolist(), _flag_tables(probabilities))
 
 
 def decompress_keep(payload: bytes, classes: torch.Tensor) -> torch.Tensor:
@@ -151,13 +151,14 @@ def decompress_keep(payload: bytes, classes: torch.Tensor) -> torch.Tensor:
     probabilities = list(payload[:CHANGE_CLASSES])
     if len(probabilities) < CHANGE_CLASSES or not all(1 <= p <= 255 for p in probabilities):
         raise DamagedData("its keep probabilities are malformed")
-    flags = _decode(payload[CHANGE_CLASSES:], classes.reshape(-1).tolist(), _keep_tables(probabilities))
+    flags = _decode(payload[CHANGE_CLASSES:], classes.reshape(-1).tolist(), _flag_tables(probabilities))
     if flags is None or not ((flags == 0) | (flags == 1)).all():
         raise DamagedData("its keep flags are malformed")
     return torch.from_numpy(flags.astype(bool)).view(hb, wb)
 
 
-def _keep_tables(probabilities: list[int]) -> tuple[list, list, list]:
+def _flag_tables(probabilities: list[int]) -> tuple[list, list, list]:
+    """The coder's tables of binary flags, one per probability ``p / 256`` (indexes 0, 1, ...)."""
     return [_binary_cdf(p) for p in probabilities], [4] * len(probabilities), [0] * len(probabilities)
 
 
@@ -343,7 +344,7 @@ class LatentCoder(nn.Module):
             raise DualcodecError("a side-stream payload needs at least one enhanced block (else the frame is SKIP)")
         keep = enhanced.reshape(-1).numpy()
         p = min(255, max(1, round(256 * float(keep.mean()))))
-        flag_bytes = _encode(keep.astype(np.int32).tolist(), [0] * keep.size, ([_binary_cdf(p)], [4], [0]))
+        flag_bytes = _encode(keep.astype(np.int32).tolist(), [0] * keep.size, _flag_tables([p]))
         symbols = q[0].permute(1, 2, 0).reshape(-1, self.channels).numpy()[keep].clip(-MAX_SYMBOL, MAX_SYMBOL)
         latent_bytes = _encode(symbols.reshape(-1).tolist(), self._indexes(level, classes, keep), self.gaussian.lists())
         return bytes([level, p]) + len(flag_bytes).to_bytes(3, "big") + flag_bytes + latent_bytes
@@ -361,7 +362,7 @@ class LatentCoder(nn.Module):
         level, p, n = payload[0], payload[1], int.from_bytes(payload[2:5], "big")
         if HEADER_BYTES + n > len(payload):
             raise DamagedData("it is truncated")
-        flags = _decode(payload[HEADER_BYTES:HEADER_BYTES + n], [0] * (hb * wb), ([_binary_cdf(p)], [4], [0]))
+        flags = _decode(payload[HEADER_BYTES:HEADER_BYTES + n], [0] * (hb * wb), _flag_tables([p]))
         if flags is None or not ((flags == 0) | (flags == 1)).all() or not flags.any():
             raise DamagedData("its skip flags are malformed")
         enhanced = flags.astype(bool)
