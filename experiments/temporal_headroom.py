@@ -1,7 +1,7 @@
 """How much any block-wise reuse of other frames' outputs could buy, at best: an oracle.
 
     python experiments/temporal_headroom.py [--model default] [--frames 8] [--qps 22 27 32 37 42]
-                                            [--block 16] [--search 8] [--prices 1 4 16]
+                                            [--block 16] [--search 8] [--families ...] [--prices 1 4 16]
                                             [--clips ...] [-o OUT]
 
 Codes the first ``--frames`` frames of each shared clip of the RD sweep (H.264, GOP 32,
@@ -15,7 +15,11 @@ whatever is closest to the source in 6:1:1 squared error among:
 * ``motion``: the same, the previous output moved by the best even shift within
   +-``--search`` samples per block (motion a decoder would have to estimate or be sent);
 * ``both``:   ``motion``, plus the next frame's own output moved likewise and its mean
-  with the current one (a decoder that waits for the next frame).
+  with the current one (a decoder that waits for the next frame);
+* ``decoded``: ``zero``'s three candidates with the previous output moved by the shift a
+  decoder can find by itself, the one that best matches the frame's own output (least
+  6:1:1 squared error, no source): what motion estimated from decoded frames holds,
+  with perfect choices of how to use it.
 
 The previous output is the previous frame's rebuilt one, so a block can be carried
 across the GOP. The choices and the motion cost no bits in these three, so each BD-rate
@@ -46,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 from rd_sweep import CLIPS, SHARED  # noqa: E402
 
-FAMILIES = ("zero", "motion", "both")
+FAMILIES = ("zero", "motion", "both", "decoded")
 H264_LAMBDA = 0.85  # H.264's mode-decision Lagrangian: 0.85 * 2^((QP - 12) / 3) per bit, 8-bit SSD
 TABLE_BITS = 8 * (3 + 2 * 9) // 2  # a frame's code tables (mode and shift frequencies), half a byte each
 WEIGHTS = (6.0, 4.0, 4.0)  # 6:1:1 of per-plane MSE, in squared error per block (chroma has 1/4 the samples)
@@ -101,6 +105,47 @@ def _candidate(current, others, meta):
         return current
     moved = shifted(others[other], dy, dx)
     return [(c + m) / 2 for c, m in zip(current, moved)] if mean else moved
+
+
+def compensated(reference, target, block: int, search: int):
+    """``reference`` moved block by block by the even shift within +-``search`` luma
+    samples that best matches ``target`` (6:1:1 squared error); samples past the last
+    whole block stay ``target``'s."""
+    import torch
+
+    shifts = [(dy, dx) for dy in range(-search, search + 1, 2) for dx in range(-search, search + 1, 2)]
+    estimate = torch.stack([block_error(shifted(reference, dy, dx), target, block) for dy, dx in shifts]).argmin(0)
+    moved = [p.clone() for p in target]
+    shapes = [p.shape for p in target]
+    for index in np.unique(estimate.numpy()):
+        for m, c, mask in zip(moved, shifted(reference, *shifts[index]), spread(estimate == int(index), block, shapes)):
+            m.copy_(torch.where(mask, c, m))
+    return moved
+
+
+def clip_frames(name: str, count: int):
+    """The first ``count`` frames of the shared clip ``name``, and their format."""
+    from dualcodec.video import VideoReader
+
+    reader = VideoReader(SHARED / "video" / name)
+    return [f for _, f in zip(range(count), reader.frames())], reader.info.format
+
+
+def rebuild_decoded(current, previous, source, block: int, search: int):
+    """``current`` rebuilt block by block from itself, ``previous`` moved by the even shift
+    within +-``search`` that best matches ``current`` (the decoder's own estimate), or
+    their mean: each block the closest to ``source``."""
+    import torch
+
+    moved = compensated(previous, current, block, search)
+    shapes = [p.shape for p in current]
+    candidates = [current, moved, [(c + m) / 2 for c, m in zip(current, moved)]]
+    choice = torch.stack([block_error(c, source, block) for c in candidates]).argmin(0)
+    out = [p.clone() for p in current]
+    for index in (1, 2):
+        for o, c, mask in zip(out, candidates[index], spread(choice == index, block, shapes)):
+            o.copy_(torch.where(mask, c, o))
+    return out
 
 
 def _entropy_bits(symbols, count: int):
@@ -164,7 +209,9 @@ def main() -> int:
     parser.add_argument("--qps", type=int, nargs="+", default=[22, 27, 32, 37, 42])
     parser.add_argument("--block", type=int, default=16, help="luma block side (even)")
     parser.add_argument("--search", type=int, default=8, help="motion search range in luma samples")
-    parser.add_argument("--prices", type=float, nargs="+", default=[1.0, 4.0, 16.0],
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES),
+                        help="the free oracles to run")
+    parser.add_argument("--prices", type=float, nargs="*", default=[1.0, 4.0, 16.0],
                         help="the signalled family's bit prices, in multiples of H.264's Lagrangian at the QP")
     parser.add_argument("--clips", nargs="+", default=CLIPS)
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "experiments" / "results" / "temporal_headroom.json")
@@ -177,7 +224,7 @@ def main() -> int:
     from dualcodec.container import ContainerReader
     from dualcodec.metrics import bd_rate, psnr_yuv
     from dualcodec.model import load_model
-    from dualcodec.video import VideoReader, crop_planes
+    from dualcodec.video import crop_planes
 
     loaded = load_model(args.model)
     if loaded.config.temporal:
@@ -185,12 +232,10 @@ def main() -> int:
     results = {"model": loaded.fingerprint, "frames": args.frames, "qps": args.qps, "block": args.block,
                "search": args.search, "clips": {}}
     for name in args.clips:
-        reader = VideoReader(SHARED / "video" / name)
-        source = [f for _, f in zip(range(args.frames), reader.frames())]
-        fmt = reader.info.format
+        source, fmt = clip_frames(name, args.frames)
         peak = (1 << fmt.bit_depth) - 1
         dtype = source[0].y.dtype
-        rows = {"bytes": [], "model": [], **{f: [] for f in FAMILIES},
+        rows = {"bytes": [], "model": [], **{f: [] for f in args.families},
                 **{f"signalled_{k:g}": {"bytes": [], "psnr": []} for k in args.prices}}
         for qp in args.qps:
             data = LayeredCodec(ModelLayers(loaded), BaseCodecSettings(codec="h264", qp=qp)).compress(source, fmt)
@@ -213,6 +258,9 @@ def main() -> int:
                 def rebuilt(family: str, price: float | None = None):
                     frames, bits = [outputs[0]], 0.0
                     for t in range(1, len(outputs)):
+                        if family == "decoded":
+                            frames.append(rebuild_decoded(outputs[t], frames[t - 1], truth[t], args.block, args.search))
+                            continue
                         others = [frames[t - 1]] + ([outputs[t + 1]] if family == "both" and t + 1 < len(outputs) else [])
                         frame, frame_bits = rebuild(outputs[t], others, truth[t], args.block,
                                                     0 if family == "zero" else args.search, price)
@@ -222,7 +270,7 @@ def main() -> int:
 
                 rows["bytes"].append(len(data))
                 rows["model"].append(quality(outputs))
-                for family in FAMILIES:
+                for family in args.families:
                     rows[family].append(quality(rebuilt(family)[0]))
                 lagrangian = H264_LAMBDA * 2 ** ((qp - 12) / 3) * (peak / 255) ** 2
                 for k in args.prices:
@@ -230,10 +278,10 @@ def main() -> int:
                     rows[f"signalled_{k:g}"]["bytes"].append(len(data) + bits / 8)
                     rows[f"signalled_{k:g}"]["psnr"].append(quality(frames))
             print(f"{name} QP {qp}: {len(data)} B, model {rows['model'][-1]:.3f} dB, "
-                  + ", ".join(f"{f} {rows[f][-1] - rows['model'][-1]:+.3f}" for f in FAMILIES)
+                  + ", ".join(f"{f} {rows[f][-1] - rows['model'][-1]:+.3f}" for f in args.families)
                   + "".join(f", signalled x{k:g} {rows[f'signalled_{k:g}']['psnr'][-1] - rows['model'][-1]:+.3f} dB "
                             f"{rows[f'signalled_{k:g}']['bytes'][-1] / len(data) - 1:+.1%}" for k in args.prices), flush=True)
-        rows["bd_rate"] = {f: bd_rate(rows["bytes"], rows["model"], rows["bytes"], rows[f]).value for f in FAMILIES}
+        rows["bd_rate"] = {f: bd_rate(rows["bytes"], rows["model"], rows["bytes"], rows[f]).value for f in args.families}
         for k in args.prices:
             row = rows[f"signalled_{k:g}"]
             rows["bd_rate"][f"signalled_{k:g}"] = bd_rate(rows["bytes"], rows["model"], row["bytes"], row["psnr"]).value
