@@ -2,6 +2,7 @@
 
     python experiments/temporal_headroom.py [--model default] [--frames 8] [--qps 22 27 32 37 42]
                                             [--block 16] [--search 8] [--families ...] [--prices 1 4 16]
+                                            [--signalled motion|decoded]
                                             [--clips ...] [-o OUT]
 
 Codes the first ``--frames`` frames of each shared clip of the RD sweep (H.264, GOP 32,
@@ -19,7 +20,10 @@ whatever is closest to the source in 6:1:1 squared error among:
 * ``decoded``: ``zero``'s three candidates with the previous output moved by the shift a
   decoder can find by itself, the one that best matches the frame's own output (least
   6:1:1 squared error, no source): what motion estimated from decoded frames holds,
-  with perfect choices of how to use it.
+  with perfect choices of how to use it;
+* ``decoded_blend``: the same moved output, blended with the frame's own by the weight
+  in [0, 1] per block that brings it closest to the source (a linear fusion per block,
+  with perfect weights).
 
 The previous output is the previous frame's rebuilt one, so a block can be carried
 across the GOP. The choices and the motion cost no bits in these three, so each BD-rate
@@ -29,10 +33,11 @@ clips with this base layer: a learned fusion could still do better than a choice
 it has to find what the oracle is handed. The bound is loose: picking the best of 163
 candidates per block also fits the source's noise.
 
-* ``signalled_K``: ``motion`` made real, an encoder's per-block choice sent to the
-  decoder: each block's squared error plus ``K`` times H.264's Lagrangian at the QP
-  (``--prices``) times the bits of its mode and shift (entropy under the frame's own
-  frequencies, plus a table a frame), those bits added to the file.
+* ``signalled_K``: ``motion`` (or, ``--signalled decoded``, ``decoded``) made real, an
+  encoder's per-block choice sent to the decoder: each block's squared error plus ``K``
+  times H.264's Lagrangian at the QP (``--prices``) times the bits of its mode and shift
+  (entropy under the frame's own frequencies, plus a table a frame), those bits added
+  to the file.
 
 Writes ``-o`` (default experiments/results/temporal_headroom.json).
 """
@@ -50,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 from rd_sweep import CLIPS, SHARED  # noqa: E402
 
-FAMILIES = ("zero", "motion", "both", "decoded")
+FAMILIES = ("zero", "motion", "both", "decoded", "decoded_blend")
 H264_LAMBDA = 0.85  # H.264's mode-decision Lagrangian: 0.85 * 2^((QP - 12) / 3) per bit, 8-bit SSD
 TABLE_BITS = 8 * (3 + 2 * 9) // 2  # a frame's code tables (mode and shift frequencies), half a byte each
 WEIGHTS = (6.0, 4.0, 4.0)  # 6:1:1 of per-plane MSE, in squared error per block (chroma has 1/4 the samples)
@@ -58,26 +63,34 @@ WEIGHTS = (6.0, 4.0, 4.0)  # 6:1:1 of per-plane MSE, in squared error per block 
 
 def block_error(planes, source, block: int):
     """6:1:1-weighted squared error of each luma block and its chroma blocks: [rows, cols]."""
+    difference = [p - s for p, s in zip(planes, source)]
+    return block_product(difference, difference, block)
+
+
+def block_product(a, b, block: int):
+    """6:1:1-weighted inner product of planes ``a`` and ``b`` over each luma block and its
+    chroma blocks: [rows, cols] (``block_error`` is ``block_product(d, d)`` of the difference)."""
     import torch.nn.functional as F
 
     total = 0
-    for k, (p, s, w) in enumerate(zip(planes, source, WEIGHTS)):
+    for k, (p, q, w) in enumerate(zip(a, b, WEIGHTS)):
         size = block if k == 0 else block // 2
-        total = total + w * F.avg_pool2d(((p - s) ** 2)[None, None], size)[0, 0] * size * size
+        total = total + w * F.avg_pool2d((p * q)[None, None], size)[0, 0] * size * size
     return total
 
 
-def spread(mask, block: int, shapes):
-    """A per-block mask as per-sample masks of each plane (samples past the last whole block: False)."""
+def spread(values, block: int, shapes):
+    """Per-block values (a mask, or weights) as per-sample planes of each plane's shape
+    (samples past the last whole block: False, 0)."""
     import torch
 
     out = []
     for k, shape in enumerate(shapes):
         size = block if k == 0 else block // 2
-        full = mask.repeat_interleave(size, 0).repeat_interleave(size, 1)
-        m = torch.zeros(shape, dtype=torch.bool)
-        m[: full.shape[0], : full.shape[1]] = full
-        out.append(m)
+        full = values.repeat_interleave(size, 0).repeat_interleave(size, 1)
+        plane = torch.zeros(shape, dtype=values.dtype)
+        plane[: full.shape[0], : full.shape[1]] = full
+        out.append(plane)
     return out
 
 
@@ -131,14 +144,21 @@ def clip_frames(name: str, count: int):
     return [f for _, f in zip(range(count), reader.frames())], reader.info.format
 
 
-def rebuild_decoded(current, previous, source, block: int, search: int):
+def rebuild_decoded(current, previous, source, block: int, search: int, blend: bool = False):
     """``current`` rebuilt block by block from itself, ``previous`` moved by the even shift
     within +-``search`` that best matches ``current`` (the decoder's own estimate), or
-    their mean: each block the closest to ``source``."""
+    their mean: each block the closest to ``source``. ``blend``: instead, each block
+    ``current + w (moved - current)`` with the ``w`` in [0, 1] of least 6:1:1 squared error
+    to ``source``."""
     import torch
 
     moved = compensated(previous, current, block, search)
     shapes = [p.shape for p in current]
+    if blend:
+        change = [m - c for m, c in zip(moved, current)]
+        along = block_product(change, [s - c for s, c in zip(source, current)], block)
+        weight = (along / block_product(change, change, block).clamp_min(1e-9)).clamp(0, 1)
+        return [c + w * d for c, w, d in zip(current, spread(weight, block, shapes), change)]
     candidates = [current, moved, [(c + m) / 2 for c, m in zip(current, moved)]]
     choice = torch.stack([block_error(c, source, block) for c in candidates]).argmin(0)
     out = [p.clone() for p in current]
@@ -209,10 +229,13 @@ def main() -> int:
     parser.add_argument("--qps", type=int, nargs="+", default=[22, 27, 32, 37, 42])
     parser.add_argument("--block", type=int, default=16, help="luma block side (even)")
     parser.add_argument("--search", type=int, default=8, help="motion search range in luma samples")
-    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES),
+    parser.add_argument("--families", nargs="*", choices=FAMILIES, default=list(FAMILIES),
                         help="the free oracles to run")
     parser.add_argument("--prices", type=float, nargs="*", default=[1.0, 4.0, 16.0],
                         help="the signalled family's bit prices, in multiples of H.264's Lagrangian at the QP")
+    parser.add_argument("--signalled", choices=("motion", "decoded"), default="motion",
+                        help="what the signalled family sends: a choice and a shift a block, or a choice "
+                             "among decoded's three candidates (the decoder finds the shift)")
     parser.add_argument("--clips", nargs="+", default=CLIPS)
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "experiments" / "results" / "temporal_headroom.json")
     args = parser.parse_args()
@@ -230,7 +253,7 @@ def main() -> int:
     if loaded.config.temporal:
         raise SystemExit(f"{args.model} is a temporal model; the oracle starts from a per-frame one")
     results = {"model": loaded.fingerprint, "frames": args.frames, "qps": args.qps, "block": args.block,
-               "search": args.search, "clips": {}}
+               "search": args.search, "signalled": args.signalled, "clips": {}}
     for name in args.clips:
         source, fmt = clip_frames(name, args.frames)
         peak = (1 << fmt.bit_depth) - 1
@@ -258,8 +281,15 @@ def main() -> int:
                 def rebuilt(family: str, price: float | None = None):
                     frames, bits = [outputs[0]], 0.0
                     for t in range(1, len(outputs)):
-                        if family == "decoded":
-                            frames.append(rebuild_decoded(outputs[t], frames[t - 1], truth[t], args.block, args.search))
+                        if family == "decoded" and price is not None:  # the decoder's motion, the choice sent
+                            moved = compensated(frames[t - 1], outputs[t], args.block, args.search)
+                            frame, frame_bits = rebuild(outputs[t], [moved], truth[t], args.block, 0, price)
+                            frames.append(frame)
+                            bits += frame_bits
+                            continue
+                        if family.startswith("decoded"):
+                            frames.append(rebuild_decoded(outputs[t], frames[t - 1], truth[t], args.block,
+                                                          args.search, blend=family == "decoded_blend"))
                             continue
                         others = [frames[t - 1]] + ([outputs[t + 1]] if family == "both" and t + 1 < len(outputs) else [])
                         frame, frame_bits = rebuild(outputs[t], others, truth[t], args.block,
@@ -274,13 +304,13 @@ def main() -> int:
                     rows[family].append(quality(rebuilt(family)[0]))
                 lagrangian = H264_LAMBDA * 2 ** ((qp - 12) / 3) * (peak / 255) ** 2
                 for k in args.prices:
-                    frames, bits = rebuilt("motion", k * lagrangian)
+                    frames, bits = rebuilt(args.signalled, k * lagrangian)
                     rows[f"signalled_{k:g}"]["bytes"].append(len(data) + bits / 8)
                     rows[f"signalled_{k:g}"]["psnr"].append(quality(frames))
-            print(f"{name} QP {qp}: {len(data)} B, model {rows['model'][-1]:.3f} dB, "
-                  + ", ".join(f"{f} {rows[f][-1] - rows['model'][-1]:+.3f}" for f in args.families)
-                  + "".join(f", signalled x{k:g} {rows[f'signalled_{k:g}']['psnr'][-1] - rows['model'][-1]:+.3f} dB "
-                            f"{rows[f'signalled_{k:g}']['bytes'][-1] / len(data) - 1:+.1%}" for k in args.prices), flush=True)
+            gains = [f"{f} {rows[f][-1] - rows['model'][-1]:+.3f}" for f in args.families]
+            gains += [f"signalled x{k:g} {rows[f'signalled_{k:g}']['psnr'][-1] - rows['model'][-1]:+.3f} dB "
+                      f"{rows[f'signalled_{k:g}']['bytes'][-1] / len(data) - 1:+.1%}" for k in args.prices]
+            print(f"{name} QP {qp}: {len(data)} B, model {rows['model'][-1]:.3f} dB, " + ", ".join(gains), flush=True)
         rows["bd_rate"] = {f: bd_rate(rows["bytes"], rows["model"], rows["bytes"], rows[f]).value for f in args.families}
         for k in args.prices:
             row = rows[f"signalled_{k:g}"]

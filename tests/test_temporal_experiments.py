@@ -54,3 +54,14 @@ def test_the_prefilter_leaves_a_key_frame_alone_where_the_neighbours_differ():
     frames = [_frame(*(rng.uniform(0, 255, s) for s in ((32, 32), (16, 16), (16, 16)))) for _ in range(3)]
     filtered = temporal_prefilter.prefiltered(frames, qp=22, bit_depth=8, strength=1.5, block=8, search=2)
     assert np.mean(np.abs(filtered[0].y.astype(int) - frames[0].y.astype(int))) < 1.0
+
+
+def test_the_blend_oracle_takes_the_weight_that_reaches_the_source():
+    rng = np.random.default_rng(3)
+    current, previous = _planes(rng), _planes(rng)
+    source = [c + 0.25 * (p - c) for c, p in zip(current, previous)]  # a quarter of the way to previous
+    out = temporal_headroom.rebuild_decoded(current, previous, source, block=16, search=0, blend=True)
+    for o, s in zip(out, source):
+        assert torch.allclose(o, s, atol=1e-3)
+    chosen = temporal_headroom.rebuild_decoded(current, previous, source, block=16, search=0)
+    assert float(temporal_headroom.block_error(chosen, source, 16).sum()) > 1.0  # a choice of three cannot
