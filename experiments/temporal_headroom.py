@@ -111,6 +111,28 @@ def shifted(planes, dy: int, dx: int):
     return out
 
 
+def even_shifts(search: int) -> list[tuple[int, int]]:
+    """Every even shift (dy, dx) within +-``search`` luma samples."""
+    return [(dy, dx) for dy in range(-search, search + 1, 2) for dx in range(-search, search + 1, 2)]
+
+
+def assembled(base, choice, candidate, block: int):
+    """``base``'s planes with each whole block taken from ``candidate(index)``, the planes
+    of the index ``choice`` ``[rows, cols]`` (numpy or torch) names there (``None``: ``base``'s own)."""
+    import torch
+
+    choice = torch.as_tensor(choice)
+    out = [p.clone() for p in base]
+    shapes = [p.shape for p in base]
+    for index in torch.unique(choice).tolist():
+        planes = candidate(index)
+        if planes is None:
+            continue
+        for o, c, mask in zip(out, planes, spread(choice == index, block, shapes)):
+            o.copy_(torch.where(mask, c, o))
+    return out
+
+
 def _candidate(current, others, meta):
     """The planes a candidate ``(other, dy, dx, mean)`` stands for (``other`` None: the frame's own)."""
     other, dy, dx, mean = meta
@@ -126,14 +148,9 @@ def compensated(reference, target, block: int, search: int):
     whole block stay ``target``'s."""
     import torch
 
-    shifts = [(dy, dx) for dy in range(-search, search + 1, 2) for dx in range(-search, search + 1, 2)]
+    shifts = even_shifts(search)
     estimate = torch.stack([block_error(shifted(reference, dy, dx), target, block) for dy, dx in shifts]).argmin(0)
-    moved = [p.clone() for p in target]
-    shapes = [p.shape for p in target]
-    for index in np.unique(estimate.numpy()):
-        for m, c, mask in zip(moved, shifted(reference, *shifts[index]), spread(estimate == int(index), block, shapes)):
-            m.copy_(torch.where(mask, c, m))
-    return moved
+    return assembled(target, estimate, lambda index: shifted(reference, *shifts[index]), block)
 
 
 def clip_frames(name: str, count: int):
@@ -153,19 +170,14 @@ def rebuild_decoded(current, previous, source, block: int, search: int, blend: b
     import torch
 
     moved = compensated(previous, current, block, search)
-    shapes = [p.shape for p in current]
     if blend:
         change = [m - c for m, c in zip(moved, current)]
         along = block_product(change, [s - c for s, c in zip(source, current)], block)
         weight = (along / block_product(change, change, block).clamp_min(1e-9)).clamp(0, 1)
-        return [c + w * d for c, w, d in zip(current, spread(weight, block, shapes), change)]
-    candidates = [current, moved, [(c + m) / 2 for c, m in zip(current, moved)]]
-    choice = torch.stack([block_error(c, source, block) for c in candidates]).argmin(0)
-    out = [p.clone() for p in current]
-    for index in (1, 2):
-        for o, c, mask in zip(out, candidates[index], spread(choice == index, block, shapes)):
-            o.copy_(torch.where(mask, c, o))
-    return out
+        return [c + w * d for c, w, d in zip(current, spread(weight, block, [p.shape for p in current]), change)]
+    candidates = [None, moved, [(c + m) / 2 for c, m in zip(current, moved)]]
+    choice = torch.stack([block_error(current if c is None else c, source, block) for c in candidates]).argmin(0)
+    return assembled(current, choice, candidates.__getitem__, block)
 
 
 def _entropy_bits(symbols, count: int):
@@ -186,7 +198,7 @@ def rebuild(current, others, source, block: int, search: int, price: float | Non
     where that costs less. Returns (planes, bits)."""
     import torch
 
-    shifts = [(dy, dx) for dy in range(-search, search + 1, 2) for dx in range(-search, search + 1, 2)]
+    shifts = even_shifts(search)
     metas = [(None, 0, 0, False)] + [(o, dy, dx, mean) for o in range(len(others)) for dy, dx in shifts
                                       for mean in (False, True)]
     errors = torch.stack([block_error(_candidate(current, others, m), source, block) for m in metas]).double().numpy()
@@ -211,15 +223,8 @@ def rebuild(current, others, source, block: int, search: int, price: float | Non
         own = errors[0].sum()
         if own + price <= float(np.take_along_axis(errors, choice[None], 0).sum()) + price * bits:
             choice, bits = np.zeros_like(choice), 1.0  # a frame flag: no block moved, no tables
-    out = [p.clone() for p in current]
-    shapes = [p.shape for p in current]
-    for index in np.unique(choice):
-        if index == 0:
-            continue
-        chosen = _candidate(current, others, metas[index])
-        for o, c, m in zip(out, chosen, spread(torch.from_numpy(choice == index), block, shapes)):
-            o.copy_(torch.where(m, c, o))
-    return out, bits
+    return assembled(current, choice, lambda index: _candidate(current, others, metas[index]) if index else None,
+                     block), bits
 
 
 def main() -> int:
