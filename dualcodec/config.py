@@ -59,6 +59,11 @@ class ModelConfig:
     # The upsampler keeps the previous frame of the GOP (its decoded base and its output)
     # and blends towards it where the scene holds still (folded form, no side stream)
     temporal: bool = False
+    # A temporal model's branch of the previous frame into the features: 0, one 1x1
+    # convolution of what changed and the aligned previous output; n > 0, that many 3x3
+    # convolutions at this width first (more capacity to fuse the previous frame's detail)
+    temporal_width: int = 0
+    temporal_depth: int = 2
 
     def __post_init__(self) -> None:
         if self.scale not in (1, 2, 4):
@@ -80,6 +85,11 @@ class ModelConfig:
         if self.temporal and self.side_stream:
             raise DualcodecError("model.temporal works without a side stream (a side stream conditioned on the "
                                  "previous frame is not built): set model.side_stream = false")
+        if self.temporal_width and not self.temporal:
+            raise DualcodecError("model.temporal_width widens a temporal model's branch: set model.temporal")
+        if self.temporal_width < 0 or self.temporal_depth < 1:
+            raise DualcodecError(f"model.temporal_width must be at least 0 and temporal_depth at least 1, got "
+                                 f"{self.temporal_width} and {self.temporal_depth}")
         if self.taps % 2 == 0:
             raise DualcodecError(f"model.taps must be odd, got {self.taps}")
 

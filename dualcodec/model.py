@@ -146,7 +146,7 @@ class DualLayerModel(nn.Module):
         if config.up_form == "folded":
             self.upsampler = FoldedUpsampler(config.scale, side_channels, config.up_width, config.up_depth,
                                              config.num_filters, config.taps, config.up_residual, config.level_input,
-                                             config.temporal)
+                                             config.temporal, config.temporal_width, config.temporal_depth)
         else:
             self.upsampler = SpatiallyVaryingUpsampler(config.scale, side_channels, config.up_width, config.up_depth,
                                                        config.num_filters, config.taps, config.up_residual,

@@ -279,13 +279,15 @@ def train(exp: Experiment, experiment_path: Path, progress: bool = True, resume:
 def _start_from(model: DualLayerModel, exp: Experiment) -> None:
     """Load the weights of the model file ``train.init`` into ``model``; its configuration
     must be the experiment's ``[model]``, or that of the same model per frame (``model.temporal``
-    false): a temporal model then starts as that model, its temporal part zero."""
+    false, and so no temporal branch): a temporal model then starts as that model, its
+    temporal part zero."""
     from dualcodec.model import load_model
 
     loaded = load_model(exp.train.init)
     theirs = asdict(loaded.config)
     changed = sorted(k for k, v in asdict(exp.model).items() if theirs[k] != v)
-    if changed not in ([], ["temporal"]) or theirs["temporal"]:
+    temporal_part = ("temporal", "temporal_width", "temporal_depth")
+    if theirs["temporal"] or changed and ("temporal" not in changed or not set(changed) <= set(temporal_part)):
         raise DualcodecError(f"train.init {exp.train.init!r} is a model of another configuration "
                              f"(model.{', model.'.join(changed)} differ); fine-tuning needs the same [model] "
                              "(or, for a temporal model, the same model per frame)")

@@ -740,9 +740,13 @@ def _memory(b=1, h=16, w=24, seed=5):
     return Memory(y_lr, uv_lr, y_hat + 0.05 * torch.randn_like(y_hat), uv_hat)
 
 
-def test_an_untrained_temporal_part_leaves_the_per_frame_upsampler_as_it_was():
+WIDE = {"temporal_width": 8, "temporal_depth": 2}  # the temporal branch's wide form
+
+
+@pytest.mark.parametrize("branch", [{}, WIDE], ids=["1x1", "wide"])
+def test_an_untrained_temporal_part_leaves_the_per_frame_upsampler_as_it_was(branch):
     per_frame, _ = build_tiny_model(up_form="folded", side_stream=False)
-    temporal = DualLayerModel(ModelConfig(**{**TINY_CONFIG, **TEMPORAL}))
+    temporal = DualLayerModel(ModelConfig(**{**TINY_CONFIG, **TEMPORAL, **branch}))
     missing, unexpected = temporal.load_state_dict(per_frame.state_dict(), strict=False)
     assert not unexpected and missing and all(".memory_" in key for key in missing)
     y_lr_hat, uv_lr_hat = _lr_planes(b=1)
@@ -802,8 +806,9 @@ def test_forward_clips_upsamples_each_frame_after_the_previous_one():
     assert torch.allclose(first[0], out.y_hat[::t], atol=1e-6)
 
 
-def test_forward_clips_trains_the_temporal_part_through_the_memory():
-    model, _ = build_tiny_model(seed=0, **TEMPORAL)  # a trained per-frame part (its heads non-zero) ...
+@pytest.mark.parametrize("branch", [{}, WIDE], ids=["1x1", "wide"])
+def test_forward_clips_trains_the_temporal_part_through_the_memory(branch):
+    model, _ = build_tiny_model(seed=0, **TEMPORAL, **branch)  # a trained per-frame part (its heads non-zero) ...
     for conv in (model.upsampler.memory_in, model.upsampler.memory_gate):  # ... and an untrained temporal part
         torch.nn.init.zeros_(conv.weight)
         torch.nn.init.zeros_(conv.bias)
@@ -813,6 +818,8 @@ def test_forward_clips_trains_the_temporal_part_through_the_memory():
     # zero at the start, both learn: the gate from the previous output, the input from the gate's features
     assert model.upsampler.memory_gate.weight.grad.abs().sum() > 0
     assert model.upsampler.memory_in.weight.grad.abs().sum() > 0
+    if branch:  # the wide form's branch learns once its 1x1 output has
+        assert model.upsampler.memory_branch[0].weight.grad is not None
 
 
 def test_forward_clips_of_a_per_frame_model_is_its_forward_per_frame():
@@ -827,6 +834,9 @@ def test_forward_clips_of_a_per_frame_model_is_its_forward_per_frame():
 @pytest.mark.parametrize("config, message", [
     ({"temporal": True, "side_stream": False}, "temporal needs model.up_form = 'folded'"),
     ({"temporal": True, "up_form": "folded", "up_chroma": "own"}, "temporal works without a side stream"),
+    ({"temporal_width": 16}, "temporal_width widens a temporal model's branch: set model.temporal"),
+    ({**TEMPORAL, "up_chroma": "own", "temporal_width": -1}, "temporal_width must be at least 0"),
+    ({**TEMPORAL, "up_chroma": "own", "temporal_width": 16, "temporal_depth": 0}, "temporal_depth at least 1"),
 ])
 def test_the_temporal_upsampler_needs_the_folded_form_and_no_side_stream(config, message):
     with pytest.raises(DualcodecError, match=message):

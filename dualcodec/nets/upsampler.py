@@ -388,7 +388,9 @@ class FoldedUpsampler(nn.Module):
         z += present * conv1x1([x_lr_hat - W_v(x_lr_prev), u(W_v(p))])     (folded, normalised)
         m  += present * g(f) * (u(W_v(p)) - m)        per output phase; g a 1x1 head of f
 
-    What still changed after alignment tells the network where the previous frame cannot
+    With ``temporal_width`` the 1x1 ``conv1x1`` reads a branch of ``temporal_depth`` 3x3
+    convolutions of the base, the change and ``u(W_v(p))`` instead (more room to fuse the
+    previous frame's detail). What still changed after alignment tells the network where the previous frame cannot
     be trusted; ``g`` blends each output pixel towards the aligned previous output. ``v``,
     ``conv1x1`` and ``g`` start at zero, so an untrained temporal part leaves the
     per-frame upsampler exactly as it was (a per-frame model's weights start one).
@@ -400,7 +402,7 @@ class FoldedUpsampler(nn.Module):
 
     def __init__(self, scale: int, side_channels: int, width: int = 32, depth: int = 2,
                  num_filters: int = 4, taps: int = 5, residual: bool = True, level_input: bool = False,
-                 temporal: bool = False) -> None:
+                 temporal: bool = False, temporal_width: int = 0, temporal_depth: int = 2) -> None:
         super().__init__()
         self.scale = scale
         self.num_filters = num_filters
@@ -434,7 +436,15 @@ class FoldedUpsampler(nn.Module):
                                                conv3x3(MOTION_WIDTH, 2))
             nn.init.zeros_(self.memory_motion[-1].weight)
             nn.init.zeros_(self.memory_motion[-1].bias)
-            self.memory_in = nn.Conv2d(6 + self.detail_channels, width, 1)
+            memory_channels = 6 + self.detail_channels
+            self.memory_branch = None
+            if temporal_width:  # the wide form: 3x3 convolutions of [base, change, previous output] first
+                layers = [conv3x3(6 + memory_channels, temporal_width), nn.LeakyReLU(0.1)]
+                for _ in range(temporal_depth - 1):
+                    layers += [conv3x3(temporal_width, temporal_width), nn.LeakyReLU(0.1)]
+                self.memory_branch = nn.Sequential(*layers)
+                memory_channels = temporal_width
+            self.memory_in = nn.Conv2d(memory_channels, width, 1)
             self.memory_gate = nn.Conv2d(width, self.detail_channels, 1)
             for conv in (self.memory_in, self.memory_gate):
                 nn.init.zeros_(conv.weight)
@@ -496,7 +506,8 @@ class FoldedUpsampler(nn.Module):
         ``memory``: the previous frame's, for a temporal upsampler (``None``: a GOP's first
         frame, or a per-frame upsampler)."""
         y_folded = F.pixel_unshuffle(y_lr_hat, 2)
-        z = self.conv_in(self.normalize(torch.cat([y_folded, uv_lr_hat], dim=1)))
+        x_folded = self.normalize(torch.cat([y_folded, uv_lr_hat], dim=1))
+        z = self.conv_in(x_folded)
         previous = None
         if memory is not None and self.temporal:
             v = self.motion(y_lr_hat, uv_lr_hat, memory)
@@ -504,8 +515,10 @@ class FoldedUpsampler(nn.Module):
                         F.pixel_unshuffle(warp(memory.uv_hat, v), self.scale))
             change = torch.cat([y_folded - F.pixel_unshuffle(warp(memory.y_lr_hat, v), 2),
                                 uv_lr_hat - warp(memory.uv_lr_hat, v)], dim=1)
-            z_memory = self.memory_in(torch.cat([change / self.normalize.std,
-                                                 self.memory_normalize(torch.cat(previous, dim=1))], dim=1))
+            z_memory = torch.cat([change / self.normalize.std, self.memory_normalize(torch.cat(previous, dim=1))], dim=1)
+            if self.memory_branch is not None:
+                z_memory = self.memory_branch(torch.cat([x_folded, z_memory], dim=1))
+            z_memory = self.memory_in(z_memory)
             z = z + (z_memory if memory.present is None else memory.present * z_memory)
         biases = None
         if self.level_bias is not None:
