@@ -1,7 +1,8 @@
-"""The temporal experiments' own pieces (``experiments/temporal_headroom.py`` and
-``experiments/temporal_prefilter.py``): motion compensation finds a known shift, and the
-pre-filter averages noise where the neighbours agree and leaves the frame alone where
-they do not."""
+"""The temporal experiments' own pieces (``experiments/temporal_headroom.py``,
+``experiments/temporal_prefilter.py`` and ``experiments/temporal_heldout.py``): motion
+compensation finds a known shift, the pre-filter averages noise where the neighbours agree
+and leaves the frame alone where they do not, and the held-out clips hold no training
+frame."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import temporal_headroom  # noqa: E402
+import temporal_heldout  # noqa: E402
 import temporal_prefilter  # noqa: E402
 
 from dualcodec.basecodec import Planes  # noqa: E402
@@ -65,3 +67,26 @@ def test_the_blend_oracle_takes_the_weight_that_reaches_the_source():
         assert torch.allclose(o, s, atol=1e-3)
     chosen = temporal_headroom.rebuild_decoded(current, previous, source, block=16, search=0)
     assert float(temporal_headroom.block_error(chosen, source, 16).sum()) > 1.0  # a choice of three cannot
+
+
+def test_the_held_out_clips_start_at_a_validation_frame_and_hold_no_training_frame(tmp_path):
+    import av
+    from PIL import Image
+
+    from dualcodec.data import split_sources
+
+    folder = tmp_path / "frames" / "clip_64x48"
+    folder.mkdir(parents=True)
+    ramp = np.linspace(0, 60, 64)[None, :, None] + np.linspace(0, 30, 48)[:, None, None]
+    for i in range(1, 101):  # smooth pictures, each frame 3 levels brighter than the one before (modulo 90)
+        Image.fromarray((ramp + 3 * i % 90 + [0, 20, 40]).astype(np.uint8)).save(folder / f"frame_{i:06d}.png")
+    clips = temporal_heldout.heldout_clips(tmp_path / "frames", 6)
+    train, val = split_sources([tmp_path / "frames"], 0.03, 5)
+    assert list(clips) == ["clip_64x48"] and clips["clip_64x48"][0] == val[1]  # the middle of three
+    assert len(clips["clip_64x48"]) == 6 and not set(clips["clip_64x48"]) & set(train)
+    temporal_heldout.write_y4m(clips["clip_64x48"], tmp_path / "clip.y4m")
+    with av.open(str(tmp_path / "clip.y4m")) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 6 and frames[0].shape == (48, 64, 3)
+    for frame, file in zip(frames, clips["clip_64x48"]):  # each its own frame, in order, through 4:2:0
+        assert np.abs(frame - np.asarray(Image.open(file), dtype=np.float64)).mean() < 1.5
