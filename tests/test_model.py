@@ -818,7 +818,7 @@ def test_forward_clips_trains_the_temporal_part_through_the_memory(branch):
     # zero at the start, both learn: the gate from the previous output, the input from the gate's features
     assert model.upsampler.memory_gate.weight.grad.abs().sum() > 0
     assert model.upsampler.memory_in.weight.grad.abs().sum() > 0
-    if branch:  # the wide form's branch learns once its 1x1 output has
+    if branch:  # the wide form's branch is in the graph (its gradient zero until the 1x1 after it has learnt)
         assert model.upsampler.memory_branch[0].weight.grad is not None
 
 
