@@ -242,6 +242,27 @@ def test_vmaf_agrees_with_libvmaf_on_a_real_clip(tmp_path):
     assert 98.5 < same <= 100.0
 
 
+def test_vmaf_in_chunks_scores_as_one_pass_over_the_sequence(monkeypatch):
+    """Chunked, the score is vmaf-torch's over the whole stack, motion feature included, for
+    lengths that do and do not fill the last chunk; memory no longer grows with length."""
+    import torch
+
+    from dualcodec.metrics import _vmaf_model, vmaf
+
+    monkeypatch.setattr(metrics, "VMAF_CHUNK", 2)
+    rng = np.random.default_rng(3)
+    scene = rng.integers(0, 256, (40, 64), dtype=np.uint8)
+    for n in (1, 4, 5):
+        # A scene that pans and a noisy copy of it: the motion feature differs frame to frame.
+        reference = [Planes(np.roll(scene, 3 * i, axis=1), scene[::2, ::2], scene[::2, ::2]) for i in range(n)]
+        distorted = [Planes(np.clip(f.y + rng.normal(0, 8, f.y.shape), 0, 255).astype(np.uint8), f.u, f.v)
+                     for f in reference]
+        stack = [torch.from_numpy(np.stack([f.y for f in s]).astype(np.float32))[:, None] for s in (reference, distorted)]
+        with torch.inference_mode():
+            whole = float(_vmaf_model()(*stack).mean())
+        assert vmaf(reference, distorted) == pytest.approx(whole, abs=1e-3)
+
+
 def test_vmaf_scales_10_bit_planes_and_refuses_tiny_frames():
     from dualcodec.metrics import vmaf
 
