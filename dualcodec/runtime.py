@@ -101,6 +101,7 @@ class FrameMemory:
                 *_plane_arrays(big, big[::2, ::2], big[::2, ::2]), np.zeros(1, np.float32)]
 
 
+COMPILED_SIZES = 1  # frame sizes a compiled graph is kept for; another size compiles again (0.05-1 s)
 MEMORY_INPUTS = 5  # base y, uv; output y, uv; present
 
 
@@ -327,7 +328,22 @@ class _Graphs:
         self.lock = threading.Lock()
         self.core = None
         self.graphs: dict[tuple, object] = {}  # (fingerprint, runtime, graph): ov.Model, sizes free
-        self.compiled: dict[tuple, object] = {}  # (fingerprint, runtime, graph, shapes, config)
+        # (fingerprint, runtime, graph, config) -> {input shapes: compiled model}, the most recent last
+        self.compiled: dict[tuple, dict[tuple, object]] = {}
+
+    def compiled_for(self, key: tuple, shapes: tuple, compile_model):
+        """The compiled model of graph ``key`` for input ``shapes``, compiled by ``compile_model()``
+        the first time. A compiled model holds working memory for its size, so each graph keeps
+        only its :data:`COMPILED_SIZES` most recently used sizes: a sweep from clip to clip does
+        not hold every clip's. Call under ``lock``."""
+        sizes = self.compiled.setdefault(key, {})
+        compiled = sizes.pop(shapes, None)
+        if compiled is None:
+            compiled = compile_model()
+        sizes[shapes] = compiled  # the most recent last
+        while len(sizes) > COMPILED_SIZES:  # runtimes still running an evicted one keep it alive
+            del sizes[next(iter(sizes))]
+        return compiled
 
     def get_core(self):
         if self.core is None:
@@ -405,13 +421,13 @@ class OpenVINORuntime(_Networks):
         request = self.requests.get((key, shapes))
         if request is None:
             with _SHARED.lock:
-                compiled_key = (self.loaded.fingerprint, self.name, key, shapes, tuple(sorted(self.config.items())))
-                compiled = _SHARED.compiled.get(compiled_key)
-                if compiled is None:
+                def compile_model():
                     model = self._graph(key).clone()
                     model.reshape({i: list(shape) for i, shape in enumerate(shapes)})
-                    compiled = _SHARED.get_core().compile_model(model, "CPU", self.config)
-                    _SHARED.compiled[compiled_key] = compiled
+                    return _SHARED.get_core().compile_model(model, "CPU", self.config)
+
+                compiled = _SHARED.compiled_for((self.loaded.fingerprint, self.name, key, tuple(sorted(self.config.items()))),
+                                                shapes, compile_model)
                 request = self.requests[(key, shapes)] = compiled.create_infer_request()
                 # A request's first run initialises the bindings' lazy statics (pybind11's
                 # numpy API among them); two threads doing that at once deadlock (seen in

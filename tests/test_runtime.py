@@ -87,6 +87,36 @@ def test_openvino_frames_are_identical_at_any_thread_count(tiny_model):
     assert _differences(*outs) == [0, 0, 0]
 
 
+@pytest.mark.parametrize("kept", [1, 2])
+def test_compiled_graphs_are_kept_for_the_last_frame_sizes_only(tiny_model, monkeypatch, kept):
+    # A sweep from clip to clip held every clip's compiled graphs, with their working
+    # memory (a 3-clip HD sweep grew from 7.2 to 9.9 GiB); each graph now keeps the last
+    # COMPILED_SIZES sizes it ran at.
+    from dualcodec import runtime
+
+    monkeypatch.setattr(runtime, "_SHARED", runtime._Graphs())
+    monkeypatch.setattr(runtime, "COMPILED_SIZES", kept)
+    compiles = []
+    compile_model = runtime._SHARED.get_core().compile_model
+    monkeypatch.setattr(type(runtime._SHARED.get_core()), "compile_model",
+                        lambda self, model, *args: compiles.append(tuple(model.inputs[0].get_shape()))
+                        or compile_model(model, *args))
+    loaded = load_model(str(tiny_model.path))
+    fmt = YUVFormat()
+    outputs = {}
+    for height, width in ((40, 48), (40, 48), (24, 32), (40, 48), (32, 32), (40, 48), (24, 32)):
+        ov_rt = OpenVINORuntime(loaded, threads=1)  # a new runtime a point, as a sweep makes
+        y, u, v = _base(height, width, fmt)
+        out = ov_rt.upsample(y, u, v, ov_rt.side_features(None, height, width), fmt)
+        assert _differences(outputs.setdefault((height, width), out), out) == [0, 0, 0]
+    up = [shape[-2:] for shape in compiles if len(shape) == 4 and shape[1] == 1]  # the up graph's luma input
+    if kept == 1:  # every change of size compiles, the same size again does not
+        assert up == [(40, 48), (24, 32), (40, 48), (32, 32), (40, 48), (24, 32)]
+    else:  # 40x48 is used again before 32x32 comes, so 32x32 evicts 24x32, which then compiles again
+        assert up == [(40, 48), (24, 32), (32, 32), (24, 32)]
+    assert all(len(sizes) <= kept for sizes in runtime._SHARED.compiled.values())
+
+
 def test_a_requests_first_run_is_one_at_a_time(tiny_model, monkeypatch):
     # Two threads' first runs at once can deadlock in the bindings' lazy statics
     # (pybind11's numpy API; 3 hangs in 20 fresh processes of 8 threads before): a new
