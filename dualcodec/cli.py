@@ -316,7 +316,8 @@ def _decode(args: argparse.Namespace) -> None:
     frames = 0
     with place as tmp:
         writer = open_writer(kind, tmp, header.width, header.height, video.rate, video.format,
-                             audio_from=None if args.start else args.input, pix_fmt=args.pix_fmt)
+                             audio_from=None if args.start else args.input, pix_fmt=args.pix_fmt,
+                             rotation=video.rotation)
         # Frame n is written (colour conversion, file I/O) while frame n+1 is decoded.
         pending: deque[Future] = deque()
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -333,6 +334,10 @@ def _decode(args: argparse.Namespace) -> None:
                     future.cancel()
                 pool.shutdown(wait=True)
                 writer.close()
+    if video.rotation and kind != "mp4":
+        print(f"dualcodec: warning: {args.input} is flagged to be shown rotated by {video.rotation} degrees, which "
+              f"{'PNG' if kind == 'dir' else 'y4m'} cannot carry: its frames are written as stored (an .mp4 output "
+              "keeps the flag)", file=sys.stderr)
     if video.damaged:
         print(f"dualcodec: warning: {args.input}: {len(video.damaged)} damaged frame"
               f"{'s' if len(video.damaged) > 1 else ''} concealed ({_ranges(video.damaged)}); --strict refuses "
@@ -372,6 +377,7 @@ def _info(args: argparse.Namespace) -> None:
         "base_width": h.base_width,
         "base_height": h.base_height,
         "scale": h.scale,
+        "rotation": reader.rotation,
         "mode": h.mode,
         "codec": h.codec,
         "model": model,
@@ -388,6 +394,8 @@ def _info(args: argparse.Namespace) -> None:
     print(f"  frames {sizes.frames}, {h.width}x{h.height} from a {h.codec} base layer "
           f"{h.base_width}x{h.base_height} (4:2:0 {h.bit_depth}-bit, range {'pc' if h.full_range else 'tv'}, "
           f"matrix {MATRIX_NAMES[h.matrix]})")
+    if reader.rotation:
+        print(f"  shown rotated by {reader.rotation} degrees counter-clockwise (display matrix)")
     if model:
         print(f"  model {model['name']} (fingerprint {model['fingerprint']})")
     print(f"  bytes {sizes.file_bytes}: base {sizes.base_bytes}, side {sizes.side_bytes}, other {sizes.other_bytes}"

@@ -530,7 +530,8 @@ class LayeredCodec:
         with atomic_path(Path(destination)) as tmp:
             frames, audio = self._write(reader.frames(), info.width, info.height, info.format, info.rate, tmp,
                                         str(source), max_frames, progress, desc, total=min(known) if known else None,
-                                        audio_from=Path(source) if info.has_audio else None)
+                                        audio_from=Path(source) if info.has_audio else None,
+                                        rotation=info.rotation)
             # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as
             # length prefixes, so the encoder's packet sizes are not the file's.
             sizes = ContainerReader(tmp).sizes()
@@ -557,9 +558,10 @@ class LayeredCodec:
     @torch.inference_mode()
     def _write(self, frames: Iterator[Planes], width: int, height: int, fmt: YUVFormat, rate: Fraction, target,
                name: str, max_frames: int | None = None, progress: bool = False, desc: str = "encode",
-               total: int | None = None, audio_from: Path | None = None) -> tuple[int, list[str]]:
-        """Code ``frames`` into the MP4 ``target`` (a path or a writable binary buffer); the
-        frame count and what became of each audio stream of ``audio_from``."""
+               total: int | None = None, audio_from: Path | None = None, rotation: int = 0) -> tuple[int, list[str]]:
+        """Code ``frames`` into the MP4 ``target`` (a path or a writable binary buffer), its
+        base-layer track flagged with the source's display ``rotation``; the frame count and
+        what became of each audio stream of ``audio_from``."""
         import av
 
         settings = dataclasses.replace(self.settings, bit_depth=fmt.bit_depth, full_range=fmt.full_range,
@@ -571,7 +573,8 @@ class LayeredCodec:
         self.layers.reset()
         count, audio = 0, []
         try:
-            writer = ContainerWriter(target, header, settings, rate, side_stream=self.layers.side_stream)
+            writer = ContainerWriter(target, header, settings, rate, side_stream=self.layers.side_stream,
+                                     rotation=rotation)
             try:
                 audio = writer.add_audio_streams(audio_from, self.audio) if audio_from is not None else []
                 encoder = BaseEncoder(settings, header.base_width, header.base_height, rate, writer.video_codec_context)
@@ -681,6 +684,7 @@ class DecodedVideo:
     rate: object
     frames: Iterator[Planes]
     damaged: set[int]  # 0-based indices of the frames concealed so far (see ContainerReader)
+    rotation: int = 0  # degrees counter-clockwise players rotate the frames by (the frames are as stored)
 
     @property
     def format(self) -> YUVFormat:
@@ -710,7 +714,7 @@ def decompress(data: bytes, model: str | None = None, strict: bool = False, runt
 def _decoded(reader: ContainerReader, model: str | None, runtime: str, threads: int | None) -> DecodedVideo:
     header = reader.header
     layers = layers_for_header(header, model, runtime, threads)
-    return DecodedVideo(header, reader.rate, _decode_frames(reader, layers), reader.damaged)
+    return DecodedVideo(header, reader.rate, _decode_frames(reader, layers), reader.damaged, reader.rotation)
 
 
 def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[Planes]:

@@ -9,7 +9,8 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
   (H.264: without x264's version SEI; no FFmpeg version tag in the file),
   flagged with the source's matrix (and the primaries and transfer of its standard,
   :data:`dualcodec.basecodec.COLOUR_TAGS`) and range (``tv`` or ``pc``). A legacy
-  player shows it.
+  player shows it. A source flagged to be shown rotated (a phone's portrait video)
+  gives the track the same display rotation; the frames stay as stored.
 * A **data** stream exactly when the model has a side stream (``mode`` ``"dual"``): the
   side stream, codec tag ``bin_data``, one packet per video frame with the same
   presentation time stamp, laid out as :mod:`dualcodec.sidestream` says; a ``dual``
@@ -58,9 +59,10 @@ class ContainerWriter:
     """Writes one dualcodec MP4. Use :attr:`video_codec_context` for the base encoder."""
 
     def __init__(self, path: Path | BinaryIO, header: Header, settings: BaseCodecSettings, rate: Fraction,
-                 side_stream: bool = False) -> None:
+                 side_stream: bool = False, rotation: int = 0) -> None:
         """``path``: a file name or a seekable binary buffer. ``side_stream``: the file has a
-        data track (exactly when the model has a side stream)."""
+        data track (exactly when the model has a side stream). ``rotation``: the source's
+        display rotation (:func:`display_rotation`), given to the base-layer track."""
         import av
 
         self.header = header
@@ -77,6 +79,8 @@ class ContainerWriter:
         self.video = self.output.add_stream(ENCODERS[settings.codec], rate=self.rate)
         if settings.codec == "hevc":
             self.video.codec_tag = "hvc1"  # parameter sets in the sample entry: what Apple players require
+        if rotation:
+            self.video.set_display_rotation(rotation)
         self.data = self.output.add_data_stream("bin_data") if side_stream else None
         self._side_index = 0
         self._last_dts: int | None = None  # of the last base-layer packet
@@ -151,6 +155,20 @@ class StreamSizes:
 
 
 Source = Path | bytes  # a file, or a whole file in memory
+
+
+def display_rotation(inp) -> int:
+    """The degrees counter-clockwise that the first video stream of the open container
+    ``inp`` asks players to rotate its frames by (its display matrix; mirroring is not
+    read), 0 when it asks none or its first frame does not decode. FFmpeg hands the
+    matrix on with the decoded frames only, so this decodes the first frame."""
+    import av
+
+    try:
+        frame = next(inp.decode(inp.streams.video[0]), None)
+    except (av.FFmpegError, ValueError):
+        return 0
+    return round(frame.rotation) % 360 if frame is not None else 0
 
 
 def _open(path: Source):
@@ -253,6 +271,8 @@ class ContainerReader:
             # Only a dual file has a side stream; a plain video's data streams (e.g. time codes) are not one.
             self.has_side_stream = self.header.mode == "dual" and bool(inp.streams.data)
             self.first = self._key_frame_before(inp, start) if start else 0
+        with _open(self.source) as inp:
+            self.rotation = display_rotation(inp)  # of the base-layer track: the source's
 
     def _key_frame_before(self, inp, start: int) -> int:
         """The index of the last key frame at or before frame ``start``. In a closed GOP

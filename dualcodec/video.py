@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -38,6 +38,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from dualcodec.basecodec import Planes, frame_from_planes, planes_from_frame
+from dualcodec.container import display_rotation
 from dualcodec.errors import DualcodecError
 from dualcodec.header import METADATA_KEY
 from dualcodec.outputs import STDIO
@@ -64,6 +65,7 @@ class VideoInfo:
     has_audio: bool
     format: YUVFormat  # of the planes the reader yields
     source_pix_fmt: str  # the stream's own pixel format
+    rotation: int = 0  # degrees counter-clockwise players rotate the frames by (the frames are as stored)
 
     @property
     def converted(self) -> bool:
@@ -144,7 +146,8 @@ class VideoReader:
                     raise DualcodecError(f"{self.path} is a dualcodec file, whose video track is only its "
                                          f"low-resolution base layer: decode it first (dualcodec decode "
                                          f"{self.path} -o frames.y4m)")
-                self.info = self._info(inp, frames=1 if self.is_image else None)
+                self.info = replace(self._info(inp, frames=1 if self.is_image else None),
+                                    rotation=display_rotation(inp))
         except av.FFmpegError as exc:
             raise _av_error(self.path, exc) from None
         except UnicodeDecodeError:  # PyAV reads every metadata tag as UTF-8
@@ -281,10 +284,11 @@ class PngDirWriter:
 
 class Mp4Writer:
     """H.264 CRF 12 MP4 of the planes for viewing a decoded video (lossy), with the audio of
-    ``audio_from`` (the decoded file) copied."""
+    ``audio_from`` (the decoded file) copied and the display ``rotation`` (degrees
+    counter-clockwise) flagged."""
 
     def __init__(self, path: Path, width: int, height: int, rate: Fraction, fmt: YUVFormat,
-                 audio_from: Path | None = None) -> None:
+                 audio_from: Path | None = None, rotation: int = 0) -> None:
         import av
 
         from dualcodec.audio import AudioTracks
@@ -294,6 +298,8 @@ class Mp4Writer:
                                           full_range=fmt.full_range, matrix=fmt.matrix)
         self.output = av.open(str(path), "w", format="mp4")
         self.stream = self.output.add_stream("libx264", rate=Fraction(rate))
+        if rotation:
+            self.stream.set_display_rotation(rotation)
         self.audio = AudioTracks(self.output, audio_from, "copy") if audio_from is not None else None
         self.pad_w, self.pad_h = width + width % 2, height + height % 2
         self.encoder = BaseEncoder(self.settings, self.pad_w, self.pad_h, rate, self.stream.codec_context)
@@ -331,13 +337,14 @@ def crop_planes(planes: Planes, width: int, height: int) -> Planes:
 
 
 def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction, fmt: YUVFormat,
-                audio_from: Path | None = None, pix_fmt: str | None = None):
+                audio_from: Path | None = None, pix_fmt: str | None = None, rotation: int = 0):
     """The writer for an :func:`output_kind`: ``"y4m"`` (in ``pix_fmt``, default the
-    frames' own), ``"mp4"`` (with the audio of ``audio_from``) or ``"dir"`` (PNG frames)."""
+    frames' own), ``"mp4"`` (with the audio of ``audio_from`` and the display ``rotation``)
+    or ``"dir"`` (PNG frames). Only MP4 can flag a rotation: the others get the frames as stored."""
     if kind == "y4m":
         return Y4MWriter(path, width, height, rate, fmt, pix_fmt)
     if kind == "mp4":
-        return Mp4Writer(path, width, height, rate, fmt, audio_from)
+        return Mp4Writer(path, width, height, rate, fmt, audio_from, rotation)
     return PngDirWriter(path, fmt)
 
 

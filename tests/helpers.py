@@ -199,9 +199,11 @@ def new_latents_every_frame(loaded, level: int = 30, keep: bool = False):
 
 
 def make_av_clip(path: Path, width: int = 64, height: int = 48, frames: int = 5, rate: int = 25,
-                 audio: bool = False, faststart: bool = False, matrix: int | None = None) -> Path:
+                 audio: bool = False, faststart: bool = False, matrix: int | None = None,
+                 rotation: int = 0) -> Path:
     """A small H.264 MP4 (optionally with a mono AAC track) written with PyAV; ``matrix``:
-    the H.273 colour matrix flagged in the stream (default: none, "unspecified")."""
+    the H.273 colour matrix flagged in the stream (default: none, "unspecified");
+    ``rotation``: the display rotation flagged, degrees counter-clockwise (a phone's portrait video)."""
     import av
 
     options = {"movflags": "faststart"} if faststart else {}
@@ -210,6 +212,8 @@ def make_av_clip(path: Path, width: int = 64, height: int = 48, frames: int = 5,
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         if matrix is not None:
             video.codec_context.colorspace = matrix
+        if rotation:
+            video.set_display_rotation(rotation)
         sound = None
         if audio:
             sound = out.add_stream("aac", rate=16000)

@@ -647,3 +647,41 @@ def test_decode_to_mp4_keeps_the_audio(capsys, tmp_path, out_dir):
         expected = [bytes(p) for p in inp.demux(inp.streams.audio[0]) if p.size]
     with av.open(str(out_dir / "view.mp4")) as inp:
         assert [bytes(p) for p in inp.demux(inp.streams.audio[0]) if p.size] == expected
+
+
+def _shown_rotation(path: Path) -> int:
+    """The display rotation PyAV reads from a file's first video frame (no dualcodec code)."""
+    with av.open(str(path)) as inp:
+        return round(next(inp.decode(video=0)).rotation) % 360
+
+
+@pytest.mark.parametrize("how", [["--baseline", "bicubic"], ["--baseline", "none"], ["--scale", "2"]])
+def test_a_rotated_source_stays_rotated_through_encode_and_decode(capsys, tmp_path, out_dir, tiny_model, how):
+    # A phone's portrait video is stored landscape with a display rotation: the base-layer
+    # track and an MP4 decode carry the flag, the frames stay as stored.
+    source = make_av_clip(tmp_path / "portrait.mp4", width=64, height=48, frames=3, rotation=-90)
+    assert _shown_rotation(source) == 270
+    model = ["--model", str(tiny_model.path)] if "--scale" in how else []
+    coded = out_dir / "coded.mp4"
+    code, _, err = run(capsys, "encode", source, "-o", coded, *how, *model, "-q")
+    assert code == 0, err
+    assert _shown_rotation(coded) == 270
+    code, out, _ = run(capsys, "info", coded, "--json")
+    assert json.loads(out)["rotation"] == 270
+    code, _, err = run(capsys, "decode", coded, "-o", out_dir / "view.mp4", *model, "-q")
+    assert code == 0 and err == ""
+    assert _shown_rotation(out_dir / "view.mp4") == 270
+    code, _, err = run(capsys, "decode", coded, "-o", out_dir / "frames.y4m", *model, "-q")
+    assert code == 0
+    assert err.strip() == (f"dualcodec: warning: {coded} is flagged to be shown rotated by 270 degrees, which y4m "
+                           "cannot carry: its frames are written as stored (an .mp4 output keeps the flag)")
+    assert [f[0].shape for f in read_yuv420(out_dir / "frames.y4m")] == [(48, 64)] * 3
+
+
+def test_an_unrotated_source_gets_no_rotation(capsys, tmp_path, out_dir):
+    source = make_av_clip(tmp_path / "clip.mp4", frames=2)
+    code, _, err = run(capsys, "encode", source, "-o", out_dir / "coded.mp4", "--baseline", "bicubic", "-q")
+    assert code == 0, err
+    assert _shown_rotation(out_dir / "coded.mp4") == 0
+    code, out, _ = run(capsys, "info", out_dir / "coded.mp4")
+    assert "shown rotated" not in out

@@ -491,3 +491,19 @@ def test_output_kind_existing_folder_with_dot(tmp_path):
 
 def test_output_kind_of_stdout_is_y4m():
     assert output_kind("-") == "y4m"
+
+
+@pytest.mark.parametrize("orientation, rotation", [(1, 0), (3, 180), (6, 270), (8, 90)])
+def test_a_jpegs_exif_orientation_is_its_display_rotation(tmp_path, orientation, rotation):
+    # EXIF 6 is "turn 90 degrees clockwise to show": 270 counter-clockwise, as PyAV reads it.
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(synthetic_rgb(64, 48, 1)[0]).save(tmp_path / "photo.jpg", exif=exif.tobytes())
+    reader = VideoReader(tmp_path / "photo.jpg")
+    assert reader.info.rotation == rotation
+    assert [f.y.shape for f in reader.frames()] == [(48, 64)]  # the frames as stored
+
+
+def test_a_video_without_a_display_matrix_has_no_rotation(tmp_path):
+    assert VideoReader(make_av_clip(tmp_path / "clip.mp4", frames=2)).info.rotation == 0
+    assert VideoReader(write_y4m(tmp_path / "clip.y4m", synthetic_frames(32, 16, 2))).info.rotation == 0
