@@ -57,7 +57,11 @@ class AudioTracks:
                     self.described.append(f"{name} transcoded to aac")
 
     def write(self, seconds: float | None = None) -> None:
-        """Mux the audio, up to ``seconds`` from each stream's start (None: all of it)."""
+        """Mux the audio as it played with the video: the output's video starts at time 0
+        with the source's first video frame, so each audio packet keeps its time from that
+        frame (what plays before it gets a negative time, which the MP4's edit list skips,
+        as it skips an AAC encoder's priming). Audio ``seconds`` or more after that frame
+        (None: no end) is left out."""
         import av
 
         if not (self._copied or self._coded):
@@ -65,21 +69,29 @@ class AudioTracks:
         resamplers = {i: av.AudioResampler(format="fltp", layout=s.layout.name, rate=s.rate)
                       for i, s in self._coded.items()}
         with av.open(str(self.source)) as inp:
+            video = inp.streams.video[0] if inp.streams.video else None
+            video_start = Fraction(video.start_time * video.time_base) if video and video.start_time else Fraction(0)
             for packet in inp.demux(*inp.streams.audio):
-                index, start = packet.stream.index, packet.stream.start_time or 0
-                late = (seconds is not None and packet.pts is not None
-                        and (packet.pts - start) * packet.time_base >= seconds)
-                if index in self._copied and packet.dts is not None and not late:
+                index = packet.stream.index
+                if packet.pts is None or not (index in self._coded or index in self._copied and packet.dts is not None):
+                    continue
+                t = packet.pts * packet.time_base - video_start  # when it plays, from the first video frame
+                if seconds is not None and t >= seconds:
+                    continue
+                if index in self._copied:
+                    shift = round(video_start / packet.time_base)
+                    packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
                     packet.stream = self._copied[index]
                     self.output.mux(packet)
-                elif index in self._coded and not late:
+                else:
                     for frame in packet.decode():
-                        self._encode(index, resamplers[index].resample(frame))
+                        self._encode(index, resamplers[index].resample(frame), video_start)
         for index, resampler in resamplers.items():
-            self._encode(index, resampler.resample(None))
+            self._encode(index, resampler.resample(None), video_start)
             self.output.mux(self._coded[index].encode(None))
 
-    def _encode(self, index: int, frames: list) -> None:
+    def _encode(self, index: int, frames: list, video_start: Fraction) -> None:
         stream = self._coded[index]
-        for frame in frames:
+        for frame in frames:  # resampled: pts in samples of the source's timeline
+            frame.pts -= round(video_start * stream.rate)
             self.output.mux(stream.encode(frame))

@@ -15,8 +15,9 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
   side stream, codec tag ``bin_data``, one packet per video frame with the same
   presentation time stamp, laid out as :mod:`dualcodec.sidestream` says; a ``dual``
   file without one (a model without a side stream) upsamples the base layer alone.
-* Further **audio** streams, copied unchanged from the input, up to the end of the
-  encoded video (``--frames N`` cuts the audio too).
+* Further **audio** streams, copied unchanged from the input (or transcoded to AAC,
+  :mod:`dualcodec.audio`), timed from the input's first video frame as the video is, up
+  to the end of the encoded video (``--frames N`` cuts the audio too).
 * File-level metadata key ``dualcodec``: the header (:mod:`dualcodec.header`), absent
   from a plain file of even size.
 
