@@ -149,13 +149,16 @@ class Planes:
     """One 4:2:0 frame: ``y`` is ``[H, W]``, ``u`` and ``v`` are ``[H/2, W/2]``; uint8 or uint16.
 
     ``corrupt``: the decoder flagged the frame as damaged and concealed; ``key_frame``: it
-    starts a GOP (decoded frames only)."""
+    starts a GOP (decoded frames only); ``time``: when it is shown, in seconds from the
+    first frame, for a video whose frames do not come at a constant rate (``None``: the
+    frame's index over the rate)."""
 
     y: np.ndarray
     u: np.ndarray
     v: np.ndarray
     corrupt: bool = False
     key_frame: bool = False
+    time: Fraction | None = None
 
     @property
     def width(self) -> int:
@@ -216,7 +219,9 @@ class BaseEncoder:
     """Encodes :class:`Planes` into packets with the settings' codec, QP/CRF, preset and GOP.
 
     ``codec_context`` is an output stream's context when writing a file; otherwise a
-    stand-alone encoder is opened (training and tests).
+    stand-alone encoder is opened (training and tests). Frame ``i`` is stamped ``i`` in
+    units of ``1 / rate``, or, for a video whose frames do not come at a constant rate,
+    ``times[i]`` in units of ``time_base`` (a list its caller fills as frames come).
     """
 
     def __init__(
@@ -226,6 +231,8 @@ class BaseEncoder:
         height: int,
         rate: Fraction = Fraction(25),
         codec_context=None,
+        time_base: Fraction | None = None,
+        times: list[int] | None = None,
     ) -> None:
         import av
 
@@ -243,7 +250,7 @@ class BaseEncoder:
         cc = codec_context or av.CodecContext.create(ENCODERS[settings.codec], "w")
         cc.width, cc.height = width, height
         cc.pix_fmt = settings.pix_fmt
-        cc.time_base = 1 / Fraction(rate)
+        cc.time_base = time_base or 1 / Fraction(rate)
         cc.framerate = Fraction(rate)
         cc.gop_size = settings.gop
         cc.colorspace = settings.matrix
@@ -252,6 +259,7 @@ class BaseEncoder:
         cc.options = settings.encoder_options
         self.codec_context = cc
         self._pts = 0
+        self.times = times
 
     def encode(self, planes: Planes | None) -> list:
         """Queue one frame (``None`` flushes); returns the packets the encoder released
@@ -260,7 +268,7 @@ class BaseEncoder:
             packets = self.codec_context.encode(None)
         else:
             frame = frame_from_planes(planes, self.settings.pix_fmt)
-            frame.pts = self._pts
+            frame.pts = self._pts if self.times is None else self.times[self._pts]
             frame.time_base = self.codec_context.time_base
             self._pts += 1
             packets = self.codec_context.encode(frame)

@@ -317,7 +317,7 @@ def _decode(args: argparse.Namespace) -> None:
     with place as tmp:
         writer = open_writer(kind, tmp, header.width, header.height, video.rate, video.format,
                              audio_from=None if args.start else args.input, pix_fmt=args.pix_fmt,
-                             rotation=video.rotation)
+                             rotation=video.rotation, time_base=video.time_base, times=video.times)
         # Frame n is written (colour conversion, file I/O) while frame n+1 is decoded.
         pending: deque[Future] = deque()
         with ThreadPoolExecutor(max_workers=1) as pool:

@@ -531,7 +531,7 @@ class LayeredCodec:
             frames, audio = self._write(reader.frames(), info.width, info.height, info.format, info.rate, tmp,
                                         str(source), max_frames, progress, desc, total=min(known) if known else None,
                                         audio_from=Path(source) if info.has_audio else None,
-                                        rotation=info.rotation)
+                                        rotation=info.rotation, time_base=info.time_base)
             # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as
             # length prefixes, so the encoder's packet sizes are not the file's.
             sizes = ContainerReader(tmp).sizes()
@@ -558,10 +558,13 @@ class LayeredCodec:
     @torch.inference_mode()
     def _write(self, frames: Iterator[Planes], width: int, height: int, fmt: YUVFormat, rate: Fraction, target,
                name: str, max_frames: int | None = None, progress: bool = False, desc: str = "encode",
-               total: int | None = None, audio_from: Path | None = None, rotation: int = 0) -> tuple[int, list[str]]:
+               total: int | None = None, audio_from: Path | None = None, rotation: int = 0,
+               time_base: Fraction | None = None) -> tuple[int, list[str]]:
         """Code ``frames`` into the MP4 ``target`` (a path or a writable binary buffer), its
         base-layer track flagged with the source's display ``rotation``; the frame count and
-        what became of each audio stream of ``audio_from``."""
+        what became of each audio stream of ``audio_from``. ``time_base``: stamp each frame
+        with its own :attr:`~dualcodec.basecodec.Planes.time` in these units (a source whose
+        frames do not come at a constant rate), else with its index over ``rate``."""
         import av
 
         settings = dataclasses.replace(self.settings, bit_depth=fmt.bit_depth, full_range=fmt.full_range,
@@ -574,10 +577,11 @@ class LayeredCodec:
         count, audio = 0, []
         try:
             writer = ContainerWriter(target, header, settings, rate, side_stream=self.layers.side_stream,
-                                     rotation=rotation)
+                                     rotation=rotation, time_base=time_base)
             try:
                 audio = writer.add_audio_streams(audio_from, self.audio) if audio_from is not None else []
-                encoder = BaseEncoder(settings, header.base_width, header.base_height, rate, writer.video_codec_context)
+                encoder = BaseEncoder(settings, header.base_width, header.base_height, rate, writer.video_codec_context,
+                                      time_base, writer.times)
                 loop = _ClosedLoop(self.layers, writer, encoder, fmt)
                 with _progress(total, desc, progress) as bar:
                     def padded() -> Iterator[Planes]:
@@ -588,6 +592,11 @@ class LayeredCodec:
                             if (planes.width, planes.height) != (width, height):
                                 raise DualcodecError(f"{name}: frame {count + 1} is {planes.width}x{planes.height}, "
                                                      f"the first was {width}x{height}")
+                            if writer.times is not None:  # the frame's own time, after the one before
+                                after = writer.times[-1] + 1 if writer.times else 0
+                                own = (round(planes.time / time_base) if planes.time is not None
+                                       else after - 1 + writer.ticks_per_frame if writer.times else 0)
+                                writer.times.append(max(own, after))
                             yield pad_planes(planes, pw, ph)
                             count += 1
                             bar.update()
@@ -596,7 +605,8 @@ class LayeredCodec:
                     for side in self.layers.sides(loop.pairs(padded()), fmt):
                         if side is not None:
                             writer.mux_side(side)
-                writer.copy_audio(count / rate)
+                end = count / rate if writer.times is None else (writer.times[-1] if count else 0) * time_base + 1 / rate
+                writer.copy_audio(float(end))
             finally:
                 writer.close()
         except av.FFmpegError as exc:  # the base encoder or the muxer
@@ -685,6 +695,10 @@ class DecodedVideo:
     frames: Iterator[Planes]
     damaged: set[int]  # 0-based indices of the frames concealed so far (see ContainerReader)
     rotation: int = 0  # degrees counter-clockwise players rotate the frames by (the frames are as stored)
+    # For frames that do not come at a constant rate: the unit, and each frame's time stamp
+    # from the first frame shown (None: frame index over the rate)
+    time_base: Fraction | None = None
+    times: list[int] | None = None
 
     @property
     def format(self) -> YUVFormat:
@@ -714,7 +728,8 @@ def decompress(data: bytes, model: str | None = None, strict: bool = False, runt
 def _decoded(reader: ContainerReader, model: str | None, runtime: str, threads: int | None) -> DecodedVideo:
     header = reader.header
     layers = layers_for_header(header, model, runtime, threads)
-    return DecodedVideo(header, reader.rate, _decode_frames(reader, layers), reader.damaged, reader.rotation)
+    return DecodedVideo(header, reader.rate, _decode_frames(reader, layers), reader.damaged, reader.rotation,
+                        reader.time_base, reader.times)
 
 
 def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[Planes]:

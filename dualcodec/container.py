@@ -10,7 +10,9 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
   flagged with the source's matrix (and the primaries and transfer of its standard,
   :data:`dualcodec.basecodec.COLOUR_TAGS`) and range (``tv`` or ``pc``). A legacy
   player shows it. A source flagged to be shown rotated (a phone's portrait video)
-  gives the track the same display rotation; the frames stay as stored.
+  gives the track the same display rotation; the frames stay as stored. Frame ``i`` is
+  stamped ``i`` in units of one over the rate, or, for a source whose rate varies (its
+  average rate is not its base rate), with its own time in the source's time base.
 * A **data** stream exactly when the model has a side stream (``mode`` ``"dual"``): the
   side stream, codec tag ``bin_data``, one packet per video frame with the same
   presentation time stamp, laid out as :mod:`dualcodec.sidestream` says; a ``dual``
@@ -60,15 +62,20 @@ class ContainerWriter:
     """Writes one dualcodec MP4. Use :attr:`video_codec_context` for the base encoder."""
 
     def __init__(self, path: Path | BinaryIO, header: Header, settings: BaseCodecSettings, rate: Fraction,
-                 side_stream: bool = False, rotation: int = 0) -> None:
+                 side_stream: bool = False, rotation: int = 0, time_base: Fraction | None = None) -> None:
         """``path``: a file name or a seekable binary buffer. ``side_stream``: the file has a
         data track (exactly when the model has a side stream). ``rotation``: the source's
-        display rotation (:func:`display_rotation`), given to the base-layer track."""
+        display rotation (:func:`display_rotation`), given to the base-layer track.
+        ``time_base``: for frames that do not come at a constant rate, the unit of
+        :attr:`times`, each frame's time stamp, which its caller appends as frames come
+        (and gives the base encoder); the side packets take the same stamps."""
         import av
 
         self.header = header
         self.rate = Fraction(rate)
-        self.time_base = 1 / self.rate
+        self.time_base = time_base or 1 / self.rate
+        self.times: list[int] | None = [] if time_base else None
+        self.ticks_per_frame = max(1, round(1 / (self.rate * self.time_base)))
         target = path if hasattr(path, "write") else str(path)
         # bitexact: without FFmpeg's version tag (52 bytes), so that a file depends on its input alone
         options = {"fflags": "+bitexact"}
@@ -108,7 +115,8 @@ class ContainerWriter:
         ``MAX_REORDER`` frames of the pts."""
         pts, dts = packet.pts, packet.dts
         floor = None if self._last_dts is None else self._last_dts + 1
-        if dts is not None and dts <= pts and pts - dts <= MAX_REORDER and (floor is None or dts >= floor):
+        reorder = MAX_REORDER * self.ticks_per_frame
+        if dts is not None and dts <= pts and pts - dts <= reorder and (floor is None or dts >= floor):
             return dts
         return pts if floor is None else floor
 
@@ -119,9 +127,9 @@ class ContainerWriter:
         payload = frame_payload(side.to_bytes())
         packet = av.Packet(payload)
         packet.stream = self.data
-        packet.pts = packet.dts = self._side_index
+        packet.pts = packet.dts = self._side_index if self.times is None else self.times[self._side_index]
         packet.time_base = self.time_base
-        packet.duration = 1
+        packet.duration = self.ticks_per_frame
         self._side_index += 1
         self.output.mux(packet)
 
@@ -272,8 +280,27 @@ class ContainerReader:
             # Only a dual file has a side stream; a plain video's data streams (e.g. time codes) are not one.
             self.has_side_stream = self.header.mode == "dual" and bool(inp.streams.data)
             self.first = self._key_frame_before(inp, start) if start else 0
+            rates = video.average_rate, video.base_rate
         with _open(self.source) as inp:
             self.rotation = display_rotation(inp)  # of the base-layer track: the source's
+        self.time_base, self.times = self._frame_times(*rates)
+
+    def _frame_times(self, average_rate, base_rate) -> tuple[Fraction | None, list[int] | None]:
+        """For a track whose frames do not come at a constant rate (its average rate is not
+        its base rate: a phone's video), its time base and every frame's time stamp from
+        frame :attr:`start` on, in display order, counted from that frame's; else ``None``s."""
+        import av
+
+        if not (average_rate and base_rate and average_rate != base_rate):
+            return None, None
+        with _open(self.source) as inp:
+            video = inp.streams.video[0]
+            try:
+                stamps = sorted(p.pts for p in inp.demux(video) if p.size and p.pts is not None)
+            except av.FFmpegError:  # a damaged index: as a constant rate
+                return None, None
+        shown = stamps[self.start:]
+        return (Fraction(video.time_base), [t - shown[0] for t in shown]) if shown else (None, None)
 
     def _key_frame_before(self, inp, start: int) -> int:
         """The index of the last key frame at or before frame ``start``. In a closed GOP

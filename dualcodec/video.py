@@ -66,6 +66,9 @@ class VideoInfo:
     format: YUVFormat  # of the planes the reader yields
     source_pix_fmt: str  # the stream's own pixel format
     rotation: int = 0  # degrees counter-clockwise players rotate the frames by (the frames are as stored)
+    # The stream's time base when its frames do not come at a constant rate (a phone's
+    # video: its average rate is not its base rate); the frames then carry their times.
+    time_base: Fraction | None = None
 
     @property
     def converted(self) -> bool:
@@ -171,7 +174,10 @@ class VideoReader:
             frames = stream.frames or _estimated_frames(inp, rate)
         pix_fmt = cc.pix_fmt or "yuv420p"  # unknown until decoded (a damaged stream): the frames will tell
         fmt = plane_format(pix_fmt, cc.colorspace, cc.color_range, width, height)
-        return VideoInfo(width, height, rate, frames, bool(inp.streams.audio), fmt, pix_fmt)
+        timed = (not self.is_image and self.path.suffix.lower() not in RAW_FORMATS  # raw streams have no times
+                 and stream.average_rate and stream.base_rate and stream.average_rate != stream.base_rate)
+        return VideoInfo(width, height, rate, frames, bool(inp.streams.audio), fmt, pix_fmt,
+                         time_base=Fraction(stream.time_base) if timed else None)
 
     is_image = False
 
@@ -187,9 +193,14 @@ class VideoReader:
             else:
                 opened = self._open()
             with opened as inp:
+                first = None  # the first frame's time stamp
                 for frame in inp.decode(inp.streams.video[0]):
                     count += 1
-                    yield frame_to_planes(frame, self.info.format)
+                    planes = frame_to_planes(frame, self.info.format)
+                    if self.info.time_base is not None and frame.pts is not None:
+                        first = frame.pts if first is None else first
+                        planes.time = (frame.pts - first) * frame.time_base
+                    yield planes
                     if self.is_image:
                         break
         except av.FFmpegError as exc:
@@ -285,10 +296,12 @@ class PngDirWriter:
 class Mp4Writer:
     """H.264 CRF 12 MP4 of the planes for viewing a decoded video (lossy), with the audio of
     ``audio_from`` (the decoded file) copied and the display ``rotation`` (degrees
-    counter-clockwise) flagged."""
+    counter-clockwise) flagged; frame ``i`` shown at ``times[i]`` in units of ``time_base``
+    when given (frames that do not come at a constant rate), else at ``i / rate``."""
 
     def __init__(self, path: Path, width: int, height: int, rate: Fraction, fmt: YUVFormat,
-                 audio_from: Path | None = None, rotation: int = 0) -> None:
+                 audio_from: Path | None = None, rotation: int = 0, time_base: Fraction | None = None,
+                 times: list[int] | None = None) -> None:
         import av
 
         from dualcodec.audio import AudioTracks
@@ -302,13 +315,20 @@ class Mp4Writer:
             self.stream.set_display_rotation(rotation)
         self.audio = AudioTracks(self.output, audio_from, "copy") if audio_from is not None else None
         self.pad_w, self.pad_h = width + width % 2, height + height % 2
-        self.encoder = BaseEncoder(self.settings, self.pad_w, self.pad_h, rate, self.stream.codec_context)
+        self.times = list(times) if times else None  # the encoder's stamps, a frame's more where they run out
+        self.ticks_per_frame = max(1, round(1 / (rate * time_base))) if times else 1
+        self.frames = 0
+        self.encoder = BaseEncoder(self.settings, self.pad_w, self.pad_h, rate, self.stream.codec_context,
+                                   time_base if times else None, self.times)
 
     def write(self, planes: Planes | None) -> None:
         if planes is None:
             packets = self.encoder.encode(None)
         else:
+            if self.times is not None and len(self.times) <= self.frames:  # more frames than stamps
+                self.times.append(self.times[-1] + self.ticks_per_frame)
             packets = self.encoder.encode(pad_planes(planes, self.pad_w, self.pad_h))
+            self.frames += 1
         for packet in packets:
             packet.stream = self.stream
             self.output.mux(packet)
@@ -337,14 +357,16 @@ def crop_planes(planes: Planes, width: int, height: int) -> Planes:
 
 
 def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction, fmt: YUVFormat,
-                audio_from: Path | None = None, pix_fmt: str | None = None, rotation: int = 0):
+                audio_from: Path | None = None, pix_fmt: str | None = None, rotation: int = 0,
+                time_base: Fraction | None = None, times: list[int] | None = None):
     """The writer for an :func:`output_kind`: ``"y4m"`` (in ``pix_fmt``, default the
-    frames' own), ``"mp4"`` (with the audio of ``audio_from`` and the display ``rotation``)
-    or ``"dir"`` (PNG frames). Only MP4 can flag a rotation: the others get the frames as stored."""
+    frames' own), ``"mp4"`` (with the audio of ``audio_from``, the display ``rotation`` and
+    the frames' ``times``) or ``"dir"`` (PNG frames). Only MP4 can flag a rotation or vary
+    the rate: the others get the frames as stored, one after another."""
     if kind == "y4m":
         return Y4MWriter(path, width, height, rate, fmt, pix_fmt)
     if kind == "mp4":
-        return Mp4Writer(path, width, height, rate, fmt, audio_from, rotation)
+        return Mp4Writer(path, width, height, rate, fmt, audio_from, rotation, time_base, times)
     return PngDirWriter(path, fmt)
 
 

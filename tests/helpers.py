@@ -200,10 +200,11 @@ def new_latents_every_frame(loaded, level: int = 30, keep: bool = False):
 
 def make_av_clip(path: Path, width: int = 64, height: int = 48, frames: int = 5, rate: int = 25,
                  audio: bool = False, faststart: bool = False, matrix: int | None = None,
-                 rotation: int = 0) -> Path:
+                 rotation: int = 0, times: list[float] | None = None) -> Path:
     """A small H.264 MP4 (optionally with a mono AAC track) written with PyAV; ``matrix``:
     the H.273 colour matrix flagged in the stream (default: none, "unspecified");
-    ``rotation``: the display rotation flagged, degrees counter-clockwise (a phone's portrait video)."""
+    ``rotation``: the display rotation flagged, degrees counter-clockwise (a phone's portrait video);
+    ``times``: each frame's time in seconds, for frames that do not come at a constant rate."""
     import av
 
     options = {"movflags": "faststart"} if faststart else {}
@@ -218,9 +219,14 @@ def make_av_clip(path: Path, width: int = 64, height: int = 48, frames: int = 5,
         if audio:
             sound = out.add_stream("aac", rate=16000)
             sound.layout = "mono"
+        if times is not None:
+            video.codec_context.time_base = Fraction(1, 90000)
         for i, rgb in enumerate(synthetic_rgb(width, height, frames, seed=1)):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, rate)
+            if times is None:
+                frame.pts, frame.time_base = i, Fraction(1, rate)
+            else:
+                frame.pts, frame.time_base = round(times[i] * 90000), Fraction(1, 90000)
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
         if sound is not None:

@@ -685,3 +685,32 @@ def test_an_unrotated_source_gets_no_rotation(capsys, tmp_path, out_dir):
     assert _shown_rotation(out_dir / "coded.mp4") == 0
     code, out, _ = run(capsys, "info", out_dir / "coded.mp4")
     assert "shown rotated" not in out
+
+
+def _shown_times(path: Path, kind: str = "video") -> list[float]:
+    """When each frame (or data packet) is shown, as PyAV reads the file (no dualcodec code)."""
+    with av.open(str(path)) as inp:
+        if kind == "video":
+            return [float(f.pts * f.time_base) for f in inp.decode(video=0)]
+        return [float(p.pts * p.time_base) for p in inp.demux(inp.streams.data[0]) if p.size]
+
+
+@pytest.mark.parametrize("how", [["--baseline", "none"], ["--scale", "2"]])
+def test_frames_keep_their_times_through_encode_and_decode(capsys, tmp_path, out_dir, tiny_model, how):
+    # Phone videos vary their rate (facade's frames come 33 to 67 ms apart); at the average
+    # rate a frame was shown up to 183 ms from its time there.
+    times = [0, 0.033, 0.1, 0.133, 0.25, 0.3, 0.333]
+    source = make_av_clip(tmp_path / "phone.mp4", frames=7, times=times)
+    model = ["--model", str(tiny_model.path)] if "--scale" in how else []
+    coded = out_dir / "coded.mp4"
+    code, _, err = run(capsys, "encode", source, "-o", coded, *how, *model, "-q")
+    assert code == 0, err
+    assert _shown_times(coded) == pytest.approx(times, abs=1e-4)
+    if model:  # the side stream's packets share their frames' times
+        assert _shown_times(coded, "data") == pytest.approx(times, abs=1e-4)
+    code, _, err = run(capsys, "decode", coded, "-o", out_dir / "view.mp4", *model, "-q")
+    assert code == 0, err
+    assert _shown_times(out_dir / "view.mp4") == pytest.approx(times, abs=1e-4)
+    code, _, err = run(capsys, "decode", coded, "-o", out_dir / "tail.mp4", "--start", "4", *model, "-q")
+    assert code == 0, err
+    assert _shown_times(out_dir / "tail.mp4") == pytest.approx([t - times[4] for t in times[4:]], abs=1e-4)

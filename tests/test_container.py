@@ -509,7 +509,7 @@ def test_insane_base_layer_dts_is_repaired(tmp_path):
 
     from dualcodec.container import MAX_REORDER, ContainerWriter
 
-    writer = SimpleNamespace(_last_dts=None)
+    writer = SimpleNamespace(_last_dts=None, ticks_per_frame=1)
     sane = ContainerWriter._sane_dts
     assert sane(writer, SimpleNamespace(pts=0, dts=-219043332147)) == 0
     assert sane(writer, SimpleNamespace(pts=0, dts=None)) == 0
@@ -519,6 +519,10 @@ def test_insane_base_layer_dts_is_repaired(tmp_path):
     assert sane(writer, SimpleNamespace(pts=9, dts=5)) == 5
     assert sane(writer, SimpleNamespace(pts=9, dts=3)) == 5  # not above the last one
     assert sane(writer, SimpleNamespace(pts=9, dts=6799976246779207263)) == 5
+    # Stamped in a source's own time base (a rate that varies), 100 ticks a frame here.
+    writer = SimpleNamespace(_last_dts=None, ticks_per_frame=100)
+    assert sane(writer, SimpleNamespace(pts=300, dts=-1200)) == -1200  # 15 frames of reordering: kept
+    assert sane(writer, SimpleNamespace(pts=0, dts=-100 * MAX_REORDER - 1)) == 0
 
 
 @pytest.mark.parametrize("threads", ["", "pools=none:frame-threads=1"])

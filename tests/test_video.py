@@ -507,3 +507,12 @@ def test_a_jpegs_exif_orientation_is_its_display_rotation(tmp_path, orientation,
 def test_a_video_without_a_display_matrix_has_no_rotation(tmp_path):
     assert VideoReader(make_av_clip(tmp_path / "clip.mp4", frames=2)).info.rotation == 0
     assert VideoReader(write_y4m(tmp_path / "clip.y4m", synthetic_frames(32, 16, 2))).info.rotation == 0
+
+
+def test_frames_that_do_not_come_at_a_constant_rate_carry_their_times(tmp_path):
+    times = [0, 0.033, 0.1, 0.133, 0.25, 0.3]  # a phone's video: the rate varies
+    reader = VideoReader(make_av_clip(tmp_path / "vfr.mp4", frames=6, times=times))
+    assert reader.info.time_base == Fraction(1, 90000)
+    assert [float(f.time) for f in reader.frames()] == pytest.approx(times)
+    steady = VideoReader(make_av_clip(tmp_path / "cfr.mp4", frames=3))
+    assert steady.info.time_base is None and [f.time for f in steady.frames()] == [None] * 3
