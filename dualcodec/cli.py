@@ -419,18 +419,28 @@ def _eval(args: argparse.Namespace) -> None:
     check_inputs(args.inputs)
     lpips_backbone_path()  # fail before the sweep, not after it
     qps = sorted(set(args.qp))
-    codecs = {qp: make_codec(BaseCodecSettings(codec=args.codec, qp=qp, preset=args.preset, gop=args.gop),
-                             args.baseline, args.model, args.scale, runtime=args.runtime, threads=args.threads,
-                             side_weight=args.side_weight, side_new=args.side_new)
-              for qp in qps}
-    probe = codecs[qps[0]]
-    mode = "auto" if isinstance(probe, AutoCodec) else probe.layers.mode
+    settings_at = {qp: BaseCodecSettings(codec=args.codec, qp=qp, preset=args.preset, gop=args.gop) for qp in qps}
+    current: dict[int, object] = {}
+
+    def codec_at(qp: int):
+        """The codec of one QP, one at a time: the sweep goes QP by QP, and a codec's runtimes
+        hold working memory for the frame sizes it coded."""
+        if qp not in current:
+            current.clear()
+            current[qp] = make_codec(settings_at[qp], args.baseline, args.model, args.scale, runtime=args.runtime,
+                                     threads=args.threads, side_weight=args.side_weight, side_new=args.side_new)
+        return current[qp]
+
+    first = codec_at(qps[0])
+    mode = "auto" if isinstance(first, AutoCodec) else first.layers.mode
+    model_path = first.model_path
+    del first  # held only by codec_at from here
     method = ({"bicubic": "bicubic", "plain": "plain"}.get(mode)
               or f"dualcodec {args.model}" + (" auto" if mode == "auto" else ""))
     name = args.name or f"{method} {args.codec}"
     sources = [str(p) for p in args.inputs]
     fingerprint = (None if mode in ("bicubic", "plain") else  # the family's model for auto, else the one coding
-                   load_model(args.model if mode == "auto" else str(probe.model_path)).fingerprint)
+                   load_model(args.model if mode == "auto" else str(model_path)).fingerprint)
     settings = {"codec": args.codec, "qps": qps, "preset": args.preset, "gop": args.gop, "scale": args.scale,
                 "model": None if args.baseline else args.model, "model_fingerprint": fingerprint,
                 "baseline": args.baseline, "frames": args.frames, "inputs": sources, "runtime": args.runtime,
@@ -443,7 +453,7 @@ def _eval(args: argparse.Namespace) -> None:
     def save(points):
         write_results(args.output, results_json(points, name, description, settings, sources, qps))
 
-    points = sweep(args.inputs, codecs.__getitem__, qps, args.frames, progress=not args.quiet, desc=name,
+    points = sweep(args.inputs, codec_at, qps, args.frames, progress=not args.quiet, desc=name,
                    done=done, on_point=save, runtime=args.runtime, threads=args.threads)
     data = results_json(points, name, description, settings, sources, qps)
     write_results(args.output, data)

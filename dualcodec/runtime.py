@@ -420,6 +420,11 @@ class OpenVINORuntime(_Networks):
         shapes = tuple(a.shape for a in inputs)
         request = self.requests.get((key, shapes))
         if request is None:
+            # A request holds working memory for its size: as for the process's compiled
+            # graphs, this runtime keeps requests for each graph's last COMPILED_SIZES sizes.
+            others = [k for k in self.requests if k[0] == key]
+            for k in others[:max(0, len(others) + 1 - COMPILED_SIZES)]:
+                del self.requests[k]
             with _SHARED.lock:
                 def compile_model():
                     model = self._graph(key).clone()

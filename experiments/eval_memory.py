@@ -3,7 +3,8 @@
     python experiments/eval_memory.py [--drop-compiled] -- EVAL_ARGUMENTS...
 
 Runs ``dualcodec eval EVAL_ARGUMENTS`` in this process and prints, after each point, the
-process's peak resident size so far and how many compiled OpenVINO graphs it holds.
+process's peak resident size so far, its resident size now, and how many compiled
+OpenVINO graphs and runtime objects it holds.
 ``--drop-compiled`` drops every compiled graph before each point, which shows what the
 ones kept from earlier points cost. The README's *Limits worth knowing* quotes:
 
@@ -18,6 +19,7 @@ import argparse
 import gc
 import resource
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -40,9 +42,15 @@ def main() -> int:
             runtime._SHARED.compiled.clear()
             gc.collect()
         point = measure(codec, source, qp, *rest, **kwargs)
+        gc.collect()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+        now = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**30
         graphs = sum(len(sizes) for sizes in runtime._SHARED.compiled.values())
-        print(f"{Path(source).name} QP {qp}: peak {peak:.2f} GiB, {graphs} compiled graphs", flush=True)
+        with warnings.catch_warnings():  # isinstance wakes torch's deprecated lazy attributes
+            warnings.simplefilter("ignore")
+            runtimes = sum(isinstance(o, runtime.OpenVINORuntime) for o in gc.get_objects())
+        print(f"{Path(source).name} QP {qp}: peak {peak:.2f} GiB, now {now:.2f} GiB, {graphs} compiled graphs, "
+              f"{runtimes} runtimes", flush=True)
         return point
 
     evaluate.measure = measured  # sweep() looks it up at each point

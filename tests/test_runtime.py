@@ -104,11 +104,16 @@ def test_compiled_graphs_are_kept_for_the_last_frame_sizes_only(tiny_model, monk
     loaded = load_model(str(tiny_model.path))
     fmt = YUVFormat()
     outputs = {}
+    kept_runtime = OpenVINORuntime(loaded, threads=1)  # one runtime through all sizes, as a codec's
     for height, width in ((40, 48), (40, 48), (24, 32), (40, 48), (32, 32), (40, 48), (24, 32)):
-        ov_rt = OpenVINORuntime(loaded, threads=1)  # a new runtime a point, as a sweep makes
+        ov_rt = OpenVINORuntime(loaded, threads=1)  # a new runtime a point, as a sweep's decoder
         y, u, v = _base(height, width, fmt)
         out = ov_rt.upsample(y, u, v, ov_rt.side_features(None, height, width), fmt)
         assert _differences(outputs.setdefault((height, width), out), out) == [0, 0, 0]
+        again = kept_runtime.upsample(y, u, v, kept_runtime.side_features(None, height, width), fmt)
+        assert _differences(out, again) == [0, 0, 0]
+        # Its requests (each holding working memory for its size) are kept for the last sizes only.
+        assert len([k for k in kept_runtime.requests if k[0] == "up"]) <= kept
     up = [shape[-2:] for shape in compiles if len(shape) == 4 and shape[1] == 1]  # the up graph's luma input
     if kept == 1:  # every change of size compiles, the same size again does not
         assert up == [(40, 48), (24, 32), (40, 48), (32, 32), (40, 48), (24, 32)]
