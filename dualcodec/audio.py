@@ -73,17 +73,16 @@ class AudioTracks:
             video_start = Fraction(video.start_time * video.time_base) if video and video.start_time else Fraction(0)
             for packet in inp.demux(*inp.streams.audio):
                 index = packet.stream.index
-                if packet.pts is None or not (index in self._coded or index in self._copied and packet.dts is not None):
-                    continue
-                t = packet.pts * packet.time_base - video_start  # when it plays, from the first video frame
-                if seconds is not None and t >= seconds:
-                    continue
-                if index in self._copied:
+                late = (seconds is not None and packet.pts is not None  # from the first video frame
+                        and packet.pts * packet.time_base - video_start >= seconds)
+                if index in self._copied and packet.dts is not None and not late:
                     shift = round(video_start / packet.time_base)
-                    packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
+                    packet.dts -= shift
+                    if packet.pts is not None:
+                        packet.pts -= shift
                     packet.stream = self._copied[index]
                     self.output.mux(packet)
-                else:
+                elif index in self._coded and not late:  # the empty packet at the end flushes the decoder
                     for frame in packet.decode():
                         self._encode(index, resamplers[index].resample(frame), video_start)
         for index, resampler in resamplers.items():
