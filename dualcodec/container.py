@@ -75,7 +75,7 @@ class ContainerWriter:
         self.rate = Fraction(rate)
         self.time_base = time_base or 1 / self.rate
         self.times: list[int] | None = [] if time_base else None
-        self.ticks_per_frame = max(1, round(1 / (self.rate * self.time_base)))
+        self.ticks_per_frame = ticks_per_frame(self.rate, self.time_base)
         target = path if hasattr(path, "write") else str(path)
         # bitexact: without FFmpeg's version tag (52 bytes), so that a file depends on its input alone
         options = {"fflags": "+bitexact"}
@@ -164,6 +164,17 @@ class StreamSizes:
 
 
 Source = Path | bytes  # a file, or a whole file in memory
+
+
+def rate_varies(stream) -> bool:
+    """Whether a video stream's frames do not come at a constant rate (a phone's video):
+    its average rate is not its base rate."""
+    return bool(stream.average_rate and stream.base_rate and stream.average_rate != stream.base_rate)
+
+
+def ticks_per_frame(rate: Fraction, time_base: Fraction) -> int:
+    """Units of ``time_base`` in one frame at ``rate`` (at least 1)."""
+    return max(1, round(1 / (rate * time_base)))
 
 
 def display_rotation(inp) -> int:
@@ -280,27 +291,26 @@ class ContainerReader:
             # Only a dual file has a side stream; a plain video's data streams (e.g. time codes) are not one.
             self.has_side_stream = self.header.mode == "dual" and bool(inp.streams.data)
             self.first = self._key_frame_before(inp, start) if start else 0
-            rates = video.average_rate, video.base_rate
+            varies = rate_varies(video)
         with _open(self.source) as inp:
             self.rotation = display_rotation(inp)  # of the base-layer track: the source's
-        self.time_base, self.times = self._frame_times(*rates)
+        self.time_base, self.times = self._frame_times() if varies else (None, None)
 
-    def _frame_times(self, average_rate, base_rate) -> tuple[Fraction | None, list[int] | None]:
-        """For a track whose frames do not come at a constant rate (its average rate is not
-        its base rate: a phone's video), its time base and every frame's time stamp from
-        frame :attr:`start` on, in display order, counted from that frame's; else ``None``s."""
+    def _frame_times(self) -> tuple[Fraction | None, list[int] | None]:
+        """For a track whose frames do not come at a constant rate (:func:`rate_varies`), its
+        time base and every frame's time stamp from frame :attr:`start` on, in display
+        order, counted from that frame's (``None``s where the index is damaged)."""
         import av
 
-        if not (average_rate and base_rate and average_rate != base_rate):
-            return None, None
         with _open(self.source) as inp:
             video = inp.streams.video[0]
+            time_base = Fraction(video.time_base)
             try:
                 stamps = sorted(p.pts for p in inp.demux(video) if p.size and p.pts is not None)
             except av.FFmpegError:  # a damaged index: as a constant rate
                 return None, None
         shown = stamps[self.start:]
-        return (Fraction(video.time_base), [t - shown[0] for t in shown]) if shown else (None, None)
+        return (time_base, [t - shown[0] for t in shown]) if shown else (None, None)
 
     def _key_frame_before(self, inp, start: int) -> int:
         """The index of the last key frame at or before frame ``start``. In a closed GOP

@@ -38,7 +38,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from dualcodec.basecodec import Planes, frame_from_planes, planes_from_frame
-from dualcodec.container import display_rotation
+from dualcodec.container import display_rotation, rate_varies, ticks_per_frame
 from dualcodec.errors import DualcodecError
 from dualcodec.header import METADATA_KEY
 from dualcodec.outputs import STDIO
@@ -175,7 +175,7 @@ class VideoReader:
         pix_fmt = cc.pix_fmt or "yuv420p"  # unknown until decoded (a damaged stream): the frames will tell
         fmt = plane_format(pix_fmt, cc.colorspace, cc.color_range, width, height)
         timed = (not self.is_image and self.path.suffix.lower() not in RAW_FORMATS  # raw streams have no times
-                 and stream.average_rate and stream.base_rate and stream.average_rate != stream.base_rate)
+                 and rate_varies(stream))
         return VideoInfo(width, height, rate, frames, bool(inp.streams.audio), fmt, pix_fmt,
                          time_base=Fraction(stream.time_base) if timed else None)
 
@@ -316,7 +316,7 @@ class Mp4Writer:
         self.audio = AudioTracks(self.output, audio_from, "copy") if audio_from is not None else None
         self.pad_w, self.pad_h = width + width % 2, height + height % 2
         self.times = list(times) if times else None  # the encoder's stamps, a frame's more where they run out
-        self.ticks_per_frame = max(1, round(1 / (rate * time_base))) if times else 1
+        self.ticks_per_frame = ticks_per_frame(rate, time_base) if times else 1
         self.frames = 0
         self.encoder = BaseEncoder(self.settings, self.pad_w, self.pad_h, rate, self.stream.codec_context,
                                    time_base if times else None, self.times)
