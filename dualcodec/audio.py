@@ -56,12 +56,13 @@ class AudioTracks:
                     self._coded[stream.index] = aac
                     self.described.append(f"{name} transcoded to aac")
 
-    def write(self, seconds: float | None = None) -> None:
+    def write(self, seconds: float | None = None, offset: Fraction = Fraction(0)) -> None:
         """Mux the audio as it played with the video: the output's video starts at time 0
-        with the source's first video frame, so each audio packet keeps its time from that
-        frame (what plays before it gets a negative time, which the MP4's edit list skips,
-        as it skips an AAC encoder's priming). Audio ``seconds`` or more after that frame
-        (None: no end) is left out."""
+        with the source's first video frame plus ``offset`` seconds (the first frame coded),
+        so each audio packet keeps its time from there. What plays before it gets a negative
+        time, which the MP4's edit list skips, as it skips an AAC encoder's priming; of
+        that, a copied stream keeps one packet (its decoder's priming), a transcoded one
+        none. Audio ``seconds`` or more after the start (None: no end) is left out."""
         import av
 
         if not (self._copied or self._coded):
@@ -70,13 +71,15 @@ class AudioTracks:
                       for i, s in self._coded.items()}
         with av.open(str(self.source)) as inp:
             video = inp.streams.video[0] if inp.streams.video else None
-            video_start = Fraction(video.start_time * video.time_base) if video and video.start_time else Fraction(0)
+            start = offset + (Fraction(video.start_time * video.time_base) if video and video.start_time else 0)
             for packet in inp.demux(*inp.streams.audio):
                 index = packet.stream.index
-                late = (seconds is not None and packet.pts is not None  # from the first video frame
-                        and packet.pts * packet.time_base - video_start >= seconds)
+                at = packet.pts * packet.time_base - start if packet.pts is not None else None
+                late = seconds is not None and at is not None and at >= seconds
                 if index in self._copied and packet.dts is not None and not late:
-                    shift = round(video_start / packet.time_base)
+                    if at is not None and at + 2 * (packet.duration or 0) * packet.time_base <= 0:
+                        continue  # ends before the packet that primes the first one heard
+                    shift = round(start / packet.time_base)
                     packet.dts -= shift
                     if packet.pts is not None:
                         packet.pts -= shift
@@ -84,13 +87,16 @@ class AudioTracks:
                     self.output.mux(packet)
                 elif index in self._coded and not late:  # the empty packet at the end flushes the decoder
                     for frame in packet.decode():
-                        self._encode(index, resamplers[index].resample(frame), video_start)
+                        self._encode(index, resamplers[index].resample(frame), start)
         for index, resampler in resamplers.items():
-            self._encode(index, resampler.resample(None), video_start)
+            self._encode(index, resampler.resample(None), start)
             self.output.mux(self._coded[index].encode(None))
 
-    def _encode(self, index: int, frames: list, video_start: Fraction) -> None:
+    def _encode(self, index: int, frames: list, start: Fraction) -> None:
         stream = self._coded[index]
+        first = round(start * stream.rate)
         for frame in frames:  # resampled: pts in samples of the source's timeline
-            frame.pts -= round(video_start * stream.rate)
+            if frame.pts + frame.samples <= first:
+                continue  # plays wholly before the first frame coded
+            frame.pts -= first
             self.output.mux(stream.encode(frame))

@@ -136,21 +136,22 @@ class AutoCodec:
         return [plain_result, *results], plain_trials, list(trials)
 
     def encode(self, source: Path, destination: Path, progress: bool = False,
-               max_frames: int | None = None) -> EncodeReport:
-        """Encode the file ``source`` with every candidate and keep the best one's file."""
-        start = time.time()
+               max_frames: int | None = None, start: int = 0) -> EncodeReport:
+        """Encode the file ``source`` (from frame ``start`` on) with every candidate and keep
+        the best one's file."""
+        began = time.time()
         destination = Path(destination)
         with tempfile.TemporaryDirectory(prefix=".dualcodec-auto-", dir=destination.parent) as tmp:
             if str(source) == STDIO:  # every candidate reads the source: keep a copy of the pipe
-                source = _spool(Path(tmp) / "stdin.y4m", max_frames)
+                source, start = _spool(Path(tmp) / "stdin.y4m", max_frames, start), 0
             count = iter(range(1 << 30))
 
             def run(codec: LayeredCodec):
                 path = Path(tmp) / f"trial{next(count)}.mp4"
                 desc = f"try {codec.layers.scale}x {codec.layers.mode}"
-                report = codec.encode(source, path, progress=progress, max_frames=max_frames, desc=desc)
+                report = codec.encode(source, path, progress=progress, max_frames=max_frames, desc=desc, start=start)
                 video = decode(path, str(codec.model_path) if codec.model_path else None)
-                quality = psnr_yuv(VideoReader(source).frames(), video.frames, video.format.bit_depth)
+                quality = psnr_yuv(VideoReader(source).frames(start), video.frames, video.format.bit_depth)
                 return (report, path), Trial(report.mode, report.scale, report.file_bytes, quality)
 
             results, plain, candidates = self._trials(run)
@@ -158,7 +159,7 @@ class AutoCodec:
             report, path = results[0 if kept is None else 1 + kept]
             with atomic_path(destination) as out:
                 os.replace(path, out)
-        return replace(report, seconds=time.time() - start, choice=why)
+        return replace(report, seconds=time.time() - began, choice=why)
 
     def compress(self, frames: Iterable[Planes], fmt: YUVFormat, rate: Fraction = Fraction(25)) -> bytes:
         """In memory: :meth:`LayeredCodec.compress` of the candidate that pays best."""
@@ -175,13 +176,13 @@ class AutoCodec:
         return streams[0 if kept is None else 1 + kept]
 
 
-def _spool(path: Path, max_frames: int | None) -> Path:
-    """Standard input's y4m, copied to ``path`` (its first ``max_frames`` frames)."""
+def _spool(path: Path, max_frames: int | None, start: int = 0) -> Path:
+    """Standard input's y4m, copied to ``path`` (``max_frames`` frames from frame ``start``)."""
     reader = VideoReader(Path(STDIO))
     info = reader.info
     writer = open_writer("y4m", path, info.width, info.height, info.rate, info.format)
     try:
-        for n, planes in enumerate(reader.frames()):
+        for n, planes in enumerate(reader.frames(start)):
             if max_frames is not None and n >= max_frames:
                 break
             writer.write(planes)

@@ -150,8 +150,8 @@ class Planes:
 
     ``corrupt``: the decoder flagged the frame as damaged and concealed; ``key_frame``: it
     starts a GOP (decoded frames only); ``time``: when it is shown, in seconds from the
-    first frame, for a video whose frames do not come at a constant rate (``None``: the
-    frame's index over the rate)."""
+    source's first frame, as the source stamps it (``None``: not stamped; coded at its
+    index over the rate unless the source's rate varies)."""
 
     y: np.ndarray
     u: np.ndarray

@@ -15,7 +15,8 @@ from pathlib import Path
 from dualcodec.errors import DualcodecError
 
 EPILOG = """examples:
-  dualcodec encode clip.y4m -o clip.mp4                 # 2x default model, H.264 QP 32
+  dualcodec encode clip.y4m -o clip.mp4                 # the 2x model or the plain codec (--scale auto), H.264 QP 32
+  dualcodec encode clip.mp4 -o cut.mp4 --start 250 --frames 100   # frames 250-349, their audio too
   dualcodec encode clip.mkv -o clip_hevc.mp4 --codec hevc --crf 28
   dualcodec encode clip.y4m -o base.mp4 --baseline bicubic
   dualcodec decode clip.mp4 -o clip_decoded.y4m         # lossless output, measure on it
@@ -76,7 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("--model", default="default", help="built-in model name or model file (default: default)")
     enc.add_argument("--baseline", choices=["bicubic", "none"],
                      help="no learned layers: bicubic down/up ('bicubic') or the plain codec at full resolution ('none')")
-    enc.add_argument("--frames", type=int, metavar="N", help="encode only the first N frames (the audio too)")
+    enc.add_argument("--start", type=int, default=0, metavar="N",
+                     help="begin at frame N of the input (0-based; the frames before it are decoded and dropped, "
+                     "exact in any container), the audio at that frame's time")
+    enc.add_argument("--frames", type=int, metavar="N", help="encode only N frames (the audio too)")
     _runtime_options(enc)
     _side_options(enc)
     enc.add_argument("--audio", choices=["auto", "copy", "aac", "none"], default="auto",
@@ -241,11 +245,13 @@ def _encode(args: argparse.Namespace) -> None:
 
     check_output_file(args.output, [args.input], [".mp4"], args.overwrite)
     _check_frames(args.frames)
+    if args.start < 0:
+        raise DualcodecError(f"--start must be 0 or more (a frame number, from 0), got {args.start}")
     qp = args.qp if args.qp is not None or args.crf is not None else 32
     settings = BaseCodecSettings(codec=args.codec, qp=qp, crf=args.crf, preset=args.preset, gop=args.gop)
     codec = make_codec(settings, args.baseline, args.model, args.scale, args.audio, args.runtime, args.threads,
                        args.side_weight, args.side_new)
-    report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames)
+    report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames, start=args.start)
     if not args.quiet:
         pixels = report.frames * report.width * report.height
         print(
@@ -317,7 +323,7 @@ def _decode(args: argparse.Namespace) -> None:
     with place as tmp:
         writer = open_writer(kind, tmp, header.width, header.height, video.rate, video.format,
                              audio_from=None if args.start else args.input, pix_fmt=args.pix_fmt,
-                             rotation=video.rotation, time_base=video.time_base, times=video.times)
+                             orientation=video.orientation, time_base=video.time_base, times=video.times)
         # Frame n is written (colour conversion, file I/O) while frame n+1 is decoded.
         pending: deque[Future] = deque()
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -334,8 +340,8 @@ def _decode(args: argparse.Namespace) -> None:
                     future.cancel()
                 pool.shutdown(wait=True)
                 writer.close()
-    if video.rotation and kind != "mp4":
-        print(f"dualcodec: warning: {args.input} is flagged to be shown rotated by {video.rotation} degrees, which "
+    if video.orientation and kind != "mp4":
+        print(f"dualcodec: warning: {args.input} is flagged to be shown {video.orientation}, which "
               f"{'PNG' if kind == 'dir' else 'y4m'} cannot carry: its frames are written as stored (an .mp4 output "
               "keeps the flag)", file=sys.stderr)
     if video.damaged:
@@ -377,7 +383,8 @@ def _info(args: argparse.Namespace) -> None:
         "base_width": h.base_width,
         "base_height": h.base_height,
         "scale": h.scale,
-        "rotation": reader.rotation,
+        "rotation": reader.orientation.rotation,
+        "mirrored": reader.orientation.mirrored,
         "mode": h.mode,
         "codec": h.codec,
         "model": model,
@@ -394,8 +401,8 @@ def _info(args: argparse.Namespace) -> None:
     print(f"  frames {sizes.frames}, {h.width}x{h.height} from a {h.codec} base layer "
           f"{h.base_width}x{h.base_height} (4:2:0 {h.bit_depth}-bit, range {'pc' if h.full_range else 'tv'}, "
           f"matrix {MATRIX_NAMES[h.matrix]})")
-    if reader.rotation:
-        print(f"  shown rotated by {reader.rotation} degrees counter-clockwise (display matrix)")
+    if reader.orientation:
+        print(f"  shown {reader.orientation} (display matrix)")
     if model:
         print(f"  model {model['name']} (fingerprint {model['fingerprint']})")
     print(f"  bytes {sizes.file_bytes}: base {sizes.base_bytes}, side {sizes.side_bytes}, other {sizes.other_bytes}"

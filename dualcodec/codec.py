@@ -49,7 +49,7 @@ from dualcodec.basecodec import (
     planes_from_tensors,
     planes_to_tensors,
 )
-from dualcodec.container import ContainerReader, ContainerWriter
+from dualcodec.container import ContainerReader, ContainerWriter, Orientation
 from dualcodec.errors import DamagedData, DualcodecError
 from dualcodec.header import Header
 from dualcodec.model import UV_WEIGHT, Y_WEIGHT, LoadedModel, lmbda_at, load_model, resolve_model_path
@@ -519,23 +519,24 @@ class LayeredCodec:
 
     def encode(
         self, source: Path, destination: Path, progress: bool = False, max_frames: int | None = None,
-        desc: str = "encode",
+        desc: str = "encode", start: int = 0,
     ) -> EncodeReport:
-        """Encode the file ``source`` (at most ``max_frames`` frames, with its audio) into the
-        MP4 ``destination``: :meth:`compress`'s coding, read from and written to files."""
-        start = time.time()
+        """Encode the file ``source`` from frame ``start`` on (at most ``max_frames`` frames,
+        with its audio from that frame's time) into the MP4 ``destination``:
+        :meth:`compress`'s coding, read from and written to files."""
+        began = time.time()
         reader = VideoReader(source)
         info = reader.info
-        known = [n for n in (info.frames, max_frames) if n]
+        known = [n for n in (info.frames and max(1, info.frames - start), max_frames) if n]
         with atomic_path(Path(destination)) as tmp:
-            frames, audio = self._write(reader.frames(), info.width, info.height, info.format, info.rate, tmp,
+            frames, audio = self._write(reader.frames(start), info.width, info.height, info.format, info.rate, tmp,
                                         str(source), max_frames, progress, desc, total=min(known) if known else None,
                                         audio_from=Path(source) if info.has_audio else None,
-                                        rotation=info.rotation, time_base=info.time_base)
+                                        orientation=info.orientation, time_base=info.time_base)
             # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as
             # length prefixes, so the encoder's packet sizes are not the file's.
             sizes = ContainerReader(tmp).sizes()
-        return self._report(frames, info.width, info.height, sizes, time.time() - start, audio)
+        return self._report(frames, info.width, info.height, sizes, time.time() - began, audio)
 
     def compress(self, frames: Iterable[Planes], fmt: YUVFormat, rate: Fraction = Fraction(25)) -> bytes:
         """In memory, as CompressAI's ``compress``: 4:2:0 frames of ``fmt`` (all of one size)
@@ -558,10 +559,10 @@ class LayeredCodec:
     @torch.inference_mode()
     def _write(self, frames: Iterator[Planes], width: int, height: int, fmt: YUVFormat, rate: Fraction, target,
                name: str, max_frames: int | None = None, progress: bool = False, desc: str = "encode",
-               total: int | None = None, audio_from: Path | None = None, rotation: int = 0,
+               total: int | None = None, audio_from: Path | None = None, orientation: Orientation = Orientation(),
                time_base: Fraction | None = None) -> tuple[int, list[str]]:
         """Code ``frames`` into the MP4 ``target`` (a path or a writable binary buffer), its
-        base-layer track flagged with the source's display ``rotation``; the frame count and
+        base-layer track flagged with the source's display ``orientation``; the frame count and
         what became of each audio stream of ``audio_from``. ``time_base``: stamp each frame
         with its own :attr:`~dualcodec.basecodec.Planes.time` in these units (a source whose
         frames do not come at a constant rate), else with its index over ``rate``."""
@@ -577,24 +578,27 @@ class LayeredCodec:
         count, audio = 0, []
         try:
             writer = ContainerWriter(target, header, settings, rate, side_stream=self.layers.side_stream,
-                                     rotation=rotation, time_base=time_base)
+                                     orientation=orientation, time_base=time_base)
             try:
                 audio = writer.add_audio_streams(audio_from, self.audio) if audio_from is not None else []
                 encoder = BaseEncoder(settings, header.base_width, header.base_height, rate, writer.video_codec_context,
                                       time_base, writer.times)
                 loop = _ClosedLoop(self.layers, writer, encoder, fmt)
+                origin = Fraction(0)  # the source's time of the first frame coded, where the output's 0 is
                 with _progress(total, desc, progress) as bar:
                     def padded() -> Iterator[Planes]:
-                        nonlocal count
+                        nonlocal count, origin
                         for planes in frames:
                             if max_frames is not None and count >= max_frames:
                                 break
                             if (planes.width, planes.height) != (width, height):
                                 raise DualcodecError(f"{name}: frame {count + 1} is {planes.width}x{planes.height}, "
                                                      f"the first was {width}x{height}")
+                            if count == 0 and planes.time is not None:
+                                origin = planes.time
                             if writer.times is not None:  # the frame's own time, after the one before
                                 after = writer.times[-1] + 1 if writer.times else 0
-                                own = (round(planes.time / time_base) if planes.time is not None
+                                own = (round((planes.time - origin) / time_base) if planes.time is not None
                                        else after - 1 + writer.ticks_per_frame if writer.times else 0)
                                 writer.times.append(max(own, after))
                             yield pad_planes(planes, pw, ph)
@@ -606,7 +610,7 @@ class LayeredCodec:
                         if side is not None:
                             writer.mux_side(side)
                 end = count / rate if writer.times is None else (writer.times[-1] if count else 0) * time_base + 1 / rate
-                writer.copy_audio(float(end))
+                writer.copy_audio(float(end), origin)
             finally:
                 writer.close()
         except av.FFmpegError as exc:  # the base encoder or the muxer
@@ -694,7 +698,7 @@ class DecodedVideo:
     rate: object
     frames: Iterator[Planes]
     damaged: set[int]  # 0-based indices of the frames concealed so far (see ContainerReader)
-    rotation: int = 0  # degrees counter-clockwise players rotate the frames by (the frames are as stored)
+    orientation: Orientation = Orientation()  # how players turn the frames to show them (they are as stored)
     # For frames that do not come at a constant rate: the unit, and each frame's time stamp
     # from the first frame shown (None: frame index over the rate)
     time_base: Fraction | None = None
@@ -728,7 +732,7 @@ def decompress(data: bytes, model: str | None = None, strict: bool = False, runt
 def _decoded(reader: ContainerReader, model: str | None, runtime: str, threads: int | None) -> DecodedVideo:
     header = reader.header
     layers = layers_for_header(header, model, runtime, threads)
-    return DecodedVideo(header, reader.rate, _decode_frames(reader, layers), reader.damaged, reader.rotation,
+    return DecodedVideo(header, reader.rate, _decode_frames(reader, layers), reader.damaged, reader.orientation,
                         reader.time_base, reader.times)
 
 

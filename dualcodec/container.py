@@ -9,8 +9,9 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
   (H.264: without x264's version SEI; no FFmpeg version tag in the file),
   flagged with the source's matrix (and the primaries and transfer of its standard,
   :data:`dualcodec.basecodec.COLOUR_TAGS`) and range (``tv`` or ``pc``). A legacy
-  player shows it. A source flagged to be shown rotated (a phone's portrait video)
-  gives the track the same display rotation; the frames stay as stored. Frame ``i`` is
+  player shows it. A source flagged to be shown turned (a phone's portrait video, a
+  photo's EXIF orientation) gives the track the same display matrix, a quarter turn
+  and a mirror (:class:`Orientation`); the frames stay as stored. Frame ``i`` is
   stamped ``i`` in units of one over the rate, or, for a source whose rate varies (its
   average rate is not its base rate), with its own time in the source's time base.
 * A **data** stream exactly when the model has a side stream (``mode`` ``"dual"``): the
@@ -18,8 +19,8 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
   presentation time stamp, laid out as :mod:`dualcodec.sidestream` says; a ``dual``
   file without one (a model without a side stream) upsamples the base layer alone.
 * Further **audio** streams, copied unchanged from the input (or transcoded to AAC,
-  :mod:`dualcodec.audio`), timed from the input's first video frame as the video is, up
-  to the end of the encoded video (``--frames N`` cuts the audio too).
+  :mod:`dualcodec.audio`), timed from the first video frame coded as the video is, up
+  to the end of the encoded video (``--start N`` and ``--frames N`` cut the audio too).
 * File-level metadata key ``dualcodec``: the header (:mod:`dualcodec.header`), absent
   from a plain file of even size.
 
@@ -43,6 +44,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -56,16 +59,60 @@ from dualcodec.sidestream import SideFrame, SideMode, frame_payload, parse_paylo
 
 
 MAX_REORDER = 16  # frames between a packet's decoding and presentation time at most (x265: bframes <= 16)
+# EXIF orientation (TIFF tag 274) -> (degrees counter-clockwise, mirrored after), as FFmpeg's JPEG decoder reads it
+EXIF_ORIENTATIONS = {1: (0, False), 2: (0, True), 3: (180, False), 4: (180, True), 5: (270, True), 6: (270, False),
+                     7: (90, True), 8: (90, False)}
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How players turn a video track's frames to show them: ``rotation`` degrees
+    counter-clockwise, then a left-right mirror where ``mirrored`` (FFmpeg's display
+    matrix, as PyAV's ``set_display_rotation(rotation, hflip=mirrored)`` writes it).
+    These eight are the eight EXIF orientations, and every display matrix of whole
+    quarter turns."""
+
+    rotation: int = 0  # 0, 90, 180 or 270
+    mirrored: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.rotation or self.mirrored)
+
+    @classmethod
+    def from_matrix(cls, matrix) -> Orientation:
+        """Of a display matrix: nine 32-bit integers, row-major; a mirror flips the sign of
+        its determinant and, undone by negating the first column, leaves a rotation."""
+        a, b, _, c, d, *_ = (float(v) for v in matrix)
+        mirrored = a * d - b * c < 0
+        if mirrored:
+            a, c = -a, -c
+        return cls(round(-math.degrees(math.atan2(b, a)) / 90) * 90 % 360, mirrored)
+
+    @classmethod
+    def from_exif(cls, tag: int | None) -> Orientation:
+        """Of an EXIF orientation tag (1-8; anything else is as stored)."""
+        rotation, mirrored = EXIF_ORIENTATIONS.get(tag, (0, False))
+        return cls(rotation, mirrored)
+
+    def flag(self, stream) -> None:
+        """Give the PyAV video ``stream`` (to be written) this display matrix, or none."""
+        if self:
+            stream.set_display_rotation(self.rotation, hflip=self.mirrored)
+
+    def __str__(self) -> str:
+        turned = f"rotated by {self.rotation} degrees counter-clockwise" if self.rotation else ""
+        return " and then ".join(filter(None, [turned, "mirrored left to right" if self.mirrored else ""])) or "as stored"
 
 
 class ContainerWriter:
     """Writes one dualcodec MP4. Use :attr:`video_codec_context` for the base encoder."""
 
     def __init__(self, path: Path | BinaryIO, header: Header, settings: BaseCodecSettings, rate: Fraction,
-                 side_stream: bool = False, rotation: int = 0, time_base: Fraction | None = None) -> None:
+                 side_stream: bool = False, orientation: Orientation = Orientation(),
+                 time_base: Fraction | None = None) -> None:
         """``path``: a file name or a seekable binary buffer. ``side_stream``: the file has a
-        data track (exactly when the model has a side stream). ``rotation``: the source's
-        display rotation (:func:`display_rotation`), given to the base-layer track.
+        data track (exactly when the model has a side stream). ``orientation``: how the
+        source is shown (:func:`display_orientation`), given to the base-layer track.
         ``time_base``: for frames that do not come at a constant rate, the unit of
         :attr:`times`, each frame's time stamp, which its caller appends as frames come
         (and gives the base encoder); the side packets take the same stamps."""
@@ -87,8 +134,7 @@ class ContainerWriter:
         self.video = self.output.add_stream(ENCODERS[settings.codec], rate=self.rate)
         if settings.codec == "hevc":
             self.video.codec_tag = "hvc1"  # parameter sets in the sample entry: what Apple players require
-        if rotation:
-            self.video.set_display_rotation(rotation)
+        orientation.flag(self.video)
         self.data = self.output.add_data_stream("bin_data") if side_stream else None
         self._side_index = 0
         self._last_dts: int | None = None  # of the last base-layer packet
@@ -141,11 +187,12 @@ class ContainerWriter:
         self._audio = AudioTracks(self.output, source, policy)
         return self._audio.described
 
-    def copy_audio(self, seconds: float) -> None:
-        """Mux the declared audio, up to ``seconds`` from each stream's start: the duration of
-        the encoded video."""
+    def copy_audio(self, seconds: float, offset: Fraction = Fraction(0)) -> None:
+        """Mux the declared audio that plays with the encoded video: from the source's
+        first video frame plus ``offset`` seconds (the first frame coded) for ``seconds``
+        (the encoded video's duration)."""
         if self._audio is not None:
-            self._audio.write(seconds)
+            self._audio.write(seconds, offset)
 
     def close(self) -> None:
         self.output.close()
@@ -177,18 +224,26 @@ def ticks_per_frame(rate: Fraction, time_base: Fraction) -> int:
     return max(1, round(1 / (rate * time_base)))
 
 
-def display_rotation(inp) -> int:
-    """The degrees counter-clockwise that the first video stream of the open container
-    ``inp`` asks players to rotate its frames by (its display matrix; mirroring is not
-    read), 0 when it asks none or its first frame does not decode. FFmpeg hands the
-    matrix on with the decoded frames only, so this decodes the first frame."""
+def display_orientation(inp) -> Orientation:
+    """How players show the first video stream of the open container ``inp``: its display
+    matrix, which FFmpeg hands on with the decoded frames only, so this decodes the first
+    frame (as stored when it does not decode). Where the frame carries side data that
+    PyAV does not know (FFmpeg 8's EXIF), only the rotation can be read."""
     import av
 
     try:
         frame = next(inp.decode(inp.streams.video[0]), None)
     except (av.FFmpegError, ValueError):
-        return 0
-    return round(frame.rotation) % 360 if frame is not None else 0
+        return Orientation()
+    if frame is None:
+        return Orientation()
+    try:
+        matrices = [bytes(d) for d in frame.side_data if d.type.name == "DISPLAYMATRIX"]
+    except ValueError:  # a side data type PyAV's enumeration lacks
+        return Orientation(round(frame.rotation / 90) * 90 % 360)
+    if not matrices or len(matrices[0]) != 36:
+        return Orientation()
+    return Orientation.from_matrix(struct.unpack("<9i", matrices[0]))
 
 
 def _open(path: Source):
@@ -293,7 +348,7 @@ class ContainerReader:
             self.first = self._key_frame_before(inp, start) if start else 0
             varies = rate_varies(video)
         with _open(self.source) as inp:
-            self.rotation = display_rotation(inp)  # of the base-layer track: the source's
+            self.orientation = display_orientation(inp)  # of the base-layer track: the source's
         self.time_base, self.times = self._frame_times() if varies else (None, None)
 
     def _frame_times(self) -> tuple[Fraction | None, list[int] | None]:

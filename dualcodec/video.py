@@ -38,7 +38,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from dualcodec.basecodec import Planes, frame_from_planes, planes_from_frame
-from dualcodec.container import display_rotation, rate_varies, ticks_per_frame
+from dualcodec.container import Orientation, display_orientation, rate_varies, ticks_per_frame
 from dualcodec.errors import DualcodecError
 from dualcodec.header import METADATA_KEY
 from dualcodec.outputs import STDIO
@@ -65,7 +65,7 @@ class VideoInfo:
     has_audio: bool
     format: YUVFormat  # of the planes the reader yields
     source_pix_fmt: str  # the stream's own pixel format
-    rotation: int = 0  # degrees counter-clockwise players rotate the frames by (the frames are as stored)
+    orientation: Orientation = Orientation()  # how players turn the frames to show them (they are as stored)
     # The stream's time base when its frames do not come at a constant rate (a phone's
     # video: its average rate is not its base rate); the frames then carry their times.
     time_base: Fraction | None = None
@@ -150,11 +150,22 @@ class VideoReader:
                                          f"low-resolution base layer: decode it first (dualcodec decode "
                                          f"{self.path} -o frames.y4m)")
                 self.info = replace(self._info(inp, frames=1 if self.is_image else None),
-                                    rotation=display_rotation(inp))
+                                    orientation=self._exif_orientation() if self.is_image else display_orientation(inp))
         except av.FFmpegError as exc:
             raise _av_error(self.path, exc) from None
         except UnicodeDecodeError:  # PyAV reads every metadata tag as UTF-8
             raise DualcodecError(f"cannot read {self.path}: its metadata is damaged (not UTF-8 text)") from None
+
+    def _exif_orientation(self) -> Orientation:
+        """An image's EXIF orientation, read by PIL: FFmpeg 8 hands it on with side data
+        that PyAV cannot enumerate, which leaves a mirror unread."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(self.path) as image:
+                return Orientation.from_exif(image.getexif().get(0x0112))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            return Orientation()  # an image PIL does not read: as stored
 
     def _open(self):
         import av
@@ -181,7 +192,10 @@ class VideoReader:
 
     is_image = False
 
-    def frames(self) -> Iterator[Planes]:
+    def frames(self, start: int = 0) -> Iterator[Planes]:
+        """The frames from frame ``start`` on (0-based; the ones before it are decoded and
+        dropped, which is exact in every container), each with its :attr:`Planes.time`
+        from the source's first frame where the source stamps it."""
         import av
 
         if self.from_stdin and self._stdin is None:
@@ -196,9 +210,12 @@ class VideoReader:
                 first = None  # the first frame's time stamp
                 for frame in inp.decode(inp.streams.video[0]):
                     count += 1
-                    planes = frame_to_planes(frame, self.info.format)
-                    if self.info.time_base is not None and frame.pts is not None:
+                    if frame.pts is not None and frame.time_base is not None:
                         first = frame.pts if first is None else first
+                    if count <= start:
+                        continue
+                    planes = frame_to_planes(frame, self.info.format)
+                    if first is not None and frame.pts is not None:
                         planes.time = (frame.pts - first) * frame.time_base
                     yield planes
                     if self.is_image:
@@ -207,6 +224,9 @@ class VideoReader:
             raise _av_error(self.path, exc) from None
         if count == 0:
             raise DualcodecError(f"cannot read {self.path}: no decodable video frame")
+        if count <= start:
+            raise DualcodecError(f"{self.path} has {count} frame{'s' * (count != 1)}: --start {start} is past its end "
+                                 f"(frames count from 0)")
 
 
 def _estimated_frames(inp, rate: Fraction) -> int | None:
@@ -295,13 +315,12 @@ class PngDirWriter:
 
 class Mp4Writer:
     """H.264 CRF 12 MP4 of the planes for viewing a decoded video (lossy), with the audio of
-    ``audio_from`` (the decoded file) copied and the display ``rotation`` (degrees
-    counter-clockwise) flagged; frame ``i`` shown at ``times[i]`` in units of ``time_base``
+    ``audio_from`` (the decoded file) copied and the display ``orientation`` flagged; frame ``i`` shown at ``times[i]`` in units of ``time_base``
     when given (frames that do not come at a constant rate), else at ``i / rate``."""
 
     def __init__(self, path: Path, width: int, height: int, rate: Fraction, fmt: YUVFormat,
-                 audio_from: Path | None = None, rotation: int = 0, time_base: Fraction | None = None,
-                 times: list[int] | None = None) -> None:
+                 audio_from: Path | None = None, orientation: Orientation = Orientation(),
+                 time_base: Fraction | None = None, times: list[int] | None = None) -> None:
         import av
 
         from dualcodec.audio import AudioTracks
@@ -311,8 +330,7 @@ class Mp4Writer:
                                           full_range=fmt.full_range, matrix=fmt.matrix)
         self.output = av.open(str(path), "w", format="mp4")
         self.stream = self.output.add_stream("libx264", rate=Fraction(rate))
-        if rotation:
-            self.stream.set_display_rotation(rotation)
+        orientation.flag(self.stream)
         self.audio = AudioTracks(self.output, audio_from, "copy") if audio_from is not None else None
         self.pad_w, self.pad_h = width + width % 2, height + height % 2
         self.times = list(times) if times else None  # the encoder's stamps, a frame's more where they run out
@@ -357,16 +375,17 @@ def crop_planes(planes: Planes, width: int, height: int) -> Planes:
 
 
 def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction, fmt: YUVFormat,
-                audio_from: Path | None = None, pix_fmt: str | None = None, rotation: int = 0,
-                time_base: Fraction | None = None, times: list[int] | None = None):
+                audio_from: Path | None = None, pix_fmt: str | None = None,
+                orientation: Orientation = Orientation(), time_base: Fraction | None = None,
+                times: list[int] | None = None):
     """The writer for an :func:`output_kind`: ``"y4m"`` (in ``pix_fmt``, default the
-    frames' own), ``"mp4"`` (with the audio of ``audio_from``, the display ``rotation`` and
-    the frames' ``times``) or ``"dir"`` (PNG frames). Only MP4 can flag a rotation or vary
-    the rate: the others get the frames as stored, one after another."""
+    frames' own), ``"mp4"`` (with the audio of ``audio_from``, the display ``orientation``
+    and the frames' ``times``) or ``"dir"`` (PNG frames). Only MP4 can flag an orientation
+    or vary the rate: the others get the frames as stored, one after another."""
     if kind == "y4m":
         return Y4MWriter(path, width, height, rate, fmt, pix_fmt)
     if kind == "mp4":
-        return Mp4Writer(path, width, height, rate, fmt, audio_from, rotation, time_base, times)
+        return Mp4Writer(path, width, height, rate, fmt, audio_from, orientation, time_base, times)
     return PngDirWriter(path, fmt)
 
 

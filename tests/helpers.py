@@ -200,10 +200,11 @@ def new_latents_every_frame(loaded, level: int = 30, keep: bool = False):
 
 def make_av_clip(path: Path, width: int = 64, height: int = 48, frames: int = 5, rate: int = 25,
                  audio: bool = False, faststart: bool = False, matrix: int | None = None,
-                 rotation: int = 0, times: list[float] | None = None) -> Path:
+                 rotation: int = 0, mirrored: bool = False, times: list[float] | None = None) -> Path:
     """A small H.264 MP4 (optionally with a mono AAC track) written with PyAV; ``matrix``:
     the H.273 colour matrix flagged in the stream (default: none, "unspecified");
-    ``rotation``: the display rotation flagged, degrees counter-clockwise (a phone's portrait video);
+    ``rotation``: the display rotation flagged, degrees counter-clockwise (a phone's portrait video),
+    ``mirrored``: then mirrored left to right (a display matrix of negative determinant);
     ``times``: each frame's time in seconds, for frames that do not come at a constant rate."""
     import av
 
@@ -213,8 +214,8 @@ def make_av_clip(path: Path, width: int = 64, height: int = 48, frames: int = 5,
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         if matrix is not None:
             video.codec_context.colorspace = matrix
-        if rotation:
-            video.set_display_rotation(rotation)
+        if rotation or mirrored:
+            video.set_display_rotation(rotation, hflip=mirrored)
         sound = None
         if audio:
             sound = out.add_stream("aac", rate=16000)
@@ -351,3 +352,14 @@ def sequence_psnr_yuv(ref: list[tuple], rec: list[tuple], peak: float) -> float:
     assert len(ref) == len(rec) > 0
     values = [psnr(np.stack([f[i] for f in ref]), np.stack([f[i] for f in rec]), peak) for i in range(3)]
     return (6 * values[0] + values[1] + values[2]) / 8
+
+
+def display_matrix(path: Path) -> list[int] | None:
+    """The display matrix (nine 32-bit integers) of a file's first video frame, as PyAV
+    hands it on (no dualcodec code); None when it has none."""
+    import av
+
+    with av.open(str(path)) as inp:
+        frame = next(inp.decode(video=0))
+        found = [bytes(d) for d in frame.side_data if d.type.name == "DISPLAYMATRIX"]
+    return np.frombuffer(found[0], dtype="<i4").tolist() if found else None

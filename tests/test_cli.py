@@ -12,12 +12,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from dualcodec import __version__
 from dualcodec.codec import decode
 from dualcodec.header import FORMAT_VERSION
 from dualcodec.video import VideoReader
-from helpers import assert_one_line_error, make_av_clip, packet_spans, psnr_yuv, pyav_rgb, read_yuv420, run, shared_file
+from helpers import (assert_one_line_error, display_matrix, make_av_clip, packet_spans, psnr_yuv, pyav_rgb,
+                     read_yuv420, run, shared_file, synthetic_rgb)
 
 SCRIPT = Path(sys.executable).parent / "dualcodec"
 
@@ -337,7 +339,7 @@ def test_export_refuses_a_missing_calibration_folder(capsys, tiny_model, tmp_pat
 def test_export_writes_int8_graphs_beside_the_model(capsys, tiny_model, tmp_path):
     import shutil
 
-    from helpers import synthetic_rgb, write_png
+    from helpers import write_png
 
     model = shutil.copy(tiny_model.path, tmp_path / "mine.pt")
     images = tmp_path / "images"
@@ -649,42 +651,60 @@ def test_decode_to_mp4_keeps_the_audio(capsys, tmp_path, out_dir):
         assert [bytes(p) for p in inp.demux(inp.streams.audio[0]) if p.size] == expected
 
 
-def _shown_rotation(path: Path) -> int:
-    """The display rotation PyAV reads from a file's first video frame (no dualcodec code)."""
-    with av.open(str(path)) as inp:
-        return round(next(inp.decode(video=0)).rotation) % 360
-
-
+@pytest.mark.parametrize("rotation, mirrored", [(270, False), (90, True)])
 @pytest.mark.parametrize("how", [["--baseline", "bicubic"], ["--baseline", "none"], ["--scale", "2"]])
-def test_a_rotated_source_stays_rotated_through_encode_and_decode(capsys, tmp_path, out_dir, tiny_model, how):
-    # A phone's portrait video is stored landscape with a display rotation: the base-layer
-    # track and an MP4 decode carry the flag, the frames stay as stored.
-    source = make_av_clip(tmp_path / "portrait.mp4", width=64, height=48, frames=3, rotation=-90)
-    assert _shown_rotation(source) == 270
+def test_a_turned_source_stays_turned_through_encode_and_decode(capsys, tmp_path, out_dir, tiny_model, how,
+                                                                 rotation, mirrored):
+    # A phone's portrait video is stored landscape with a display matrix: the base-layer
+    # track and an MP4 decode carry the same matrix, the frames stay as stored.
+    source = make_av_clip(tmp_path / "portrait.mp4", width=64, height=48, frames=3, rotation=rotation,
+                          mirrored=mirrored)
+    matrix = display_matrix(source)
+    assert matrix is not None
     model = ["--model", str(tiny_model.path)] if "--scale" in how else []
     coded = out_dir / "coded.mp4"
     code, _, err = run(capsys, "encode", source, "-o", coded, *how, *model, "-q")
     assert code == 0, err
-    assert _shown_rotation(coded) == 270
+    assert display_matrix(coded) == matrix
     code, out, _ = run(capsys, "info", coded, "--json")
-    assert json.loads(out)["rotation"] == 270
+    assert (json.loads(out)["rotation"], json.loads(out)["mirrored"]) == (rotation, mirrored)
     code, _, err = run(capsys, "decode", coded, "-o", out_dir / "view.mp4", *model, "-q")
     assert code == 0 and err == ""
-    assert _shown_rotation(out_dir / "view.mp4") == 270
+    assert display_matrix(out_dir / "view.mp4") == matrix
     code, _, err = run(capsys, "decode", coded, "-o", out_dir / "frames.y4m", *model, "-q")
     assert code == 0
-    assert err.strip() == (f"dualcodec: warning: {coded} is flagged to be shown rotated by 270 degrees, which y4m "
-                           "cannot carry: its frames are written as stored (an .mp4 output keeps the flag)")
+    shown = f"rotated by {rotation} degrees counter-clockwise" + (" and then mirrored left to right" if mirrored else "")
+    assert err.strip() == (f"dualcodec: warning: {coded} is flagged to be shown {shown}, which y4m cannot carry: its "
+                           "frames are written as stored (an .mp4 output keeps the flag)")
     assert [f[0].shape for f in read_yuv420(out_dir / "frames.y4m")] == [(48, 64)] * 3
 
 
-def test_an_unrotated_source_gets_no_rotation(capsys, tmp_path, out_dir):
+@pytest.mark.parametrize("tag", range(1, 9))
+def test_a_photos_exif_orientation_becomes_the_display_matrix_ffmpeg_reads_from_it(capsys, tmp_path, out_dir, tag):
+    # FFmpeg turns a JPEG's EXIF orientation into a display matrix (its rotation readable
+    # through PyAV, its mirror not); the encoded file's matrix gives the same rotation and
+    # mirrors exactly the orientations that mirror (2, 4, 5, 7).
+    exif = Image.Exif()
+    exif[0x0112] = tag
+    Image.fromarray(synthetic_rgb(64, 48, 1)[0]).save(tmp_path / "photo.jpg", exif=exif.tobytes())
+    code, _, err = run(capsys, "encode", tmp_path / "photo.jpg", "-o", out_dir / "photo.mp4", "--baseline", "none",
+                       "-q")
+    assert code == 0, err
+    with av.open(str(tmp_path / "photo.jpg"), format="image2") as inp:
+        ffmpeg_rotation = next(inp.decode(video=0)).rotation
+    with av.open(str(out_dir / "photo.mp4")) as inp:
+        assert next(inp.decode(video=0)).rotation == ffmpeg_rotation
+    a, b, _, c, d, *_ = display_matrix(out_dir / "photo.mp4") or [1, 0, 0, 0, 1]
+    assert (a * d - b * c < 0) == (tag in (2, 4, 5, 7))
+
+
+def test_an_unturned_source_gets_no_display_matrix(capsys, tmp_path, out_dir):
     source = make_av_clip(tmp_path / "clip.mp4", frames=2)
     code, _, err = run(capsys, "encode", source, "-o", out_dir / "coded.mp4", "--baseline", "bicubic", "-q")
     assert code == 0, err
-    assert _shown_rotation(out_dir / "coded.mp4") == 0
+    assert display_matrix(out_dir / "coded.mp4") is None
     code, out, _ = run(capsys, "info", out_dir / "coded.mp4")
-    assert "shown rotated" not in out
+    assert "shown" not in out
 
 
 def _shown_times(path: Path, kind: str = "video") -> list[float]:
@@ -714,3 +734,6 @@ def test_frames_keep_their_times_through_encode_and_decode(capsys, tmp_path, out
     code, _, err = run(capsys, "decode", coded, "-o", out_dir / "tail.mp4", "--start", "4", *model, "-q")
     assert code == 0, err
     assert _shown_times(out_dir / "tail.mp4") == pytest.approx([t - times[4] for t in times[4:]], abs=1e-4)
+    code, _, err = run(capsys, "encode", source, "-o", out_dir / "cut.mp4", "--start", "2", *how, *model, "-q")
+    assert code == 0, err
+    assert _shown_times(out_dir / "cut.mp4") == pytest.approx([t - times[2] for t in times[2:]], abs=1e-4)

@@ -201,6 +201,35 @@ def test_encode_reads_y4m_from_stdin(home, tmp_path, tiny_model, method):
     assert not list(home.glob(".dualcodec-auto-*"))  # the copy and the candidates are gone
 
 
+def test_encode_from_a_start_frame_reads_a_pipe_as_it_reads_the_file(home, tmp_path, tiny_model):
+    # --scale auto keeps a copy of the pipe from the start frame on, which its trials read from 0.
+    source = _pyav_y4m(tmp_path / "src.y4m")
+    options = ["--model", str(tiny_model.path), "--scale", "auto", "--start", "2", "--frames", "2", "-q"]
+    piped = subprocess.run([*CLI, "encode", "-", "-o", "piped.mp4", *options], cwd=home,
+                           stdin=source.open("rb"), capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    filed = subprocess.run([*CLI, "encode", str(source), "-o", "filed.mp4", *options],
+                           cwd=home, capture_output=True, text=True, timeout=120)
+    assert filed.returncode == 0, filed.stderr
+    assert (home / "piped.mp4").read_bytes() == (home / "filed.mp4").read_bytes()
+    import av
+
+    with av.open(str(home / "filed.mp4")) as inp:
+        assert inp.streams.video[0].frames == 2
+
+
+@pytest.mark.parametrize("start, message", [
+    ("-1", "--start must be 0 or more (a frame number, from 0), got -1"),
+    ("4", "src.y4m has 4 frames: --start 4 is past its end (frames count from 0)"),
+])
+def test_a_start_frame_outside_the_input_is_a_one_line_error(home, tmp_path, start, message):
+    source = _pyav_y4m(tmp_path / "src.y4m")
+    result = subprocess.run([*CLI, "encode", str(source), "-o", "out.mp4", "--baseline", "bicubic", "--start", start, "-q"],
+                            cwd=home, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr.endswith(message + "\n") and result.stderr.count("\n") == 1
+    assert not (home / "out.mp4").exists() and not list(home.glob(".*"))
+
+
 def test_garbage_on_stdin_is_a_one_line_error(home):
     result = subprocess.run([*CLI, "encode", "-", "-o", "out.mp4", "--baseline", "bicubic", "-q"], cwd=home,
                             input=b"not a y4m stream\n" * 10, capture_output=True, timeout=120)

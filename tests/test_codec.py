@@ -754,18 +754,36 @@ def _flash_and_click_seconds(path) -> tuple[float, float]:
 
 @pytest.mark.parametrize("video_start, audio_start", [(0.2, 0.0), (0.0, 0.3)])
 @pytest.mark.parametrize("audio_codec", ["aac", "pcm_s16le"])  # copied, transcoded
-def test_audio_stays_in_sync_when_the_streams_start_apart(tmp_path, video_start, audio_start, audio_codec):
-    # The output's video starts at 0 with the source's first frame; the audio keeps its time
+@pytest.mark.parametrize("start", [0, 6])
+def test_audio_stays_in_sync_when_the_streams_start_apart(tmp_path, video_start, audio_start, audio_codec, start):
+    # The output's video starts at 0 with the first frame coded; the audio keeps its time
     # from that frame (it was put at 0 with the video: 0.2 s early in the first case).
     source = _clip_with_a_flash_and_a_click(tmp_path / f"src.{'mkv' if 'pcm' in audio_codec else 'mp4'}",
                                             video_start, audio_start, audio_codec)
     flash, click = _flash_and_click_seconds(source)
     assert flash == pytest.approx(video_start + 0.4) and click == pytest.approx(flash, abs=0.01)
     out = tmp_path / "out.mp4"
-    LayeredCodec(BicubicLayers(2), BaseCodecSettings(qp=20)).encode(source, out)
+    LayeredCodec(BicubicLayers(2), BaseCodecSettings(qp=20)).encode(source, out, start=start)
     flash, click = _flash_and_click_seconds(out)
-    assert flash == pytest.approx(0.4)
+    assert flash == pytest.approx((10 - start) / 25)
     assert click == pytest.approx(flash, abs=0.01)
+
+
+@pytest.mark.parametrize("audio_codec", ["aac", "pcm_s16le"])  # copied, transcoded
+def test_audio_from_before_the_start_frame_is_left_out(tmp_path, audio_codec):
+    # 4 s in, what played before the first frame coded is not carried behind the edit
+    # list: a copied stream keeps one packet to prime its decoder, a transcoded one none.
+    source = _clip_with_a_flash_and_a_click(tmp_path / f"src.{'mkv' if 'pcm' in audio_codec else 'mp4'}",
+                                            0.0, 0.0, audio_codec, flash=105, frames=110)
+    out = tmp_path / "out.mp4"
+    LayeredCodec(BicubicLayers(2), BaseCodecSettings(qp=30)).encode(source, out, start=100)
+    with av.open(str(out)) as inp:
+        stream = inp.streams.audio[0]
+        packets = [p for p in inp.demux(stream) if p.size]
+    stored = sum(p.duration for p in packets) * stream.time_base
+    assert 10 / 25 <= stored <= 10 / 25 + 3 * 1024 / 16000  # the 0.4 s coded, an AAC encoder's or copy's spare frames
+    flash, click = _flash_and_click_seconds(out)
+    assert flash == pytest.approx(5 / 25) and click == pytest.approx(flash, abs=0.01)
 
 
 def test_aac_audio_is_copied_by_default(tmp_path):

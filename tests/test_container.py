@@ -11,11 +11,11 @@ import av
 import numpy as np
 import pytest
 
-from dualcodec.container import ContainerReader
+from dualcodec.container import ContainerReader, Orientation
 from dualcodec.errors import DualcodecError
 from dualcodec.header import FORMAT_VERSION, METADATA_KEY, Header
 from dualcodec.sidestream import SideFrame, SideMode
-from helpers import make_av_clip
+from helpers import display_matrix, make_av_clip
 
 
 def test_written_file_opens_with_plain_pyav(dual_file):
@@ -546,3 +546,12 @@ def test_hevc_images_mux(tmp_path, threads, monkeypatch):
         out = tmp_path / f"q{qp}.mp4"
         LayeredCodec(PlainLayers(), BaseCodecSettings(codec="hevc", qp=qp)).encode(image, out)
         assert len(list(decode(out).frames)) == 1
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_an_orientation_is_read_back_from_the_display_matrix_it_writes(tmp_path, rotation, mirrored):
+    path = make_av_clip(tmp_path / "clip.mp4", frames=1, rotation=rotation, mirrored=mirrored)
+    matrix = display_matrix(path)
+    assert (matrix is None) == (not rotation and not mirrored)
+    assert Orientation.from_matrix(matrix or [65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30]) == Orientation(rotation, mirrored)

@@ -12,9 +12,10 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from dualcodec.basecodec import Planes
+from dualcodec.container import Orientation
 from dualcodec.errors import DualcodecError
 from dualcodec.video import (
     Mp4Writer,
@@ -493,20 +494,34 @@ def test_output_kind_of_stdout_is_y4m():
     assert output_kind("-") == "y4m"
 
 
-@pytest.mark.parametrize("orientation, rotation", [(1, 0), (3, 180), (6, 270), (8, 90)])
-def test_a_jpegs_exif_orientation_is_its_display_rotation(tmp_path, orientation, rotation):
-    # EXIF 6 is "turn 90 degrees clockwise to show": 270 counter-clockwise, as PyAV reads it.
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+@pytest.mark.parametrize("tag", range(1, 9))
+def test_a_pictures_exif_orientation_shows_it_as_pil_shows_it(tmp_path, tag, suffix):
+    # The stored pixels turned as the orientation says (counter-clockwise, then mirrored)
+    # are what PIL's exif_transpose shows; EXIF 2 used to come out upside down (FFmpeg
+    # reads its mirror as a rotation of 180 degrees).
     exif = Image.Exif()
-    exif[0x0112] = orientation
-    Image.fromarray(synthetic_rgb(64, 48, 1)[0]).save(tmp_path / "photo.jpg", exif=exif.tobytes())
-    reader = VideoReader(tmp_path / "photo.jpg")
-    assert reader.info.rotation == rotation
+    exif[0x0112] = tag
+    path = tmp_path / f"photo{suffix}"
+    Image.fromarray(synthetic_rgb(64, 48, 1)[0]).save(path, exif=exif.tobytes())
+    reader = VideoReader(path)
+    orientation = reader.info.orientation
+    with Image.open(path) as image:
+        stored, shown = np.asarray(image.convert("RGB")), np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    turned = np.rot90(stored, orientation.rotation // 90)
+    assert np.array_equal(turned[:, ::-1] if orientation.mirrored else turned, shown)
     assert [f.y.shape for f in reader.frames()] == [(48, 64)]  # the frames as stored
 
 
-def test_a_video_without_a_display_matrix_has_no_rotation(tmp_path):
-    assert VideoReader(make_av_clip(tmp_path / "clip.mp4", frames=2)).info.rotation == 0
-    assert VideoReader(write_y4m(tmp_path / "clip.y4m", synthetic_frames(32, 16, 2))).info.rotation == 0
+def test_a_video_without_a_display_matrix_is_shown_as_stored(tmp_path):
+    assert not VideoReader(make_av_clip(tmp_path / "clip.mp4", frames=2)).info.orientation
+    assert not VideoReader(write_y4m(tmp_path / "clip.y4m", synthetic_frames(32, 16, 2))).info.orientation
+
+
+@pytest.mark.parametrize("rotation, mirrored", [(90, False), (0, True), (270, True)])
+def test_a_videos_display_matrix_is_its_orientation(tmp_path, rotation, mirrored):
+    path = make_av_clip(tmp_path / "clip.mp4", frames=2, rotation=rotation, mirrored=mirrored)
+    assert VideoReader(path).info.orientation == Orientation(rotation, mirrored)
 
 
 def test_frames_that_do_not_come_at_a_constant_rate_carry_their_times(tmp_path):
@@ -515,4 +530,18 @@ def test_frames_that_do_not_come_at_a_constant_rate_carry_their_times(tmp_path):
     assert reader.info.time_base == Fraction(1, 90000)
     assert [float(f.time) for f in reader.frames()] == pytest.approx(times)
     steady = VideoReader(make_av_clip(tmp_path / "cfr.mp4", frames=3))
-    assert steady.info.time_base is None and [f.time for f in steady.frames()] == [None] * 3
+    assert steady.info.time_base is None and [f.time for f in steady.frames()] == [0, Fraction(1, 25), Fraction(2, 25)]
+
+
+@pytest.mark.parametrize("kind", ["mp4", "y4m"])
+def test_frames_from_a_start_frame_are_the_whole_reads_tail(tmp_path, kind):
+    times = [0, 0.033, 0.1, 0.133, 0.25, 0.3]
+    path = (make_av_clip(tmp_path / "vfr.mp4", frames=6, times=times) if kind == "mp4"
+            else write_y4m(tmp_path / "clip.y4m", synthetic_frames(32, 16, 6)))
+    whole = list(VideoReader(path).frames())
+    tail = list(VideoReader(path).frames(start=4))
+    assert len(tail) == 2
+    for a, b in zip(whole[4:], tail):
+        assert np.array_equal(a.y, b.y) and np.array_equal(a.v, b.v) and a.time == b.time  # times from frame 0
+    with pytest.raises(DualcodecError, match=r"has 6 frames: --start 6 is past its end"):
+        list(VideoReader(path).frames(start=6))
