@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--model", help="model to decode with (default: the one named in the file)")
     dec.add_argument("--start", type=int, default=0, metavar="N",
                      help="seek: output from frame N on (0-based), decoded from the last key frame at or before it "
-                     "as a player seeks; the same frames a whole decode gives. No audio is carried past frame 0")
+                     "as a player seeks; the same frames a whole decode gives (an .mp4 output: the audio from that frame's time)")
     dec.add_argument("--strict", action="store_true",
                      help="refuse a damaged file (default: decode what can be decoded, conceal the rest as a "
                      "player does, and name the damaged frames in one warning)")
@@ -322,8 +322,8 @@ def _decode(args: argparse.Namespace) -> None:
     frames = 0
     with place as tmp:
         writer = open_writer(kind, tmp, header.width, header.height, video.rate, video.format,
-                             audio_from=None if args.start else args.input, pix_fmt=args.pix_fmt,
-                             orientation=video.orientation, time_base=video.time_base, times=video.times)
+                             audio_from=args.input, pix_fmt=args.pix_fmt, orientation=video.orientation,
+                             time_base=video.time_base, times=video.times, audio_start=video.start_time)
         # Frame n is written (colour conversion, file I/O) while frame n+1 is decoded.
         pending: deque[Future] = deque()
         with ThreadPoolExecutor(max_workers=1) as pool:

@@ -349,12 +349,15 @@ class ContainerReader:
             varies = rate_varies(video)
         with _open(self.source) as inp:
             self.orientation = display_orientation(inp)  # of the base-layer track: the source's
-        self.time_base, self.times = self._frame_times() if varies else (None, None)
+        # frame start's time from the first frame, in seconds (where the audio of a seek begins)
+        self.time_base, self.times, self.start_time = (self._frame_times() if varies
+                                                       else (None, None, start / self.rate))
 
-    def _frame_times(self) -> tuple[Fraction | None, list[int] | None]:
+    def _frame_times(self) -> tuple[Fraction | None, list[int] | None, Fraction]:
         """For a track whose frames do not come at a constant rate (:func:`rate_varies`), its
-        time base and every frame's time stamp from frame :attr:`start` on, in display
-        order, counted from that frame's (``None``s where the index is damaged)."""
+        time base, every frame's time stamp from frame :attr:`start` on, in display order,
+        counted from that frame's (``None``s where the index is damaged), and that frame's
+        time in seconds from the first frame's."""
         import av
 
         with _open(self.source) as inp:
@@ -363,9 +366,11 @@ class ContainerReader:
             try:
                 stamps = sorted(p.pts for p in inp.demux(video) if p.size and p.pts is not None)
             except av.FFmpegError:  # a damaged index: as a constant rate
-                return None, None
+                return None, None, self.start / self.rate
         shown = stamps[self.start:]
-        return (time_base, [t - shown[0] for t in shown]) if shown else (None, None)
+        if not shown:
+            return None, None, self.start / self.rate
+        return time_base, [t - shown[0] for t in shown], (shown[0] - stamps[0]) * time_base
 
     def _key_frame_before(self, inp, start: int) -> int:
         """The index of the last key frame at or before frame ``start``. In a closed GOP

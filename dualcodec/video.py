@@ -315,12 +315,15 @@ class PngDirWriter:
 
 class Mp4Writer:
     """H.264 CRF 12 MP4 of the planes for viewing a decoded video (lossy), with the audio of
-    ``audio_from`` (the decoded file) copied and the display ``orientation`` flagged; frame ``i`` shown at ``times[i]`` in units of ``time_base``
-    when given (frames that do not come at a constant rate), else at ``i / rate``."""
+    ``audio_from`` (the decoded file) copied from ``audio_start`` seconds after its first
+    frame (a seek's first frame) and the display ``orientation`` flagged; frame ``i`` shown
+    at ``times[i]`` in units of ``time_base`` when given (frames that do not come at a
+    constant rate), else at ``i / rate``."""
 
     def __init__(self, path: Path, width: int, height: int, rate: Fraction, fmt: YUVFormat,
                  audio_from: Path | None = None, orientation: Orientation = Orientation(),
-                 time_base: Fraction | None = None, times: list[int] | None = None) -> None:
+                 time_base: Fraction | None = None, times: list[int] | None = None,
+                 audio_start: Fraction = Fraction(0)) -> None:
         import av
 
         from dualcodec.audio import AudioTracks
@@ -332,6 +335,7 @@ class Mp4Writer:
         self.stream = self.output.add_stream("libx264", rate=Fraction(rate))
         orientation.flag(self.stream)
         self.audio = AudioTracks(self.output, audio_from, "copy") if audio_from is not None else None
+        self.audio_start = audio_start
         self.pad_w, self.pad_h = width + width % 2, height + height % 2
         self.times = list(times) if times else None  # the encoder's stamps, a frame's more where they run out
         self.ticks_per_frame = ticks_per_frame(rate, time_base) if times else 1
@@ -354,7 +358,7 @@ class Mp4Writer:
     def close(self) -> None:
         self.write(None)
         if self.audio is not None:
-            self.audio.write()
+            self.audio.write(None, self.audio_start)
         self.output.close()
 
 
@@ -377,15 +381,15 @@ def crop_planes(planes: Planes, width: int, height: int) -> Planes:
 def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction, fmt: YUVFormat,
                 audio_from: Path | None = None, pix_fmt: str | None = None,
                 orientation: Orientation = Orientation(), time_base: Fraction | None = None,
-                times: list[int] | None = None):
+                times: list[int] | None = None, audio_start: Fraction = Fraction(0)):
     """The writer for an :func:`output_kind`: ``"y4m"`` (in ``pix_fmt``, default the
-    frames' own), ``"mp4"`` (with the audio of ``audio_from``, the display ``orientation``
-    and the frames' ``times``) or ``"dir"`` (PNG frames). Only MP4 can flag an orientation
+    frames' own), ``"mp4"`` (with the audio of ``audio_from`` from ``audio_start``, the
+    display ``orientation`` and the frames' ``times``) or ``"dir"`` (PNG frames). Only MP4 can flag an orientation
     or vary the rate: the others get the frames as stored, one after another."""
     if kind == "y4m":
         return Y4MWriter(path, width, height, rate, fmt, pix_fmt)
     if kind == "mp4":
-        return Mp4Writer(path, width, height, rate, fmt, audio_from, orientation, time_base, times)
+        return Mp4Writer(path, width, height, rate, fmt, audio_from, orientation, time_base, times, audio_start)
     return PngDirWriter(path, fmt)
 
 

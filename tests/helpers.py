@@ -363,3 +363,53 @@ def display_matrix(path: Path) -> list[int] | None:
         frame = next(inp.decode(video=0))
         found = [bytes(d) for d in frame.side_data if d.type.name == "DISPLAYMATRIX"]
     return np.frombuffer(found[0], dtype="<i4").tolist() if found else None
+
+
+def clip_with_a_flash_and_a_click(path, video_start: float, audio_start: float, audio_codec: str,
+                                   flash: int = 10, rate: int = 25, frames: int = 20):
+    """Video that starts ``video_start`` s into the file and shows frame ``flash`` white,
+    the rest black; audio that starts at ``audio_start`` s, silent but for a click as that
+    frame is shown. Written with PyAV (AAC in MP4, or PCM in MKV)."""
+    import av
+
+    sample_rate = 16000
+    container = "matroska" if audio_codec.startswith("pcm") else "mp4"
+    with av.open(str(path), "w", format=container) as out:
+        video = out.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream(audio_codec, rate=sample_rate)
+        sound.layout = "mono"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 255 if i == flash else 0, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i + round(video_start * rate), Fraction(1, rate)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        samples = np.zeros(round((video_start - audio_start + frames / rate) * sample_rate) + 2048, np.float32)
+        click = round((video_start + flash / rate - audio_start) * sample_rate)
+        samples[click : click + 32] = 0.8
+        planar = samples if container == "mp4" else (samples * 32767).astype(np.int16)
+        for start in range(0, len(samples), 1024):
+            chunk = av.AudioFrame.from_ndarray(planar[None, start : start + 1024], format="fltp" if container == "mp4"
+                                               else "s16", layout="mono")
+            chunk.sample_rate, chunk.pts = sample_rate, start + round(audio_start * sample_rate)
+            chunk.time_base = Fraction(1, sample_rate)
+            out.mux(sound.encode(chunk))
+        out.mux(sound.encode(None))
+    return path
+
+
+def flash_and_click_seconds(path) -> tuple[float, float]:
+    """When the white frame shows and when the click sounds, as PyAV presents the file."""
+    import av
+
+    with av.open(str(path)) as inp:
+        frames = [f for f in inp.decode(video=0)]
+        bright = max(frames, key=lambda f: f.to_ndarray(format="gray").mean())
+        flash = float(bright.pts * bright.time_base)
+    with av.open(str(path)) as inp:
+        loudest, when = 0.0, None
+        for f in inp.decode(audio=0):
+            a = np.abs(f.to_ndarray().astype(np.float64).reshape(-1))
+            if a.size and a.max() > loudest:
+                loudest, when = a.max(), float(f.pts * f.time_base) + int(a.argmax()) / f.sample_rate
+    return flash, when

@@ -18,8 +18,8 @@ from dualcodec import __version__
 from dualcodec.codec import decode
 from dualcodec.header import FORMAT_VERSION
 from dualcodec.video import VideoReader
-from helpers import (assert_one_line_error, display_matrix, make_av_clip, packet_spans, psnr_yuv, pyav_rgb,
-                     read_yuv420, run, shared_file, synthetic_rgb)
+from helpers import (assert_one_line_error, clip_with_a_flash_and_a_click, display_matrix, flash_and_click_seconds,
+                     make_av_clip, packet_spans, psnr_yuv, pyav_rgb, read_yuv420, run, shared_file, synthetic_rgb)
 
 SCRIPT = Path(sys.executable).parent / "dualcodec"
 
@@ -707,6 +707,20 @@ def test_an_unturned_source_gets_no_display_matrix(capsys, tmp_path, out_dir):
     assert "shown" not in out
 
 
+@pytest.mark.parametrize("audio_codec", ["aac", "pcm_s16le"])
+def test_a_seek_to_mp4_keeps_the_audio_in_sync(capsys, tmp_path, out_dir, audio_codec):
+    # decode --start N -o view.mp4 carries the audio from frame N's time (it used to drop it).
+    source = clip_with_a_flash_and_a_click(tmp_path / f"src.{'mkv' if 'pcm' in audio_codec else 'mp4'}", 0.0, 0.0,
+                                           audio_codec, flash=40, frames=50)
+    coded = out_dir / "coded.mp4"
+    code, _, err = run(capsys, "encode", source, "-o", coded, "--baseline", "bicubic", "--gop", "16", "-q")
+    assert code == 0, err
+    code, _, err = run(capsys, "decode", coded, "-o", out_dir / "view.mp4", "--start", "35", "-q")
+    assert code == 0, err
+    flash, click = flash_and_click_seconds(out_dir / "view.mp4")
+    assert flash == pytest.approx(5 / 25) and click == pytest.approx(flash, abs=0.01)
+
+
 def _shown_times(path: Path, kind: str = "video") -> list[float]:
     """When each frame (or data packet) is shown, as PyAV reads the file (no dualcodec code)."""
     with av.open(str(path)) as inp:
@@ -734,6 +748,7 @@ def test_frames_keep_their_times_through_encode_and_decode(capsys, tmp_path, out
     code, _, err = run(capsys, "decode", coded, "-o", out_dir / "tail.mp4", "--start", "4", *model, "-q")
     assert code == 0, err
     assert _shown_times(out_dir / "tail.mp4") == pytest.approx([t - times[4] for t in times[4:]], abs=1e-4)
+    assert decode(coded, model[1] if model else None, start=4).start_time == pytest.approx(times[4], abs=1e-4)
     code, _, err = run(capsys, "encode", source, "-o", out_dir / "cut.mp4", "--start", "2", *how, *model, "-q")
     assert code == 0, err
     assert _shown_times(out_dir / "cut.mp4") == pytest.approx([t - times[2] for t in times[2:]], abs=1e-4)

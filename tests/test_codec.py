@@ -23,6 +23,8 @@ from dualcodec.model import load_model
 from dualcodec.video import VideoReader
 from helpers import (
     SHARED_DATA,
+    clip_with_a_flash_and_a_click,
+    flash_and_click_seconds,
     image_planes,
     make_av_clip,
     new_latents_every_frame,
@@ -706,65 +708,19 @@ def test_audio_policies(tmp_path, policy, codec, described):
             assert abs(samples - 6400) <= 2048  # AAC frames are 1024 samples; priming and padding
 
 
-def _clip_with_a_flash_and_a_click(path, video_start: float, audio_start: float, audio_codec: str,
-                                   flash: int = 10, rate: int = 25, frames: int = 20):
-    """Video that starts ``video_start`` s into the file and shows frame ``flash`` white,
-    the rest black; audio that starts at ``audio_start`` s, silent but for a click as that
-    frame is shown. Written with PyAV (AAC in MP4, or PCM in MKV)."""
-    sample_rate = 16000
-    container = "matroska" if audio_codec.startswith("pcm") else "mp4"
-    with av.open(str(path), "w", format=container) as out:
-        video = out.add_stream("libx264", rate=rate)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        sound = out.add_stream(audio_codec, rate=sample_rate)
-        sound.layout = "mono"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 255 if i == flash else 0, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = i + round(video_start * rate), Fraction(1, rate)
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        samples = np.zeros(round((video_start - audio_start + frames / rate) * sample_rate) + 2048, np.float32)
-        click = round((video_start + flash / rate - audio_start) * sample_rate)
-        samples[click : click + 32] = 0.8
-        planar = samples if container == "mp4" else (samples * 32767).astype(np.int16)
-        for start in range(0, len(samples), 1024):
-            chunk = av.AudioFrame.from_ndarray(planar[None, start : start + 1024], format="fltp" if container == "mp4"
-                                               else "s16", layout="mono")
-            chunk.sample_rate, chunk.pts = sample_rate, start + round(audio_start * sample_rate)
-            chunk.time_base = Fraction(1, sample_rate)
-            out.mux(sound.encode(chunk))
-        out.mux(sound.encode(None))
-    return path
-
-
-def _flash_and_click_seconds(path) -> tuple[float, float]:
-    """When the white frame shows and when the click sounds, as PyAV presents the file."""
-    with av.open(str(path)) as inp:
-        frames = [f for f in inp.decode(video=0)]
-        bright = max(frames, key=lambda f: f.to_ndarray(format="gray").mean())
-        flash = float(bright.pts * bright.time_base)
-    with av.open(str(path)) as inp:
-        loudest, when = 0.0, None
-        for f in inp.decode(audio=0):
-            a = np.abs(f.to_ndarray().astype(np.float64).reshape(-1))
-            if a.size and a.max() > loudest:
-                loudest, when = a.max(), float(f.pts * f.time_base) + int(a.argmax()) / f.sample_rate
-    return flash, when
-
-
 @pytest.mark.parametrize("video_start, audio_start", [(0.2, 0.0), (0.0, 0.3)])
 @pytest.mark.parametrize("audio_codec", ["aac", "pcm_s16le"])  # copied, transcoded
 @pytest.mark.parametrize("start", [0, 6])
 def test_audio_stays_in_sync_when_the_streams_start_apart(tmp_path, video_start, audio_start, audio_codec, start):
     # The output's video starts at 0 with the first frame coded; the audio keeps its time
     # from that frame (it was put at 0 with the video: 0.2 s early in the first case).
-    source = _clip_with_a_flash_and_a_click(tmp_path / f"src.{'mkv' if 'pcm' in audio_codec else 'mp4'}",
+    source = clip_with_a_flash_and_a_click(tmp_path / f"src.{'mkv' if 'pcm' in audio_codec else 'mp4'}",
                                             video_start, audio_start, audio_codec)
-    flash, click = _flash_and_click_seconds(source)
+    flash, click = flash_and_click_seconds(source)
     assert flash == pytest.approx(video_start + 0.4) and click == pytest.approx(flash, abs=0.01)
     out = tmp_path / "out.mp4"
     LayeredCodec(BicubicLayers(2), BaseCodecSettings(qp=20)).encode(source, out, start=start)
-    flash, click = _flash_and_click_seconds(out)
+    flash, click = flash_and_click_seconds(out)
     assert flash == pytest.approx((10 - start) / 25)
     assert click == pytest.approx(flash, abs=0.01)
 
@@ -773,7 +729,7 @@ def test_audio_stays_in_sync_when_the_streams_start_apart(tmp_path, video_start,
 def test_audio_from_before_the_start_frame_is_left_out(tmp_path, audio_codec):
     # 4 s in, what played before the first frame coded is not carried behind the edit
     # list: a copied stream keeps one packet to prime its decoder, a transcoded one none.
-    source = _clip_with_a_flash_and_a_click(tmp_path / f"src.{'mkv' if 'pcm' in audio_codec else 'mp4'}",
+    source = clip_with_a_flash_and_a_click(tmp_path / f"src.{'mkv' if 'pcm' in audio_codec else 'mp4'}",
                                             0.0, 0.0, audio_codec, flash=105, frames=110)
     out = tmp_path / "out.mp4"
     LayeredCodec(BicubicLayers(2), BaseCodecSettings(qp=30)).encode(source, out, start=100)
@@ -782,7 +738,7 @@ def test_audio_from_before_the_start_frame_is_left_out(tmp_path, audio_codec):
         packets = [p for p in inp.demux(stream) if p.size]
     stored = sum(p.duration for p in packets) * stream.time_base
     assert 10 / 25 <= stored <= 10 / 25 + 3 * 1024 / 16000  # the 0.4 s coded, an AAC encoder's or copy's spare frames
-    flash, click = _flash_and_click_seconds(out)
+    flash, click = flash_and_click_seconds(out)
     assert flash == pytest.approx(5 / 25) and click == pytest.approx(flash, abs=0.01)
 
 
