@@ -77,7 +77,7 @@ class AudioTracks:
                 at = packet.pts * packet.time_base - start if packet.pts is not None else None
                 late = seconds is not None and at is not None and at >= seconds
                 if index in self._copied and packet.dts is not None and not late:
-                    if at is not None and at + 2 * (packet.duration or 0) * packet.time_base <= 0:
+                    if at is not None and packet.duration and at + 2 * packet.duration * packet.time_base <= 0:
                         continue  # ends before the packet that primes the first one heard
                     shift = round(start / packet.time_base)
                     packet.dts -= shift
