@@ -138,7 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     method.add_argument("--model", default="default", help="built-in model name or model file (default: default)")
     method.add_argument("--baseline", choices=["bicubic", "none"],
                         help="evaluate a baseline instead: bicubic down/up, or the plain codec at full resolution")
-    ev.add_argument("--frames", type=int, metavar="N", help="use only the first N frames of each input")
+    ev.add_argument("--start", type=int, default=0, metavar="N",
+                    help="begin at frame N of each input (0-based), as encode --start does")
+    ev.add_argument("--frames", type=int, metavar="N", help="use only N frames of each input")
     ev.add_argument("--name", help="curve name in the results (default: the model or baseline and the codec)")
     _runtime_options(ev)
     _side_options(ev)
@@ -210,6 +212,11 @@ def _check_frames(frames: int | None) -> None:
         raise DualcodecError(f"--frames must be at least 1, got {frames}")
 
 
+def _check_start(start: int) -> None:
+    if start < 0:
+        raise DualcodecError(f"--start must be 0 or more (a frame number, from 0), got {start}")
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -245,8 +252,7 @@ def _encode(args: argparse.Namespace) -> None:
 
     check_output_file(args.output, [args.input], [".mp4"], args.overwrite)
     _check_frames(args.frames)
-    if args.start < 0:
-        raise DualcodecError(f"--start must be 0 or more (a frame number, from 0), got {args.start}")
+    _check_start(args.start)
     qp = args.qp if args.qp is not None or args.crf is not None else 32
     settings = BaseCodecSettings(codec=args.codec, qp=qp, crf=args.crf, preset=args.preset, gop=args.gop)
     codec = make_codec(settings, args.baseline, args.model, args.scale, args.audio, args.runtime, args.threads,
@@ -422,6 +428,7 @@ def _eval(args: argparse.Namespace) -> None:
 
     check_output_file(args.output, args.inputs, [".json"], overwrite=args.overwrite or args.resume)
     _check_frames(args.frames)
+    _check_start(args.start)
     refuse_stdin(args.inputs, "eval reads each input twice (to code it, then to measure it)")
     check_inputs(args.inputs)
     lpips_backbone_path()  # fail before the sweep, not after it
@@ -453,7 +460,8 @@ def _eval(args: argparse.Namespace) -> None:
                 "baseline": args.baseline, "frames": args.frames, "inputs": sources, "runtime": args.runtime,
                 "side_weight": None if args.baseline else args.side_weight,
                 "side_new": None if args.baseline else args.side_new,
-                "side_rule": None if args.baseline else f"mse x{MSE_WEIGHT:g}"}
+                "side_rule": None if args.baseline else f"mse x{MSE_WEIGHT:g}",
+                **({"start": args.start} if args.start else {})}  # files of sweeps from frame 0 stay resumable
     done = resumable_points(args.output, settings) if args.resume and args.output.exists() else []
     description = f"dualcodec eval: real files, whole-file rate; {method}, {args.codec} base"
 
@@ -461,7 +469,7 @@ def _eval(args: argparse.Namespace) -> None:
         write_results(args.output, results_json(points, name, description, settings, sources, qps))
 
     points = sweep(args.inputs, codec_at, qps, args.frames, progress=not args.quiet, desc=name,
-                   done=done, on_point=save, runtime=args.runtime, threads=args.threads)
+                   done=done, on_point=save, runtime=args.runtime, threads=args.threads, start=args.start)
     data = results_json(points, name, description, settings, sources, qps)
     write_results(args.output, data)
     if not args.quiet:

@@ -95,21 +95,21 @@ def frame_quality(x: Planes, x_hat: Planes, fmt: YUVFormat) -> FrameQuality:
 
 
 def measure(codec, source: Path, qp: int, max_frames: int | None = None, runtime: str = "auto",
-            threads: int | None = None) -> RDPoint:
-    """Encode ``source`` to a temporary file, decode it (the learned layers on ``runtime``),
-    and measure size, quality and time."""
+            threads: int | None = None, start: int = 0) -> RDPoint:
+    """Encode ``source`` (from frame ``start`` on) to a temporary file, decode it (the
+    learned layers on ``runtime``), and measure size, quality and time."""
     with tempfile.TemporaryDirectory() as tmp:
         encoded = Path(tmp) / "encoded.mp4"
-        report = codec.encode(source, encoded, max_frames=max_frames)
-        start = time.perf_counter()
+        report = codec.encode(source, encoded, max_frames=max_frames, start=start)
+        began = time.perf_counter()
         video = decode(encoded, str(codec.model_path) if codec.model_path else None, runtime=runtime, threads=threads)
         decoded = list(video.frames)
-        decode_seconds = time.perf_counter() - start
+        decode_seconds = time.perf_counter() - began
     if len(decoded) != report.frames:
         raise DualcodecError(f"{source}: encoded {report.frames} frames but decoded {len(decoded)}")
     from dualcodec.metrics import vmaf
 
-    originals = list(itertools.islice(VideoReader(source).frames(), len(decoded)))
+    originals = list(itertools.islice(VideoReader(source).frames(start), len(decoded)))
     scores = [frame_quality(x, x_hat, video.format) for x, x_hat in zip(originals, decoded)]
     mean = {k: float(np.mean([asdict(s)[k] for s in scores])) for k in asdict(scores[0])}
     return RDPoint(str(source), qp, report.frames, report.width, report.height, report.file_bytes,
@@ -129,13 +129,14 @@ def sweep(
     on_point: Callable[[list[RDPoint]], None] | None = None,
     runtime: str = "auto",
     threads: int | None = None,
+    start: int = 0,
 ) -> list[RDPoint]:
     """Every source at every QP, QP by QP; ``make_codec`` builds the codec for one QP.
 
     ``done``: points of an earlier run of the same sweep, kept and not measured again.
     ``on_point(points)`` runs after each new point with every point so far, so a caller can
     save them as they come. A failing point raises :class:`DualcodecError` naming its source.
-    ``runtime`` and ``threads``: see :func:`measure`.
+    ``runtime``, ``threads`` and ``start``: see :func:`measure`.
     """
     from tqdm import tqdm
 
@@ -148,7 +149,7 @@ def sweep(
             if (qp, str(src)) in measured:
                 continue
             try:
-                points.append(measure(make_codec(qp), src, qp, max_frames, runtime, threads))
+                points.append(measure(make_codec(qp), src, qp, max_frames, runtime, threads, start))
             except DualcodecError as exc:
                 raise DualcodecError(f"{src} at QP {qp}: {exc}") from None
             bar.update()

@@ -111,6 +111,7 @@ def test_eval_scale(tmp_path, capsys, inputs, tiny_model, scale, name, modes):
         (["--baseline", "none", "-o", "out.txt"], "output must be a .json file"),
         (["--baseline", "none", "--frames", "0", "-o", "out.json"], "--frames must be at least 1"),
         (["--baseline", "none", "--qp", "70", "-o", "out.json"], "qp 70 is out of range"),
+        (["--baseline", "none", "--start", "-1", "-o", "out.json"], "--start must be 0 or more"),
     ],
 )
 def test_eval_errors_are_one_line_and_leave_no_file(tmp_path, capsys, inputs, argv, message, monkeypatch):
@@ -118,6 +119,18 @@ def test_eval_errors_are_one_line_and_leave_no_file(tmp_path, capsys, inputs, ar
     code, err = _eval(capsys, inputs[0], *argv)
     assert code == 1 and err.count("\n") == 1 and message in err
     assert not list(tmp_path.glob("out.*"))
+
+
+def test_eval_from_a_start_frame_measures_what_a_cut_clip_gives(tmp_path, capsys):
+    frames = synthetic_frames(96, 64, 5, seed=4)
+    whole, cut = write_y4m(tmp_path / "whole.y4m", frames), write_y4m(tmp_path / "cut.y4m", frames[2:4])
+    for source, extra, out in ((whole, ["--start", "2", "--frames", "2"], "a.json"), (cut, [], "b.json")):
+        code, err = _eval(capsys, source, "--baseline", "none", "--qp", "30", *extra, "-q", "-o", tmp_path / out)
+        assert code == 0, err
+    a, b = (json.loads((tmp_path / name).read_text()) for name in ("a.json", "b.json"))
+    assert a["settings"]["start"] == 2 and "start" not in b["settings"]
+    (pa,), (pb,) = a["inputs"][0]["points"], b["inputs"][0]["points"]
+    assert pa["frames"] == 2 and (pa["file_bytes"], pa["psnr_yuv"]) == (pb["file_bytes"], pb["psnr_yuv"])
 
 
 def test_eval_missing_input_is_an_error(tmp_path, capsys):
