@@ -70,8 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("--preset", help="encoder preset (default: medium for h264/hevc, 8 for av1)")
     enc.add_argument("--gop", type=int, default=32, help="key-frame interval in frames (default 32)")
     enc.add_argument("--scale", type=_scale, default="auto", metavar="{auto,1,2,4}",
-                     help="base-layer downscaling: auto (default) encodes the plain codec and the model and "
-                     "keeps the one that pays best in rate-distortion (never worse than the plain codec); 1, 2 "
+                     help="base-layer downscaling: auto (default) encodes the plain codec and the 2x and 4x "
+                     "models and keeps the one that pays best in rate-distortion (never worse than the plain "
+                     "codec); 1, 2 "
                      "or 4 use the model of that scale (--model default: default_x1, default, default_x4; "
                      "1 without a scale-1 model is the plain codec; bicubic: 2 unless told)")
     enc.add_argument("--model", default="default", help="built-in model name or model file (default: default)")

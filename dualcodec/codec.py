@@ -807,8 +807,11 @@ def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, sc
                audio: str = "auto", runtime: str = "auto", threads: int | None = None,
                side_weight: float = SIDE_WEIGHT, side_new: str = "key"):
     """The codec the command line asks for: a learned model, a baseline, or (``scale="auto"``,
-    the default with a model) the choice between the plain codec and every model of the
-    family (:func:`model_family`), file by file (:class:`dualcodec.auto.AutoCodec`).
+    the default with a model) the choice between the plain codec and the family's models
+    that downscale (:func:`model_family`; its scale-1 model only where it has no other),
+    file by file (:class:`dualcodec.auto.AutoCodec`). A scale-1 model codes the plain
+    codec's base layer plus a side stream at full resolution: the dearest trial, and on
+    the shared content never the one kept.
     ``scale=1`` is the family's scale-1 model, or the plain codec where it has none. Its
     settings are checked against the real encoder first. ``runtime`` and ``threads`` run
     the decoder's networks inside the encoder's loop (:class:`ModelLayers`). ``side_weight``
@@ -843,4 +846,5 @@ def make_codec(settings: BaseCodecSettings, baseline: str | None, model: str, sc
         return learned(family[scale])
     from dualcodec.auto import AutoCodec
 
-    return AutoCodec(plain, [learned(family[s]) for s in sorted(family)])
+    scales = [s for s in sorted(family) if s > 1] or sorted(family)
+    return AutoCodec(plain, [learned(family[s]) for s in scales])

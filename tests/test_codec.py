@@ -810,11 +810,13 @@ def test_a_builtin_model_brings_its_siblings_of_other_scales(tmp_path, monkeypat
     assert [make_codec(settings, None, "mine", s).layers.scale for s in (1, 2, 4)] == [1, 2, 4]
     assert make_codec(settings, None, "mine", 1).layers.mode == "dual"  # the scale-1 model, not plain
     auto = make_codec(settings, None, "mine")
-    assert isinstance(auto, AutoCodec) and [c.layers.scale for c in auto.candidates] == [1, 2, 4]
+    assert isinstance(auto, AutoCodec) and [c.layers.scale for c in auto.candidates] == [2, 4]  # no scale-1 trial
     assert auto.model_path is None  # several model files: a decoder finds the kept one by its header's name
     assert make_codec(settings, None, str(tmp_path / "mine_x4.pt")).model_path == tmp_path / "mine_x4.pt"
     with pytest.raises(DualcodecError, match=r"model 'mine_x4' is 4x, not 2x"):
         make_codec(settings, None, str(tmp_path / "mine_x4.pt"), 2)
+    alone = make_codec(settings, None, str(tmp_path / "mine_x1.pt"))  # a scale-1 model alone is still tried
+    assert [c.layers.scale for c in alone.candidates] == [1]
 
 
 @pytest.mark.parametrize("qp, bit_depth, level", [(27, 8, 27), (41, 10, 29)])
