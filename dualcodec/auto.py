@@ -3,11 +3,14 @@
 The candidates are the plain codec (scale 1: the base codec alone at full resolution)
 and each learned model offered (2x, 4x). Every candidate encodes the file at the
 requested QP (or CRF) and is decoded; the plain codec is also encoded ``STEP``, then
-``2 STEP``, ... quantiser steps coarser until its rate is at or below every candidate's,
-so that the plain codec's own curve is measured around each candidate's rate. In the
-plane of BD-rate (PSNR-YUV over log rate) a candidate's gain is its PSNR-YUV minus the
-plain curve's at the candidate's rate, linear between the two plain points around it.
-The candidate with the largest gain is written if that gain exceeds ``MARGIN_DB``, else
+``2 STEP``, ... quantiser steps coarser (the last at the codec's top quantiser) until its
+rate is at or below every candidate's, so that the plain codec's own curve is measured
+around each candidate's rate. In the plane of BD-rate (PSNR-YUV over log rate) a
+candidate's gain is its PSNR-YUV minus the plain curve's at the candidate's rate, linear
+between the two plain points around it. A candidate smaller than the plain codec at its
+top quantiser is not compared: no plain file that small exists to measure it against (an
+extrapolated line kept SVT-AV1 4x files 11 dB below the plain codec at the requested QP).
+Of the others, the one with the largest gain is written if that gain exceeds ``MARGIN_DB``, else
 the plain codec at the requested quantiser is: the margin covers the error of the
 interpolation, and keeps a curve of mixed choices from sagging below the plain codec's
 where it switches (its pchip segment between a plain and a learned point). The file is
@@ -49,9 +52,9 @@ class Trial:
     file_bytes: int
     psnr_yuv: float
 
-    def describe(self, gain: float | None = None) -> str:
+    def describe(self, gain: float | None = None, note: str = "") -> str:
         against = "" if gain is None else f", {gain:+.2f} dB against the plain codec at that rate"
-        return f"{self.scale}x {self.mode} ({self.file_bytes} B, {self.psnr_yuv:.2f} dB{against})"
+        return f"{self.scale}x {self.mode} ({self.file_bytes} B, {self.psnr_yuv:.2f} dB{against}{note})"
 
 
 def psnr_yuv(source: Iterable[Planes], decoded: Iterable[Planes], bit_depth: int) -> float:
@@ -80,11 +83,17 @@ def plain_curve_at(rate: float, plain: Sequence[Trial]) -> float:
 
 def choose(plain: Sequence[Trial], candidates: Sequence[Trial]) -> tuple[int | None, str]:
     """The index of the candidate to keep (``None``: the plain codec at the requested
-    quantiser, ``plain[0]``) and why (see the module docstring)."""
-    gains = [t.psnr_yuv - plain_curve_at(t.file_bytes, plain) for t in candidates]
-    best = max(range(len(gains)), key=gains.__getitem__, default=None)
+    quantiser, ``plain[0]``) and why (see the module docstring). ``plain[1:]``: the
+    coarser plain trials; a candidate below the smallest of them is not compared."""
+    floor = min(t.file_bytes for t in plain)
+    gains = [t.psnr_yuv - plain_curve_at(t.file_bytes, plain) if t.file_bytes >= floor else None
+             for t in candidates]
+    compared = [i for i, g in enumerate(gains) if g is not None]
+    best = max(compared, key=gains.__getitem__, default=None)
     kept = best if best is not None and gains[best] > MARGIN_DB else None
-    tried = [plain[0].describe()] + [t.describe(g) for t, g in zip(candidates, gains)]
+    below = f", below the plain codec's smallest file ({floor} B): not compared"
+    tried = [plain[0].describe()] + [t.describe(g) if g is not None else t.describe(note=below)
+                                     for t, g in zip(candidates, gains)]
     chosen = 0 if kept is None else 1 + kept
     others = "; ".join(d for i, d in enumerate(tried) if i != chosen)
     return kept, f"scale auto: kept {tried[chosen]}; tried {others}"
@@ -108,14 +117,15 @@ class AutoCodec:
         return paths.pop() if len(paths) == 1 else None
 
     def coarser(self, steps: int) -> LayeredCodec | None:
-        """The plain codec ``steps`` quantiser steps coarser (``None`` past the codec's top)."""
+        """The plain codec ``steps`` quantiser steps coarser, or at the codec's top where
+        that is nearer; ``None`` once ``steps - STEP`` steps already reached the top."""
         s = self.plain.settings
         top = MAX_QP[s.codec]
         now = s.qp if s.qp is not None else s.crf
-        if now + steps > top:
+        if now + steps - STEP >= top:
             return None
-        settings = dataclasses.replace(s, qp=None if s.qp is None else s.qp + steps,
-                                       crf=None if s.crf is None else s.crf + steps)
+        settings = dataclasses.replace(s, qp=None if s.qp is None else min(s.qp + steps, top),
+                                       crf=None if s.crf is None else min(s.crf + steps, top))
         return LayeredCodec(PlainLayers(), settings, self.plain.audio)
 
     def _trials(self, run) -> tuple[list, list, list]:

@@ -49,6 +49,18 @@ def test_choose_keeps_a_candidate_only_above_the_plain_curve():
     assert choose(plain, [_trial(1000, 30.25, "dual", 2)])[0] is None  # within the margin: plain
 
 
+def test_choose_does_not_compare_a_candidate_smaller_than_any_plain_file():
+    # As SVT-AV1 coded kodim01 at QP 48: a 4x file of 5478 B at 25.8 dB, far below the plain
+    # codec's smallest file, beat the line extrapolated down to it, 11 dB under the plain file.
+    plain = [_trial(65007, 36.99), _trial(16930, 30.13)]  # the requested QP and the top one
+    tiny = _trial(5478, 25.78, "dual", 4)
+    assert tiny.psnr_yuv - plain_curve_at(tiny.file_bytes, plain) > 0.3  # the extrapolation says it pays
+    kept, why = choose(plain, [tiny])
+    assert kept is None
+    assert "4x dual (5478 B, 25.78 dB, below the plain codec's smallest file (16930 B): not compared)" in why
+    assert choose(plain, [tiny, _trial(20000, 32.0, "dual", 2)])[0] == 1  # within reach: compared
+
+
 def test_psnr_yuv_matches_numpy(clip, bicubic_file):
     decoded = list(decode(bicubic_file.path).frames)
     expected = []
@@ -139,4 +151,7 @@ def test_the_plain_codec_is_measured_down_to_each_candidates_rate(smooth_clip, t
     (bicubic,) = [size for mode, _, size in seen if mode == "bicubic"]
     assert [qp for qp, _ in plain] == [20 + auto.STEP * k for k in range(len(plain))]
     assert plain[-1][1] <= bicubic < plain[-2][1]  # the last two plain points bracket the candidate
-    assert AutoCodec(LayeredCodec(PlainLayers(), BaseCodecSettings(qp=50)), []).coarser(6) is None  # x264's top
+    near_top = AutoCodec(LayeredCodec(PlainLayers(), BaseCodecSettings(qp=48)), [])
+    assert near_top.coarser(6).settings.qp == 51  # x264's top, not past it
+    assert near_top.coarser(12) is None  # the top was the last step
+    assert AutoCodec(LayeredCodec(PlainLayers(), BaseCodecSettings(qp=51)), []).coarser(6) is None
