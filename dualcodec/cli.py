@@ -103,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--model", help="model to decode with (default: the one named in the file)")
     dec.add_argument("--start", type=int, default=0, metavar="N",
                      help="seek: output from frame N on (0-based), decoded from the last key frame at or before it "
-                     "as a player seeks; the same frames a whole decode gives (an .mp4 output: the audio from that frame's time)")
+                     "as a player seeks; the same frames a whole decode gives (an .mp4 output: the audio from "
+                     "that frame's time)")
     dec.add_argument("--strict", action="store_true",
                      help="refuse a damaged file (default: decode what can be decoded, conceal the rest as a "
                      "player does, and name the damaged frames in one warning)")

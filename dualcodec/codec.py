@@ -609,7 +609,8 @@ class LayeredCodec:
                     for side in self.layers.sides(loop.pairs(padded()), fmt):
                         if side is not None:
                             writer.mux_side(side)
-                end = count / rate if writer.times is None else (writer.times[-1] if count else 0) * time_base + 1 / rate
+                end = (count / rate if writer.times is None
+                       else (writer.times[-1] if count else 0) * time_base + 1 / rate)
                 writer.copy_audio(float(end), origin)
             finally:
                 writer.close()

@@ -101,7 +101,8 @@ class Orientation:
 
     def __str__(self) -> str:
         turned = f"rotated by {self.rotation} degrees counter-clockwise" if self.rotation else ""
-        return " and then ".join(filter(None, [turned, "mirrored left to right" if self.mirrored else ""])) or "as stored"
+        mirrored = "mirrored left to right" if self.mirrored else ""
+        return " and then ".join(filter(None, [turned, mirrored])) or "as stored"
 
 
 class ContainerWriter:

@@ -431,8 +431,8 @@ class OpenVINORuntime(_Networks):
                     model.reshape({i: list(shape) for i, shape in enumerate(shapes)})
                     return _SHARED.get_core().compile_model(model, "CPU", self.config)
 
-                compiled = _SHARED.compiled_for((self.loaded.fingerprint, self.name, key, tuple(sorted(self.config.items()))),
-                                                shapes, compile_model)
+                graph = (self.loaded.fingerprint, self.name, key, tuple(sorted(self.config.items())))
+                compiled = _SHARED.compiled_for(graph, shapes, compile_model)
                 request = self.requests[(key, shapes)] = compiled.create_infer_request()
                 # A request's first run initialises the bindings' lazy statics (pybind11's
                 # numpy API among them); two threads doing that at once deadlock (seen in

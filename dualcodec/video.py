@@ -384,8 +384,9 @@ def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction, 
                 times: list[int] | None = None, audio_start: Fraction = Fraction(0)):
     """The writer for an :func:`output_kind`: ``"y4m"`` (in ``pix_fmt``, default the
     frames' own), ``"mp4"`` (with the audio of ``audio_from`` from ``audio_start``, the
-    display ``orientation`` and the frames' ``times``) or ``"dir"`` (PNG frames). Only MP4 can flag an orientation
-    or vary the rate: the others get the frames as stored, one after another."""
+    display ``orientation`` and the frames' ``times``) or ``"dir"`` (PNG frames). Only MP4
+    can flag an orientation or vary the rate: the others get the frames as stored, one
+    after another."""
     if kind == "y4m":
         return Y4MWriter(path, width, height, rate, fmt, pix_fmt)
     if kind == "mp4":

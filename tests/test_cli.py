@@ -673,7 +673,8 @@ def test_a_turned_source_stays_turned_through_encode_and_decode(capsys, tmp_path
     assert display_matrix(out_dir / "view.mp4") == matrix
     code, _, err = run(capsys, "decode", coded, "-o", out_dir / "frames.y4m", *model, "-q")
     assert code == 0
-    shown = f"rotated by {rotation} degrees counter-clockwise" + (" and then mirrored left to right" if mirrored else "")
+    shown = f"rotated by {rotation} degrees counter-clockwise"
+    shown += " and then mirrored left to right" if mirrored else ""
     assert err.strip() == (f"dualcodec: warning: {coded} is flagged to be shown {shown}, which y4m cannot carry: its "
                            "frames are written as stored (an .mp4 output keeps the flag)")
     assert [f[0].shape for f in read_yuv420(out_dir / "frames.y4m")] == [(48, 64)] * 3

@@ -224,8 +224,8 @@ def test_encode_from_a_start_frame_reads_a_pipe_as_it_reads_the_file(home, tmp_p
 ])
 def test_a_start_frame_outside_the_input_is_a_one_line_error(home, tmp_path, start, message):
     source = _pyav_y4m(tmp_path / "src.y4m")
-    result = subprocess.run([*CLI, "encode", str(source), "-o", "out.mp4", "--baseline", "bicubic", "--start", start, "-q"],
-                            cwd=home, capture_output=True, text=True, timeout=120)
+    argv = [*CLI, "encode", str(source), "-o", "out.mp4", "--baseline", "bicubic", "--start", start, "-q"]
+    result = subprocess.run(argv, cwd=home, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stderr.endswith(message + "\n") and result.stderr.count("\n") == 1
     assert not (home / "out.mp4").exists() and not list(home.glob(".*"))
 

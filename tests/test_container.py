@@ -554,4 +554,5 @@ def test_an_orientation_is_read_back_from_the_display_matrix_it_writes(tmp_path,
     path = make_av_clip(tmp_path / "clip.mp4", frames=1, rotation=rotation, mirrored=mirrored)
     matrix = display_matrix(path)
     assert (matrix is None) == (not rotation and not mirrored)
-    assert Orientation.from_matrix(matrix or [65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30]) == Orientation(rotation, mirrored)
+    identity = [65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30]
+    assert Orientation.from_matrix(matrix or identity) == Orientation(rotation, mirrored)
