@@ -311,6 +311,7 @@ def _decode(args: argparse.Namespace) -> None:
     from dualcodec.outputs import STDIO, atomic_path, check_output_file, check_output_folder
     from dualcodec.video import open_writer, output_kind
 
+    _check_start(args.start)
     kind = output_kind(args.output)
     if args.pix_fmt and kind != "y4m":
         raise DualcodecError("--pix-fmt is for y4m output")

@@ -378,7 +378,7 @@ class ContainerReader:
         (every base layer dualcodec writes) a key frame's packet is preceded in decode order
         by exactly the frames before it in display order, so its packet index is its frame index."""
         if start < 0:
-            raise DualcodecError(f"cannot start at frame {start}: frames count from 0")
+            raise DualcodecError(f"--start must be 0 or more (a frame number, from 0), got {start}")
         key, count = 0, 0
         for packet in inp.demux(inp.streams.video[0]):
             if not packet.size:
@@ -387,7 +387,8 @@ class ContainerReader:
                 key = count
             count += 1
         if start >= count:
-            raise DualcodecError(f"cannot start at frame {start}: {self.path} has {count} frames")
+            raise DualcodecError(f"{self.path} has {count} frame{'s' * (count != 1)}: --start {start} is past its end "
+                                 f"(frames count from 0)")
         return key
 
     def record_damage(self, index: int, what: str) -> None:

@@ -291,7 +291,10 @@ def test_decode_from_a_start_frame_is_the_tail_of_a_whole_decode(capsys, dual_fi
     assert len(frames) == len(expected) == 1 and same(frames[0], expected[0])
     code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "e.y4m", "--model", tiny_model.path,
                        "--start", "3")
-    assert "cannot start at frame 3:" in assert_one_line_error(code, err) and leftovers(out_dir) == ["d.y4m"]
+    assert "has 3 frames: --start 3 is past its end" in assert_one_line_error(code, err)
+    assert leftovers(out_dir) == ["d.y4m"]
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "e.y4m", "--start", "-1")
+    assert "--start must be 0 or more" in assert_one_line_error(code, err) and leftovers(out_dir) == ["d.y4m"]
 
 
 @pytest.mark.parametrize("runtime, threads", [("torch", "1"), ("openvino", "2")])
