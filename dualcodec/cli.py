@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -105,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="seek: output from frame N on (0-based), decoded from the last key frame at or before it "
                      "as a player seeks; the same frames a whole decode gives (an .mp4 output: the audio from "
                      "that frame's time)")
+    dec.add_argument("--frames", type=int, metavar="N",
+                     help="output only N frames (after --start, as encode --frames; an .mp4 output's audio too)")
     dec.add_argument("--strict", action="store_true",
                      help="refuse a damaged file (default: decode what can be decoded, conceal the rest as a "
                      "player does, and name the damaged frames in one warning)")
@@ -312,6 +315,7 @@ def _decode(args: argparse.Namespace) -> None:
     from dualcodec.video import open_writer, output_kind
 
     _check_start(args.start)
+    _check_frames(args.frames)
     kind = output_kind(args.output)
     if args.pix_fmt and kind != "y4m":
         raise DualcodecError("--pix-fmt is for y4m output")
@@ -337,7 +341,9 @@ def _decode(args: argparse.Namespace) -> None:
         pending: deque[Future] = deque()
         with ThreadPoolExecutor(max_workers=1) as pool:
             try:
-                for planes in tqdm(video.frames, desc="decode", unit="frame", disable=args.quiet, leave=False):
+                shown = itertools.islice(video.frames, args.frames)  # None: every frame
+                for planes in tqdm(shown, desc="decode", unit="frame", total=args.frames, disable=args.quiet,
+                                   leave=False):
                     frames += 1
                     pending.append(pool.submit(writer.write, planes))
                     if len(pending) > 2:

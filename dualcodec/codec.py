@@ -49,7 +49,7 @@ from dualcodec.basecodec import (
     planes_from_tensors,
     planes_to_tensors,
 )
-from dualcodec.container import ContainerReader, ContainerWriter, Orientation
+from dualcodec.container import ContainerReader, ContainerWriter, Orientation, played_seconds
 from dualcodec.errors import DamagedData, DualcodecError
 from dualcodec.header import Header
 from dualcodec.model import UV_WEIGHT, Y_WEIGHT, LoadedModel, lmbda_at, load_model, resolve_model_path
@@ -609,9 +609,7 @@ class LayeredCodec:
                     for side in self.layers.sides(loop.pairs(padded()), fmt):
                         if side is not None:
                             writer.mux_side(side)
-                end = (count / rate if writer.times is None
-                       else (writer.times[-1] if count else 0) * time_base + 1 / rate)
-                writer.copy_audio(float(end), origin)
+                writer.copy_audio(float(played_seconds(count, rate, time_base, writer.times)), origin)
             finally:
                 writer.close()
         except av.FFmpegError as exc:  # the base encoder or the muxer

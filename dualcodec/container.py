@@ -225,6 +225,15 @@ def ticks_per_frame(rate: Fraction, time_base: Fraction) -> int:
     return max(1, round(1 / (rate * time_base)))
 
 
+def played_seconds(count: int, rate: Fraction, time_base: Fraction | None = None,
+                   times: list[int] | None = None) -> Fraction:
+    """How long the first ``count`` frames play: ``count / rate``, or with frame ``times``
+    (in ``time_base`` units, the first frame at 0) the last one's time plus a frame at ``rate``."""
+    if times is None:
+        return Fraction(count) / Fraction(rate)
+    return (times[count - 1] * Fraction(time_base) + 1 / Fraction(rate)) if count else Fraction(0)
+
+
 def display_orientation(inp) -> Orientation:
     """How players show the first video stream of the open container ``inp``: its display
     matrix, which FFmpeg hands on with the decoded frames only, so this decodes the first

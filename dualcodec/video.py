@@ -38,7 +38,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from dualcodec.basecodec import Planes, frame_from_planes, planes_from_frame
-from dualcodec.container import Orientation, display_orientation, rate_varies, ticks_per_frame
+from dualcodec.container import Orientation, display_orientation, played_seconds, rate_varies, ticks_per_frame
 from dualcodec.errors import DualcodecError
 from dualcodec.header import METADATA_KEY
 from dualcodec.outputs import STDIO
@@ -316,7 +316,8 @@ class PngDirWriter:
 class Mp4Writer:
     """H.264 CRF 12 MP4 of the planes for viewing a decoded video (lossy), with the audio of
     ``audio_from`` (the decoded file) copied from ``audio_start`` seconds after its first
-    frame (a seek's first frame) and the display ``orientation`` flagged; frame ``i`` shown
+    frame (a seek's first frame) to the end of the last frame written, and the display
+    ``orientation`` flagged; frame ``i`` shown
     at ``times[i]`` in units of ``time_base`` when given (frames that do not come at a
     constant rate), else at ``i / rate``."""
 
@@ -336,6 +337,7 @@ class Mp4Writer:
         orientation.flag(self.stream)
         self.audio = AudioTracks(self.output, audio_from, "copy") if audio_from is not None else None
         self.audio_start = audio_start
+        self.rate, self.time_base = rate, time_base
         self.pad_w, self.pad_h = width + width % 2, height + height % 2
         self.times = list(times) if times else None  # the encoder's stamps, a frame's more where they run out
         self.ticks_per_frame = ticks_per_frame(rate, time_base) if times else 1
@@ -358,7 +360,8 @@ class Mp4Writer:
     def close(self) -> None:
         self.write(None)
         if self.audio is not None:
-            self.audio.write(None, self.audio_start)
+            seconds = played_seconds(self.frames, self.rate, self.time_base, self.times)
+            self.audio.write(float(seconds), self.audio_start)
         self.output.close()
 
 

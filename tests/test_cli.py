@@ -287,14 +287,21 @@ def test_decode_from_a_start_frame_is_the_tail_of_a_whole_decode(capsys, dual_fi
     code, _, err = run(capsys, "decode", dual_file.path, "-o", out, "--model", tiny_model.path, "--start", "2", "-q")
     assert code == 0, err
     frames = list(VideoReader(out).frames())
-    expected = list(decode(dual_file.path, str(tiny_model.path)).frames)[2:]
-    assert len(frames) == len(expected) == 1 and same(frames[0], expected[0])
+    whole = list(decode(dual_file.path, str(tiny_model.path)).frames)
+    assert len(frames) == len(whole) - 2 == 1 and same(frames[0], whole[2])
     code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "e.y4m", "--model", tiny_model.path,
                        "--start", "3")
     assert "has 3 frames: --start 3 is past its end" in assert_one_line_error(code, err)
     assert leftovers(out_dir) == ["d.y4m"]
-    code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "e.y4m", "--start", "-1")
-    assert "--start must be 0 or more" in assert_one_line_error(code, err) and leftovers(out_dir) == ["d.y4m"]
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "e.y4m", "--start", "1", "--frames", "1",
+                       "--model", tiny_model.path, "-q")
+    assert code == 0, err
+    assert len(frames := list(VideoReader(out_dir / "e.y4m").frames())) == 1 and same(frames[0], whole[1])
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "f.y4m", "--frames", "0")
+    assert "--frames must be at least 1" in assert_one_line_error(code, err)
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "f.y4m", "--start", "-1")
+    assert "--start must be 0 or more" in assert_one_line_error(code, err)
+    assert leftovers(out_dir) == ["d.y4m", "e.y4m"]
 
 
 @pytest.mark.parametrize("runtime, threads", [("torch", "1"), ("openvino", "2")])
@@ -723,6 +730,15 @@ def test_a_seek_to_mp4_keeps_the_audio_in_sync(capsys, tmp_path, out_dir, audio_
     assert code == 0, err
     flash, click = flash_and_click_seconds(out_dir / "view.mp4")
     assert flash == pytest.approx(5 / 25) and click == pytest.approx(flash, abs=0.01)
+    # --frames ends the video and its audio: frames 35-44 play 0.4 s
+    code, _, err = run(capsys, "decode", coded, "-o", out_dir / "part.mp4", "--start", "35", "--frames", "10", "-q")
+    assert code == 0, err
+    with av.open(str(out_dir / "part.mp4")) as inp:
+        assert inp.streams.video[0].frames == 10
+        audio = [p for p in inp.demux(inp.streams.audio[0]) if p.size]
+        stored = sum(p.duration for p in audio) * inp.streams.audio[0].time_base
+    assert 10 / 25 <= stored <= 10 / 25 + 3 * 1024 / 16000  # a copy's spare frames
+    assert flash_and_click_seconds(out_dir / "part.mp4") == (flash, click)
 
 
 def _shown_times(path: Path, kind: str = "video") -> list[float]:
