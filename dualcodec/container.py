@@ -270,6 +270,8 @@ def _open(path: Source):
     path = Path(path)
     if not path.exists():
         raise DualcodecError(f"input not found: {path}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise DualcodecError(f"cannot open {path}: the file is empty")
     try:
         return av.open(str(path))
     except av.FFmpegError as exc:

@@ -140,6 +140,8 @@ class VideoReader:
             raise DualcodecError(f"input not found: {self.path}")
         if self.path.is_dir():
             raise DualcodecError(f"input is a folder, not a file: {self.path}")
+        if self.path.stat().st_size == 0:
+            raise DualcodecError(f"cannot read {self.path}: the file is empty")
         self.is_image = self.path.suffix.lower() in IMAGE_SUFFIXES
         try:
             with self._open() as inp:

@@ -144,6 +144,9 @@ def test_truncated_mp4_does_not_pass_for_a_plain_video(dual_file, tmp_path):
 def test_missing_and_garbage_files(tmp_path):
     with pytest.raises(DualcodecError, match="input not found"):
         ContainerReader(tmp_path / "missing.mp4")
+    (tmp_path / "empty.mp4").touch()
+    with pytest.raises(DualcodecError, match="empty.mp4: the file is empty"):
+        ContainerReader(tmp_path / "empty.mp4")
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"\x00" * 1000)
     with pytest.raises(DualcodecError, match="cannot open"):

@@ -275,6 +275,9 @@ def test_reader_errors(tmp_path):
         VideoReader(tmp_path / "missing.mp4")
     with pytest.raises(DualcodecError, match="folder"):
         VideoReader(tmp_path)
+    (tmp_path / "empty.y4m").touch()
+    with pytest.raises(DualcodecError, match="empty.y4m: the file is empty"):
+        VideoReader(tmp_path / "empty.y4m")
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"not a video at all" * 10)
     with pytest.raises(DualcodecError, match="cannot read"):
