@@ -342,8 +342,9 @@ def _decode(args: argparse.Namespace) -> None:
         with ThreadPoolExecutor(max_workers=1) as pool:
             try:
                 shown = itertools.islice(video.frames, args.frames)  # None: every frame
-                for planes in tqdm(shown, desc="decode", unit="frame", total=args.frames, disable=args.quiet,
-                                   leave=False):
+                known = [n for n in (args.frames, video.length) if n is not None]
+                for planes in tqdm(shown, desc="decode", unit="frame", total=min(known) if known else None,
+                                   disable=args.quiet, leave=False):
                     frames += 1
                     pending.append(pool.submit(writer.write, planes))
                     if len(pending) > 2:

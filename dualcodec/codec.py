@@ -703,6 +703,7 @@ class DecodedVideo:
     time_base: Fraction | None = None
     times: list[int] | None = None
     start_time: Fraction = Fraction(0)  # seconds from the file's first frame to the first one decoded (a seek)
+    length: int | None = None  # how many frames ``frames`` gives, where the container's index says
 
     @property
     def format(self) -> YUVFormat:
@@ -733,7 +734,7 @@ def _decoded(reader: ContainerReader, model: str | None, runtime: str, threads: 
     header = reader.header
     layers = layers_for_header(header, model, runtime, threads)
     return DecodedVideo(header, reader.rate, _decode_frames(reader, layers), reader.damaged, reader.orientation,
-                        reader.time_base, reader.times, reader.start_time)
+                        reader.time_base, reader.times, reader.start_time, reader.length)
 
 
 def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[Planes]:

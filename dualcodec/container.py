@@ -358,6 +358,8 @@ class ContainerReader:
             # Only a dual file has a side stream; a plain video's data streams (e.g. time codes) are not one.
             self.has_side_stream = self.header.mode == "dual" and bool(inp.streams.data)
             self.first = self._key_frame_before(inp, start) if start else 0
+            # frames from start on, as the container's index counts them (None: it does not)
+            self.length = max(0, video.frames - start) if video.frames else None
             varies = rate_varies(video)
         with _open(self.source) as inp:
             self.orientation = display_orientation(inp)  # of the base-layer track: the source's

@@ -900,6 +900,7 @@ def test_a_temporal_model_carries_each_frame_to_the_next_within_its_gop_only(gop
 
 def test_seeking_past_the_end_or_before_the_start_is_refused(gops, tmp_path):
     path = _with_gop(PlainLayers(), gops, tmp_path / "plain.mp4")
+    assert [decode(path, start=s).length for s in (0, 5, 7)] == [8, 3, 1]  # what the progress bar counts
     with pytest.raises(DualcodecError, match="has 8 frames: --start 8 is past its end"):
         decode(path, start=8)
     with pytest.raises(DualcodecError, match="--start must be 0 or more"):
