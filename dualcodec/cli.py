@@ -266,7 +266,7 @@ def _encode(args: argparse.Namespace) -> None:
     if not args.quiet:
         pixels = report.frames * report.width * report.height
         print(
-            f"{args.output}: {report.frames} frames {report.width}x{report.height}, base {report.base_width}x"
+            f"{args.output}: {_count_frames(report.frames)} {report.width}x{report.height}, base {report.base_width}x"
             f"{report.base_height}; {report.file_bytes} bytes ({8 * report.file_bytes / pixels:.4f} bpp): "
             f"base {report.base_bytes}, side {report.side_bytes}, other "
             f"{report.file_bytes - report.base_bytes - report.side_bytes}; {report.seconds:.1f} s"
@@ -368,8 +368,12 @@ def _decode(args: argparse.Namespace) -> None:
         pix_fmt = args.pix_fmt or ("yuv420p" if header.bit_depth == 8 else "yuv420p10le")
         what = {"y4m": f"y4m {pix_fmt}", "mp4": "H.264 MP4 for viewing", "dir": "PNG frames"}[kind]
         name = "standard output" if args.output == STDIO else destination
-        print(f"{name}: {frames} frames {header.width}x{header.height} ({what}) from a {header.mode} "
+        print(f"{name}: {_count_frames(frames)} {header.width}x{header.height} ({what}) from a {header.mode} "
               f"file; {time.time() - start:.1f} s", file=sys.stderr)
+
+
+def _count_frames(count: int) -> str:
+    return f"{count} frame{'s' * (count != 1)}"
 
 
 def _ranges(indices: set[int]) -> str:
@@ -517,7 +521,7 @@ def _frames(args: argparse.Namespace) -> None:
             written = write_frames(video, args.output / video.stem, args.frames, every=args.every,
                                    downscale=args.downscale)
             if not args.quiet:
-                print(f"{args.output / video.stem}: {written.count} frames {written.width}x{written.height}",
+                print(f"{args.output / video.stem}: {_count_frames(written.count)} {written.width}x{written.height}",
                       file=sys.stderr)
 
 

@@ -19,7 +19,8 @@ from dualcodec.codec import decode
 from dualcodec.header import FORMAT_VERSION
 from dualcodec.video import VideoReader
 from helpers import (assert_one_line_error, clip_with_a_flash_and_a_click, display_matrix, flash_and_click_seconds,
-                     make_av_clip, packet_spans, psnr_yuv, pyav_rgb, read_yuv420, run, shared_file, synthetic_rgb)
+                     make_av_clip, packet_spans, psnr_yuv, pyav_rgb, read_yuv420, run, shared_file, synthetic_rgb,
+                     write_png)
 
 SCRIPT = Path(sys.executable).parent / "dualcodec"
 
@@ -349,7 +350,6 @@ def test_export_refuses_a_missing_calibration_folder(capsys, tiny_model, tmp_pat
 def test_export_writes_int8_graphs_beside_the_model(capsys, tiny_model, tmp_path):
     import shutil
 
-    from helpers import write_png
 
     model = shutil.copy(tiny_model.path, tmp_path / "mine.pt")
     images = tmp_path / "images"
@@ -714,6 +714,10 @@ def test_an_unturned_source_gets_no_display_matrix(capsys, tmp_path, out_dir):
     code, _, err = run(capsys, "encode", source, "-o", out_dir / "coded.mp4", "--baseline", "bicubic", "-q")
     assert code == 0, err
     assert display_matrix(out_dir / "coded.mp4") is None
+    write_png(tmp_path / "one.png", synthetic_rgb(64, 48, 1)[0])
+    code, _, err = run(capsys, "encode", tmp_path / "one.png", "-o", out_dir / "one.mp4", "--baseline", "none")
+    assert code == 0 and f"{out_dir / 'one.mp4'}: 1 frame 64x48, base 64x48;" in err
+    assert display_matrix(out_dir / "one.mp4") is None
     code, out, _ = run(capsys, "info", out_dir / "coded.mp4")
     assert "shown" not in out
 
