@@ -350,7 +350,6 @@ def test_export_refuses_a_missing_calibration_folder(capsys, tiny_model, tmp_pat
 def test_export_writes_int8_graphs_beside_the_model(capsys, tiny_model, tmp_path):
     import shutil
 
-
     model = shutil.copy(tiny_model.path, tmp_path / "mine.pt")
     images = tmp_path / "images"
     images.mkdir()
