@@ -106,8 +106,11 @@ class BaseCodecSettings:
             return {"preset": preset, **rc}
         if self.codec == "hevc":
             key, value = next(iter(rc.items()))
-            # info=0: no SEI with x265's 2.3 KB option string in every file.
-            return {"preset": preset, "x265-params": f"{key}={value}:keyint={self.gop}:log-level=error:info=0"}
+            # info=0: no SEI with x265's 2.3 KB option string in every file. open-gop=0: each
+            # GOP decodes on its own (x265's default CRA key frames have leading frames that
+            # need the GOP before), as seeking and the temporal model's GOPs assume.
+            return {"preset": preset,
+                    "x265-params": f"{key}={value}:keyint={self.gop}:open-gop=0:log-level=error:info=0"}
         return {"preset": preset, **rc, "svtav1-params": f"keyint={self.gop}"}
 
 

@@ -387,21 +387,29 @@ class ContainerReader:
         return time_base, [t - shown[0] for t in shown], (shown[0] - stamps[0]) * time_base
 
     def _key_frame_before(self, inp, start: int) -> int:
-        """The index of the last key frame at or before frame ``start``. In a closed GOP
-        (every base layer dualcodec writes) a key frame's packet is preceded in decode order
-        by exactly the frames before it in display order, so its packet index is its frame index."""
+        """The index of the last clean key frame at or before frame ``start``: one whose
+        packet is preceded in decode order by exactly the frames before it in display order,
+        so that its packet index is its frame index and nothing decoded after it is shown
+        before it. Every key frame of a closed GOP is clean (every base layer dualcodec
+        writes); an open GOP's key frame (x265's default CRA, x264's --open-gop) has leading
+        frames that need the GOP before it, so a seek starts at an earlier clean one."""
         if start < 0:
             raise DualcodecError(f"--start must be 0 or more (a frame number, from 0), got {start}")
-        key, count = 0, 0
-        for packet in inp.demux(inp.streams.video[0]):
-            if not packet.size:
-                continue
-            if packet.is_keyframe and count <= start:
-                key = count
-            count += 1
+        packets = [(packet.pts, packet.is_keyframe) for packet in inp.demux(inp.streams.video[0]) if packet.size]
+        count = len(packets)
         if start >= count:
             raise DualcodecError(f"{self.path} has {count} frame{'s' * (count != 1)}: --start {start} is past its end "
                                  f"(frames count from 0)")
+        if any(pts is None for pts, _ in packets):  # no display order to check: from the start
+            return 0
+        shown = [0] * count  # each packet's display index
+        for rank, index in enumerate(sorted(range(count), key=lambda i: packets[i][0])):
+            shown[index] = rank
+        key, latest = 0, -1  # latest: the last display index among the packets so far
+        for index, (_, is_key) in enumerate(packets[:start + 1]):
+            if is_key and latest == index - 1 and shown[index] == index:
+                key = index
+            latest = max(latest, shown[index])
         return key
 
     def record_damage(self, index: int, what: str) -> None:

@@ -898,6 +898,53 @@ def test_a_temporal_model_carries_each_frame_to_the_next_within_its_gop_only(gop
     assert same == [True, False, False, True, False, False, True, False]
 
 
+def _shown_order(path) -> list[tuple[int, bool]]:
+    """(display index, key frame) of each packet in decode order, as PyAV reads the file."""
+    with av.open(str(path)) as inp:
+        packets = [(p.pts, p.is_keyframe) for p in inp.demux(video=0) if p.size]
+    ranks = {pts: rank for rank, pts in enumerate(sorted(pts for pts, _ in packets))}
+    return [(ranks[pts], key) for pts, key in packets]
+
+
+def _assert_every_seek_is_a_whole_decode_tail(path, keys: list[int]) -> None:
+    whole = list(decode(path).frames)
+    for start in range(len(whole)):
+        assert ContainerReader(path, start=start).first == max(k for k in keys if k <= start)
+        seeked = list(decode(path, start=start).frames)
+        assert len(seeked) == len(whole) - start and all(_same(a, b) for a, b in zip(seeked, whole[start:]))
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc", "av1"])
+def test_every_base_codec_closes_its_gops(codec, tmp_path):
+    # x265's default open GOP coded three frames shown before each later key frame after
+    # it, needing both GOPs: a seek to frame 8 or on showed the wrong frames.
+    source = write_y4m(tmp_path / "moving.y4m", synthetic_frames(64, 48, count=24, seed=1, noise=0.0))
+    path = tmp_path / "plain.mp4"
+    LayeredCodec(PlainLayers(), BaseCodecSettings(codec=codec, qp=30, gop=8)).encode(source, path)
+    order = _shown_order(path)
+    assert [shown for shown, key in order if key] == [0, 8, 16]
+    assert all(max(shown for shown, _ in order[:index + 1]) == index for index, (_, key) in enumerate(order) if key)
+    _assert_every_seek_is_a_whole_decode_tail(path, [0, 8, 16])
+
+
+def test_seeking_in_an_open_gop_video_starts_at_a_clean_key_frame(tmp_path):
+    # An HEVC video from elsewhere with x265's defaults: its later key frames have leading
+    # frames that need the GOP before, so a seek to any frame starts at frame 0.
+    path = tmp_path / "open.mp4"
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx265", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.options = {"x265-params": "keyint=8:log-level=error"}
+        for i, rgb in enumerate(synthetic_rgb(64, 48, 24, seed=1, noise=0.0)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    order = _shown_order(path)
+    assert [index for index, (shown, key) in enumerate(order) if key and shown != index]  # open key frames
+    _assert_every_seek_is_a_whole_decode_tail(path, [0])
+
+
 def test_seeking_past_the_end_or_before_the_start_is_refused(gops, tmp_path):
     path = _with_gop(PlainLayers(), gops, tmp_path / "plain.mp4")
     assert [decode(path, start=s).length for s in (0, 5, 7)] == [8, 3, 1]  # what the progress bar counts
