@@ -388,16 +388,21 @@ def _ranges(indices: set[int]) -> str:
 
 
 def _info(args: argparse.Namespace) -> None:
-    from dualcodec.container import ContainerReader
+    from dualcodec.container import ContainerReader, played_seconds
     from dualcodec.yuv import MATRIX_NAMES
 
     reader = ContainerReader(args.input)
     sizes = reader.sizes()
     h = reader.header
+    known_times = reader.times is not None and None not in reader.times
+    seconds = float(played_seconds(sizes.frames, reader.rate, reader.time_base, reader.times if known_times else None))
     model = {"name": h.model_name, "fingerprint": h.model_fingerprint} if h.mode == "dual" else None
     report = {
         "file": str(args.input),
         "frames": sizes.frames,
+        "rate": str(reader.rate),  # frames per second, the average where it varies
+        "rate_varies": reader.times is not None,
+        "seconds": seconds,
         "width": h.width,
         "height": h.height,
         "base_width": h.base_width,
@@ -411,6 +416,7 @@ def _info(args: argparse.Namespace) -> None:
         "bytes": {"total": sizes.file_bytes, "base": sizes.base_bytes, "side": sizes.side_bytes,
                   "other": sizes.other_bytes},
         "bpp": 8 * sizes.file_bytes / max(1, sizes.frames * h.width * h.height),
+        "kbps": 8 * sizes.file_bytes / seconds / 1000 if seconds else None,  # the whole file's
         "header": reader.header_dict(),  # null: a plain video, no dualcodec header
     }
     if args.json:
@@ -418,7 +424,9 @@ def _info(args: argparse.Namespace) -> None:
         return
     kind = f"dualcodec v{report['header']['version']}" if reader.has_header else "no dualcodec header"
     print(f"{args.input}: {kind}, mode {h.mode}, scale {h.scale}x")
-    print(f"  frames {sizes.frames}, {h.width}x{h.height} from a {h.codec} base layer "
+    varies = ", varying" if report["rate_varies"] else ""
+    print(f"  frames {sizes.frames} at {float(reader.rate):.4g} fps{varies} ({seconds:.2f} s), {h.width}x{h.height} "
+          f"from a {h.codec} base layer "
           f"{h.base_width}x{h.base_height} (4:2:0 {h.bit_depth}-bit, range {'pc' if h.full_range else 'tv'}, "
           f"matrix {MATRIX_NAMES[h.matrix]})")
     if reader.orientation:
@@ -426,7 +434,7 @@ def _info(args: argparse.Namespace) -> None:
     if model:
         print(f"  model {model['name']} (fingerprint {model['fingerprint']})")
     print(f"  bytes {sizes.file_bytes}: base {sizes.base_bytes}, side {sizes.side_bytes}, other {sizes.other_bytes}"
-          f" ({report['bpp']:.4f} bpp)")
+          f" ({report['bpp']:.4f} bpp" + (f", {report['kbps']:.1f} kb/s)" if seconds else ")"))
 
 
 def _eval(args: argparse.Namespace) -> None:

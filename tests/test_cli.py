@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -565,6 +566,10 @@ def test_info_json(capsys, dual_file, tiny_model):
     assert b["base"] + b["side"] + b["other"] == size
     assert b["base"] > 0 and b["side"] > 0 and b["other"] > 0
     assert report["bpp"] == pytest.approx(8 * size / (3 * 37 * 29))
+    with av.open(str(dual_file.path)) as inp:  # as ffprobe reads the base layer's track
+        assert Fraction(report["rate"]) == inp.streams.video[0].average_rate == 25
+    assert not report["rate_varies"] and report["seconds"] == pytest.approx(3 / 25)
+    assert report["kbps"] == pytest.approx(8 * size / (3 / 25) / 1000)
     assert report["header"]["version"] == FORMAT_VERSION and report["header"]["format"] == "dualcodec"
     # The source's format: 8-bit limited range, BT.601 by the size rule (37x29, unflagged).
     assert report["header"]["bit_depth"] == 8
@@ -577,7 +582,8 @@ def test_info_text(capsys, dual_file, tiny_model):
     code, stdout, _ = run(capsys, "info", dual_file.path)
     assert code == 0
     assert "mode dual, scale 2x" in stdout
-    assert "frames 3, 37x29 from a h264 base layer 20x16 (4:2:0 8-bit, range tv, matrix smpte170m)" in stdout
+    assert ("frames 3 at 25 fps (0.12 s), 37x29 from a h264 base layer 20x16 (4:2:0 8-bit, range tv, matrix "
+            "smpte170m)") in stdout
     assert tiny_model.fingerprint in stdout
     assert f"bytes {dual_file.path.stat().st_size}:" in stdout
 
@@ -768,6 +774,12 @@ def test_frames_keep_their_times_through_encode_and_decode(capsys, tmp_path, out
     code, _, err = run(capsys, "decode", coded, "-o", out_dir / "view.mp4", *model, "-q")
     assert code == 0, err
     assert _shown_times(out_dir / "view.mp4") == pytest.approx(times, abs=1e-4)
+    code, out, _ = run(capsys, "info", coded, "--json")
+    with av.open(str(coded)) as inp:
+        average = inp.streams.video[0].average_rate
+    report = json.loads(out)
+    assert report["rate_varies"] and Fraction(report["rate"]) == average
+    assert report["seconds"] == pytest.approx(times[-1] + 1 / average, abs=1e-4)  # the last frame's end
     code, _, err = run(capsys, "decode", coded, "-o", out_dir / "tail.mp4", "--start", "4", *model, "-q")
     assert code == 0, err
     assert _shown_times(out_dir / "tail.mp4") == pytest.approx([t - times[4] for t in times[4:]], abs=1e-4)
