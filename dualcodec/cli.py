@@ -22,6 +22,7 @@ EPILOG = """examples:
   dualcodec encode clip.y4m -o base.mp4 --baseline bicubic
   dualcodec decode clip.mp4 -o clip_decoded.y4m         # lossless output, measure on it
   dualcodec decode clip.mp4 -o clip_frames/             # PNG frames into a new (or empty) folder
+  dualcodec decode clip.mp4 -o part.mp4 --start 100 --frames 50   # seek: frames 100-149, their audio too
   ffmpeg -i in.mkv -f yuv4mpegpipe - | dualcodec encode - -o piped.mp4   # y4m through a pipe
   dualcodec decode clip.mp4 -o - | ffplay -              # and out of one
   dualcodec info clip.mp4 --json
@@ -114,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     _runtime_options(dec)
     dec.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    inf = sub.add_parser("info", help="describe a dualcodec MP4: header, frames and bytes per layer")
+    inf = sub.add_parser("info", help="describe a dualcodec MP4: header, frames, rate, duration and bytes per "
+                         "layer")
     inf.add_argument("input", type=Path, help="dualcodec .mp4 (a video without the header reads as mode plain)")
     inf.add_argument("--json", action="store_true", help="print JSON")
 
