@@ -862,16 +862,18 @@ def gops(tmp_path_factory):
     return SimpleNamespace(path=write_y4m(tmp_path_factory.mktemp("gops") / "gops.y4m", frames), frames=frames)
 
 
-def _with_gop(layers, gops, destination, gop: int = 3):
-    LayeredCodec(layers, BaseCodecSettings(qp=30, gop=gop)).encode(gops.path, destination)
+def _with_gop(layers, gops, destination, gop: int = 3, codec: str = "h264"):
+    LayeredCodec(layers, BaseCodecSettings(codec=codec, qp=30, gop=gop)).encode(gops.path, destination)
     return destination
 
 
-@pytest.mark.parametrize("mode", ["temporal", "dual", "bicubic", "plain"])
-def test_seeking_to_any_frame_gives_the_frames_of_a_whole_decode(mode, gops, temporal_model, tiny_model, tmp_path):
+@pytest.mark.parametrize("mode, codec", [("temporal", "h264"), ("dual", "h264"), ("bicubic", "h264"),
+                                         ("plain", "h264"), ("temporal", "hevc"), ("dual", "hevc")])
+def test_seeking_to_any_frame_gives_the_frames_of_a_whole_decode(mode, codec, gops, temporal_model, tiny_model,
+                                                                  tmp_path):
     model = temporal_model.path if mode == "temporal" else tiny_model.path
     layers = ModelLayers(load_model(str(model))) if mode == "temporal" else _layers(mode, model)
-    path = _with_gop(layers, gops, tmp_path / f"{mode}.mp4")
+    path = _with_gop(layers, gops, tmp_path / f"{mode}.mp4", codec=codec)
     keys = [i for i, planes in enumerate(ContainerReader(path).base_frames()) if planes.key_frame]
     assert keys == [0, 3, 6]
     whole = list(decode(path, str(model)).frames)
