@@ -23,7 +23,11 @@ whatever is closest to the source in 6:1:1 squared error among:
   with perfect choices of how to use it;
 * ``decoded_blend``: the same moved output, blended with the frame's own by the weight
   in [0, 1] per block that brings it closest to the source (a linear fusion per block,
-  with perfect weights).
+  with perfect weights);
+* ``decoded_both``: ``decoded`` with the next frame's own output too, moved by the shift
+  that best matches the frame's own output: the own output, either moved one, the mean
+  of the own output with either or with both (a decoder that waits one frame, as
+  MFQE-style enhancers use the better frames on both sides, with perfect choices).
 
 The previous output is the previous frame's rebuilt one, so a block can be carried
 across the GOP. The choices and the motion cost no bits in these three, so each BD-rate
@@ -55,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 from rd_sweep import CLIPS, SHARED  # noqa: E402
 
-FAMILIES = ("zero", "motion", "both", "decoded", "decoded_blend")
+FAMILIES = ("zero", "motion", "both", "decoded", "decoded_blend", "decoded_both")
 H264_LAMBDA = 0.85  # H.264's mode-decision Lagrangian: 0.85 * 2^((QP - 12) / 3) per bit, 8-bit SSD
 TABLE_BITS = 8 * (3 + 2 * 9) // 2  # a frame's code tables (mode and shift frequencies), half a byte each
 WEIGHTS = (6.0, 4.0, 4.0)  # 6:1:1 of per-plane MSE, in squared error per block (chroma has 1/4 the samples)
@@ -161,21 +165,24 @@ def clip_frames(name: str, count: int):
     return [f for _, f in zip(range(count), reader.frames())], reader.info.format
 
 
-def rebuild_decoded(current, previous, source, block: int, search: int, blend: bool = False):
-    """``current`` rebuilt block by block from itself, ``previous`` moved by the even shift
-    within +-``search`` that best matches ``current`` (the decoder's own estimate), or
-    their mean: each block the closest to ``source``. ``blend``: instead, each block
-    ``current + w (moved - current)`` with the ``w`` in [0, 1] of least 6:1:1 squared error
-    to ``source``."""
+def rebuild_decoded(current, references, source, block: int, search: int, blend: bool = False):
+    """``current`` rebuilt block by block from itself, each of ``references`` moved by the
+    even shift within +-``search`` that best matches ``current`` (the decoder's own
+    estimate), or the mean of itself with one or all of them: each block the closest to
+    ``source``. ``blend`` (one reference): instead, each block ``current + w (moved -
+    current)`` with the ``w`` in [0, 1] of least 6:1:1 squared error to ``source``."""
     import torch
 
-    moved = compensated(previous, current, block, search)
+    moves = [compensated(reference, current, block, search) for reference in references]
     if blend:
+        (moved,) = moves
         change = [m - c for m, c in zip(moved, current)]
         along = block_product(change, [s - c for s, c in zip(source, current)], block)
         weight = (along / block_product(change, change, block).clamp_min(1e-9)).clamp(0, 1)
         return [c + w * d for c, w, d in zip(current, spread(weight, block, [p.shape for p in current]), change)]
-    candidates = [None, moved, [(c + m) / 2 for c, m in zip(current, moved)]]
+    candidates = [None, *moves, *([(c + m) / 2 for c, m in zip(current, moved)] for moved in moves)]
+    if len(moves) > 1:
+        candidates.append([sum(planes) / len(planes) for planes in zip(current, *moves)])
     choice = torch.stack([block_error(current if c is None else c, source, block) for c in candidates]).argmin(0)
     return assembled(current, choice, candidates.__getitem__, block)
 
@@ -293,7 +300,8 @@ def main() -> int:
                             bits += frame_bits
                             continue
                         if family.startswith("decoded"):
-                            frames.append(rebuild_decoded(outputs[t], frames[t - 1], truth[t], args.block,
+                            after = [outputs[t + 1]] if family == "decoded_both" and t + 1 < len(outputs) else []
+                            frames.append(rebuild_decoded(outputs[t], [frames[t - 1], *after], truth[t], args.block,
                                                           args.search, blend=family == "decoded_blend"))
                             continue
                         others = [frames[t - 1]] + ([outputs[t + 1]] if family == "both" and t + 1 < len(outputs) else [])

@@ -62,11 +62,22 @@ def test_the_blend_oracle_takes_the_weight_that_reaches_the_source():
     rng = np.random.default_rng(3)
     current, previous = _planes(rng), _planes(rng)
     source = [c + 0.25 * (p - c) for c, p in zip(current, previous)]  # a quarter of the way to previous
-    out = temporal_headroom.rebuild_decoded(current, previous, source, block=16, search=0, blend=True)
+    out = temporal_headroom.rebuild_decoded(current, [previous], source, block=16, search=0, blend=True)
     for o, s in zip(out, source):
         assert torch.allclose(o, s, atol=1e-3)
-    chosen = temporal_headroom.rebuild_decoded(current, previous, source, block=16, search=0)
+    chosen = temporal_headroom.rebuild_decoded(current, [previous], source, block=16, search=0)
     assert float(temporal_headroom.block_error(chosen, source, 16).sum()) > 1.0  # a choice of three cannot
+
+
+def test_the_two_sided_oracle_takes_the_mean_of_all_three_where_it_is_the_source():
+    rng = np.random.default_rng(4)
+    current, previous, after = _planes(rng), _planes(rng), _planes(rng)
+    source = [(c + p + a) / 3 for c, p, a in zip(current, previous, after)]
+    out = temporal_headroom.rebuild_decoded(current, [previous, after], source, block=16, search=0)
+    for o, s in zip(out, source):
+        assert torch.allclose(o, s, atol=1e-4)
+    one_sided = temporal_headroom.rebuild_decoded(current, [previous], source, block=16, search=0)
+    assert float(temporal_headroom.block_error(one_sided, source, 16).sum()) > 1.0
 
 
 def test_the_held_out_clips_start_at_a_validation_frame_and_hold_no_training_frame(tmp_path):
