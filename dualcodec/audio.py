@@ -14,8 +14,10 @@ FFmpeg writes the file header with it, and a stream added later crashes it (SIGF
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 from pathlib import Path
+from typing import Sequence
 
 POLICIES = ("auto", "copy", "aac", "none")
 # What MP4 players (browsers, QuickTime, Android, VLC) play from an MP4.
@@ -24,9 +26,11 @@ AAC_BIT_RATE = 128_000
 
 
 class AudioTracks:
-    """One output track per audio stream of ``source``, declared in ``output`` at once."""
+    """One output track per audio stream of ``source``, declared in ``output`` at once,
+    each with its language in ``languages`` (one per audio stream of ``source``, or none)."""
 
-    def __init__(self, output, source: Path, policy: str = "auto") -> None:
+    def __init__(self, output, source: Path, policy: str = "auto",
+                 languages: Sequence[str | None] = ()) -> None:
         import av
 
         if policy not in POLICIES:
@@ -38,7 +42,7 @@ class AudioTracks:
         if policy == "none":
             return
         with av.open(str(self.source)) as inp:
-            for stream in inp.streams.audio:
+            for stream, language in itertools.zip_longest(inp.streams.audio, languages):
                 name = stream.codec_context.name
                 if policy == "copy" or (policy == "auto" and name in MP4_AUDIO):
                     self._copied[stream.index] = output.add_stream_from_template(stream)
@@ -55,6 +59,8 @@ class AudioTracks:
                     aac.bit_rate = AAC_BIT_RATE
                     self._coded[stream.index] = aac
                     self.described.append(f"{name} transcoded to aac")
+                if language:
+                    (self._copied.get(stream.index) or self._coded[stream.index]).metadata["language"] = language
 
     def write(self, seconds: float | None = None, offset: Fraction = Fraction(0)) -> None:
         """Mux the audio as it played with the video: the output's video starts at time 0

@@ -146,9 +146,9 @@ class AutoCodec:
         return [plain_result, *results], plain_trials, list(trials)
 
     def encode(self, source: Path, destination: Path, progress: bool = False,
-               max_frames: int | None = None, start: int = 0) -> EncodeReport:
+               max_frames: int | None = None, start: int = 0, tags: bool = True) -> EncodeReport:
         """Encode the file ``source`` (from frame ``start`` on) with every candidate and keep
-        the best one's file."""
+        the best one's file (with the source's ``tags``, as :meth:`LayeredCodec.encode`)."""
         began = time.time()
         destination = Path(destination)
         with tempfile.TemporaryDirectory(prefix=".dualcodec-auto-", dir=destination.parent) as tmp:
@@ -159,7 +159,8 @@ class AutoCodec:
             def run(codec: LayeredCodec):
                 path = Path(tmp) / f"trial{next(count)}.mp4"
                 desc = f"try {codec.layers.scale}x {codec.layers.mode}"
-                report = codec.encode(source, path, progress=progress, max_frames=max_frames, desc=desc, start=start)
+                report = codec.encode(source, path, progress=progress, max_frames=max_frames, desc=desc, start=start,
+                                      tags=tags)
                 video = decode(path, str(codec.model_path) if codec.model_path else None)
                 quality = psnr_yuv(VideoReader(source).frames(start), video.frames, video.format.bit_depth)
                 return (report, path), Trial(report.mode, report.scale, report.file_bytes, quality)

@@ -89,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("--audio", choices=["auto", "copy", "aac", "none"], default="auto",
                      help="the input's audio: auto (default) copies what MP4 players play and transcodes the "
                      "rest (PCM, Vorbis) to AAC; copy keeps every stream as it is; aac transcodes all; none drops it")
+    enc.add_argument("--no-tags", action="store_true",
+                     help="leave out the input's tags (as ffmpeg -map_metadata -1); by default the output carries "
+                     "its creation time, title, comment, location and the like, and its streams' languages, as "
+                     "ffmpeg does")
     enc.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
     dec = sub.add_parser("decode", help="decode a dualcodec MP4 to y4m, PNG frames or MP4",
@@ -264,7 +268,8 @@ def _encode(args: argparse.Namespace) -> None:
     settings = BaseCodecSettings(codec=args.codec, qp=qp, crf=args.crf, preset=args.preset, gop=args.gop)
     codec = make_codec(settings, args.baseline, args.model, args.scale, args.audio, args.runtime, args.threads,
                        args.side_weight, args.side_new)
-    report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames, start=args.start)
+    report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames, start=args.start,
+                          tags=not args.no_tags)
     if not args.quiet:
         pixels = report.frames * report.width * report.height
         print(

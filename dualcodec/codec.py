@@ -49,7 +49,7 @@ from dualcodec.basecodec import (
     planes_from_tensors,
     planes_to_tensors,
 )
-from dualcodec.container import ContainerReader, ContainerWriter, Orientation, played_seconds
+from dualcodec.container import ContainerReader, ContainerWriter, Orientation, Tags, played_seconds
 from dualcodec.errors import DamagedData, DualcodecError
 from dualcodec.header import Header
 from dualcodec.model import UV_WEIGHT, Y_WEIGHT, LoadedModel, lmbda_at, load_model, resolve_model_path
@@ -519,11 +519,12 @@ class LayeredCodec:
 
     def encode(
         self, source: Path, destination: Path, progress: bool = False, max_frames: int | None = None,
-        desc: str = "encode", start: int = 0,
+        desc: str = "encode", start: int = 0, tags: bool = True,
     ) -> EncodeReport:
         """Encode the file ``source`` from frame ``start`` on (at most ``max_frames`` frames,
         with its audio from that frame's time) into the MP4 ``destination``:
-        :meth:`compress`'s coding, read from and written to files."""
+        :meth:`compress`'s coding, read from and written to files. ``tags``: carry the
+        source's creation time, title and languages (:class:`~dualcodec.container.Tags`)."""
         began = time.time()
         reader = VideoReader(source)
         info = reader.info
@@ -532,7 +533,8 @@ class LayeredCodec:
             frames, audio = self._write(reader.frames(start), info.width, info.height, info.format, info.rate, tmp,
                                         str(source), max_frames, progress, desc, total=min(known) if known else None,
                                         audio_from=Path(source) if info.has_audio else None,
-                                        orientation=info.orientation, time_base=info.time_base)
+                                        orientation=info.orientation, time_base=info.time_base,
+                                        tags=info.tags if tags else Tags())
             # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as
             # length prefixes, so the encoder's packet sizes are not the file's.
             sizes = ContainerReader(tmp).sizes()
@@ -560,9 +562,10 @@ class LayeredCodec:
     def _write(self, frames: Iterator[Planes], width: int, height: int, fmt: YUVFormat, rate: Fraction, target,
                name: str, max_frames: int | None = None, progress: bool = False, desc: str = "encode",
                total: int | None = None, audio_from: Path | None = None, orientation: Orientation = Orientation(),
-               time_base: Fraction | None = None) -> tuple[int, list[str]]:
+               time_base: Fraction | None = None, tags: Tags = Tags()) -> tuple[int, list[str]]:
         """Code ``frames`` into the MP4 ``target`` (a path or a writable binary buffer), its
-        base-layer track flagged with the source's display ``orientation``; the frame count and
+        base-layer track flagged with the source's display ``orientation`` and carrying its
+        ``tags``; the frame count and
         what became of each audio stream of ``audio_from``. ``time_base``: stamp each frame
         with its own :attr:`~dualcodec.basecodec.Planes.time` in these units (a source whose
         frames do not come at a constant rate), else with its index over ``rate``."""
@@ -578,9 +581,9 @@ class LayeredCodec:
         count, audio = 0, []
         try:
             writer = ContainerWriter(target, header, settings, rate, side_stream=self.layers.side_stream,
-                                     orientation=orientation, time_base=time_base)
+                                     orientation=orientation, time_base=time_base, tags=tags)
             try:
-                audio = writer.add_audio_streams(audio_from, self.audio) if audio_from is not None else []
+                audio = writer.add_audio_streams(audio_from, self.audio, tags) if audio_from is not None else []
                 encoder = BaseEncoder(settings, header.base_width, header.base_height, rate, writer.video_codec_context,
                                       time_base, writer.times)
                 loop = _ClosedLoop(self.layers, writer, encoder, fmt)

@@ -105,15 +105,53 @@ class Orientation:
         return " and then ".join(filter(None, [turned, mirrored])) or "as stored"
 
 
+# The container tags an output carries from its source: those FFmpeg's MP4 muxer writes by
+# default (ffmpeg copies others, such as a phone's "com.android.version", only to be dropped)
+CARRIED_TAGS = frozenset({"creation_time", "title", "artist", "album_artist", "album", "composer", "comment",
+                          "description", "synopsis", "copyright", "date", "genre", "grouping", "lyrics",
+                          "location"})
+
+
+@dataclass(frozen=True)
+class Tags:
+    """What an output carries over from its source's container, as ffmpeg does by default
+    (``-map_metadata 0``): the container's tags (creation_time, title, ...) that the MP4
+    muxer writes, the video stream's language and each audio stream's (``None``: none,
+    or "und"). ``Tags()`` carries nothing."""
+
+    container: tuple[tuple[str, str], ...] = ()
+    language: str | None = None
+    audio_languages: tuple[str | None, ...] = ()
+
+    @classmethod
+    def of(cls, inp) -> Tags:
+        """The tags of the open container ``inp``."""
+        def language(stream) -> str | None:
+            value = stream.metadata.get("language")
+            return None if value in (None, "und") else value
+
+        return cls(tuple((key, value) for key, value in inp.metadata.items() if key in CARRIED_TAGS),
+                   language(inp.streams.video[0]) if inp.streams.video else None,
+                   tuple(language(stream) for stream in inp.streams.audio))
+
+    def put(self, output, video) -> None:
+        """Give the container's and the video stream's to ``output``, a container being
+        written, and its ``video`` stream (the audio streams' go with them, :mod:`dualcodec.audio`)."""
+        output.metadata.update(dict(self.container))
+        if self.language:
+            video.metadata["language"] = self.language
+
+
 class ContainerWriter:
     """Writes one dualcodec MP4. Use :attr:`video_codec_context` for the base encoder."""
 
     def __init__(self, path: Path | BinaryIO, header: Header, settings: BaseCodecSettings, rate: Fraction,
                  side_stream: bool = False, orientation: Orientation = Orientation(),
-                 time_base: Fraction | None = None) -> None:
+                 time_base: Fraction | None = None, tags: Tags = Tags()) -> None:
         """``path``: a file name or a seekable binary buffer. ``side_stream``: the file has a
         data track (exactly when the model has a side stream). ``orientation``: how the
-        source is shown (:func:`display_orientation`), given to the base-layer track.
+        source is shown (:func:`display_orientation`), given to the base-layer track;
+        ``tags``: the source's (its creation time, title, language).
         ``time_base``: for frames that do not come at a constant rate, the unit of
         :attr:`times`, each frame's time stamp, which its caller appends as frames come
         (and gives the base encoder); the side packets take the same stamps."""
@@ -136,6 +174,7 @@ class ContainerWriter:
         if settings.codec == "hevc":
             self.video.codec_tag = "hvc1"  # parameter sets in the sample entry: what Apple players require
         orientation.flag(self.video)
+        tags.put(self.output, self.video)
         self.data = self.output.add_data_stream("bin_data") if side_stream else None
         self._side_index = 0
         self._last_dts: int | None = None  # of the last base-layer packet
@@ -180,12 +219,13 @@ class ContainerWriter:
         self._side_index += 1
         self.output.mux(packet)
 
-    def add_audio_streams(self, source: Path, policy: str = "auto") -> list[str]:
-        """Declare the audio tracks of ``source`` (:mod:`dualcodec.audio`); before any packet
-        is muxed. Returns what becomes of each ("aac copied", "pcm_s16le transcoded to aac")."""
+    def add_audio_streams(self, source: Path, policy: str = "auto", tags: Tags = Tags()) -> list[str]:
+        """Declare the audio tracks of ``source`` (:mod:`dualcodec.audio`), with the
+        languages of ``tags``; before any packet is muxed. Returns what becomes of each
+        ("aac copied", "pcm_s16le transcoded to aac")."""
         from dualcodec.audio import AudioTracks
 
-        self._audio = AudioTracks(self.output, source, policy)
+        self._audio = AudioTracks(self.output, source, policy, tags.audio_languages)
         return self._audio.described
 
     def copy_audio(self, seconds: float, offset: Fraction = Fraction(0)) -> None:

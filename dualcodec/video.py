@@ -38,7 +38,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from dualcodec.basecodec import Planes, frame_from_planes, planes_from_frame
-from dualcodec.container import Orientation, display_orientation, played_seconds, rate_varies, ticks_per_frame
+from dualcodec.container import (Orientation, Tags, display_orientation, played_seconds, rate_varies,
+                                 ticks_per_frame)
 from dualcodec.errors import DualcodecError
 from dualcodec.header import METADATA_KEY
 from dualcodec.outputs import STDIO
@@ -69,6 +70,7 @@ class VideoInfo:
     # The stream's time base when its frames do not come at a constant rate (a phone's
     # video: its average rate is not its base rate); the frames then carry their times.
     time_base: Fraction | None = None
+    tags: Tags = Tags()  # what an encode carries over: creation time, title, language
 
     @property
     def converted(self) -> bool:
@@ -190,7 +192,7 @@ class VideoReader:
         timed = (not self.is_image and self.path.suffix.lower() not in RAW_FORMATS  # raw streams have no times
                  and rate_varies(stream))
         return VideoInfo(width, height, rate, frames, bool(inp.streams.audio), fmt, pix_fmt,
-                         time_base=Fraction(stream.time_base) if timed else None)
+                         time_base=Fraction(stream.time_base) if timed else None, tags=Tags.of(inp))
 
     is_image = False
 
@@ -316,10 +318,10 @@ class PngDirWriter:
 
 
 class Mp4Writer:
-    """H.264 CRF 12 MP4 of the planes for viewing a decoded video (lossy), with the audio of
-    ``audio_from`` (the decoded file) copied from ``audio_start`` seconds after its first
-    frame (a seek's first frame) to the end of the last frame written, and the display
-    ``orientation`` flagged; frame ``i`` shown
+    """H.264 CRF 12 MP4 of the planes for viewing a decoded video (lossy), with the tags of
+    ``audio_from`` (the decoded file) and its audio copied from ``audio_start`` seconds
+    after its first frame (a seek's first frame) to the end of the last frame written, and
+    the display ``orientation`` flagged; frame ``i`` shown
     at ``times[i]`` in units of ``time_base`` when given (frames that do not come at a
     constant rate), else at ``i / rate``."""
 
@@ -337,7 +339,12 @@ class Mp4Writer:
         self.output = av.open(str(path), "w", format="mp4")
         self.stream = self.output.add_stream("libx264", rate=Fraction(rate))
         orientation.flag(self.stream)
-        self.audio = AudioTracks(self.output, audio_from, "copy") if audio_from is not None else None
+        self.audio = None
+        if audio_from is not None:
+            with av.open(str(audio_from)) as inp:
+                tags = Tags.of(inp)
+            tags.put(self.output, self.stream)
+            self.audio = AudioTracks(self.output, audio_from, "copy", tags.audio_languages)
         self.audio_start = audio_start
         self.rate, self.time_base = rate, time_base
         self.pad_w, self.pad_h = width + width % 2, height + height % 2

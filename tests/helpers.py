@@ -200,12 +200,14 @@ def new_latents_every_frame(loaded, level: int = 30, keep: bool = False):
 
 def make_av_clip(path: Path, width: int = 64, height: int = 48, frames: int = 5, rate: int = 25,
                  audio: bool = False, faststart: bool = False, matrix: int | None = None,
-                 rotation: int = 0, mirrored: bool = False, times: list[float] | None = None) -> Path:
+                 rotation: int = 0, mirrored: bool = False, times: list[float] | None = None,
+                 tags: dict[str, str] | None = None, language: str | None = None) -> Path:
     """A small H.264 MP4 (optionally with a mono AAC track) written with PyAV; ``matrix``:
     the H.273 colour matrix flagged in the stream (default: none, "unspecified");
     ``rotation``: the display rotation flagged, degrees counter-clockwise (a phone's portrait video),
     ``mirrored``: then mirrored left to right (a display matrix of negative determinant);
-    ``times``: each frame's time in seconds, for frames that do not come at a constant rate."""
+    ``times``: each frame's time in seconds, for frames that do not come at a constant rate;
+    ``tags``: the container's (as a phone writes creation_time); ``language``: every stream's."""
     import av
 
     options = {"movflags": "faststart"} if faststart else {}
@@ -216,10 +218,13 @@ def make_av_clip(path: Path, width: int = 64, height: int = 48, frames: int = 5,
             video.codec_context.colorspace = matrix
         if rotation or mirrored:
             video.set_display_rotation(rotation, hflip=mirrored)
+        out.metadata.update(tags or {})
         sound = None
         if audio:
             sound = out.add_stream("aac", rate=16000)
             sound.layout = "mono"
+        for stream in filter(None, [video, sound] if language else []):
+            stream.metadata["language"] = language
         if times is not None:
             video.codec_context.time_base = Fraction(1, 90000)
         for i, rgb in enumerate(synthetic_rgb(width, height, frames, seed=1)):

@@ -714,6 +714,32 @@ def test_a_photos_exif_orientation_becomes_the_display_matrix_ffmpeg_reads_from_
     assert (a * d - b * c < 0) == (tag in (2, 4, 5, 7))
 
 
+def _tags(path: Path) -> tuple[dict, list]:
+    """The container's tags and each stream's language, as PyAV reads them (no dualcodec code)."""
+    with av.open(str(path)) as inp:
+        return dict(inp.metadata), [s.metadata.get("language") for s in inp.streams if s.type in ("video", "audio")]
+
+
+@pytest.mark.parametrize("how", [["--baseline", "none"], ["--baseline", "bicubic"]])
+def test_the_sources_tags_are_carried_as_ffmpeg_carries_them(capsys, tmp_path, out_dir, how):
+    # A phone's creation time, a title and the streams' language, through encode and decode
+    # to MP4; a tag the MP4 muxer does not write (ffmpeg drops it too) and --no-tags.
+    tags = {"creation_time": "2023-11-27T16:03:21.000000Z", "title": "dog on a bed", "com.android.version": "13"}
+    source = make_av_clip(tmp_path / "phone.mp4", frames=3, audio=True, tags=tags, language="eng")
+    code, _, err = run(capsys, "encode", source, "-o", out_dir / "coded.mp4", *how, "-q")
+    assert code == 0, err
+    code, _, err = run(capsys, "decode", out_dir / "coded.mp4", "-o", out_dir / "view.mp4", "-q")
+    assert code == 0, err
+    for path in (out_dir / "coded.mp4", out_dir / "view.mp4"):
+        container, languages = _tags(path)
+        assert {k: container.get(k) for k in tags} == {**tags, "com.android.version": None}
+        assert languages == ["eng", "eng"]
+    code, _, err = run(capsys, "encode", source, "-o", out_dir / "bare.mp4", *how, "--no-tags", "-q")
+    assert code == 0, err
+    container, languages = _tags(out_dir / "bare.mp4")
+    assert not set(tags) & set(container) and languages == ["und", "und"]
+
+
 def test_an_unturned_source_gets_no_display_matrix(capsys, tmp_path, out_dir):
     source = make_av_clip(tmp_path / "clip.mp4", frames=2)
     code, _, err = run(capsys, "encode", source, "-o", out_dir / "coded.mp4", "--baseline", "bicubic", "-q")

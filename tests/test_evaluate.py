@@ -13,6 +13,7 @@ from dualcodec.cli import main
 from dualcodec.errors import DualcodecError
 from dualcodec.evaluate import RDPoint, results_json
 from helpers import (
+    make_av_clip,
     psnr,
     read_yuv420,
     shared_file,
@@ -131,6 +132,21 @@ def test_eval_from_a_start_frame_measures_what_a_cut_clip_gives(tmp_path, capsys
     assert a["settings"]["start"] == 2 and "start" not in b["settings"]
     (pa,), (pb,) = a["inputs"][0]["points"], b["inputs"][0]["points"]
     assert pa["frames"] == 2 and (pa["file_bytes"], pa["psnr_yuv"]) == (pb["file_bytes"], pb["psnr_yuv"])
+
+
+def test_eval_measures_the_coding_without_the_sources_tags(tmp_path, capsys):
+    # A phone's creation time costs a dual file 72 bytes; the rate eval reports is the coding's.
+    tags = {"creation_time": "2023-11-27T16:03:21.000000Z"}
+    phone, bare = (make_av_clip(tmp_path / name, width=96, height=64, frames=2, tags=t)
+                   for name, t in (("phone.mp4", tags), ("bare.mp4", None)))
+    sizes = []
+    for source in (phone, bare):
+        code, err = _eval(capsys, source, "--baseline", "bicubic", "--qp", "30", "-q", "-o", tmp_path / "r.json", "-y")
+        assert code == 0, err
+        sizes.append(json.loads((tmp_path / "r.json").read_text())["inputs"][0]["points"][0]["file_bytes"])
+    assert sizes[0] == sizes[1]
+    code = main(["encode", str(phone), "-o", str(tmp_path / "kept.mp4"), "--baseline", "bicubic", "--qp", "30", "-q"])
+    assert code == 0 and (tmp_path / "kept.mp4").stat().st_size > sizes[0]
 
 
 def test_eval_missing_input_is_an_error(tmp_path, capsys):
