@@ -71,12 +71,14 @@ class AudioTracks:
         none. Audio ``seconds`` or more after the start (None: no end) is left out."""
         import av
 
+        from dualcodec.container import video_stream
+
         if not (self._copied or self._coded):
             return
         resamplers = {i: av.AudioResampler(format="fltp", layout=s.layout.name, rate=s.rate)
                       for i, s in self._coded.items()}
         with av.open(str(self.source)) as inp:
-            video = inp.streams.video[0] if inp.streams.video else None
+            video = video_stream(inp)
             start = offset + (Fraction(video.start_time * video.time_base) if video and video.start_time else 0)
             for packet in inp.demux(*inp.streams.audio):
                 index = packet.stream.index

@@ -131,7 +131,7 @@ class Tags:
             return None if value in (None, "und") else value
 
         return cls(tuple((key, value) for key, value in inp.metadata.items() if key in CARRIED_TAGS),
-                   language(inp.streams.video[0]) if inp.streams.video else None,
+                   language(video_stream(inp)) if inp.streams.video else None,
                    tuple(language(stream) for stream in inp.streams.audio))
 
     def put(self, output, video) -> None:
@@ -254,6 +254,13 @@ class StreamSizes:
 Source = Path | bytes  # a file, or a whole file in memory
 
 
+def video_stream(inp):
+    """The video stream of the open container ``inp`` that players show, as ffmpeg picks it
+    (FFmpeg's best stream: a moving picture before a cover picture stored first); ``None``
+    when there is none. A dualcodec file has one, its base layer."""
+    return inp.streams.best("video")
+
+
 def rate_varies(stream) -> bool:
     """Whether a video stream's frames do not come at a constant rate (a phone's video):
     its average rate is not its base rate."""
@@ -282,7 +289,7 @@ def display_orientation(inp) -> Orientation:
     import av
 
     try:
-        frame = next(inp.decode(inp.streams.video[0]), None)
+        frame = next(inp.decode(video_stream(inp)), None)
     except (av.FFmpegError, ValueError):
         return Orientation()
     if frame is None:
@@ -388,7 +395,7 @@ class ContainerReader:
             if not inp.streams.video:
                 what = "base-layer video stream" if header else "video stream (and no dualcodec header)"
                 raise DualcodecError(f"{self.path} has no {what}")
-            video = inp.streams.video[0]
+            video = video_stream(inp)
             if video.codec_context is None:
                 raise DualcodecError(f"{self.path}: its video stream names no codec FFmpeg knows (damaged?)")
             self.has_header = header is not None
@@ -415,7 +422,7 @@ class ContainerReader:
         import av
 
         with _open(self.source) as inp:
-            video = inp.streams.video[0]
+            video = video_stream(inp)
             time_base = Fraction(video.time_base)
             try:
                 stamps = sorted(p.pts for p in inp.demux(video) if p.size and p.pts is not None)
@@ -435,7 +442,7 @@ class ContainerReader:
         frames that need the GOP before it, so a seek starts at an earlier clean one."""
         if start < 0:
             raise DualcodecError(f"--start must be 0 or more (a frame number, from 0), got {start}")
-        packets = [(packet.pts, packet.is_keyframe) for packet in inp.demux(inp.streams.video[0]) if packet.size]
+        packets = [(packet.pts, packet.is_keyframe) for packet in inp.demux(video_stream(inp)) if packet.size]
         count = len(packets)
         if start >= count:
             raise DualcodecError(f"{self.path} has {count} frame{'s' * (count != 1)}: --start {start} is past its end "
@@ -470,7 +477,7 @@ class ContainerReader:
         last: Planes | None = None
         index = sent = self.first
         with _open(self.source) as inp:
-            packets = inp.demux(inp.streams.video[0])
+            packets = inp.demux(video_stream(inp))
             for _ in range(self.first):  # seeking: the packets before the key frame
                 next(p for p in packets if p.size)
             ended = False
@@ -531,10 +538,11 @@ class ContainerReader:
     def sizes(self) -> StreamSizes:
         with _open(self.source) as inp:
             base = side = frames = 0
+            video = video_stream(inp)
             for packet in inp.demux():
                 if packet.size == 0:
                     continue
-                if packet.stream.type == "video":
+                if packet.stream.index == video.index:
                     base += packet.size
                     frames += 1
                 elif packet.stream.type == "data" and self.has_side_stream:

@@ -39,7 +39,7 @@ import numpy as np
 
 from dualcodec.basecodec import Planes, frame_from_planes, planes_from_frame
 from dualcodec.container import (Orientation, Tags, display_orientation, played_seconds, rate_varies,
-                                 ticks_per_frame)
+                                 ticks_per_frame, video_stream)
 from dualcodec.errors import DualcodecError
 from dualcodec.header import METADATA_KEY
 from dualcodec.outputs import STDIO
@@ -179,7 +179,7 @@ class VideoReader:
         return av.open(str(self.path), format=fmt)
 
     def _info(self, inp, frames: int | None) -> VideoInfo:
-        stream = inp.streams.video[0]
+        stream = video_stream(inp)
         cc = stream.codec_context
         width, height = cc.width, cc.height
         if width <= 0 or height <= 0:
@@ -212,7 +212,7 @@ class VideoReader:
                 opened = self._open()
             with opened as inp:
                 first = None  # the first frame's time stamp
-                for frame in inp.decode(inp.streams.video[0]):
+                for frame in inp.decode(video_stream(inp)):
                     count += 1
                     if frame.pts is not None and frame.time_base is not None:
                         first = frame.pts if first is None else first

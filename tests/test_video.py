@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from dualcodec.basecodec import Planes
-from dualcodec.container import Orientation
+from dualcodec.container import ContainerReader, Orientation
 from dualcodec.errors import DualcodecError
 from dualcodec.video import (
     Mp4Writer,
@@ -268,6 +268,32 @@ def test_real_image_input():
         rgb = np.asarray(im.convert("RGB"))
     assert np.abs(frame.y - _bt601_full_luma(rgb)).max() <= 1.0
     _assert_same_planes(frame, image_planes(kodim))  # what ../shared/tools/anchors.py reads
+
+
+def test_a_cover_picture_stored_first_is_not_the_video(tmp_path):
+    # ffmpeg shows (and encodes) the moving picture, not a still stored as the first stream;
+    # the reader coded the 32x32 still as a one-frame video.
+    path = tmp_path / "with_cover.mkv"
+    with av.open(str(path), "w") as out:
+        cover = out.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 32, 32, "yuvj420p"
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        still = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24").reformat(format="yuvj420p")
+        out.mux([*cover.encode(still), *cover.encode(None)])
+        for i, rgb in enumerate(synthetic_rgb(64, 48, 5, seed=2)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    reader = VideoReader(path)
+    assert (reader.info.width, reader.info.height) == (64, 48)
+    with av.open(str(path)) as inp:
+        expected = [f.to_ndarray() for f in inp.decode(video=1)]
+    frames = list(reader.frames())
+    assert len(frames) == len(expected) == 5
+    assert all(np.array_equal(f.y, e[:48]) for f, e in zip(frames, expected))  # yuv420p as one array: Y rows first
+    assert ContainerReader(path).sizes().frames == 5
 
 
 def test_reader_errors(tmp_path):
