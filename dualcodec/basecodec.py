@@ -44,6 +44,18 @@ MIN_SIZE = {"h264": (2, 2), "hevc": (16, 16), "av1": (32, 4)}
 BT709 = 1
 COLOUR_TAGS = {1: (1, 1), 5: (5, 6), 6: (6, 6), 9: (9, 14)}
 RANGE_TV, RANGE_PC = 1, 2
+# The primaries and transfer characteristics FFmpeg names (H.273 values; 0, 2 and 3:
+# reserved or unspecified): a source's flags within them are carried (HLG: 18, PQ: 16).
+KNOWN_PRIMARIES = frozenset(range(1, 23)) - {2, 3}
+KNOWN_TRANSFERS = frozenset(range(1, 19)) - {2, 3}
+
+
+def colour_of(matrix: int, primaries: int | None, transfer: int | None) -> tuple[int, int]:
+    """The (primaries, transfer characteristics) to flag for planes of ``matrix``: a
+    source's own where it names them (a phone's HLG), else those of the matrix's standard."""
+    standard = COLOUR_TAGS[matrix]
+    return (primaries if primaries in KNOWN_PRIMARIES else standard[0],
+            transfer if transfer in KNOWN_TRANSFERS else standard[1])
 
 # x264 puts its version and option string in the first packet of every stream, as an
 # H.264 SEI message user_data_unregistered with this UUID (x264's common/base.c): 0.6-0.7 KB
@@ -63,6 +75,7 @@ class BaseCodecSettings:
     bit_depth: int = 8
     full_range: bool = False
     matrix: int = BT709  # ITU-T H.273 matrix_coefficients of the planes (dualcodec.yuv)
+    colour: tuple[int, int] | None = None  # (primaries, transfer) flagged; None: the matrix's standard's
 
     @property
     def level(self) -> int:
@@ -89,6 +102,8 @@ class BaseCodecSettings:
         if self.matrix not in COLOUR_TAGS:
             raise DualcodecError(f"colour matrix {self.matrix} (ITU-T H.273) is not supported for the base layer "
                                  "(1 BT.709, 5 or 6 BT.601, 9 BT.2020)")
+        if self.colour is not None and (self.colour[0] not in KNOWN_PRIMARIES or self.colour[1] not in KNOWN_TRANSFERS):
+            raise DualcodecError(f"colour primaries and transfer {self.colour} (ITU-T H.273) are not ones FFmpeg names")
 
     @property
     def yuv_format(self) -> YUVFormat:
@@ -258,7 +273,7 @@ class BaseEncoder:
         cc.framerate = Fraction(rate)
         cc.gop_size = settings.gop
         cc.colorspace = settings.matrix
-        cc.color_primaries, cc.color_trc = COLOUR_TAGS[settings.matrix]
+        cc.color_primaries, cc.color_trc = settings.colour or COLOUR_TAGS[settings.matrix]
         cc.color_range = RANGE_PC if settings.full_range else RANGE_TV
         cc.options = settings.encoder_options
         self.codec_context = cc

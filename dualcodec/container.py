@@ -7,8 +7,9 @@ An ISO-BMFF (MP4) file written by FFmpeg's mov muxer through PyAV:
 * Stream 0, **video**: the base layer, an ordinary H.264 / HEVC / AV1 track at the
   low resolution (``base_width`` x ``base_height``), 4:2:0 in the source's bit depth
   (H.264: without x264's version SEI; no FFmpeg version tag in the file),
-  flagged with the source's matrix (and the primaries and transfer of its standard,
-  :data:`dualcodec.basecodec.COLOUR_TAGS`) and range (``tv`` or ``pc``). A legacy
+  flagged with the source's matrix, primaries and transfer (a phone's HLG; those of the
+  matrix's standard where the source names none, :data:`dualcodec.basecodec.COLOUR_TAGS`)
+  and range (``tv`` or ``pc``). A legacy
   player shows it. A source flagged to be shown turned (a phone's portrait video, a
   photo's EXIF orientation) gives the track the same display matrix, a quarter turn
   and a mirror (:class:`Orientation`); the frames stay as stored. Frame ``i`` is
@@ -51,7 +52,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from dualcodec.basecodec import ENCODERS, BaseCodecSettings, BaseDecoder, Planes
+from dualcodec.basecodec import ENCODERS, BaseCodecSettings, BaseDecoder, Planes, colour_of
 from dualcodec.errors import DualcodecError
 from dualcodec.header import METADATA_KEY, Header
 from dualcodec.outputs import refuse_stdin
@@ -400,6 +401,8 @@ class ContainerReader:
                 raise DualcodecError(f"{self.path}: its video stream names no codec FFmpeg knows (damaged?)")
             self.has_header = header is not None
             self.header = header or Header.from_video_stream(self.path, video)
+            cc = video.codec_context
+            self.colour = colour_of(self.header.matrix, cc.color_primaries, cc.color_trc)
             self.rate = Fraction(video.average_rate or video.guessed_rate or 25)
             self.extradata = video.codec_context.extradata
             # Only a dual file has a side stream; a plain video's data streams (e.g. time codes) are not one.

@@ -12,6 +12,7 @@ from dualcodec.basecodec import (
     BaseDecoder,
     BaseEncoder,
     Planes,
+    colour_of,
     frame_from_planes,
     planes_from_frame,
     planes_from_tensors,
@@ -149,11 +150,19 @@ def test_planes_from_tensors_rounds_and_clamps():
         ({"gop": 0}, "gop"),
         ({"matrix": 4}, "colour matrix 4"),
         ({"matrix": 2}, "colour matrix 2"),
+        ({"matrix": 9, "colour": (9, 2)}, r"primaries and transfer \(9, 2\)"),
+        ({"matrix": 9, "colour": (40, 18)}, r"primaries and transfer \(40, 18\)"),
     ],
 )
 def test_invalid_settings_raise(kwargs, match):
     with pytest.raises(DualcodecError, match=match):
         BaseCodecSettings(**kwargs)
+
+
+def test_a_source_names_its_colour_or_gets_its_matrixs_standard():
+    assert colour_of(9, 9, 18) == (9, 18)  # HLG
+    assert colour_of(9, None, 2) == (9, 14) and colour_of(1, 2, 2) == (1, 1)  # unspecified: BT.2020, BT.709
+    assert colour_of(6, 1, 99) == (1, 6)  # a transfer FFmpeg does not name: the standard's
 
 
 def test_qp_range_edges_are_allowed():

@@ -740,6 +740,26 @@ def test_the_sources_tags_are_carried_as_ffmpeg_carries_them(capsys, tmp_path, o
     assert not set(tags) & set(container) and languages == ["und", "und"]
 
 
+def _colour(path: Path) -> tuple[int, int, int]:
+    """(primaries, transfer, matrix) of the video stream, as PyAV reads them (no dualcodec code)."""
+    with av.open(str(path)) as inp:
+        cc = inp.streams.video[0].codec_context
+        return cc.color_primaries, cc.color_trc, cc.colorspace
+
+
+@pytest.mark.parametrize("flagged, expected", [((9, 18), (9, 18, 9)), ((9, 16), (9, 16, 9)), (None, (9, 14, 9))])
+def test_a_phones_hdr_transfer_is_carried(capsys, tmp_path, out_dir, tiny_model, flagged, expected):
+    # A phone's HLG (or PQ) video came out flagged as BT.2020 SDR (transfer 14), so an HDR
+    # player showed it flat; unflagged, the matrix's standard's values, as before.
+    source = make_av_clip(tmp_path / "hdr.mp4", frames=2, matrix=9, colour=flagged)
+    coded = out_dir / "coded.mp4"
+    code, _, err = run(capsys, "encode", source, "-o", coded, "--scale", "2", "--model", tiny_model.path, "-q")
+    assert code == 0, err
+    assert _colour(coded) == expected
+    code, _, err = run(capsys, "decode", coded, "-o", out_dir / "view.mp4", "--model", tiny_model.path, "-q")
+    assert code == 0 and _colour(out_dir / "view.mp4") == expected
+
+
 def test_an_unturned_source_gets_no_display_matrix(capsys, tmp_path, out_dir):
     source = make_av_clip(tmp_path / "clip.mp4", frames=2)
     code, _, err = run(capsys, "encode", source, "-o", out_dir / "coded.mp4", "--baseline", "bicubic", "-q")
