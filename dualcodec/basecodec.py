@@ -50,6 +50,35 @@ KNOWN_PRIMARIES = frozenset(range(1, 23)) - {2, 3}
 KNOWN_TRANSFERS = frozenset(range(1, 19)) - {2, 3}
 
 
+@dataclass(frozen=True)
+class VideoSignal:
+    """How a source's pictures are to be shown, flagged in the base layer as the source
+    flags them: ``colour``, its (primaries, transfer characteristics) (:func:`colour_of`;
+    ``None``: those of the matrix's standard), and ``aspect``, its sample aspect ratio
+    (an anamorphic DVD's 32/27; ``None``: square samples)."""
+
+    colour: tuple[int, int] | None = None
+    aspect: Fraction | None = None
+
+    def __post_init__(self) -> None:
+        if self.colour is not None and (self.colour[0] not in KNOWN_PRIMARIES or self.colour[1] not in KNOWN_TRANSFERS):
+            raise DualcodecError(f"colour primaries and transfer {self.colour} (ITU-T H.273) are not ones FFmpeg names")
+        if self.aspect is not None and not self.aspect > 0:
+            raise DualcodecError(f"sample aspect ratio must be positive, got {self.aspect}")
+
+    def flag(self, codec_context, matrix: int) -> None:
+        """Set them on an encoder's ``codec_context`` for planes of ``matrix``."""
+        codec_context.color_primaries, codec_context.color_trc = self.colour or COLOUR_TAGS[matrix]
+        if self.aspect is not None:
+            codec_context.sample_aspect_ratio = self.aspect
+
+
+def square_or(aspect) -> Fraction | None:
+    """A stream's sample aspect ratio as :class:`VideoSignal` keeps it: ``None`` for square
+    samples or none flagged (0/1, which FFmpeg reads as unknown)."""
+    return Fraction(aspect) if aspect and Fraction(aspect) != 1 else None
+
+
 def colour_of(matrix: int, primaries: int | None, transfer: int | None) -> tuple[int, int]:
     """The (primaries, transfer characteristics) to flag for planes of ``matrix``: a
     source's own where it names them (a phone's HLG), else those of the matrix's standard."""
@@ -75,7 +104,7 @@ class BaseCodecSettings:
     bit_depth: int = 8
     full_range: bool = False
     matrix: int = BT709  # ITU-T H.273 matrix_coefficients of the planes (dualcodec.yuv)
-    colour: tuple[int, int] | None = None  # (primaries, transfer) flagged; None: the matrix's standard's
+    signal: VideoSignal = VideoSignal()  # colour primaries, transfer and sample aspect ratio flagged
 
     @property
     def level(self) -> int:
@@ -102,8 +131,6 @@ class BaseCodecSettings:
         if self.matrix not in COLOUR_TAGS:
             raise DualcodecError(f"colour matrix {self.matrix} (ITU-T H.273) is not supported for the base layer "
                                  "(1 BT.709, 5 or 6 BT.601, 9 BT.2020)")
-        if self.colour is not None and (self.colour[0] not in KNOWN_PRIMARIES or self.colour[1] not in KNOWN_TRANSFERS):
-            raise DualcodecError(f"colour primaries and transfer {self.colour} (ITU-T H.273) are not ones FFmpeg names")
 
     @property
     def yuv_format(self) -> YUVFormat:
@@ -273,7 +300,7 @@ class BaseEncoder:
         cc.framerate = Fraction(rate)
         cc.gop_size = settings.gop
         cc.colorspace = settings.matrix
-        cc.color_primaries, cc.color_trc = settings.colour or COLOUR_TAGS[settings.matrix]
+        settings.signal.flag(cc, settings.matrix)
         cc.color_range = RANGE_PC if settings.full_range else RANGE_TV
         cc.options = settings.encoder_options
         self.codec_context = cc

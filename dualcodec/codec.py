@@ -45,6 +45,7 @@ from dualcodec.basecodec import (
     BaseDecoder,
     BaseEncoder,
     Planes,
+    VideoSignal,
     check_encoder,
     planes_from_tensors,
     planes_to_tensors,
@@ -534,7 +535,7 @@ class LayeredCodec:
                                         str(source), max_frames, progress, desc, total=min(known) if known else None,
                                         audio_from=Path(source) if info.has_audio else None,
                                         orientation=info.orientation, time_base=info.time_base,
-                                        tags=info.tags if tags else Tags(), colour=info.colour)
+                                        tags=info.tags if tags else Tags(), signal=info.signal)
             # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as
             # length prefixes, so the encoder's packet sizes are not the file's.
             sizes = ContainerReader(tmp).sizes()
@@ -563,17 +564,17 @@ class LayeredCodec:
                name: str, max_frames: int | None = None, progress: bool = False, desc: str = "encode",
                total: int | None = None, audio_from: Path | None = None, orientation: Orientation = Orientation(),
                time_base: Fraction | None = None, tags: Tags = Tags(),
-               colour: tuple[int, int] | None = None) -> tuple[int, list[str]]:
+               signal: VideoSignal = VideoSignal()) -> tuple[int, list[str]]:
         """Code ``frames`` into the MP4 ``target`` (a path or a writable binary buffer), its
         base-layer track flagged with the source's display ``orientation`` and carrying its
-        ``tags`` and ``colour`` (primaries, transfer; None: the matrix's standard's); the frame count and
+        ``tags`` and flagged with its ``signal`` (colour, sample aspect ratio); the frame count and
         what became of each audio stream of ``audio_from``. ``time_base``: stamp each frame
         with its own :attr:`~dualcodec.basecodec.Planes.time` in these units (a source whose
         frames do not come at a constant rate), else with its index over ``rate``."""
         import av
 
         settings = dataclasses.replace(self.settings, bit_depth=fmt.bit_depth, full_range=fmt.full_range,
-                                       matrix=fmt.matrix, colour=colour)
+                                       matrix=fmt.matrix, signal=signal)
         header = self._header(width, height, settings)
         pw, ph = _padded_size(width, height, header.scale)
         if isinstance(self.layers, ModelLayers):
@@ -708,7 +709,7 @@ class DecodedVideo:
     times: list[int] | None = None
     start_time: Fraction = Fraction(0)  # seconds from the file's first frame to the first one decoded (a seek)
     length: int | None = None  # how many frames ``frames`` gives, where the container's index says
-    colour: tuple[int, int] | None = None  # the base layer's (primaries, transfer), as the source flagged them
+    signal: VideoSignal = VideoSignal()  # the base layer's colour and sample aspect ratio, as the source's
 
     @property
     def format(self) -> YUVFormat:
@@ -739,7 +740,7 @@ def _decoded(reader: ContainerReader, model: str | None, runtime: str, threads: 
     header = reader.header
     layers = layers_for_header(header, model, runtime, threads)
     return DecodedVideo(header, reader.rate, _decode_frames(reader, layers), reader.damaged, reader.orientation,
-                        reader.time_base, reader.times, reader.start_time, reader.length, reader.colour)
+                        reader.time_base, reader.times, reader.start_time, reader.length, reader.signal)
 
 
 def _decode_frames(reader: ContainerReader, layers: Layers) -> Iterator[Planes]:

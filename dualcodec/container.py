@@ -52,7 +52,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from dualcodec.basecodec import ENCODERS, BaseCodecSettings, BaseDecoder, Planes, colour_of
+from dualcodec.basecodec import ENCODERS, BaseCodecSettings, BaseDecoder, Planes, VideoSignal, colour_of, square_or
 from dualcodec.errors import DualcodecError
 from dualcodec.header import METADATA_KEY, Header
 from dualcodec.outputs import refuse_stdin
@@ -402,7 +402,8 @@ class ContainerReader:
             self.has_header = header is not None
             self.header = header or Header.from_video_stream(self.path, video)
             cc = video.codec_context
-            self.colour = colour_of(self.header.matrix, cc.color_primaries, cc.color_trc)
+            self.signal = VideoSignal(colour_of(self.header.matrix, cc.color_primaries, cc.color_trc),
+                                      square_or(video.sample_aspect_ratio))
             self.rate = Fraction(video.average_rate or video.guessed_rate or 25)
             self.extradata = video.codec_context.extradata
             # Only a dual file has a side stream; a plain video's data streams (e.g. time codes) are not one.

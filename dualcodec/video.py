@@ -37,7 +37,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from dualcodec.basecodec import Planes, colour_of, frame_from_planes, planes_from_frame
+from dualcodec.basecodec import Planes, VideoSignal, colour_of, frame_from_planes, planes_from_frame, square_or
 from dualcodec.container import (Orientation, Tags, display_orientation, played_seconds, rate_varies,
                                  ticks_per_frame, video_stream)
 from dualcodec.errors import DualcodecError
@@ -71,7 +71,7 @@ class VideoInfo:
     # video: its average rate is not its base rate); the frames then carry their times.
     time_base: Fraction | None = None
     tags: Tags = Tags()  # what an encode carries over: creation time, title, language
-    colour: tuple[int, int] | None = None  # (primaries, transfer) flagged (basecodec.colour_of); None: RGB
+    signal: VideoSignal = VideoSignal()  # its colour primaries, transfer and sample aspect ratio (RGB: none)
 
     @property
     def converted(self) -> bool:
@@ -197,7 +197,8 @@ class VideoReader:
         yuv = not (self.is_image or av.VideoFormat(pix_fmt).is_rgb or pix_fmt.startswith(("pal", "gray", "ya")))
         return VideoInfo(width, height, rate, frames, bool(inp.streams.audio), fmt, pix_fmt,
                          time_base=Fraction(stream.time_base) if timed else None, tags=Tags.of(inp),
-                         colour=colour_of(fmt.matrix, cc.color_primaries, cc.color_trc) if yuv else None)
+                         signal=VideoSignal(colour_of(fmt.matrix, cc.color_primaries, cc.color_trc) if yuv else None,
+                                            square_or(stream.sample_aspect_ratio)))
 
     is_image = False
 
@@ -326,21 +327,21 @@ class Mp4Writer:
     """H.264 CRF 12 MP4 of the planes for viewing a decoded video (lossy), with the tags of
     ``audio_from`` (the decoded file) and its audio copied from ``audio_start`` seconds
     after its first frame (a seek's first frame) to the end of the last frame written, the
-    display ``orientation`` and the ``colour`` (primaries, transfer) flagged; frame ``i`` shown
+    display ``orientation`` and the ``signal`` (colour, aspect) flagged; frame ``i`` shown
     at ``times[i]`` in units of ``time_base`` when given (frames that do not come at a
     constant rate), else at ``i / rate``."""
 
     def __init__(self, path: Path, width: int, height: int, rate: Fraction, fmt: YUVFormat,
                  audio_from: Path | None = None, orientation: Orientation = Orientation(),
                  time_base: Fraction | None = None, times: list[int] | None = None,
-                 audio_start: Fraction = Fraction(0), colour: tuple[int, int] | None = None) -> None:
+                 audio_start: Fraction = Fraction(0), signal: VideoSignal = VideoSignal()) -> None:
         import av
 
         from dualcodec.audio import AudioTracks
         from dualcodec.basecodec import BaseCodecSettings, BaseEncoder
 
         self.settings = BaseCodecSettings(codec="h264", qp=None, crf=12, gop=250, bit_depth=fmt.bit_depth,
-                                          full_range=fmt.full_range, matrix=fmt.matrix, colour=colour)
+                                          full_range=fmt.full_range, matrix=fmt.matrix, signal=signal)
         self.output = av.open(str(path), "w", format="mp4")
         self.stream = self.output.add_stream("libx264", rate=Fraction(rate))
         orientation.flag(self.stream)
@@ -399,17 +400,17 @@ def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction, 
                 audio_from: Path | None = None, pix_fmt: str | None = None,
                 orientation: Orientation = Orientation(), time_base: Fraction | None = None,
                 times: list[int] | None = None, audio_start: Fraction = Fraction(0),
-                colour: tuple[int, int] | None = None):
+                signal: VideoSignal = VideoSignal()):
     """The writer for an :func:`output_kind`: ``"y4m"`` (in ``pix_fmt``, default the
     frames' own), ``"mp4"`` (with the audio of ``audio_from`` from ``audio_start``, the
-    display ``orientation``, the ``colour`` flags and the frames' ``times``) or ``"dir"``
+    display ``orientation``, the ``signal`` flags and the frames' ``times``) or ``"dir"``
     (PNG frames). Only MP4 can flag an orientation, a transfer or vary the rate: the others
     get the frames as stored, one after another."""
     if kind == "y4m":
         return Y4MWriter(path, width, height, rate, fmt, pix_fmt)
     if kind == "mp4":
         return Mp4Writer(path, width, height, rate, fmt, audio_from, orientation, time_base, times, audio_start,
-                         colour)
+                         signal)
     return PngDirWriter(path, fmt)
 
 

@@ -202,14 +202,15 @@ def make_av_clip(path: Path, width: int = 64, height: int = 48, frames: int = 5,
                  audio: bool = False, faststart: bool = False, matrix: int | None = None,
                  rotation: int = 0, mirrored: bool = False, times: list[float] | None = None,
                  tags: dict[str, str] | None = None, language: str | None = None,
-                 colour: tuple[int, int] | None = None) -> Path:
+                 colour: tuple[int, int] | None = None, aspect: Fraction | None = None) -> Path:
     """A small H.264 MP4 (optionally with a mono AAC track) written with PyAV; ``matrix``:
     the H.273 colour matrix flagged in the stream (default: none, "unspecified");
     ``rotation``: the display rotation flagged, degrees counter-clockwise (a phone's portrait video),
     ``mirrored``: then mirrored left to right (a display matrix of negative determinant);
     ``times``: each frame's time in seconds, for frames that do not come at a constant rate;
     ``tags``: the container's (as a phone writes creation_time); ``language``: every stream's;
-    ``colour``: the (primaries, transfer) flagged (H.273: HLG is (9, 18))."""
+    ``colour``: the (primaries, transfer) flagged (H.273: HLG is (9, 18)); ``aspect``: the
+    sample aspect ratio (an anamorphic DVD's 32/27)."""
     import av
 
     options = {"movflags": "faststart"} if faststart else {}
@@ -220,6 +221,8 @@ def make_av_clip(path: Path, width: int = 64, height: int = 48, frames: int = 5,
             video.codec_context.colorspace = matrix
         if colour is not None:
             video.codec_context.color_primaries, video.codec_context.color_trc = colour
+        if aspect is not None:
+            video.codec_context.sample_aspect_ratio = aspect
         if rotation or mirrored:
             video.set_display_rotation(rotation, hflip=mirrored)
         out.metadata.update(tags or {})

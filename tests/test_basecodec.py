@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import av
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from dualcodec.basecodec import (
     BaseDecoder,
     BaseEncoder,
     Planes,
+    VideoSignal,
     colour_of,
     frame_from_planes,
     planes_from_frame,
@@ -150,13 +153,19 @@ def test_planes_from_tensors_rounds_and_clamps():
         ({"gop": 0}, "gop"),
         ({"matrix": 4}, "colour matrix 4"),
         ({"matrix": 2}, "colour matrix 2"),
-        ({"matrix": 9, "colour": (9, 2)}, r"primaries and transfer \(9, 2\)"),
-        ({"matrix": 9, "colour": (40, 18)}, r"primaries and transfer \(40, 18\)"),
     ],
 )
 def test_invalid_settings_raise(kwargs, match):
     with pytest.raises(DualcodecError, match=match):
         BaseCodecSettings(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"colour": (9, 2)}, r"primaries and transfer \(9, 2\)"),
+                                           ({"colour": (40, 18)}, r"primaries and transfer \(40, 18\)"),
+                                           ({"aspect": Fraction(0)}, "aspect ratio must be positive")])
+def test_invalid_signals_raise(kwargs, match):
+    with pytest.raises(DualcodecError, match=match):
+        VideoSignal(**kwargs)
 
 
 def test_a_source_names_its_colour_or_gets_its_matrixs_standard():

@@ -760,6 +760,22 @@ def test_a_phones_hdr_transfer_is_carried(capsys, tmp_path, out_dir, tiny_model,
     assert code == 0 and _colour(out_dir / "view.mp4") == expected
 
 
+@pytest.mark.parametrize("how", [["--scale", "2"], ["--baseline", "none"]])
+@pytest.mark.parametrize("aspect", [Fraction(32, 27), None])
+def test_an_anamorphic_sources_sample_aspect_ratio_is_carried(capsys, tmp_path, out_dir, tiny_model, how, aspect):
+    # A DVD's 720x480 samples are shown 32/27 wide: dropped, players showed it squeezed.
+    source = make_av_clip(tmp_path / "dvd.mp4", frames=2, aspect=aspect)
+    coded = out_dir / "coded.mp4"
+    model = ["--model", str(tiny_model.path)] if "--scale" in how else []
+    code, _, err = run(capsys, "encode", source, "-o", coded, *how, *model, "-q")
+    assert code == 0, err
+    code, _, err = run(capsys, "decode", coded, "-o", out_dir / "view.mp4", *model, "-q")
+    assert code == 0, err
+    for path in (coded, out_dir / "view.mp4"):
+        with av.open(str(path)) as inp:
+            assert inp.streams.video[0].sample_aspect_ratio == aspect  # PyAV: None where square or unflagged
+
+
 def test_an_unturned_source_gets_no_display_matrix(capsys, tmp_path, out_dir):
     source = make_av_clip(tmp_path / "clip.mp4", frames=2)
     code, _, err = run(capsys, "encode", source, "-o", out_dir / "coded.mp4", "--baseline", "bicubic", "-q")
