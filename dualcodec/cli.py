@@ -282,6 +282,10 @@ def _encode(args: argparse.Namespace) -> None:
         )
         if report.choice:
             print(report.choice, file=sys.stderr)
+    if report.cut_short:
+        print(f"dualcodec: warning: {args.input} ended after {_count_frames(report.frames)} of the "
+              f"{report.announced} its container announces (truncated or damaged?); the output holds those",
+              file=sys.stderr)
 
 
 def _runtime_options(parser: argparse.ArgumentParser) -> None:

@@ -459,6 +459,15 @@ class EncodeReport:
     mode: str = "plain"  # the file's: "dual", "bicubic" or "plain"
     scale: int = 1
     choice: str | None = None  # why --scale auto chose this mode and scale
+    # The frames the source's container announced for what was asked (its count or its
+    # duration, from the start frame on, at most the frames asked for; None: unknown)
+    announced: int | None = None
+
+    @property
+    def cut_short(self) -> bool:
+        """Whether the source ended before the frames it announced (more than one short:
+        a duration's rounding is not a truncated file)."""
+        return self.announced is not None and self.frames < self.announced - 1
 
 
 def _padded_size(width: int, height: int, scale: int) -> tuple[int, int]:
@@ -539,7 +548,8 @@ class LayeredCodec:
             # Count the bytes as stored: the MP4 muxer rewrites H.264/HEVC start codes as
             # length prefixes, so the encoder's packet sizes are not the file's.
             sizes = ContainerReader(tmp).sizes()
-        return self._report(frames, info.width, info.height, sizes, time.time() - began, audio)
+        return dataclasses.replace(self._report(frames, info.width, info.height, sizes, time.time() - began, audio),
+                                   announced=min(known) if known else None)
 
     def compress(self, frames: Iterable[Planes], fmt: YUVFormat, rate: Fraction = Fraction(25)) -> bytes:
         """In memory, as CompressAI's ``compress``: 4:2:0 frames of ``fmt`` (all of one size)

@@ -776,6 +776,30 @@ def test_an_anamorphic_sources_sample_aspect_ratio_is_carried(capsys, tmp_path, 
             assert inp.streams.video[0].sample_aspect_ratio == aspect  # PyAV: None where square or unflagged
 
 
+def test_a_source_that_ends_before_its_announced_frames_is_named(capsys, tmp_path, out_dir):
+    # A half-downloaded MKV announces its whole duration; the encode kept what there was
+    # and said nothing.
+    whole = tmp_path / "whole.mkv"
+    with av.open(str(whole), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i, rgb in enumerate(synthetic_rgb(64, 48, 40, seed=3, noise=20.0)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    for source, warned in ((whole, False), (cut, True)):
+        code, _, err = run(capsys, "encode", source, "-o", out_dir / f"{source.stem}.mp4", "--baseline", "none", "-q")
+        assert code == 0, err
+        lines = [line for line in err.splitlines() if "warning" in line]
+        assert len(lines) == warned
+    assert f"{cut} ended after " in lines[0] and "of the 40 its container announces" in lines[0]
+    code, _, err = run(capsys, "encode", cut, "-o", out_dir / "part.mp4", "--baseline", "none", "--frames", "5", "-q")
+    assert code == 0 and "warning" not in err  # the 5 frames asked for are there
+
+
 def test_an_unturned_source_gets_no_display_matrix(capsys, tmp_path, out_dir):
     source = make_av_clip(tmp_path / "clip.mp4", frames=2)
     code, _, err = run(capsys, "encode", source, "-o", out_dir / "coded.mp4", "--baseline", "bicubic", "-q")
