@@ -40,6 +40,11 @@ from dualcodec.video import VideoReader, open_writer
 from dualcodec.yuv import YUVFormat
 
 STEP = 6  # quantiser steps between the two plain points: about half the rate for H.264 and HEVC
+# A source of more than twice STRETCHES GOPs is judged on STRETCHES of its GOPs spread
+# over it, then coded once by the candidate chosen: a minute of 1080p at GOP 32 is judged
+# on 128 frames a trial, not 1800. Whole GOPs, so that key frames weigh in the trials as
+# they will in the file.
+STRETCHES = 4
 MARGIN_DB = 0.3  # PSNR-YUV a candidate must gain over the plain codec's line to be kept
 
 
@@ -148,28 +153,44 @@ class AutoCodec:
     def encode(self, source: Path, destination: Path, progress: bool = False,
                max_frames: int | None = None, start: int = 0, tags: bool = True) -> EncodeReport:
         """Encode the file ``source`` (from frame ``start`` on) with every candidate and keep
-        the best one's file (with the source's ``tags``, as :meth:`LayeredCodec.encode`)."""
+        the best one's file (with the source's ``tags``, as :meth:`LayeredCodec.encode`). A
+        source of more than twice ``STRETCHES`` GOPs is judged on ``STRETCHES`` of its GOPs
+        spread over it (:func:`_stretches`), and then coded by the candidate chosen."""
         began = time.time()
         destination = Path(destination)
         with tempfile.TemporaryDirectory(prefix=".dualcodec-auto-", dir=destination.parent) as tmp:
             if str(source) == STDIO:  # every candidate reads the source: keep a copy of the pipe
-                source, start = _spool(Path(tmp) / "stdin.y4m", max_frames, start), 0
+                source, start = _spool(Path(tmp) / "stdin.y4m", VideoReader(Path(STDIO)), start, max_frames), 0
+            reader = VideoReader(source)
+            known = [n for n in (reader.info.frames and reader.info.frames - start, max_frames) if n]
+            span = min(known) if known else None
+            gop = self.plain.settings.gop
+            sampled = span is not None and span > 2 * STRETCHES * gop
+            judged = (_spool(Path(tmp) / "sample.y4m", reader, start, span, _stretches(span, gop)) if sampled
+                      else source)
             count = iter(range(1 << 30))
 
             def run(codec: LayeredCodec):
                 path = Path(tmp) / f"trial{next(count)}.mp4"
                 desc = f"try {codec.layers.scale}x {codec.layers.mode}"
-                report = codec.encode(source, path, progress=progress, max_frames=max_frames, desc=desc, start=start,
-                                      tags=tags)
+                report = codec.encode(judged, path, progress=progress, max_frames=None if sampled else max_frames,
+                                      desc=desc, start=0 if sampled else start, tags=tags)
                 video = decode(path, str(codec.model_path) if codec.model_path else None)
-                quality = psnr_yuv(VideoReader(source).frames(start), video.frames, video.format.bit_depth)
+                quality = psnr_yuv(VideoReader(judged).frames(0 if sampled else start), video.frames,
+                                   video.format.bit_depth)
                 return (report, path), Trial(report.mode, report.scale, report.file_bytes, quality)
 
             results, plain, candidates = self._trials(run)
             kept, why = choose(plain, candidates)
             report, path = results[0 if kept is None else 1 + kept]
-            with atomic_path(destination) as out:
-                os.replace(path, out)
+            if sampled:
+                why += f" (judged on {STRETCHES} GOPs of {gop} frames spread over the {span})"
+                chosen = self.plain if kept is None else self.candidates[kept]
+                report = chosen.encode(source, destination, progress=progress, max_frames=max_frames, start=start,
+                                       tags=tags)
+            else:
+                with atomic_path(destination) as out:
+                    os.replace(path, out)
         return replace(report, seconds=time.time() - began, choice=why)
 
     def compress(self, frames: Iterable[Planes], fmt: YUVFormat, rate: Fraction = Fraction(25)) -> bytes:
@@ -187,16 +208,27 @@ class AutoCodec:
         return streams[0 if kept is None else 1 + kept]
 
 
-def _spool(path: Path, max_frames: int | None, start: int = 0) -> Path:
-    """Standard input's y4m, copied to ``path`` (``max_frames`` frames from frame ``start``)."""
-    reader = VideoReader(Path(STDIO))
+def _stretches(span: int, gop: int) -> list[tuple[int, int]]:
+    """(first frame, count) of ``STRETCHES`` of the GOPs of ``gop`` frames that ``span``
+    frames are coded in, spread evenly from the first to the last (which may be short)."""
+    gops = -(-span // gop)
+    picks = sorted({round(i * (gops - 1) / (STRETCHES - 1)) for i in range(STRETCHES)})
+    return [(g * gop, min(gop, span - g * gop)) for g in picks]
+
+
+def _spool(path: Path, reader: VideoReader, start: int = 0, max_frames: int | None = None,
+           stretches: Sequence[tuple[int, int]] | None = None) -> Path:
+    """``reader``'s frames from frame ``start`` (at most ``max_frames``) copied to the y4m
+    ``path``, or of those only the ``stretches`` ((first, count), counted from ``start``):
+    a pipe read once, or the sample a long source is judged on."""
     info = reader.info
     writer = open_writer("y4m", path, info.width, info.height, info.rate, info.format)
     try:
         for n, planes in enumerate(reader.frames(start)):
             if max_frames is not None and n >= max_frames:
                 break
-            writer.write(planes)
+            if stretches is None or any(first <= n < first + count for first, count in stretches):
+                writer.write(planes)
     finally:
         writer.close()
     if not path.stat().st_size:

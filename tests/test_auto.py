@@ -15,6 +15,7 @@ from dualcodec.auto import AutoCodec, Trial, choose, plain_curve_at, psnr_yuv
 from dualcodec.basecodec import BaseCodecSettings
 from dualcodec.codec import BicubicLayers, LayeredCodec, PlainLayers, decode, make_codec
 from dualcodec.container import ContainerReader
+from dualcodec.video import VideoReader
 from helpers import synthetic_frames, write_y4m
 
 
@@ -155,3 +156,36 @@ def test_the_plain_codec_is_measured_down_to_each_candidates_rate(smooth_clip, t
     assert near_top.coarser(6).settings.qp == 51  # x264's top, not past it
     assert near_top.coarser(12) is None  # the top was the last step
     assert AutoCodec(LayeredCodec(PlainLayers(), BaseCodecSettings(qp=51)), []).coarser(6) is None
+
+
+def test_a_long_source_is_judged_on_gops_spread_over_it(tmp_path, monkeypatch):
+    # Every trial coded the whole source: a minute of 1080p, six or more times. Now a source
+    # of more than 8 GOPs is judged on 4 of them, then coded once.
+    from dualcodec import auto
+
+    assert auto._stretches(250, 16) == [(0, 16), (80, 16), (160, 16), (240, 10)]  # GOPs 0, 5, 10, 15 of 16
+    frames = synthetic_frames(64, 48, count=70, seed=5, noise=1.0)
+    source = write_y4m(tmp_path / "long.y4m", frames)
+    seen = []
+    encode = LayeredCodec.encode
+
+    def record(self, source, destination, **kwargs):
+        report = encode(self, source, destination, **kwargs)
+        seen.append((self.layers.mode, report.frames))
+        return report
+
+    monkeypatch.setattr(LayeredCodec, "encode", record)
+    out = tmp_path / "auto.mp4"
+    settings = BaseCodecSettings(qp=42, gop=8)
+    report = AutoCodec(LayeredCodec(PlainLayers(), settings), [LayeredCodec(BicubicLayers(2), settings)]).encode(
+        source, out)
+    assert "(judged on 4 GOPs of 8 frames spread over the 70)" in report.choice
+    *trials, final = seen
+    assert {n for _, n in trials} == {8 * 3 + 6} and final == (report.mode, 70) and report.frames == 70
+    alone = tmp_path / "alone.mp4"
+    chosen = BicubicLayers(2) if report.mode == "bicubic" else PlainLayers()
+    encode(LayeredCodec(chosen, settings), source, alone)
+    assert out.read_bytes() == alone.read_bytes()
+    sample = VideoReader(auto._spool(tmp_path / "s.y4m", VideoReader(source), 2, 60, [(0, 2), (57, 5)]))
+    got = list(sample.frames())
+    assert len(got) == 5 and all(np.array_equal(g.y, frames[i].y) for g, i in zip(got, [2, 3, 59, 60, 61]))
