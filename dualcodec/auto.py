@@ -15,7 +15,8 @@ the plain codec at the requested quantiser is: the margin covers the error of th
 interpolation, and keeps a curve of mixed choices from sagging below the plain codec's
 where it switches (its pchip segment between a plain and a learned point). The file is
 the chosen candidate's own standard MP4; its header records the mode and scale, the
-report says why.
+report says why. A source of more than twice ``STRETCHES`` GOPs is judged on
+``STRETCHES`` of its GOPs spread over it, and then coded once by the candidate chosen.
 """
 
 from __future__ import annotations
