@@ -66,6 +66,15 @@ class VideoSignal:
         if self.aspect is not None and not self.aspect > 0:
             raise DualcodecError(f"sample aspect ratio must be positive, got {self.aspect}")
 
+    def names(self, matrix: int) -> tuple[str, str]:
+        """The primaries and transfer flagged for planes of ``matrix``, as ffprobe names them
+        (``bt2020``, ``arib-std-b67``)."""
+        from av.video.reformatter import ColorPrimaries, ColorTrc
+
+        primaries, transfer = self.colour or COLOUR_TAGS[matrix]
+        return tuple(enum(value).name.lower().replace("_", "-")
+                     for enum, value in ((ColorPrimaries, primaries), (ColorTrc, transfer)))
+
     def flag(self, codec_context, matrix: int) -> None:
         """Set them on an encoder's ``codec_context`` for planes of ``matrix``."""
         codec_context.color_primaries, codec_context.color_trc = self.colour or COLOUR_TAGS[matrix]

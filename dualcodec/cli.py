@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 from dualcodec.errors import DualcodecError
@@ -408,6 +409,8 @@ def _info(args: argparse.Namespace) -> None:
     known_times = reader.times is not None and None not in reader.times
     seconds = float(played_seconds(sizes.frames, reader.rate, reader.time_base, reader.times if known_times else None))
     model = {"name": h.model_name, "fingerprint": h.model_fingerprint} if h.mode == "dual" else None
+    primaries, transfer = reader.signal.names(h.matrix)
+    aspect = reader.signal.aspect or Fraction(1)  # the base layer's, so the full-size frames' too
     report = {
         "file": str(args.input),
         "frames": sizes.frames,
@@ -419,6 +422,9 @@ def _info(args: argparse.Namespace) -> None:
         "base_width": h.base_width,
         "base_height": h.base_height,
         "scale": h.scale,
+        "primaries": primaries,
+        "transfer": transfer,
+        "sample_aspect_ratio": f"{aspect.numerator}:{aspect.denominator}",  # as ffprobe writes it
         "rotation": reader.orientation.rotation,
         "mirrored": reader.orientation.mirrored,
         "mode": h.mode,
@@ -439,7 +445,10 @@ def _info(args: argparse.Namespace) -> None:
     print(f"  frames {sizes.frames} at {float(reader.rate):.4g} fps{varies} ({seconds:.2f} s), {h.width}x{h.height} "
           f"from a {h.codec} base layer "
           f"{h.base_width}x{h.base_height} (4:2:0 {h.bit_depth}-bit, range {'pc' if h.full_range else 'tv'}, "
-          f"matrix {MATRIX_NAMES[h.matrix]})")
+          f"matrix {MATRIX_NAMES[h.matrix]}, primaries {primaries}, transfer {transfer})")
+    if reader.signal.aspect:
+        print(f"  sample aspect ratio {report['sample_aspect_ratio']} (each sample shown {float(aspect):.3g} times as "
+              "wide as tall)")
     if reader.orientation:
         print(f"  shown {reader.orientation} (display matrix)")
     if model:

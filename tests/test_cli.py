@@ -583,7 +583,8 @@ def test_info_text(capsys, dual_file, tiny_model):
     assert code == 0
     assert "mode dual, scale 2x" in stdout
     assert ("frames 3 at 25 fps (0.12 s), 37x29 from a h264 base layer 20x16 (4:2:0 8-bit, range tv, matrix "
-            "smpte170m)") in stdout
+            "smpte170m, primaries smpte170m, transfer smpte170m)") in stdout
+    assert "sample aspect ratio" not in stdout  # square samples
     assert tiny_model.fingerprint in stdout
     assert f"bytes {dual_file.path.stat().st_size}:" in stdout
 
@@ -747,8 +748,10 @@ def _colour(path: Path) -> tuple[int, int, int]:
         return cc.color_primaries, cc.color_trc, cc.colorspace
 
 
-@pytest.mark.parametrize("flagged, expected", [((9, 18), (9, 18, 9)), ((9, 16), (9, 16, 9)), (None, (9, 14, 9))])
-def test_a_phones_hdr_transfer_is_carried(capsys, tmp_path, out_dir, tiny_model, flagged, expected):
+@pytest.mark.parametrize("flagged, expected, name", [((9, 18), (9, 18, 9), "arib-std-b67"),
+                                                     ((9, 16), (9, 16, 9), "smpte2084"),
+                                                     (None, (9, 14, 9), "bt2020-10")])
+def test_a_phones_hdr_transfer_is_carried(capsys, tmp_path, out_dir, tiny_model, flagged, expected, name):
     # A phone's HLG (or PQ) video came out flagged as BT.2020 SDR (transfer 14), so an HDR
     # player showed it flat; unflagged, the matrix's standard's values, as before.
     source = make_av_clip(tmp_path / "hdr.mp4", frames=2, matrix=9, colour=flagged)
@@ -758,6 +761,8 @@ def test_a_phones_hdr_transfer_is_carried(capsys, tmp_path, out_dir, tiny_model,
     assert _colour(coded) == expected
     code, _, err = run(capsys, "decode", coded, "-o", out_dir / "view.mp4", "--model", tiny_model.path, "-q")
     assert code == 0 and _colour(out_dir / "view.mp4") == expected
+    code, out, _ = run(capsys, "info", coded, "--json")
+    assert (json.loads(out)["primaries"], json.loads(out)["transfer"]) == ("bt2020", name)  # as ffprobe names them
 
 
 @pytest.mark.parametrize("how", [["--scale", "2"], ["--baseline", "none"]])
@@ -774,6 +779,8 @@ def test_an_anamorphic_sources_sample_aspect_ratio_is_carried(capsys, tmp_path, 
     for path in (coded, out_dir / "view.mp4"):
         with av.open(str(path)) as inp:
             assert inp.streams.video[0].sample_aspect_ratio == aspect  # PyAV: None where square or unflagged
+    code, out, _ = run(capsys, "info", coded, "--json")
+    assert json.loads(out)["sample_aspect_ratio"] == ("32:27" if aspect else "1:1")
 
 
 def test_a_source_that_ends_before_its_announced_frames_is_named(capsys, tmp_path, out_dir):
