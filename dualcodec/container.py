@@ -131,8 +131,9 @@ class Tags:
             value = stream.metadata.get("language")
             return None if value in (None, "und") else value
 
+        video = video_stream(inp)
         return cls(tuple((key, value) for key, value in inp.metadata.items() if key in CARRIED_TAGS),
-                   language(video_stream(inp)) if inp.streams.video else None,
+                   language(video) if video is not None else None,
                    tuple(language(stream) for stream in inp.streams.audio))
 
     def put(self, output, video) -> None:
@@ -283,7 +284,7 @@ def played_seconds(count: int, rate: Fraction, time_base: Fraction | None = None
 
 
 def display_orientation(inp) -> Orientation:
-    """How players show the first video stream of the open container ``inp``: its display
+    """How players show the video stream of the open container ``inp``: its display
     matrix, which FFmpeg hands on with the decoded frames only, so this decodes the first
     frame (as stored when it does not decode). Where the frame carries side data that
     PyAV does not know (FFmpeg 8's EXIF), only the rotation can be read."""

@@ -79,6 +79,14 @@ class VideoInfo:
         return self.source_pix_fmt not in NATIVE
 
 
+def is_yuv(pix_fmt: str) -> bool:
+    """Whether FFmpeg's ``pix_fmt`` (a known one) holds YUV pictures, not RGB, palette or grey."""
+    import av
+
+    desc = av.VideoFormat(pix_fmt)
+    return not (desc.is_rgb or len(desc.components) < 3 or pix_fmt.startswith(("pal", "gray", "ya")))
+
+
 def plane_format(pix_fmt: str, colorspace: int | None, color_range: int | None, width: int,
                  height: int) -> YUVFormat:
     """The 4:2:0 format that a source of ``pix_fmt`` is read into (see the module docstring)."""
@@ -89,7 +97,7 @@ def plane_format(pix_fmt: str, colorspace: int | None, color_range: int | None, 
     except (ValueError, av.FFmpegError):
         raise DualcodecError(f"unknown pixel format {pix_fmt!r}") from None
     depth = NATIVE.get(pix_fmt) or (8 if max(c.bits for c in desc.components) <= 8 else 10)
-    if desc.is_rgb or len(desc.components) < 3 or pix_fmt.startswith(("pal", "gray", "ya")):
+    if not is_yuv(pix_fmt):
         # As PyAV's reformat (and ``ffmpeg -pix_fmt yuv420p``, and ../shared/tools/anchors.py)
         # converts them: BT.601 at any size, and the range FFmpeg's decoder flags (full for
         # PNG and other images; limited when unflagged).
@@ -180,8 +188,6 @@ class VideoReader:
         return av.open(str(self.path), format=fmt)
 
     def _info(self, inp, frames: int | None) -> VideoInfo:
-        import av
-
         stream = video_stream(inp)
         cc = stream.codec_context
         width, height = cc.width, cc.height
@@ -194,7 +200,7 @@ class VideoReader:
         fmt = plane_format(pix_fmt, cc.colorspace, cc.color_range, width, height)
         timed = (not self.is_image and self.path.suffix.lower() not in RAW_FORMATS  # raw streams have no times
                  and rate_varies(stream))
-        yuv = not (self.is_image or av.VideoFormat(pix_fmt).is_rgb or pix_fmt.startswith(("pal", "gray", "ya")))
+        yuv = not self.is_image and is_yuv(pix_fmt)
         return VideoInfo(width, height, rate, frames, bool(inp.streams.audio), fmt, pix_fmt,
                          time_base=Fraction(stream.time_base) if timed else None, tags=Tags.of(inp),
                          signal=VideoSignal(colour_of(fmt.matrix, cc.color_primaries, cc.color_trc) if yuv else None,
