@@ -152,9 +152,11 @@ class AutoCodec:
         return [plain_result, *results], plain_trials, list(trials)
 
     def encode(self, source: Path, destination: Path, progress: bool = False,
-               max_frames: int | None = None, start: int = 0, tags: bool = True) -> EncodeReport:
+               max_frames: int | None = None, start: int = 0, tags: bool = True,
+               rate: Fraction | None = None) -> EncodeReport:
         """Encode the file ``source`` (from frame ``start`` on) with every candidate and keep
-        the best one's file (with the source's ``tags``, as :meth:`LayeredCodec.encode`). A
+        the best one's file (with the source's ``tags``, a folder's ``rate``, as
+        :meth:`LayeredCodec.encode`). A
         source of more than twice ``STRETCHES`` GOPs is judged on ``STRETCHES`` of its GOPs
         spread over it (:func:`_stretches`), and then coded by the candidate chosen."""
         began = time.time()
@@ -162,7 +164,7 @@ class AutoCodec:
         with tempfile.TemporaryDirectory(prefix=".dualcodec-auto-", dir=destination.parent) as tmp:
             if str(source) == STDIO:  # every candidate reads the source: keep a copy of the pipe
                 source, start = _spool(Path(tmp) / "stdin.y4m", VideoReader(Path(STDIO)), start, max_frames), 0
-            reader = VideoReader(source)
+            reader = VideoReader(source, rate)
             known = [n for n in (reader.info.frames and reader.info.frames - start, max_frames) if n]
             span = min(known) if known else None
             gop = self.plain.settings.gop
@@ -175,9 +177,9 @@ class AutoCodec:
                 path = Path(tmp) / f"trial{next(count)}.mp4"
                 desc = f"try {codec.layers.scale}x {codec.layers.mode}"
                 report = codec.encode(judged, path, progress=progress, max_frames=None if sampled else max_frames,
-                                      desc=desc, start=0 if sampled else start, tags=tags)
+                                      desc=desc, start=0 if sampled else start, tags=tags, rate=rate)
                 video = decode(path, str(codec.model_path) if codec.model_path else None)
-                quality = psnr_yuv(VideoReader(judged).frames(0 if sampled else start), video.frames,
+                quality = psnr_yuv(VideoReader(judged, rate).frames(0 if sampled else start), video.frames,
                                    video.format.bit_depth)
                 return (report, path), Trial(report.mode, report.scale, report.file_bytes, quality)
 
@@ -188,7 +190,7 @@ class AutoCodec:
                 why += f" (judged on {STRETCHES} GOPs of {gop} frames spread over the {span})"
                 chosen = self.plain if kept is None else self.candidates[kept]
                 report = chosen.encode(source, destination, progress=progress, max_frames=max_frames, start=start,
-                                       tags=tags)
+                                       tags=tags, rate=rate)
             else:
                 with atomic_path(destination) as out:
                     os.replace(path, out)

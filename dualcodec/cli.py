@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     enc = sub.add_parser("encode", help="encode a video or image into a dualcodec MP4",
                          description="Encode any FFmpeg-readable video (mp4, mkv, avi, webm, y4m, raw .264/.265) "
                          "or an image (one-frame video) into a dualcodec MP4.")
-    enc.add_argument("input", type=Path, help="input video or image; - reads y4m from standard input")
+    enc.add_argument("input", type=Path, help="input video, image or folder of frames (PNG, JPEG; what decode -o "
+                     "FOLDER/ writes; in natural order, see --rate); - reads y4m from standard input")
     enc.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
     _overwrite_option(enc)
     enc.add_argument("--codec", choices=["h264", "hevc", "av1"], default="h264", help="base-layer codec (default h264)")
@@ -89,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("--audio", choices=["auto", "copy", "aac", "none"], default="auto",
                      help="the input's audio: auto (default) copies what MP4 players play and transcodes the "
                      "rest (PCM, Vorbis) to AAC; copy keeps every stream as it is; aac transcodes all; none drops it")
+    enc.add_argument("--rate", type=_rate, metavar="R",
+                     help="frame rate of a folder of frames (default 25, as ffmpeg's -framerate; 30000/1001 or "
+                     "29.97 alike)")
     enc.add_argument("--no-tags", action="store_true",
                      help="leave out the input's tags (as ffmpeg -map_metadata -1); by default the output carries "
                      "its creation time, title, comment, location and the like, and its streams' languages, as "
@@ -228,6 +232,16 @@ def _check_start(start: int) -> None:
         raise DualcodecError(f"--start must be 0 or more (a frame number, from 0), got {start}")
 
 
+def _rate(text: str) -> Fraction:
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"invalid rate {text!r} (frames per second: 25, 29.97 or 30000/1001)")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"the rate must be positive, got {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -268,8 +282,10 @@ def _encode(args: argparse.Namespace) -> None:
     settings = BaseCodecSettings(codec=args.codec, qp=qp, crf=args.crf, preset=args.preset, gop=args.gop)
     codec = make_codec(settings, args.baseline, args.model, args.scale, args.audio, args.runtime, args.threads,
                        args.side_weight, args.side_new)
+    if args.rate is not None and not Path(args.input).is_dir():
+        raise DualcodecError(f"--rate is for a folder of frames: {args.input} keeps its own rate")
     report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames, start=args.start,
-                          tags=not args.no_tags)
+                          tags=not args.no_tags, rate=args.rate)
     if not args.quiet:
         pixels = report.frames * report.width * report.height
         print(

@@ -529,14 +529,15 @@ class LayeredCodec:
 
     def encode(
         self, source: Path, destination: Path, progress: bool = False, max_frames: int | None = None,
-        desc: str = "encode", start: int = 0, tags: bool = True,
+        desc: str = "encode", start: int = 0, tags: bool = True, rate: Fraction | None = None,
     ) -> EncodeReport:
         """Encode the file ``source`` from frame ``start`` on (at most ``max_frames`` frames,
         with its audio from that frame's time) into the MP4 ``destination``:
         :meth:`compress`'s coding, read from and written to files. ``tags``: carry the
-        source's creation time, title and languages (:class:`~dualcodec.container.Tags`)."""
+        source's creation time, title and languages (:class:`~dualcodec.container.Tags`).
+        ``rate``: a folder of frames' (:class:`~dualcodec.video.VideoReader`)."""
         began = time.time()
-        reader = VideoReader(source)
+        reader = VideoReader(source, rate)
         info = reader.info
         known = [n for n in (info.frames and max(1, info.frames - start), max_frames) if n]
         with atomic_path(Path(destination)) as tmp:

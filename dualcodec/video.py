@@ -29,6 +29,7 @@ Writing (:func:`open_writer`):
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -133,9 +134,12 @@ class VideoReader:
     frames can be iterated once.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, rate: Fraction | None = None) -> None:
+        """``rate``: the frame rate of a folder of frames (default 25, as FFmpeg reads an
+        image sequence); a video keeps its own."""
         import av
 
+        self.files: list[Path] | None = None  # a folder's frames, in order
         self.from_stdin = str(path) == STDIO
         self._stdin = None  # standard input's open container, until frames() takes it
         if self.from_stdin:
@@ -150,7 +154,8 @@ class VideoReader:
         if not self.path.exists():
             raise DualcodecError(f"input not found: {self.path}")
         if self.path.is_dir():
-            raise DualcodecError(f"input is a folder, not a file: {self.path}")
+            self._open_folder(Fraction(rate or DEFAULT_RATE))
+            return
         if self.path.stat().st_size == 0:
             raise DualcodecError(f"cannot read {self.path}: the file is empty")
         self.is_image = self.path.suffix.lower() in IMAGE_SUFFIXES
@@ -168,6 +173,28 @@ class VideoReader:
             raise _av_error(self.path, exc) from None
         except UnicodeDecodeError:  # PyAV reads every metadata tag as UTF-8
             raise DualcodecError(f"cannot read {self.path}: its metadata is damaged (not UTF-8 text)") from None
+
+    def _open_folder(self, rate: Fraction) -> None:
+        """A folder of frames (what ``decode -o FOLDER/`` writes): its images in natural order
+        (``f2`` before ``f10``), read as the first one is, at ``rate``."""
+        self.files = sorted((p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                            key=_natural_order)
+        if not self.files:
+            raise DualcodecError(f"{self.path} is a folder without frames (PNG, JPEG, BMP, TIFF or WebP files)")
+        first = VideoReader(self.files[0])
+        self.is_image = False
+        self.info = replace(first.info, frames=len(self.files), rate=rate, has_audio=False)
+
+    def _folder_frames(self, start: int) -> Iterator[Planes]:
+        if start >= len(self.files):
+            raise DualcodecError(f"{self.path} has {len(self.files)} frame{'s' * (len(self.files) != 1)}: --start "
+                                 f"{start} is past its end (frames count from 0)")
+        for file in self.files[start:]:
+            image = VideoReader(file)
+            if image.info.format != self.info.format:
+                raise DualcodecError(f"{file} is not stored as {self.files[0].name} is ({image.info.source_pix_fmt} "
+                                     f"against {self.info.source_pix_fmt}): a folder's frames must be alike")
+            yield next(image.frames())
 
     def _exif_orientation(self) -> Orientation:
         """An image's EXIF orientation, read by PIL: FFmpeg 8 hands it on with side data
@@ -214,6 +241,9 @@ class VideoReader:
         from the source's first frame where the source stamps it."""
         import av
 
+        if self.files is not None:
+            yield from self._folder_frames(start)
+            return
         if self.from_stdin and self._stdin is None:
             raise DualcodecError("standard input can be read only once")
         count = 0
@@ -243,6 +273,11 @@ class VideoReader:
         if count <= start:
             raise DualcodecError(f"{self.path} has {count} frame{'s' * (count != 1)}: --start {start} is past its end "
                                  f"(frames count from 0)")
+
+
+def _natural_order(path: Path) -> list:
+    """A file name's sort key with its runs of digits as numbers: ``f2`` before ``f10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
 def _estimated_frames(inp, rate: Fraction) -> int | None:

@@ -20,7 +20,7 @@ from dualcodec.codec import decode
 from dualcodec.header import FORMAT_VERSION
 from dualcodec.video import VideoReader
 from helpers import (assert_one_line_error, clip_with_a_flash_and_a_click, display_matrix, flash_and_click_seconds,
-                     make_av_clip, packet_spans, psnr_yuv, pyav_rgb, read_yuv420, run, shared_file, synthetic_rgb,
+                     make_av_clip, packet_spans, psnr, psnr_yuv, pyav_rgb, read_yuv420, run, shared_file, synthetic_rgb,
                      write_png)
 
 SCRIPT = Path(sys.executable).parent / "dualcodec"
@@ -781,6 +781,37 @@ def test_an_anamorphic_sources_sample_aspect_ratio_is_carried(capsys, tmp_path, 
             assert inp.streams.video[0].sample_aspect_ratio == aspect  # PyAV: None where square or unflagged
     code, out, _ = run(capsys, "info", coded, "--json")
     assert json.loads(out)["sample_aspect_ratio"] == ("32:27" if aspect else "1:1")
+
+
+def test_a_folder_of_frames_encodes_in_natural_order_at_its_rate(capsys, tmp_path, out_dir):
+    # decode -o FOLDER/ wrote frames that encode could not read back ("input is a folder").
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rgb = synthetic_rgb(64, 48, 3, seed=4, noise=10.0)
+    for name, picture in zip(["f2.png", "f10.png", "f1.png"], [rgb[1], rgb[2], rgb[0]]):
+        write_png(folder / name, picture)
+    (folder / "notes.txt").write_text("not a frame")
+    coded = out_dir / "coded.mp4"
+    code, _, err = run(capsys, "encode", folder, "-o", coded, "--baseline", "none", "--qp", "0", "--rate", "30000/1001",
+                       "-q")
+    assert code == 0, err
+    with av.open(str(coded)) as inp:
+        assert inp.streams.video[0].average_rate == Fraction(30000, 1001)
+        decoded = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
+    assert len(decoded) == 3
+    # in natural order: each decoded frame is nearest its own picture (4:2:0 keeps about 30 dB of these)
+    nearest = [max(range(3), key=lambda i: psnr(frame, rgb[i])) for frame in decoded]
+    assert nearest == [0, 1, 2] and min(psnr(d, r) for d, r in zip(decoded, rgb)) > 27
+    (tmp_path / "empty").mkdir()
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    write_png(mixed / "a.png", rgb[0])
+    write_png(mixed / "b.png", synthetic_rgb(32, 32, 1)[0])
+    for argv, message in (([folder / "notes.txt"], "cannot read"), ([tmp_path / "empty"], "folder without frames"),
+                          ([coded, "--rate", "30"], "--rate is for a folder of frames"),
+                          ([mixed, "--baseline", "none", "-q"], "frame 2 is 32x32, the first was 64x48")):
+        code, _, err = run(capsys, "encode", *argv, "-o", out_dir / "x.mp4")
+        assert message in assert_one_line_error(code, err)
 
 
 def test_a_source_that_ends_before_its_announced_frames_is_named(capsys, tmp_path, out_dir):

@@ -296,6 +296,22 @@ def test_a_cover_picture_stored_first_is_not_the_video(tmp_path):
     assert ContainerReader(path).sizes().frames == 5
 
 
+def test_a_folder_reads_as_a_video_of_its_images(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rgb = synthetic_rgb(32, 24, 3, seed=6)
+    for i, picture in enumerate(rgb):
+        write_png(folder / f"frame_{i + 1:06d}.png", picture)
+    reader = VideoReader(folder, rate=Fraction(50))
+    assert (reader.info.frames, reader.info.rate, reader.info.has_audio) == (3, 50, False)
+    frames = list(reader.frames(1))
+    assert len(frames) == 2
+    for frame, i in zip(frames, (2, 3)):
+        _assert_same_planes(frame, image_planes(folder / f"frame_00000{i}.png"))  # as anchors.py reads a PNG
+    with pytest.raises(DualcodecError, match="has 3 frames: --start 3 is past its end"):
+        list(reader.frames(3))
+
+
 def test_reader_errors(tmp_path):
     with pytest.raises(DualcodecError, match="input not found"):
         VideoReader(tmp_path / "missing.mp4")
