@@ -364,7 +364,7 @@ def _decode(args: argparse.Namespace) -> None:
         writer = open_writer(kind, tmp, header.width, header.height, video.rate, video.format,
                              audio_from=args.input, pix_fmt=args.pix_fmt, orientation=video.orientation,
                              time_base=video.time_base, times=video.times, audio_start=video.start_time,
-                             signal=video.signal)
+                             signal=video.signal, cut_audio=args.frames is not None)
         # Frame n is written (colour conversion, file I/O) while frame n+1 is decoded.
         pending: deque[Future] = deque()
         with ThreadPoolExecutor(max_workers=1) as pool:

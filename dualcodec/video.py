@@ -367,15 +367,17 @@ class PngDirWriter:
 class Mp4Writer:
     """H.264 CRF 12 MP4 of the planes for viewing a decoded video (lossy), with the tags of
     ``audio_from`` (the decoded file) and its audio copied from ``audio_start`` seconds
-    after its first frame (a seek's first frame) to the end of the last frame written, the
-    display ``orientation`` and the ``signal`` (colour, aspect) flagged; frame ``i`` shown
+    after its first frame (a seek's first frame) to its end, or with ``cut_audio`` to the end
+    of the last frame written (a decode stopped early), the display ``orientation`` and the
+    ``signal`` (colour, aspect) flagged; frame ``i`` shown
     at ``times[i]`` in units of ``time_base`` when given (frames that do not come at a
     constant rate), else at ``i / rate``."""
 
     def __init__(self, path: Path, width: int, height: int, rate: Fraction, fmt: YUVFormat,
                  audio_from: Path | None = None, orientation: Orientation = Orientation(),
                  time_base: Fraction | None = None, times: list[int] | None = None,
-                 audio_start: Fraction = Fraction(0), signal: VideoSignal = VideoSignal()) -> None:
+                 audio_start: Fraction = Fraction(0), signal: VideoSignal = VideoSignal(),
+                 cut_audio: bool = False) -> None:
         import av
 
         from dualcodec.audio import AudioTracks
@@ -393,7 +395,7 @@ class Mp4Writer:
             tags.put(self.output, self.stream)
             self.audio = AudioTracks(self.output, audio_from, "copy", tags.audio_languages)
         self.audio_start = audio_start
-        self.rate, self.time_base = rate, time_base
+        self.rate, self.time_base, self.cut_audio = rate, time_base, cut_audio
         self.pad_w, self.pad_h = width + width % 2, height + height % 2
         self.times = list(times) if times else None  # the encoder's stamps, a frame's more where they run out
         self.ticks_per_frame = ticks_per_frame(rate, time_base) if times else 1
@@ -416,8 +418,8 @@ class Mp4Writer:
     def close(self) -> None:
         self.write(None)
         if self.audio is not None:
-            seconds = played_seconds(self.frames, self.rate, self.time_base, self.times)
-            self.audio.write(float(seconds), self.audio_start)
+            seconds = played_seconds(self.frames, self.rate, self.time_base, self.times) if self.cut_audio else None
+            self.audio.write(None if seconds is None else float(seconds), self.audio_start)
         self.output.close()
 
 
@@ -441,17 +443,18 @@ def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction, 
                 audio_from: Path | None = None, pix_fmt: str | None = None,
                 orientation: Orientation = Orientation(), time_base: Fraction | None = None,
                 times: list[int] | None = None, audio_start: Fraction = Fraction(0),
-                signal: VideoSignal = VideoSignal()):
+                signal: VideoSignal = VideoSignal(), cut_audio: bool = False):
     """The writer for an :func:`output_kind`: ``"y4m"`` (in ``pix_fmt``, default the
     frames' own), ``"mp4"`` (with the audio of ``audio_from`` from ``audio_start``, the
-    display ``orientation``, the ``signal`` flags and the frames' ``times``) or ``"dir"``
+    display ``orientation``, the ``signal`` flags and the frames' ``times``; ``cut_audio``:
+    see :class:`Mp4Writer`) or ``"dir"``
     (PNG frames). Only MP4 can flag an orientation, a transfer or vary the rate: the others
     get the frames as stored, one after another."""
     if kind == "y4m":
         return Y4MWriter(path, width, height, rate, fmt, pix_fmt)
     if kind == "mp4":
         return Mp4Writer(path, width, height, rate, fmt, audio_from, orientation, time_base, times, audio_start,
-                         signal)
+                         signal, cut_audio)
     return PngDirWriter(path, fmt)
 
 

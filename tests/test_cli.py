@@ -874,6 +874,24 @@ def test_a_seek_to_mp4_keeps_the_audio_in_sync(capsys, tmp_path, out_dir, audio_
     assert flash_and_click_seconds(out_dir / "part.mp4") == (flash, click)
 
 
+def test_decoding_a_plain_video_to_mp4_keeps_all_its_audio(capsys, tmp_path, out_dir):
+    # Its audio runs 0.13 s past the last frame; only --frames ends it with the frames.
+    source = clip_with_a_flash_and_a_click(tmp_path / "src.mp4", 0.0, 0.0, "aac", flash=5, frames=10)
+
+    def audio_seconds(path: Path) -> float:
+        with av.open(str(path)) as inp:
+            stream = inp.streams.audio[0]
+            return float(sum(p.duration for p in inp.demux(stream) if p.size) * stream.time_base)
+
+    code, _, err = run(capsys, "decode", source, "-o", out_dir / "view.mp4", "-q")
+    assert code == 0, err
+    kept = audio_seconds(out_dir / "view.mp4")
+    assert kept == pytest.approx(audio_seconds(source))
+    code, _, err = run(capsys, "decode", source, "-o", out_dir / "part.mp4", "--frames", "10", "-q")
+    assert code == 0, err
+    assert audio_seconds(out_dir / "part.mp4") <= 10 / 25 + 2 * 1024 / 16000 < kept  # a copy's priming packet
+
+
 def _shown_times(path: Path, kind: str = "video") -> list[float]:
     """When each frame (or data packet) is shown, as PyAV reads the file (no dualcodec code)."""
     with av.open(str(path)) as inp:
