@@ -165,8 +165,7 @@ class AutoCodec:
             if str(source) == STDIO:  # every candidate reads the source: keep a copy of the pipe
                 source, start = _spool(Path(tmp) / "stdin.y4m", VideoReader(Path(STDIO)), start, max_frames), 0
             reader = VideoReader(source, rate)
-            known = [n for n in (reader.info.frames and reader.info.frames - start, max_frames) if n]
-            span = min(known) if known else None
+            span = reader.info.span(start, max_frames)
             gop = self.plain.settings.gop
             sampled = span is not None and span > 2 * STRETCHES * gop
             judged = (_spool(Path(tmp) / "sample.y4m", reader, start, span, _stretches(span, gop)) if sampled

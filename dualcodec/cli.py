@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("--scale", type=_scale, default="auto", metavar="{auto,1,2,4}",
                      help="base-layer downscaling: auto (default) encodes the plain codec and the 2x and 4x "
                      "models and keeps the one that pays best in rate-distortion (never worse than the plain "
-                     "codec; a source of more than 8 GOPs is judged on 4 of them); 1, 2 or 4 use the model of that scale (--model default: default_x1, default, default_x4; "
+                     "codec; a source of more than 8 GOPs is judged on 4 of them); 1, 2 or 4 use the model of "
+                     "that scale (--model default: default_x1, default, default_x4; "
                      "1 without a scale-1 model is the plain codec; bicubic: 2 unless told)")
     enc.add_argument("--model", default="default", help="built-in model name or model file (default: default)")
     enc.add_argument("--baseline", choices=["bicubic", "none"],

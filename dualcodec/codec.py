@@ -539,10 +539,10 @@ class LayeredCodec:
         began = time.time()
         reader = VideoReader(source, rate)
         info = reader.info
-        known = [n for n in (info.frames and max(1, info.frames - start), max_frames) if n]
+        span = info.span(start, max_frames)
         with atomic_path(Path(destination)) as tmp:
             frames, audio = self._write(reader.frames(start), info.width, info.height, info.format, info.rate, tmp,
-                                        str(source), max_frames, progress, desc, total=min(known) if known else None,
+                                        str(source), max_frames, progress, desc, total=span,
                                         audio_from=Path(source) if info.has_audio else None,
                                         orientation=info.orientation, time_base=info.time_base,
                                         tags=info.tags if tags else Tags(), signal=info.signal)
@@ -550,7 +550,7 @@ class LayeredCodec:
             # length prefixes, so the encoder's packet sizes are not the file's.
             sizes = ContainerReader(tmp).sizes()
         return dataclasses.replace(self._report(frames, info.width, info.height, sizes, time.time() - began, audio),
-                                   announced=min(known) if known else None)
+                                   announced=span)
 
     def compress(self, frames: Iterable[Planes], fmt: YUVFormat, rate: Fraction = Fraction(25)) -> bytes:
         """In memory, as CompressAI's ``compress``: 4:2:0 frames of ``fmt`` (all of one size)
@@ -577,8 +577,8 @@ class LayeredCodec:
                time_base: Fraction | None = None, tags: Tags = Tags(),
                signal: VideoSignal = VideoSignal()) -> tuple[int, list[str]]:
         """Code ``frames`` into the MP4 ``target`` (a path or a writable binary buffer), its
-        base-layer track flagged with the source's display ``orientation`` and carrying its
-        ``tags`` and flagged with its ``signal`` (colour, sample aspect ratio); the frame count and
+        base-layer track flagged with the source's display ``orientation`` and ``signal``
+        (colour, sample aspect ratio), the file carrying its ``tags``; the frame count and
         what became of each audio stream of ``audio_from``. ``time_base``: stamp each frame
         with its own :attr:`~dualcodec.basecodec.Planes.time` in these units (a source whose
         frames do not come at a constant rate), else with its index over ``rate``."""

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from dualcodec.basecodec import ENCODERS, BaseCodecSettings, BaseDecoder, Planes, VideoSignal, colour_of, square_or
-from dualcodec.errors import DualcodecError
+from dualcodec.errors import DualcodecError, StartPastEnd
 from dualcodec.header import METADATA_KEY, Header
 from dualcodec.outputs import refuse_stdin
 from dualcodec.sidestream import SideFrame, SideMode, frame_payload, parse_payload
@@ -450,8 +450,7 @@ class ContainerReader:
         packets = [(packet.pts, packet.is_keyframe) for packet in inp.demux(video_stream(inp)) if packet.size]
         count = len(packets)
         if start >= count:
-            raise DualcodecError(f"{self.path} has {count} frame{'s' * (count != 1)}: --start {start} is past its end "
-                                 f"(frames count from 0)")
+            raise StartPastEnd(self.path, count, start)
         if any(pts is None for pts, _ in packets):  # no display order to check: from the start
             return 0
         shown = [0] * count  # each packet's display index

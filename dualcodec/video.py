@@ -41,7 +41,7 @@ import numpy as np
 from dualcodec.basecodec import Planes, VideoSignal, colour_of, frame_from_planes, planes_from_frame, square_or
 from dualcodec.container import (Orientation, Tags, display_orientation, played_seconds, rate_varies,
                                  ticks_per_frame, video_stream)
-from dualcodec.errors import DualcodecError
+from dualcodec.errors import DualcodecError, StartPastEnd
 from dualcodec.header import METADATA_KEY
 from dualcodec.outputs import STDIO
 from dualcodec.yuv import BT601, YUVFormat, matrix_for
@@ -73,6 +73,12 @@ class VideoInfo:
     time_base: Fraction | None = None
     tags: Tags = Tags()  # what an encode carries over: creation time, title, language
     signal: VideoSignal = VideoSignal()  # its colour primaries, transfer and sample aspect ratio (RGB: none)
+
+    def span(self, start: int = 0, max_frames: int | None = None) -> int | None:
+        """How many frames a coding from frame ``start`` (at most ``max_frames``) will read, as
+        the source announces its length (``None``: neither says)."""
+        known = [n for n in (self.frames and max(1, self.frames - start), max_frames) if n]
+        return min(known) if known else None
 
     @property
     def converted(self) -> bool:
@@ -187,8 +193,7 @@ class VideoReader:
 
     def _folder_frames(self, start: int) -> Iterator[Planes]:
         if start >= len(self.files):
-            raise DualcodecError(f"{self.path} has {len(self.files)} frame{'s' * (len(self.files) != 1)}: --start "
-                                 f"{start} is past its end (frames count from 0)")
+            raise StartPastEnd(self.path, len(self.files), start)
         for file in self.files[start:]:
             image = VideoReader(file)
             if image.info.format != self.info.format:
@@ -271,8 +276,7 @@ class VideoReader:
         if count == 0:
             raise DualcodecError(f"cannot read {self.path}: no decodable video frame")
         if count <= start:
-            raise DualcodecError(f"{self.path} has {count} frame{'s' * (count != 1)}: --start {start} is past its end "
-                                 f"(frames count from 0)")
+            raise StartPastEnd(self.path, count, start)
 
 
 def _natural_order(path: Path) -> list:
@@ -418,8 +422,8 @@ class Mp4Writer:
     def close(self) -> None:
         self.write(None)
         if self.audio is not None:
-            seconds = played_seconds(self.frames, self.rate, self.time_base, self.times) if self.cut_audio else None
-            self.audio.write(None if seconds is None else float(seconds), self.audio_start)
+            end = float(played_seconds(self.frames, self.rate, self.time_base, self.times)) if self.cut_audio else None
+            self.audio.write(end, self.audio_start)
         self.output.close()
 
 
