@@ -289,8 +289,11 @@ def _encode(args: argparse.Namespace) -> None:
                           tags=not args.no_tags, rate=args.rate)
     if not args.quiet:
         pixels = report.frames * report.width * report.height
+        converted = (f" (from {report.converted_from}, coded as 4:2:0 {report.bit_depth}-bit)"
+                     if report.converted_from else "")
         print(
-            f"{args.output}: {_count_frames(report.frames)} {report.width}x{report.height}, base {report.base_width}x"
+            f"{args.output}: {_count_frames(report.frames)} {report.width}x{report.height}{converted}, "
+            f"base {report.base_width}x"
             f"{report.base_height}; {report.file_bytes} bytes ({8 * report.file_bytes / pixels:.4f} bpp): "
             f"base {report.base_bytes}, side {report.side_bytes}, other "
             f"{report.file_bytes - report.base_bytes - report.side_bytes}; {report.seconds:.1f} s"

@@ -462,6 +462,10 @@ class EncodeReport:
     # The frames the source's container announced for what was asked (its count or its
     # duration, from the start frame on, at most the frames asked for; None: unknown)
     announced: int | None = None
+    # The source's pixel format where the reader converted it to the coded planes (4:2:2,
+    # 4:4:4, 12 bits, RGB, grey: "yuv444p"), and their bit depth; None: coded as it came
+    converted_from: str | None = None
+    bit_depth: int = 8
 
     @property
     def cut_short(self) -> bool:
@@ -550,7 +554,8 @@ class LayeredCodec:
             # length prefixes, so the encoder's packet sizes are not the file's.
             sizes = ContainerReader(tmp).sizes()
         return dataclasses.replace(self._report(frames, info.width, info.height, sizes, time.time() - began, audio),
-                                   announced=span)
+                                   announced=span, converted_from=info.source_pix_fmt if info.converted else None,
+                                   bit_depth=info.format.bit_depth)
 
     def compress(self, frames: Iterable[Planes], fmt: YUVFormat, rate: Fraction = Fraction(25)) -> bytes:
         """In memory, as CompressAI's ``compress``: 4:2:0 frames of ``fmt`` (all of one size)

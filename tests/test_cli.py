@@ -17,6 +17,7 @@ from PIL import Image
 
 from dualcodec import __version__
 from dualcodec.codec import decode
+from dualcodec.container import ContainerReader
 from dualcodec.header import FORMAT_VERSION
 from dualcodec.video import VideoReader
 from helpers import (assert_one_line_error, clip_with_a_flash_and_a_click, display_matrix, flash_and_click_seconds,
@@ -94,6 +95,29 @@ def test_encode_dual_and_summary(capsys, clip, tiny_model, out_dir):
     assert "3 frames 37x29, base 20x16" in summary[0]
     assert f"{out.stat().st_size} bytes" in summary[0]
     assert "scale auto" not in err  # the scale was given: nothing was chosen
+
+
+@pytest.mark.parametrize("chroma, pix_fmt, depth", [("C422", "yuv422p", 8), ("C420p12", "yuv420p12le", 10)])
+def test_encode_summary_names_a_conversion(capsys, tmp_path, out_dir, chroma, pix_fmt, depth):
+    # As ffmpeg's stream mapping shows "yuv422p -> yuv420p": a source not coded as it came says so.
+    w, h = 16, 8
+    sample = 2 if depth > 8 else 1
+    chroma_size = w // 2 * h if chroma == "C422" else w // 2 * h // 2
+    frame = b"FRAME\n" + bytes((w * h + 2 * chroma_size) * sample)
+    source = tmp_path / f"{pix_fmt}.y4m"
+    source.write_bytes(f"YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 {chroma}\n".encode() + frame)
+    out = out_dir / "converted.mp4"
+    code, _, err = run(capsys, "encode", source, "-o", out, "--baseline", "none")
+    assert code == 0, err
+    assert f"1 frame 16x8 (from {pix_fmt}, coded as 4:2:0 {depth}-bit), base 16x8" in err
+    assert ContainerReader(out).header.bit_depth == depth
+
+
+def test_encode_summary_names_no_conversion_of_420(capsys, clip, out_dir):
+    out = out_dir / "as_it_came.mp4"
+    code, _, err = run(capsys, "encode", clip.path, "-o", out, "--baseline", "none")
+    assert code == 0, err
+    assert "coded as" not in err and "3 frames 37x29, base" in err
 
 
 def test_encode_scale_auto_says_what_it_chose(capsys, clip, tiny_model, out_dir):
