@@ -29,6 +29,14 @@ whatever is closest to the source in 6:1:1 squared error among:
   of the own output with either or with both (a decoder that waits one frame, as
   MFQE-style enhancers use the better frames on both sides, with perfect choices).
 
+Two families are real decoders, with neither source nor bits: a decoder-side temporal
+filter, VTM's MCTF weights (``mctf``) on the decoder's own motion.
+
+* ``blind``: each frame's own output filtered with the previous rebuilt output, moved by
+  ``decoded``'s shift (one-sided weights);
+* ``blind_both``: with the next frame's own output too, moved likewise (two-sided weights:
+  a decoder one frame behind), at ``--strength``.
+
 The previous output is the previous frame's rebuilt one, so a block can be carried
 across the GOP. The choices and the motion cost no bits in these three, so each BD-rate
 (the family against the model alone, the file's bytes for both) bounds from below what a
@@ -59,10 +67,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 from rd_sweep import CLIPS, SHARED  # noqa: E402
 
-FAMILIES = ("zero", "motion", "both", "decoded", "decoded_blend", "decoded_both")
+FAMILIES = ("zero", "motion", "both", "decoded", "decoded_blend", "decoded_both", "blind", "blind_both")
 H264_LAMBDA = 0.85  # H.264's mode-decision Lagrangian: 0.85 * 2^((QP - 12) / 3) per bit, 8-bit SSD
 TABLE_BITS = 8 * (3 + 2 * 9) // 2  # a frame's code tables (mode and shift frequencies), half a byte each
 WEIGHTS = (6.0, 4.0, 4.0)  # 6:1:1 of per-plane MSE, in squared error per block (chroma has 1/4 the samples)
+ONE_SIDED = (1.13, 0.97)  # VTM's MCTF reference weights at distances 1 and 2, references on one side
+TWO_SIDED = (0.85, 0.57)  # the same with references on both sides
+PLANE_WEIGHTS = (0.4, 0.55, 0.55)  # VTM's MCTF luma and chroma weights
 
 
 def block_error(planes, source, block: int):
@@ -157,6 +168,26 @@ def compensated(reference, target, block: int, search: int):
     return assembled(target, estimate, lambda index: shifted(reference, *shifts[index]), block)
 
 
+def mctf(current, references, qp: int, bit_depth: int, strength: float):
+    """``current``'s planes filtered with ``references`` (``(planes, a)``: planes already
+    moved onto ``current``, ``a`` the distance weight), VTM's MCTF: each sample
+    ``(x + sum w_i r_i) / (1 + sum w_i)`` with ``w_i = strength p a_i exp(-(r_i - x)^2 /
+    (2 sigma^2))``, ``p`` PLANE_WEIGHTS, ``sigma`` ``3 (QP - 10)`` for luma and 30 for
+    chroma in 10-bit units."""
+    import torch
+
+    to_10_bits = 2.0 ** (10 - bit_depth)
+    sigmas = (3.0 * (qp - 10), 30.0, 30.0)
+    total = [p.clone() for p in current]
+    weights = [torch.ones_like(p) for p in current]
+    for moved, a in references:
+        for k, (m, x) in enumerate(zip(moved, current)):
+            w = strength * PLANE_WEIGHTS[k] * a * torch.exp(-(((m - x) * to_10_bits) ** 2) / (2 * sigmas[k] ** 2))
+            total[k] += w * m
+            weights[k] += w
+    return [t / w for t, w in zip(total, weights)]
+
+
 def clip_frames(name: str, count: int):
     """The first ``count`` frames of the shared clip ``name``, and their format."""
     from dualcodec.video import VideoReader
@@ -248,6 +279,8 @@ def main() -> int:
     parser.add_argument("--signalled", choices=("motion", "decoded"), default="motion",
                         help="what the signalled family sends: a choice and a shift a block, or a choice "
                              "among decoded's three candidates (the decoder finds the shift)")
+    parser.add_argument("--strength", type=float, default=1.5,
+                        help="the blind families' MCTF strength (VTM's: 1.5 on its key frames)")
     parser.add_argument("--clips", nargs="+", default=CLIPS)
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "experiments" / "results" / "temporal_headroom.json")
     args = parser.parse_args()
@@ -265,7 +298,7 @@ def main() -> int:
     if loaded.config.temporal:
         raise SystemExit(f"{args.model} is a temporal model; the oracle starts from a per-frame one")
     results = {"model": loaded.fingerprint, "frames": args.frames, "qps": args.qps, "block": args.block,
-               "search": args.search, "signalled": args.signalled, "clips": {}}
+               "search": args.search, "signalled": args.signalled, "strength": args.strength, "clips": {}}
     for name in args.clips:
         source, fmt = clip_frames(name, args.frames)
         peak = (1 << fmt.bit_depth) - 1
@@ -298,6 +331,14 @@ def main() -> int:
                             frame, frame_bits = rebuild(outputs[t], [moved], truth[t], args.block, 0, price)
                             frames.append(frame)
                             bits += frame_bits
+                            continue
+                        if family.startswith("blind"):
+                            nearest = ONE_SIDED if family == "blind" else TWO_SIDED
+                            references = [(compensated(frames[t - 1], outputs[t], args.block, args.search), nearest[0])]
+                            if family == "blind_both" and t + 1 < len(outputs):
+                                references.append((compensated(outputs[t + 1], outputs[t], args.block, args.search),
+                                                   nearest[0]))
+                            frames.append(mctf(outputs[t], references, qp, fmt.bit_depth, args.strength))
                             continue
                         if family.startswith("decoded"):
                             after = [outputs[t + 1]] if family == "decoded_both" and t + 1 < len(outputs) else []

@@ -37,10 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 from rd_sweep import CLIPS  # noqa: E402
-from temporal_headroom import clip_frames, compensated  # noqa: E402
-
-REFERENCE_WEIGHTS = (1.13, 0.97)  # VTM's one-sided weights, references at distances 1 and 2
-PLANE_WEIGHTS = (0.4, 0.55, 0.55)
+from temporal_headroom import ONE_SIDED, clip_frames, compensated, mctf  # noqa: E402
 
 
 def prefiltered(frames, qp: int, bit_depth: int, strength: float, block: int, search: int):
@@ -53,19 +50,11 @@ def prefiltered(frames, qp: int, bit_depth: int, strength: float, block: int, se
         return [torch.from_numpy(p.astype(np.float32)) for p in (planes.y, planes.u, planes.v)]
 
     key = tensors(frames[0])
-    to_10_bits = 2.0 ** (10 - bit_depth)
-    sigmas = (3.0 * (qp - 10), 30.0, 30.0)
-    total = [p.clone() for p in key]
-    weights = [torch.ones_like(p) for p in key]
-    for reference, a in zip(frames[1 : 1 + len(REFERENCE_WEIGHTS)], REFERENCE_WEIGHTS):
-        for k, moved in enumerate(compensated(tensors(reference), key, block, search)):
-            difference = (moved - key[k]) * to_10_bits
-            w = strength * PLANE_WEIGHTS[k] * a * torch.exp(-difference**2 / (2 * sigmas[k] ** 2))
-            total[k] += w * moved
-            weights[k] += w
+    references = [(compensated(tensors(r), key, block, search), a) for r, a in zip(frames[1:], ONE_SIDED)]
+    filtered = mctf(key, references, qp, bit_depth, strength)
     peak = (1 << bit_depth) - 1
     dtype = frames[0].y.dtype
-    filtered = Planes(*((t / w).round().clamp(0, peak).numpy().astype(dtype) for t, w in zip(total, weights)))
+    filtered = Planes(*(t.round().clamp(0, peak).numpy().astype(dtype) for t in filtered))
     return [filtered, *frames[1:]]
 
 
