@@ -994,3 +994,18 @@ def test_a_keep_without_latents_to_keep_is_damage(clip, tiny_model):
     layers.up(base, SideFrame(SideMode.SKIP), fmt)
     with pytest.raises(DamagedData, match="keeps latents"):
         layers.up(base, SideFrame(SideMode.KEEP, bytes([128] * 4) + b"\x00"), fmt)
+
+
+@pytest.mark.parametrize("after", ["", "next(video.frames)"], ids=["never read", "one frame read"])
+def test_a_program_may_exit_while_a_decode_is_open(dual_file, tiny_model, after):
+    # A decode's stages run ahead on threads; a program that leaves one unfinished (an
+    # error after opening it, a script that takes a few frames) must still exit as it
+    # says, not abort in OpenVINO ("terminate called without an active exception").
+    import subprocess
+    import sys
+
+    script = (f"import sys\nfrom dualcodec.codec import decode\n"
+              f"video = decode({str(dual_file.path)!r}, {str(tiny_model.path)!r}, runtime='openvino')\n"
+              f"{after}\nsys.exit(3)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr

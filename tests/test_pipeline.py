@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from dualcodec import pipeline
 from dualcodec.pipeline import threaded
 
 
@@ -74,3 +75,19 @@ def test_setup_is_entered_on_the_worker():
 def test_depth_must_be_positive():
     with pytest.raises(ValueError, match="depth"):
         threaded(iter([]), depth=0)
+
+
+def test_at_exit_chained_stages_stop_and_are_waited_for():
+    def forever():
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    items = threaded(x * 2 for x in threaded(forever()))
+    assert next(items) == 0  # both stages run ahead, neither is closed
+    stages = list(pipeline._RUNNING)
+    assert len(stages) >= 2
+    pipeline._stop_all()  # the outer worker, waiting on the inner stage, ends with it
+    assert not any(worker.is_alive() for _, worker in stages)
+    assert not pipeline._RUNNING
