@@ -23,6 +23,7 @@ EPILOG = """examples:
   dualcodec encode clip.y4m -o base.mp4 --baseline bicubic
   dualcodec decode clip.mp4 -o clip_decoded.y4m         # lossless output, measure on it
   dualcodec decode clip.mp4 -o clip_frames/             # PNG frames into a new (or empty) folder
+  dualcodec decode photo.mp4 -o photo.png               # an encoded image back (one frame of a video: --frames 1)
   dualcodec decode clip.mp4 -o part.mp4 --start 100 --frames 50   # seek: frames 100-149, their audio too
   ffmpeg -i in.mkv -f yuv4mpegpipe - | dualcodec encode - -o piped.mp4   # y4m through a pipe
   dualcodec decode clip.mp4 -o - | ffplay -              # and out of one
@@ -100,14 +101,15 @@ def _parser() -> argparse.ArgumentParser:
                      "ffmpeg does")
     enc.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
-    dec = sub.add_parser("decode", help="decode a dualcodec MP4 to y4m, PNG frames or MP4",
+    dec = sub.add_parser("decode", help="decode a dualcodec MP4 to y4m, PNG or MP4",
                          description="Decode a dualcodec MP4. OUT.y4m holds the decoder's output as it is, in the "
                          "source's format (4:2:0 at its bit depth; what ffmpeg, VMAF and players read); OUT_DIR/ "
-                         "holds PNG frames (8-bit RGB); OUT.mp4 is a high-quality H.264 for viewing.")
+                         "holds PNG frames (8-bit RGB), OUT.png one (an encoded image, or --frames 1); OUT.mp4 is a high-quality "
+                         "H.264 for viewing.")
     dec.add_argument("input", type=Path, help="dualcodec .mp4 (a video without the header decodes as mode plain)")
     dec.add_argument("-o", "--output", required=True,
-                     help="OUT.y4m, OUT.mp4, OUT_DIR/ (PNG frames; a new or empty folder) or - (y4m on "
-                     "standard output)")
+                     help="OUT.y4m, OUT.mp4, OUT_DIR/ (PNG frames; a new or empty folder), OUT.png (one "
+                     "picture) or - (y4m on standard output)")
     _overwrite_option(dec)
     dec.add_argument("--pix-fmt", choices=["yuv420p", "yuv420p10le", "yuv444p16le"],
                      help="y4m pixel format (default: the source's, yuv420p or yuv420p10le)")
@@ -363,6 +365,11 @@ def _decode(args: argparse.Namespace) -> None:
     video = decode(args.input, args.model, strict=args.strict, runtime=args.runtime, threads=args.threads,
                    start=args.start)
     header = video.header
+    wanted = min(n for n in (video.length, args.frames) if n is not None) if video.length or args.frames else None
+    if kind == "png" and (wanted is None or wanted > 1):
+        count = f"{wanted or 'all the'} frames of {args.input}" + (f" from frame {args.start}" if args.start else "")
+        raise DualcodecError(f"{destination} holds one picture, not {count}: add --frames 1 (--start N for frame "
+                             f"N) or decode into a folder ({destination.with_suffix('')}/)")
     frames = 0
     with place as tmp:
         writer = open_writer(kind, tmp, header.width, header.height, video.rate, video.format,
@@ -390,7 +397,7 @@ def _decode(args: argparse.Namespace) -> None:
                 writer.close()
     if video.orientation and kind != "mp4":
         print(f"dualcodec: warning: {args.input} is flagged to be shown {video.orientation}, which "
-              f"{'PNG' if kind == 'dir' else 'y4m'} cannot carry: its frames are written as stored (an .mp4 output "
+              f"{'y4m' if kind == 'y4m' else 'PNG'} cannot carry: its frames are written as stored (an .mp4 output "
               "keeps the flag)", file=sys.stderr)
     if video.damaged:
         print(f"dualcodec: warning: {args.input}: {len(video.damaged)} damaged frame"
@@ -398,7 +405,7 @@ def _decode(args: argparse.Namespace) -> None:
               "damaged files", file=sys.stderr)
     if not args.quiet:
         pix_fmt = args.pix_fmt or ("yuv420p" if header.bit_depth == 8 else "yuv420p10le")
-        what = {"y4m": f"y4m {pix_fmt}", "mp4": "H.264 MP4 for viewing", "dir": "PNG frames"}[kind]
+        what = {"y4m": f"y4m {pix_fmt}", "mp4": "H.264 MP4 for viewing", "dir": "PNG frames", "png": "PNG"}[kind]
         name = "standard output" if args.output == STDIO else destination
         print(f"{name}: {_count_frames(frames)} {header.width}x{header.height} ({what}) from a {header.mode} "
               f"file; {time.time() - start:.1f} s", file=sys.stderr)

@@ -358,14 +358,35 @@ class PngDirWriter:
         self.index = 0
 
     def write(self, planes: Planes) -> None:
-        from PIL import Image
-
         self.index += 1
-        Image.fromarray(planes_to_rgb(planes, self.fmt)).save(self.folder / f"frame_{self.index:06d}.png",
-                                                              compress_level=1)
+        save_png(planes, self.fmt, self.folder / f"frame_{self.index:06d}.png")
 
     def close(self) -> None:
         pass
+
+
+class PngWriter:
+    """One picture, ``path`` (8-bit R'G'B', as :class:`PngDirWriter`'s frames): the
+    decode of an encoded image, or one frame of a video."""
+
+    def __init__(self, path: Path, fmt: YUVFormat) -> None:
+        self.path, self.fmt, self.written = Path(path), fmt, False
+
+    def write(self, planes: Planes) -> None:
+        if self.written:
+            raise DualcodecError("a PNG output holds one picture: decode one frame (--frames 1) or into a folder")
+        save_png(planes, self.fmt, self.path)
+        self.written = True
+
+    def close(self) -> None:
+        pass
+
+
+def save_png(planes: Planes, fmt: YUVFormat, path: Path) -> None:
+    """The planes of ``fmt`` as an 8-bit R'G'B' PNG at ``path`` (whatever its name says)."""
+    from PIL import Image
+
+    Image.fromarray(planes_to_rgb(planes, fmt)).save(path, format="PNG", compress_level=1)
 
 
 class Mp4Writer:
@@ -452,8 +473,10 @@ def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction, 
     frames' own), ``"mp4"`` (with the audio of ``audio_from`` from ``audio_start``, the
     display ``orientation``, the ``signal`` flags and the frames' ``times``; ``cut_audio``:
     see :class:`Mp4Writer`) or ``"dir"``
-    (PNG frames). Only MP4 can flag an orientation, a transfer or vary the rate: the others
-    get the frames as stored, one after another."""
+    (PNG frames) or ``"png"`` (one picture). Only MP4 can flag an orientation, a transfer
+    or vary the rate: the others get the frames as stored, one after another."""
+    if kind == "png":
+        return PngWriter(path, fmt)
     if kind == "y4m":
         return Y4MWriter(path, width, height, rate, fmt, pix_fmt)
     if kind == "mp4":
@@ -463,13 +486,13 @@ def open_writer(kind: str, path: Path, width: int, height: int, rate: Fraction, 
 
 
 def output_kind(path: str) -> str:
-    """``"y4m"``, ``"mp4"`` or ``"dir"`` (PNG frames) for a decode output name; ``-`` is
-    y4m on standard output."""
+    """``"y4m"``, ``"mp4"``, ``"png"`` (one picture) or ``"dir"`` (PNG frames) for a decode
+    output name; ``-`` is y4m on standard output."""
     if path == STDIO:
         return "y4m"
     suffix = Path(path).suffix.lower()
-    if suffix in (".y4m", ".mp4"):
+    if suffix in (".y4m", ".mp4", ".png") and not path.endswith(("/", os.sep)):
         return suffix[1:]
     if path.endswith(("/", os.sep)) or Path(path).is_dir() or suffix == "":
         return "dir"
-    raise DualcodecError(f"unsupported output {path!r}: use .y4m, .mp4 or a folder ending in /")
+    raise DualcodecError(f"unsupported output {path!r}: use .y4m, .mp4, .png (one picture) or a folder ending in /")

@@ -63,8 +63,9 @@ def image_planes(path: Path):
                     for p in frame.planes))
 
 
-def pyav_rgb(planes) -> np.ndarray:
-    """8-bit 4:2:0 planes to R'G'B' by swscale's defaults (BT.601, limited range), PyAV alone."""
+def pyav_rgb(planes, full_range: bool = False) -> np.ndarray:
+    """8-bit 4:2:0 planes to R'G'B' by swscale's defaults (BT.601, limited range unless
+    ``full_range``), PyAV alone."""
     import av
 
     frame = av.VideoFrame(planes.width, planes.height, "yuv420p")
@@ -72,7 +73,7 @@ def pyav_rgb(planes) -> np.ndarray:
         rows = np.zeros((data.shape[0], plane.line_size), np.uint8)
         rows[:, : data.shape[1]] = data
         plane.update(rows.tobytes())
-    return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray(format="rgb24", **({"src_color_range": "JPEG"} if full_range else {}))
 
 
 def synthetic_frames(width: int, height: int, count: int = 3, seed: int = 0, noise: float = 3.0,

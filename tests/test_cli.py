@@ -432,6 +432,41 @@ def test_decode_to_png_folder(capsys, dual_file, tiny_model, out_dir):
         assert np.array_equal(np.asarray(Image.open(out_dir / "frames" / name)), pyav_rgb(planes))
 
 
+def test_decode_one_frame_to_png(capsys, dual_file, tiny_model, out_dir):
+    from PIL import Image
+
+    out = out_dir / "second.png"
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out, "--model", tiny_model.path, "--start", 1,
+                       "--frames", 1)
+    assert code == 0, err
+    assert leftovers(out_dir) == ["second.png"] and f"{out}: 1 frame 37x29 (PNG)" in err
+    expected = list(decode(dual_file.path, str(tiny_model.path)).frames)[1]
+    assert np.array_equal(np.asarray(Image.open(out)), pyav_rgb(expected))
+
+
+def test_decode_an_encoded_image_to_png(capsys, tmp_path, out_dir):
+    from PIL import Image
+
+    write_png(tmp_path / "photo.png", synthetic_rgb(64, 48, 1, seed=4, noise=10.0)[0])
+    code, _, err = run(capsys, "encode", tmp_path / "photo.png", "-o", out_dir / "photo.mp4", "--baseline",
+                       "bicubic", "-q")
+    assert code == 0, err
+    code, _, err = run(capsys, "decode", out_dir / "photo.mp4", "-o", out_dir / "back.png", "-q")
+    assert code == 0, err
+    (expected,) = decode(out_dir / "photo.mp4").frames
+    assert np.array_equal(np.asarray(Image.open(out_dir / "back.png")), pyav_rgb(expected, full_range=True))
+
+
+def test_decode_to_png_refuses_many_frames(capsys, dual_file, tiny_model, out_dir):
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "all.png", "--model", tiny_model.path, "-q")
+    line = assert_one_line_error(code, err)
+    assert "holds one picture, not 3 frames of" in line and "--frames 1" in line and f"{out_dir}/all/" in line
+    code, _, err = run(capsys, "decode", dual_file.path, "-o", out_dir / "all.png", "--model", tiny_model.path,
+                       "--start", 1, "--frames", 2)
+    assert "not 2 frames of" in assert_one_line_error(code, err) and "from frame 1" in err
+    assert leftovers(out_dir) == []
+
+
 def test_decode_into_an_empty_folder(capsys, bicubic_file, out_dir):
     folder = out_dir / "frames"
     folder.mkdir()
@@ -541,7 +576,7 @@ def test_corrupted_file_keeps_an_existing_output(capsys, dual_file, tiny_model, 
     assert (out_dir / "x.y4m").read_bytes() == b"previous result"
 
 
-@pytest.mark.parametrize("target, message", [("x.avi", "unsupported output"), ("x.png", "unsupported output")])
+@pytest.mark.parametrize("target, message", [("x.avi", "unsupported output"), ("x.jpg", "unsupported output")])
 def test_decode_unsupported_output(capsys, bicubic_file, out_dir, target, message):
     code, _, err = run(capsys, "decode", bicubic_file.path, "-o", out_dir / target, "-q")
     line = assert_one_line_error(code, err)
@@ -869,7 +904,7 @@ def test_an_unturned_source_gets_no_display_matrix(capsys, tmp_path, out_dir):
     assert display_matrix(out_dir / "coded.mp4") is None
     write_png(tmp_path / "one.png", synthetic_rgb(64, 48, 1)[0])
     code, _, err = run(capsys, "encode", tmp_path / "one.png", "-o", out_dir / "one.mp4", "--baseline", "none")
-    assert code == 0 and f"{out_dir / 'one.mp4'}: 1 frame 64x48, base 64x48;" in err
+    assert code == 0 and f"{out_dir / 'one.mp4'}: 1 frame 64x48 (from rgb24, coded as 4:2:0 8-bit), base 64x48;" in err
     assert display_matrix(out_dir / "one.mp4") is None
     code, out, _ = run(capsys, "info", out_dir / "coded.mp4")
     assert "shown" not in out

@@ -517,13 +517,14 @@ def test_mp4_writer_for_viewing(tmp_path, fmt):
 
 @pytest.mark.parametrize(
     "path, kind",
-    [("out.y4m", "y4m"), ("OUT.Y4M", "y4m"), ("out.mp4", "mp4"), ("frames/", "dir"), ("frames", "dir")],
+    [("out.y4m", "y4m"), ("OUT.Y4M", "y4m"), ("out.mp4", "mp4"), ("out.png", "png"), ("frames/", "dir"),
+     ("frames", "dir"), ("frames.png/", "dir")],
 )
 def test_output_kind(path, kind):
     assert output_kind(path) == kind
 
 
-@pytest.mark.parametrize("path", ["out.avi", "out.png", "out.mkv"])
+@pytest.mark.parametrize("path", ["out.avi", "out.jpg", "out.mkv"])
 def test_output_kind_rejects_other_suffixes(path):
     with pytest.raises(DualcodecError, match="unsupported output"):
         output_kind(path)
