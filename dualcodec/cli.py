@@ -19,6 +19,7 @@ from dualcodec.errors import DualcodecError
 EPILOG = """examples:
   dualcodec encode clip.y4m -o clip.mp4                 # the 2x model or the plain codec (--scale auto), H.264 QP 32
   dualcodec encode clip.mp4 -o cut.mp4 --start 250 --frames 100   # frames 250-349, their audio too
+  dualcodec encode render/frame_%04d.png -o render.mp4 --rate 24   # numbered frames, as ffmpeg -i reads them
   dualcodec encode clip.mkv -o clip_hevc.mp4 --codec hevc --crf 28
   dualcodec encode clip.y4m -o base.mp4 --baseline bicubic
   dualcodec decode clip.mp4 -o clip_decoded.y4m         # lossless output, measure on it
@@ -62,8 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     enc = sub.add_parser("encode", help="encode a video or image into a dualcodec MP4",
                          description="Encode any FFmpeg-readable video (mp4, mkv, avi, webm, y4m, raw .264/.265) "
                          "or an image (one-frame video) into a dualcodec MP4.")
-    enc.add_argument("input", type=Path, help="input video, image or folder of frames (PNG, JPEG; what decode -o "
-                     "FOLDER/ writes; in natural order, see --rate); - reads y4m from standard input")
+    enc.add_argument("input", type=Path, help="input video, image, folder of frames (PNG, JPEG; what decode -o "
+                     "FOLDER/ writes; in natural order, see --rate) or numbered frames as ffmpeg names them "
+                     "(frame_%%04d.png: from 0 to 4 on, to the first gap); - reads y4m from standard input")
     enc.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
     _overwrite_option(enc)
     enc.add_argument("--codec", choices=["h264", "hevc", "av1"], default="h264", help="base-layer codec (default h264)")
@@ -93,8 +95,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="the input's audio: auto (default) copies what MP4 players play and transcodes the "
                      "rest (PCM, Vorbis) to AAC; copy keeps every stream as it is; aac transcodes all; none drops it")
     enc.add_argument("--rate", type=_rate, metavar="R",
-                     help="frame rate of a folder of frames (default 25, as ffmpeg's -framerate; 30000/1001 or "
-                     "29.97 alike)")
+                     help="frame rate of a folder or numbered sequence of frames (default 25, as ffmpeg's "
+                     "-framerate; 30000/1001 or 29.97 alike)")
     enc.add_argument("--no-tags", action="store_true",
                      help="leave out the input's tags (as ffmpeg -map_metadata -1); by default the output carries "
                      "its creation time, title, comment, location and the like, and its streams' languages, as "
@@ -277,6 +279,7 @@ def _encode(args: argparse.Namespace) -> None:
     from dualcodec.basecodec import BaseCodecSettings
     from dualcodec.codec import make_codec
     from dualcodec.outputs import check_output_file
+    from dualcodec.video import is_pattern
 
     check_output_file(args.output, [args.input], [".mp4"], args.overwrite)
     _check_frames(args.frames)
@@ -285,8 +288,9 @@ def _encode(args: argparse.Namespace) -> None:
     settings = BaseCodecSettings(codec=args.codec, qp=qp, crf=args.crf, preset=args.preset, gop=args.gop)
     codec = make_codec(settings, args.baseline, args.model, args.scale, args.audio, args.runtime, args.threads,
                        args.side_weight, args.side_new)
-    if args.rate is not None and not Path(args.input).is_dir():
-        raise DualcodecError(f"--rate is for a folder of frames: {args.input} keeps its own rate")
+    source = Path(args.input)
+    if args.rate is not None and not (source.is_dir() or not source.exists() and is_pattern(str(source))):
+        raise DualcodecError(f"--rate is for a folder or numbered sequence of frames: {args.input} keeps its own rate")
     report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames, start=args.start,
                           tags=not args.no_tags, rate=args.rate)
     if not args.quiet:

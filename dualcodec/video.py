@@ -157,10 +157,16 @@ class VideoReader:
             self.info = self._info(self._stdin, frames=None)
             return
         self.path = Path(path)
+        if not self.path.exists() and is_pattern(str(self.path)):
+            self._open_frames(numbered_files(str(self.path)), Fraction(rate or DEFAULT_RATE))
+            return
         if not self.path.exists():
             raise DualcodecError(f"input not found: {self.path}")
         if self.path.is_dir():
-            self._open_folder(Fraction(rate or DEFAULT_RATE))
+            files = sorted((p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_order)
+            if not files:
+                raise DualcodecError(f"{self.path} is a folder without frames (PNG, JPEG, BMP, TIFF or WebP files)")
+            self._open_frames(files, Fraction(rate or DEFAULT_RATE))
             return
         if self.path.stat().st_size == 0:
             raise DualcodecError(f"cannot read {self.path}: the file is empty")
@@ -180,13 +186,11 @@ class VideoReader:
         except UnicodeDecodeError:  # PyAV reads every metadata tag as UTF-8
             raise DualcodecError(f"cannot read {self.path}: its metadata is damaged (not UTF-8 text)") from None
 
-    def _open_folder(self, rate: Fraction) -> None:
-        """A folder of frames (what ``decode -o FOLDER/`` writes): its images in natural order
-        (``f2`` before ``f10``), read as the first one is, at ``rate``."""
-        self.files = sorted((p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-                            key=_natural_order)
-        if not self.files:
-            raise DualcodecError(f"{self.path} is a folder without frames (PNG, JPEG, BMP, TIFF or WebP files)")
+    def _open_frames(self, files: list[Path], rate: Fraction) -> None:
+        """Images as frames: a folder's (what ``decode -o FOLDER/`` writes) in natural order
+        (``f2`` before ``f10``), or a numbered sequence's (:func:`numbered_files`), each read
+        as the first one is, at ``rate``."""
+        self.files = files
         first = VideoReader(self.files[0])
         self.is_image = False
         self.info = replace(first.info, frames=len(self.files), rate=rate, has_audio=False)
@@ -198,7 +202,7 @@ class VideoReader:
             image = VideoReader(file)
             if image.info.format != self.info.format:
                 raise DualcodecError(f"{file} is not stored as {self.files[0].name} is ({image.info.source_pix_fmt} "
-                                     f"against {self.info.source_pix_fmt}): a folder's frames must be alike")
+                                     f"against {self.info.source_pix_fmt}): a sequence's frames must be alike")
             yield next(image.frames())
 
     def _exif_orientation(self) -> Orientation:
@@ -277,6 +281,31 @@ class VideoReader:
             raise DualcodecError(f"cannot read {self.path}: no decodable video frame")
         if count <= start:
             raise StartPastEnd(self.path, count, start)
+
+
+# printf's %d, %4d or %04d, which FFmpeg's image2 numbers images by, or a literal %%
+NUMBERING = re.compile(r"%%|%(0?[1-9][0-9]*)?d")
+
+
+def is_pattern(name: str) -> bool:
+    """Whether ``name`` numbers a sequence of images as FFmpeg's image2 does (``frame_%04d.png``)."""
+    return sum(m.group(0) != "%%" for m in NUMBERING.finditer(name)) == 1
+
+
+def numbered_files(pattern: str) -> list[Path]:
+    """The images a pattern such as ``frame_%04d.png`` names, as ``ffmpeg -i`` reads it: from
+    the first number of 0 to 4 that exists, up to the first number missing after it."""
+    def name(number: int) -> Path:
+        return Path(NUMBERING.sub(lambda m: "%" if m.group(0) == "%%" else f"%{m.group(1) or ''}d" % number,
+                                  pattern))
+
+    first = next((n for n in range(5) if name(n).is_file()), None)
+    if first is None:
+        raise DualcodecError(f"input not found: no file numbered 0 to 4 matches {pattern}")
+    files = []
+    while name(first + len(files)).is_file():
+        files.append(name(first + len(files)))
+    return files
 
 
 def _natural_order(path: Path) -> list:

@@ -867,10 +867,26 @@ def test_a_folder_of_frames_encodes_in_natural_order_at_its_rate(capsys, tmp_pat
     write_png(mixed / "a.png", rgb[0])
     write_png(mixed / "b.png", synthetic_rgb(32, 32, 1)[0])
     for argv, message in (([folder / "notes.txt"], "cannot read"), ([tmp_path / "empty"], "folder without frames"),
-                          ([coded, "--rate", "30"], "--rate is for a folder of frames"),
+                          ([coded, "--rate", "30"], "--rate is for a folder or numbered sequence of frames"),
                           ([mixed, "--baseline", "none", "-q"], "frame 2 is 32x32, the first was 64x48")):
         code, _, err = run(capsys, "encode", *argv, "-o", out_dir / "x.mp4")
         assert message in assert_one_line_error(code, err)
+
+
+def test_numbered_frames_encode_as_ffmpeg_reads_them(capsys, tmp_path, out_dir):
+    rgb = synthetic_rgb(64, 48, 3, seed=5, noise=10.0)
+    for i, picture in enumerate(rgb, start=1):
+        write_png(tmp_path / f"render_{i:04d}.png", picture)
+    coded = out_dir / "render.mp4"
+    code, _, err = run(capsys, "encode", tmp_path / "render_%04d.png", "-o", coded, "--baseline", "none", "--qp", "0",
+                       "--rate", "24", "-q")
+    assert code == 0, err
+    with av.open(str(coded)) as inp:
+        assert inp.streams.video[0].average_rate == 24
+        decoded = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
+    assert len(decoded) == 3 and min(psnr(d, r) for d, r in zip(decoded, rgb)) > 27
+    code, _, err = run(capsys, "encode", tmp_path / "other_%04d.png", "-o", out_dir / "x.mp4")
+    assert "no file numbered 0 to 4 matches" in assert_one_line_error(code, err)
 
 
 def test_a_source_that_ends_before_its_announced_frames_is_named(capsys, tmp_path, out_dir):

@@ -22,6 +22,7 @@ from dualcodec.video import (
     PngDirWriter,
     VideoReader,
     Y4MWriter,
+    is_pattern,
     open_writer,
     output_kind,
 )
@@ -310,6 +311,37 @@ def test_a_folder_reads_as_a_video_of_its_images(tmp_path):
         _assert_same_planes(frame, image_planes(folder / f"frame_00000{i}.png"))  # as anchors.py reads a PNG
     with pytest.raises(DualcodecError, match="has 3 frames: --start 3 is past its end"):
         list(reader.frames(3))
+
+
+@pytest.mark.parametrize("names, pattern, read", [
+    (["shot_%04d.png" % i for i in (3, 4, 5, 9)], "shot_%04d.png", 3),  # from 3 (0 to 4 tried), to the gap at 6
+    (["f%d.png" % i for i in range(0, 12)], "f%d.png", 12),  # unpadded: f9 then f10
+    (["100%%_%03d.png" % i for i in (1, 2)], "100%%_%03d.png", 2),  # %% is a literal %
+])
+def test_a_numbered_sequence_reads_as_ffmpeg_reads_it(tmp_path, names, pattern, read):
+    rgb = synthetic_rgb(16, 8, len(names), seed=3)
+    for name, picture in zip(names, rgb):
+        write_png(tmp_path / name, picture)
+    reader = VideoReader(tmp_path / pattern, rate=Fraction(24))
+    frames = list(reader.frames())
+    with av.open(str(tmp_path / pattern), format="image2") as inp:  # FFmpeg's own reading of the pattern
+        expected = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
+    assert len(expected) == read and (reader.info.frames, reader.info.rate, len(frames)) == (read, 24, read)
+    assert all(np.array_equal(e, picture) for e, picture in zip(expected, rgb))  # ffmpeg read names[:read] too
+    for frame, name in zip(frames, names):
+        _assert_same_planes(frame, image_planes(tmp_path / name))  # as anchors.py reads a PNG
+
+
+def test_a_pattern_without_its_first_frames_is_not_found(tmp_path):
+    write_png(tmp_path / "late_0005.png", synthetic_rgb(16, 8, 1)[0])  # ffmpeg tries 0 to 4 only
+    with pytest.raises(DualcodecError, match="no file numbered 0 to 4 matches"):
+        VideoReader(tmp_path / "late_%04d.png")
+
+
+@pytest.mark.parametrize("name, numbered", [("a_%04d.png", True), ("a%d.png", True), ("a%5d.png", True),
+                                            ("a%%d.png", False), ("100%.png", False), ("a%d_%d.png", False)])
+def test_is_pattern(name, numbered):
+    assert is_pattern(name) == numbered
 
 
 def test_reader_errors(tmp_path):
