@@ -153,7 +153,8 @@ class VideoReader:
             try:
                 self._stdin = av.open(sys.stdin.buffer, format="yuv4mpegpipe")
             except av.FFmpegError as exc:
-                raise DualcodecError(f"cannot read standard input as y4m: {exc.strerror or exc}") from None
+                raise DualcodecError(f"standard input is not y4m ({exc.strerror or exc}): pipe y4m in, as "
+                                     "ffmpeg -i IN -f yuv4mpegpipe - | dualcodec encode - -o OUT.mp4 does") from None
             self.info = self._info(self._stdin, frames=None)
             return
         self.path = Path(path)

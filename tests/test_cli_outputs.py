@@ -130,7 +130,9 @@ def test_frames_checks_every_input_before_writing(capsys, home, tmp_path):
 
 def test_existing_output_needs_y(capsys, home, coded, clip):
     out = home / "notes.txt"
-    refused(capsys, home, "decode", coded, "-o", home / "photo.png", "-q", message="unsupported output")
+    refused(capsys, home, "decode", coded, "-o", home / "notes.txt", "-q", message="unsupported output")
+    refused(capsys, home, "decode", coded, "-o", home / "photo.png", "--frames", "1", "-q",
+            message="already exists; pass -y")
     (home / "old.y4m").write_bytes(b"an earlier decode")
     refused(capsys, home, "decode", coded, "-o", home / "old.y4m", "-q", message="already exists; pass -y")
     (home / "old.mp4").write_bytes(b"an earlier encode")
@@ -199,6 +201,16 @@ def test_encode_reads_y4m_from_stdin(home, tmp_path, tiny_model, method):
     assert filed.returncode == 0, filed.stderr
     assert (home / "piped.mp4").read_bytes() == (home / "filed.mp4").read_bytes()
     assert not list(home.glob(".dualcodec-auto-*"))  # the copy and the candidates are gone
+
+
+def test_encode_from_a_pipe_that_is_not_y4m_says_how_to_pipe(home, tmp_path):
+    source = make_av_clip(tmp_path / "clip.mp4", frames=2)  # cat clip.mp4 | dualcodec encode -
+    before = snapshot(home)
+    piped = subprocess.run([*CLI, "encode", "-", "-o", "piped.mp4", "-q"], cwd=home, stdin=source.open("rb"),
+                           capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 1 and len(piped.stderr.splitlines()) == 1
+    assert "standard input is not y4m" in piped.stderr and "-f yuv4mpegpipe -" in piped.stderr
+    assert snapshot(home) == before
 
 
 def test_encode_from_a_start_frame_reads_a_pipe_as_it_reads_the_file(home, tmp_path, tiny_model):
