@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from dualcodec.basecodec import MAX_QP, Planes
+from dualcodec.basecodec import Planes, max_qp
 from dualcodec.codec import EncodeReport, LayeredCodec, PlainLayers, decode, decompress
 from dualcodec.errors import DualcodecError
 from dualcodec.outputs import STDIO, atomic_path
@@ -122,11 +122,12 @@ class AutoCodec:
         paths = {c.model_path for c in self.candidates if c.model_path is not None}
         return paths.pop() if len(paths) == 1 else None
 
-    def coarser(self, steps: int) -> LayeredCodec | None:
-        """The plain codec ``steps`` quantiser steps coarser, or at the codec's top where
-        that is nearer; ``None`` once ``steps - STEP`` steps already reached the top."""
+    def coarser(self, steps: int, bit_depth: int = 8) -> LayeredCodec | None:
+        """The plain codec ``steps`` quantiser steps coarser, or at the codec's top for
+        ``bit_depth``-bit frames where that is nearer; ``None`` once ``steps - STEP`` steps
+        already reached the top."""
         s = self.plain.settings
-        top = MAX_QP[s.codec]
+        top = max_qp(s.codec, bit_depth)
         now = s.qp if s.qp is not None else s.crf
         if now + steps - STEP >= top:
             return None
@@ -134,10 +135,10 @@ class AutoCodec:
                                        crf=None if s.crf is None else min(s.crf + steps, top))
         return LayeredCodec(PlainLayers(), settings, self.plain.audio)
 
-    def _trials(self, run) -> tuple[list, list, list]:
+    def _trials(self, run, bit_depth: int) -> tuple[list, list, list]:
         """``run(codec) -> (result, Trial)`` for the plain codec, every candidate, and the plain
         codec coarser by ``STEP`` at a time until its rate is at or below every candidate's
-        (so each candidate's rate lies between two plain trials)."""
+        (so each candidate's rate lies between two plain trials), for ``bit_depth``-bit frames."""
         plain_result, plain_trial = run(self.plain)
         results, trials = zip(*(run(c) for c in self.candidates)) if self.candidates else ((), ())
         plain_trials = [plain_trial]
@@ -145,7 +146,7 @@ class AutoCodec:
         steps = 0
         while plain_trials[-1].file_bytes > lowest or len(plain_trials) < 2:
             steps += STEP
-            codec = self.coarser(steps)
+            codec = self.coarser(steps, bit_depth)
             if codec is None:
                 break
             plain_trials.append(run(codec)[1])
@@ -153,10 +154,10 @@ class AutoCodec:
 
     def encode(self, source: Path, destination: Path, progress: bool = False,
                max_frames: int | None = None, start: int = 0, tags: bool = True,
-               rate: Fraction | None = None) -> EncodeReport:
+               rate: Fraction | None = None, bit_depth: int | None = None) -> EncodeReport:
         """Encode the file ``source`` (from frame ``start`` on) with every candidate and keep
-        the best one's file (with the source's ``tags``, a folder's ``rate``, as
-        :meth:`LayeredCodec.encode`). A
+        the best one's file (with the source's ``tags``, a folder's ``rate``, at ``bit_depth``,
+        as :meth:`LayeredCodec.encode`; judged against the source at that depth). A
         source of more than twice ``STRETCHES`` GOPs is judged on ``STRETCHES`` of its GOPs
         spread over it (:func:`_stretches`), and then coded by the candidate chosen."""
         began = time.time()
@@ -164,7 +165,7 @@ class AutoCodec:
         with tempfile.TemporaryDirectory(prefix=".dualcodec-auto-", dir=destination.parent) as tmp:
             if str(source) == STDIO:  # every candidate reads the source: keep a copy of the pipe
                 source, start = _spool(Path(tmp) / "stdin.y4m", VideoReader(Path(STDIO)), start, max_frames), 0
-            reader = VideoReader(source, rate)
+            reader = VideoReader(source, rate, bit_depth)
             span = reader.info.span(start, max_frames)
             gop = self.plain.settings.gop
             sampled = span is not None and span > 2 * STRETCHES * gop
@@ -176,20 +177,21 @@ class AutoCodec:
                 path = Path(tmp) / f"trial{next(count)}.mp4"
                 desc = f"try {codec.layers.scale}x {codec.layers.mode}"
                 report = codec.encode(judged, path, progress=progress, max_frames=None if sampled else max_frames,
-                                      desc=desc, start=0 if sampled else start, tags=tags, rate=rate)
+                                      desc=desc, start=0 if sampled else start, tags=tags, rate=rate,
+                                      bit_depth=bit_depth)
                 video = decode(path, str(codec.model_path) if codec.model_path else None)
-                quality = psnr_yuv(VideoReader(judged, rate).frames(0 if sampled else start), video.frames,
+                quality = psnr_yuv(VideoReader(judged, rate, bit_depth).frames(0 if sampled else start), video.frames,
                                    video.format.bit_depth)
                 return (report, path), Trial(report.mode, report.scale, report.file_bytes, quality)
 
-            results, plain, candidates = self._trials(run)
+            results, plain, candidates = self._trials(run, reader.info.format.bit_depth)
             kept, why = choose(plain, candidates)
             report, path = results[0 if kept is None else 1 + kept]
             if sampled:
                 why += f" (judged on {STRETCHES} GOPs of {gop} frames spread over the {span})"
                 chosen = self.plain if kept is None else self.candidates[kept]
                 report = chosen.encode(source, destination, progress=progress, max_frames=max_frames, start=start,
-                                       tags=tags, rate=rate)
+                                       tags=tags, rate=rate, bit_depth=bit_depth)
             else:
                 with atomic_path(destination) as out:
                     os.replace(path, out)
@@ -205,7 +207,7 @@ class AutoCodec:
             return data, Trial(video.header.mode, video.header.scale, len(data),
                                psnr_yuv(frames, video.frames, fmt.bit_depth))
 
-        streams, plain, candidates = self._trials(run)
+        streams, plain, candidates = self._trials(run, fmt.bit_depth)
         kept, _ = choose(plain, candidates)
         return streams[0 if kept is None else 1 + kept]
 

@@ -33,7 +33,7 @@ PRESET_HINTS = {
     "hevc": f"libx265 presets are {', '.join(NAMED_PRESETS)}",
     "av1": "SVT-AV1 presets are numbers, from slowest (-1 or 0) to fastest (13)",
 }
-MAX_QP = {"h264": 51, "hevc": 51, "av1": 63}
+MAX_QP = {"h264": 51, "hevc": 51, "av1": 63}  # the top quantiser for 8-bit frames (see max_qp)
 # The smallest base-layer (width, height) each encoder handles. x265 refuses anything
 # below 16x16; SVT-AV1 accepts 4x4 but reads out of bounds (heap corruption, then a
 # crash later) below 26 pixels wide, so AV1 asks for 32.
@@ -101,9 +101,20 @@ def colour_of(matrix: int, primaries: int | None, transfer: int | None) -> tuple
 X264_BANNER_UUID = bytes.fromhex("dc45e9bde6d948b7962cd820d923eeef")
 
 
+def max_qp(codec: str, bit_depth: int = 8) -> int:
+    """``codec``'s top quantiser for frames of ``bit_depth`` bits: x264's scale reaches 6
+    higher per extra bit (63 at 10 bits, the same step as 51 at 8); x265's and SVT-AV1's
+    do not move."""
+    return MAX_QP[codec] + (6 * (bit_depth - 8) if codec == "h264" else 0)
+
+
 @dataclass(frozen=True)
 class BaseCodecSettings:
-    """How the base layer is coded. Exactly one of ``qp`` (constant QP) and ``crf``."""
+    """How the base layer is coded. Exactly one of ``qp`` (constant QP) and ``crf``.
+
+    The quantiser is checked against the codec's top at any depth here (the coder sets
+    :attr:`bit_depth` to the frames' once it reads them), and at the frames' own depth by
+    :meth:`check_quantiser`."""
 
     codec: str = "h264"
     qp: int | None = 32
@@ -128,18 +139,24 @@ class BaseCodecSettings:
             raise DualcodecError(f"unknown base codec {self.codec!r} (choose from {', '.join(ENCODERS)})")
         if (self.qp is None) == (self.crf is None):
             raise DualcodecError("set exactly one of qp and crf for the base layer")
-        top = MAX_QP[self.codec]
-        if self.qp is not None and not 0 <= self.qp <= top:
-            raise DualcodecError(f"qp {self.qp} is out of range for {self.codec} (0..{top})")
-        if self.crf is not None and not 0 <= self.crf <= top:
-            raise DualcodecError(f"crf {self.crf} is out of range for {self.codec} (0..{top})")
         if self.bit_depth not in (8, 10):
             raise DualcodecError(f"base layer bit depth must be 8 or 10, got {self.bit_depth}")
+        self._check_quantiser(max_qp(self.codec, 10), "")
         if self.gop < 1:
             raise DualcodecError(f"gop must be at least 1, got {self.gop}")
         if self.matrix not in COLOUR_TAGS:
             raise DualcodecError(f"colour matrix {self.matrix} (ITU-T H.273) is not supported for the base layer "
                                  "(1 BT.709, 5 or 6 BT.601, 9 BT.2020)")
+
+    def check_quantiser(self) -> None:
+        """Refuse a quantiser past the codec's top at :attr:`bit_depth` (x264 would take it
+        as its top without a word)."""
+        self._check_quantiser(max_qp(self.codec, self.bit_depth), f"{self.bit_depth}-bit ")
+
+    def _check_quantiser(self, top: int, depth: str) -> None:
+        name, value = ("qp", self.qp) if self.qp is not None else ("crf", self.crf)
+        if not 0 <= value <= top:
+            raise DualcodecError(f"{name} {value} is out of range for {depth}{self.codec} (0..{top})")
 
     @property
     def yuv_format(self) -> YUVFormat:

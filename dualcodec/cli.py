@@ -21,6 +21,7 @@ EPILOG = """examples:
   dualcodec encode clip.mp4 -o cut.mp4 --start 250 --frames 100   # frames 250-349, their audio too
   dualcodec encode render/frame_%04d.png -o render.mp4 --rate 24   # numbered frames, as ffmpeg -i reads them
   dualcodec encode clip.mkv -o clip_hevc.mp4 --codec hevc --crf 28
+  dualcodec encode phone_hdr.mov -o phone.mp4 --pix-fmt yuv420p   # a 10-bit video as 8-bit H.264, which any player plays
   dualcodec encode clip.y4m -o base.mp4 --baseline bicubic
   dualcodec decode clip.mp4 -o clip_decoded.y4m         # lossless output, measure on it
   dualcodec decode clip.mp4 -o clip_frames/             # PNG frames into a new (or empty) folder
@@ -94,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("--audio", choices=["auto", "copy", "aac", "none"], default="auto",
                      help="the input's audio: auto (default) copies what MP4 players play and transcodes the "
                      "rest (PCM, Vorbis) to AAC; copy keeps every stream as it is; aac transcodes all; none drops it")
+    enc.add_argument("--pix-fmt", choices=["yuv420p", "yuv420p10le"],
+                     help="code at 8 or 10 bits, as ffmpeg's -pix_fmt (default: the source's depth, 10 bits for "
+                     "deeper ones): yuv420p makes a 10-bit source's H.264 base layer play everywhere (few browsers "
+                     "and TVs play High 10); yuv420p10le codes an 8-bit source at 10 bits (AV1's files about 2%% "
+                     "smaller, README). The decode, and --scale auto's judgement, are of the frames at that depth")
     enc.add_argument("--rate", type=_rate, metavar="R",
                      help="frame rate of a folder or numbered sequence of frames (default 25, as ffmpeg's "
                      "-framerate; 30000/1001 or 29.97 alike)")
@@ -279,7 +285,7 @@ def _encode(args: argparse.Namespace) -> None:
     from dualcodec.basecodec import BaseCodecSettings
     from dualcodec.codec import make_codec
     from dualcodec.outputs import check_output_file
-    from dualcodec.video import is_pattern
+    from dualcodec.video import PIX_FMTS, is_pattern
 
     check_output_file(args.output, [args.input], [".mp4"], args.overwrite)
     _check_frames(args.frames)
@@ -292,7 +298,7 @@ def _encode(args: argparse.Namespace) -> None:
     if args.rate is not None and not (source.is_dir() or not source.exists() and is_pattern(str(source))):
         raise DualcodecError(f"--rate is for a folder or numbered sequence of frames: {args.input} keeps its own rate")
     report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames, start=args.start,
-                          tags=not args.no_tags, rate=args.rate)
+                          tags=not args.no_tags, rate=args.rate, bit_depth={f: d for d, f in PIX_FMTS.items()}.get(args.pix_fmt))
     if not args.quiet:
         pixels = report.frames * report.width * report.height
         converted = (f" (from {report.converted_from}, coded as 4:2:0 {report.bit_depth}-bit)"

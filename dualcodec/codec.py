@@ -534,14 +534,16 @@ class LayeredCodec:
     def encode(
         self, source: Path, destination: Path, progress: bool = False, max_frames: int | None = None,
         desc: str = "encode", start: int = 0, tags: bool = True, rate: Fraction | None = None,
+        bit_depth: int | None = None,
     ) -> EncodeReport:
         """Encode the file ``source`` from frame ``start`` on (at most ``max_frames`` frames,
         with its audio from that frame's time) into the MP4 ``destination``:
         :meth:`compress`'s coding, read from and written to files. ``tags``: carry the
         source's creation time, title and languages (:class:`~dualcodec.container.Tags`).
-        ``rate``: a folder of frames' (:class:`~dualcodec.video.VideoReader`)."""
+        ``rate``: a folder of frames'; ``bit_depth``: code at 8 or 10 bits whatever the
+        source's (``None``: the source's; :class:`~dualcodec.video.VideoReader`)."""
         began = time.time()
-        reader = VideoReader(source, rate)
+        reader = VideoReader(source, rate, bit_depth)
         info = reader.info
         span = info.span(start, max_frames)
         with atomic_path(Path(destination)) as tmp:
@@ -591,6 +593,7 @@ class LayeredCodec:
 
         settings = dataclasses.replace(self.settings, bit_depth=fmt.bit_depth, full_range=fmt.full_range,
                                        matrix=fmt.matrix, signal=signal)
+        settings.check_quantiser()
         header = self._header(width, height, settings)
         pw, ph = _padded_size(width, height, header.scale)
         if isinstance(self.layers, ModelLayers):

@@ -82,8 +82,9 @@ class VideoInfo:
 
     @property
     def converted(self) -> bool:
-        """Whether the reader converts the source's pixels (not 4:2:0 at 8 or 10 bits)."""
-        return self.source_pix_fmt not in NATIVE
+        """Whether the reader converts the source's pixels (not 4:2:0 at 8 or 10 bits, or read
+        at another bit depth)."""
+        return NATIVE.get(self.source_pix_fmt) != self.format.bit_depth
 
 
 def is_yuv(pix_fmt: str) -> bool:
@@ -140,9 +141,18 @@ class VideoReader:
     frames can be iterated once.
     """
 
-    def __init__(self, path: Path, rate: Fraction | None = None) -> None:
+    def __init__(self, path: Path, rate: Fraction | None = None, bit_depth: int | None = None) -> None:
         """``rate``: the frame rate of a folder of frames (default 25, as FFmpeg reads an
-        image sequence); a video keeps its own."""
+        image sequence); a video keeps its own. ``bit_depth``: read the frames at 8 or 10
+        bits whatever the source's (:func:`at_depth`; ``None``: the source's)."""
+        self._open_source(path, rate)
+        self.source_format = self.info.format  # what the frames are read as, before ``bit_depth``
+        if bit_depth is not None and bit_depth != self.info.format.bit_depth:
+            if bit_depth not in (8, 10):
+                raise DualcodecError(f"frames are coded at 8 or 10 bits, not {bit_depth}")
+            self.info = replace(self.info, format=replace(self.info.format, bit_depth=bit_depth))
+
+    def _open_source(self, path: Path, rate: Fraction | None) -> None:
         import av
 
         self.files: list[Path] | None = None  # a folder's frames, in order
@@ -201,7 +211,7 @@ class VideoReader:
             raise StartPastEnd(self.path, len(self.files), start)
         for file in self.files[start:]:
             image = VideoReader(file)
-            if image.info.format != self.info.format:
+            if image.info.format != self.source_format:
                 raise DualcodecError(f"{file} is not stored as {self.files[0].name} is ({image.info.source_pix_fmt} "
                                      f"against {self.info.source_pix_fmt}): a sequence's frames must be alike")
             yield next(image.frames())
@@ -248,7 +258,12 @@ class VideoReader:
     def frames(self, start: int = 0) -> Iterator[Planes]:
         """The frames from frame ``start`` on (0-based; the ones before it are decoded and
         dropped, which is exact in every container), each with its :attr:`Planes.time`
-        from the source's first frame where the source stamps it."""
+        from the source's first frame where the source stamps it, at the reader's bit depth."""
+        depth = self.info.format.bit_depth
+        for planes in self._source_frames(start):
+            yield at_depth(planes, self.source_format.bit_depth, depth)
+
+    def _source_frames(self, start: int) -> Iterator[Planes]:
         import av
 
         if self.files is not None:
@@ -270,7 +285,7 @@ class VideoReader:
                         first = frame.pts if first is None else first
                     if count <= start:
                         continue
-                    planes = frame_to_planes(frame, self.info.format)
+                    planes = frame_to_planes(frame, self.source_format)
                     if first is not None and frame.pts is not None:
                         planes.time = (frame.pts - first) * frame.time_base
                     yield planes
@@ -282,6 +297,22 @@ class VideoReader:
             raise DualcodecError(f"cannot read {self.path}: no decodable video frame")
         if count <= start:
             raise StartPastEnd(self.path, count, start)
+
+
+def at_depth(planes: Planes, depth: int, target: int) -> Planes:
+    """``planes`` of ``depth`` bits at ``target`` bits: 8 to 10 exactly (code ``c`` is ``4 c``,
+    the same level in either range), 10 to 8 rounded (``(c + 2) >> 2``, at most 255; no
+    dither, which would cost PSNR); the same planes when the depths agree."""
+    if depth == target:
+        return planes
+    if target > depth:
+        moved = [p.astype(np.uint16) << (target - depth) for p in (planes.y, planes.u, planes.v)]
+    else:
+        shift = depth - target
+        top = (1 << target) - 1
+        moved = [np.minimum((p.astype(np.uint32) + (1 << (shift - 1))) >> shift, top).astype(np.uint8)
+                 for p in (planes.y, planes.u, planes.v)]
+    return replace(planes, y=moved[0], u=moved[1], v=moved[2])
 
 
 # printf's %d, %4d or %04d, which FFmpeg's image2 numbers images by, or a literal %%

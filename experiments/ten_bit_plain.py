@@ -87,14 +87,20 @@ def coded(frames: list[list[np.ndarray]], codec: str, qp: int, depth: int) -> tu
     return len(data), (6 * psnr[0] + psnr[1] + psnr[2]) / 8
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(doc: str, frames: int, name: str) -> argparse.Namespace:
+    """The command line of this script and of ``ten_bit_dual.py``: codecs, frames, clips, output;
+    and ``../shared/tools`` on the path, for ``anchors``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--codecs", nargs="+", choices=list(ENCODERS), default=list(ENCODERS))
-    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=frames)
     parser.add_argument("--clips", nargs="+", default=CLIPS)
-    parser.add_argument("-o", "--output", type=Path, default=ROOT / "experiments" / "results" / "ten_bit_plain.json")
-    args = parser.parse_args()
+    parser.add_argument("-o", "--output", type=Path, default=ROOT / "experiments" / "results" / f"{name}.json")
     sys.path.insert(0, str(SHARED / "tools"))
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = arguments(__doc__, 16, "ten_bit_plain")
     from anchors import bd_rate  # independent of dualcodec
 
     results = {"frames": args.frames, "codecs": {}}

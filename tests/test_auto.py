@@ -156,6 +156,8 @@ def test_the_plain_codec_is_measured_down_to_each_candidates_rate(smooth_clip, t
     assert near_top.coarser(6).settings.qp == 51  # x264's top, not past it
     assert near_top.coarser(12) is None  # the top was the last step
     assert AutoCodec(LayeredCodec(PlainLayers(), BaseCodecSettings(qp=51)), []).coarser(6) is None
+    assert near_top.coarser(12, bit_depth=10).settings.qp == 60  # 10-bit x264 goes on to 63
+    assert near_top.coarser(18, bit_depth=10).settings.qp == 63
 
 
 def test_a_long_source_is_judged_on_gops_spread_over_it(tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ from dualcodec.basecodec import (
     VideoSignal,
     colour_of,
     frame_from_planes,
+    max_qp,
     planes_from_frame,
     planes_from_tensors,
     planes_to_tensors,
@@ -143,10 +144,11 @@ def test_planes_from_tensors_rounds_and_clamps():
     "kwargs, match",
     [
         ({"codec": "vp9"}, "unknown base codec"),
-        ({"codec": "h264", "qp": 52}, "out of range"),
+        ({"codec": "h264", "qp": 64}, "qp 64 is out of range for h264 \\(0..63\\)"),  # 10-bit x264's top
+        ({"codec": "hevc", "qp": 52}, "out of range"),
         ({"codec": "hevc", "qp": -1}, "out of range"),
         ({"codec": "av1", "qp": 64}, "out of range"),
-        ({"codec": "h264", "qp": None, "crf": 52.0}, "out of range"),
+        ({"codec": "h264", "qp": None, "crf": 64.0}, "out of range"),
         ({"codec": "h264", "qp": 30, "crf": 23.0}, "exactly one"),
         ({"codec": "h264", "qp": None, "crf": None}, "exactly one"),
         ({"bit_depth": 12}, "bit depth"),
@@ -158,6 +160,18 @@ def test_planes_from_tensors_rounds_and_clamps():
 def test_invalid_settings_raise(kwargs, match):
     with pytest.raises(DualcodecError, match=match):
         BaseCodecSettings(**kwargs)
+
+
+def test_the_quantiser_is_checked_at_the_frames_depth():
+    # x264's 10-bit scale sits 12 higher (the README's --qp 44 at 10 bits, about 32 at 8):
+    # 52-63 are real 10-bit quantisers, and past 51 at 8 bits, which x264 would take as 51.
+    BaseCodecSettings(codec="h264", qp=54, bit_depth=10).check_quantiser()
+    with pytest.raises(DualcodecError, match=r"qp 54 is out of range for 8-bit h264 \(0..51\)"):
+        BaseCodecSettings(codec="h264", qp=54).check_quantiser()
+    with pytest.raises(DualcodecError, match=r"crf 52.0 is out of range for 8-bit h264"):
+        BaseCodecSettings(codec="h264", qp=None, crf=52.0).check_quantiser()
+    BaseCodecSettings(codec="av1", qp=63, bit_depth=8).check_quantiser()
+    assert [max_qp(c, d) for c in ("h264", "hevc", "av1") for d in (8, 10)] == [51, 63, 51, 51, 63, 63]
 
 
 @pytest.mark.parametrize("kwargs, match", [({"colour": (9, 2)}, r"primaries and transfer \(9, 2\)"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,13 +17,14 @@ import pytest
 from PIL import Image
 
 from dualcodec import __version__
+from dualcodec.basecodec import Planes
 from dualcodec.codec import decode
 from dualcodec.container import ContainerReader
 from dualcodec.header import FORMAT_VERSION
 from dualcodec.video import VideoReader
 from helpers import (assert_one_line_error, clip_with_a_flash_and_a_click, display_matrix, flash_and_click_seconds,
-                     make_av_clip, packet_spans, psnr, psnr_yuv, pyav_rgb, read_yuv420, run, shared_file, synthetic_rgb,
-                     write_png)
+                     make_av_clip, packet_spans, psnr, psnr_yuv, pyav_rgb, read_yuv420, run, shared_file,
+                     synthetic_frames, synthetic_rgb, write_png, write_y4m)
 
 SCRIPT = Path(sys.executable).parent / "dualcodec"
 
@@ -135,6 +137,47 @@ def test_encode_scale_auto_says_what_it_chose(capsys, clip, tiny_model, out_dir)
     assert chose[0].index(kept) == min(chose[0].index("1x plain ("), chose[0].index("2x dual ("))
     summary = [line for line in err.splitlines() if line.startswith(str(out))]
     assert len(summary) == 1 and f"{out.stat().st_size} bytes" in summary[0]
+
+
+def test_encode_codes_an_8_bit_source_at_10_bits(capsys, clip, tiny_model, out_dir):
+    # as ffmpeg -pix_fmt yuv420p10le: the base layer is 10-bit, the decode too, and
+    # --scale auto judges its trials against the source at 10 bits (a mixed-depth
+    # comparison would put every learned candidate tens of dB below the plain codec).
+    out = out_dir / "deep.mp4"
+    code, _, err = run(capsys, "encode", clip.path, "-o", out, "--model", tiny_model.path, "--pix-fmt",
+                       "yuv420p10le", "--qp", 30)
+    assert code == 0, err
+    assert "(from yuv420p, coded as 4:2:0 10-bit)" in err
+    with av.open(str(out)) as inp:
+        assert inp.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
+    psnrs = [float(dB) for dB in re.findall(r"B, ([0-9.]+) dB", err)]
+    assert len(psnrs) == 2 and min(psnrs) > 20  # the plain codec and the 2x model
+    decoded = list(decode(out, str(tiny_model.path)).frames)
+    assert len(decoded) == 3 and decoded[0].y.dtype == np.uint16
+    wide = [Planes(*(p.astype(np.uint16) * 4 for p in (f.y, f.u, f.v))) for f in clip.frames]  # in numpy
+    assert min(psnr_yuv(a, b, 1023.0) for a, b in zip(wide, decoded)) > 27
+
+
+def test_encode_codes_a_10_bit_source_at_8_bits_for_any_player(capsys, tmp_path, out_dir):
+    deep = write_y4m(tmp_path / "deep.y4m", synthetic_frames(64, 48, 2, seed=3, pix_fmt="yuv420p10le"))
+    out = out_dir / "eight.mp4"
+    code, _, err = run(capsys, "encode", deep, "-o", out, "--baseline", "none", "--pix-fmt", "yuv420p")
+    assert code == 0, err
+    assert "(from yuv420p10le, coded as 4:2:0 8-bit)" in err
+    with av.open(str(out)) as inp:
+        cc = inp.streams.video[0].codec_context
+        assert cc.pix_fmt == "yuv420p" and cc.profile != "High 10"  # what players without High 10 play
+
+
+def test_encode_takes_10_bit_x264_quantisers_for_10_bit_frames(capsys, tmp_path, out_dir):
+    # x264's 10-bit scale sits 12 higher: QP 54 there is QP 42 at 8 bits, and was refused.
+    deep = write_y4m(tmp_path / "deep.y4m", synthetic_frames(64, 48, 2, seed=3, pix_fmt="yuv420p10le"))
+    code, _, err = run(capsys, "encode", deep, "-o", out_dir / "coarse.mp4", "--baseline", "none", "--qp", "54")
+    assert code == 0, err
+    code, _, err = run(capsys, "encode", deep, "-o", out_dir / "eight.mp4", "--baseline", "none", "--qp", "54",
+                       "--pix-fmt", "yuv420p")
+    assert "qp 54 is out of range for 8-bit h264 (0..51)" in assert_one_line_error(code, err)
+    assert leftovers(out_dir) == ["coarse.mp4"]
 
 
 def test_encode_quiet_prints_nothing(capsys, clip, tiny_model, out_dir):

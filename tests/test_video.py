@@ -344,6 +344,25 @@ def test_is_pattern(name, numbered):
     assert is_pattern(name) == numbered
 
 
+@pytest.mark.parametrize("source_fmt, depth", [("yuv420p", 10), ("yuv420p10le", 8)])
+def test_a_reader_reads_at_the_depth_asked(tmp_path, source_fmt, depth):
+    frames = synthetic_frames(16, 8, 2, seed=7, noise=30.0, pix_fmt=source_fmt)
+    path = write_y4m(tmp_path / "src.y4m", frames)
+    reader = VideoReader(path, bit_depth=depth)
+    assert reader.info.format.bit_depth == depth and reader.info.converted
+    for read, source in zip(reader.frames(), frames, strict=True):
+        for got, plane in zip((read.y, read.u, read.v), (source.y, source.u, source.v)):
+            plane = plane.astype(np.int64)
+            # 8 to 10: code c is 4c, exactly; 10 to 8: the nearest code, halves up
+            expected = plane * 4 if depth == 10 else np.minimum((plane + 2) // 4, 255)
+            assert got.dtype == (np.uint16 if depth == 10 else np.uint8) and np.array_equal(got, expected)
+    same = VideoReader(path, bit_depth=10 if source_fmt.endswith("10le") else 8)
+    assert not same.info.converted
+    assert all(np.array_equal(a.y, b.y) for a, b in zip(same.frames(), frames))
+    with pytest.raises(DualcodecError, match="8 or 10 bits, not 12"):
+        VideoReader(path, bit_depth=12)
+
+
 def test_reader_errors(tmp_path):
     with pytest.raises(DualcodecError, match="input not found"):
         VideoReader(tmp_path / "missing.mp4")
