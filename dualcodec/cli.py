@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -509,10 +510,13 @@ def _eval(args: argparse.Namespace) -> None:
     _check_frames(args.frames)
     _check_start(args.start)
     refuse_stdin(args.inputs, "eval reads each input twice (to code it, then to measure it)")
-    check_inputs(args.inputs)
+    depths = check_inputs(args.inputs)
     lpips_backbone_path()  # fail before the sweep, not after it
     qps = sorted(set(args.qp))
     settings_at = {qp: BaseCodecSettings(codec=args.codec, qp=qp, preset=args.preset, gop=args.gop) for qp in qps}
+    for settings in settings_at.values():  # x264's top QP is 51 at 8 bits, 63 at 10
+        for depth in depths:
+            dataclasses.replace(settings, bit_depth=depth).check_quantiser()
     current: dict[int, object] = {}
 
     def codec_at(qp: int):

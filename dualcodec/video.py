@@ -353,11 +353,11 @@ def _estimated_frames(inp, rate: Fraction) -> int | None:
     return max(1, round(inp.duration / 1_000_000 * rate))  # duration in AV_TIME_BASE units
 
 
-def check_inputs(paths: Sequence[Path]) -> None:
+def check_inputs(paths: Sequence[Path]) -> set[int]:
     """Open every input (its container header, or the image) before the first is decoded,
-    so that a command over many inputs fails at once, naming the bad one."""
-    for path in paths:
-        VideoReader(Path(path))
+    so that a command over many inputs fails at once, naming the bad one; the bit depths
+    they read at."""
+    return {VideoReader(Path(path)).info.format.bit_depth for path in paths}
 
 
 class Y4MWriter:

@@ -112,6 +112,7 @@ def test_eval_scale(tmp_path, capsys, inputs, tiny_model, scale, name, modes):
         (["--baseline", "none", "-o", "out.txt"], "output must be a .json file"),
         (["--baseline", "none", "--frames", "0", "-o", "out.json"], "--frames must be at least 1"),
         (["--baseline", "none", "--qp", "70", "-o", "out.json"], "qp 70 is out of range"),
+        (["--baseline", "none", "--qp", "32", "54", "-o", "out.json"], "qp 54 is out of range for 8-bit h264"),
         (["--baseline", "none", "--start", "-1", "-o", "out.json"], "--start must be 0 or more"),
     ],
 )
