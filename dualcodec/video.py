@@ -397,11 +397,14 @@ class Y4MWriter:
 
 
 def _frame_of(planes: Planes, fmt: YUVFormat, pix_fmt: str):
-    frame = frame_from_planes(planes, PIX_FMTS[fmt.bit_depth])
-    if pix_fmt != frame.format.name:
-        frame = frame.reformat(format=pix_fmt, src_colorspace=fmt.matrix, dst_colorspace=fmt.matrix,
-                               src_color_range=_range(fmt), dst_color_range=_range(fmt), threads=SWS_THREADS)
-    return frame
+    """A PyAV frame of the planes in ``pix_fmt``: 4:2:0 at either depth by :func:`at_depth`
+    (swscale dithers 10 bits down to 8, which would cost a measurement on the file PSNR),
+    anything else by swscale."""
+    if pix_fmt in PIX_FMTS.values():  # yuv420p, yuv420p10le
+        return frame_from_planes(at_depth(planes, fmt.bit_depth, NATIVE[pix_fmt]), pix_fmt)
+    return frame_from_planes(planes, PIX_FMTS[fmt.bit_depth]).reformat(
+        format=pix_fmt, src_colorspace=fmt.matrix, dst_colorspace=fmt.matrix, src_color_range=_range(fmt),
+        dst_color_range=_range(fmt), threads=SWS_THREADS)
 
 
 def planes_to_rgb(planes: Planes, fmt: YUVFormat) -> np.ndarray:
