@@ -162,8 +162,11 @@ class ModelLayers:
         quantiser level the upsampler reads, if the model takes one (the file header's; the
         encoder sets it per file, from the base layer's settings)."""
         from dualcodec.entropy import LEVELS
+        from dualcodec.model import undecodable
         from dualcodec.runtime import RUNTIMES
 
+        if problem := undecodable(loaded):
+            raise DualcodecError(problem)
         if not 0 <= level < LEVELS:
             raise DualcodecError(f"side level {level} is outside 0..{LEVELS - 1} (the QP or CRF sets it)")
         if isinstance(runtime, str) and runtime not in RUNTIMES:

@@ -64,6 +64,10 @@ class ModelConfig:
     # convolutions at this width first (more capacity to fuse the previous frame's detail)
     temporal_width: int = 0
     temporal_depth: int = 2
+    # A temporal model that also reads the next frame's decoded base, aligned by motion of
+    # its own (a decoder one frame behind; an experiment: experiments/temporal_ahead.py
+    # measures it, the decoder does not run it)
+    temporal_ahead: bool = False
 
     def __post_init__(self) -> None:
         if self.scale not in (1, 2, 4):
@@ -87,6 +91,8 @@ class ModelConfig:
                                  "previous frame is not built): set model.side_stream = false")
         if self.temporal_width and not self.temporal:
             raise DualcodecError("model.temporal_width widens a temporal model's branch: set model.temporal")
+        if self.temporal_ahead and not self.temporal:
+            raise DualcodecError("model.temporal_ahead adds the next frame to a temporal model: set model.temporal")
         if self.temporal_width < 0 or self.temporal_depth < 1:
             raise DualcodecError(f"model.temporal_width must be at least 0 and temporal_depth at least 1, got "
                                  f"{self.temporal_width} and {self.temporal_depth}")

@@ -148,6 +148,10 @@ def export_int8(loaded: LoadedModel, folders: list[Path], count: int = 24, qps: 
     ``folders`` coded at ``qps``; write them beside the model file and return their folder."""
     import copy
 
+    from dualcodec.model import undecodable
+
+    if problem := undecodable(loaded):
+        raise DualcodecError(problem)
     ov = import_openvino()
     images = calibration_images(folders, count)
     recorder = record(loaded, images, list(qps), progress)

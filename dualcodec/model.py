@@ -56,7 +56,7 @@ from dualcodec.errors import DualcodecError
 from dualcodec.nets.common import bicubic_down, bicubic_up_folded, pad_to_multiple, to_444, to_444_folded
 from dualcodec.nets.downsampler import LearnedDownsampler
 from dualcodec.nets.side import SideAnalysis, SideSynthesis
-from dualcodec.nets.upsampler import FoldedUpsampler, Memory, SideInputs, SpatiallyVaryingUpsampler
+from dualcodec.nets.upsampler import Ahead, FoldedUpsampler, Memory, SideInputs, SpatiallyVaryingUpsampler
 from dualcodec.yuv import YUVFormat, unit_to_planes
 
 MODEL_FORMAT = "dualcodec-model"
@@ -146,7 +146,8 @@ class DualLayerModel(nn.Module):
         if config.up_form == "folded":
             self.upsampler = FoldedUpsampler(config.scale, side_channels, config.up_width, config.up_depth,
                                              config.num_filters, config.taps, config.up_residual, config.level_input,
-                                             config.temporal, config.temporal_width, config.temporal_depth)
+                                             config.temporal, config.temporal_width, config.temporal_depth,
+                                             config.temporal_ahead)
         else:
             self.upsampler = SpatiallyVaryingUpsampler(config.scale, side_channels, config.up_width, config.up_depth,
                                                        config.num_filters, config.taps, config.up_residual,
@@ -220,23 +221,27 @@ class DualLayerModel(nn.Module):
 
     def upsample_with(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, side: SideInputs,
                       level: float | torch.Tensor | None = None, rows: int | None = 32,
-                      memory: Memory | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      memory: Memory | None = None, ahead: Ahead | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded base planes and the side inputs of :meth:`side_features` to
         ``(y_hat, uv_hat)`` at full size (not clamped); ``level``: the base layer's
         quantiser (a model that :attr:`takes_level` needs it); ``rows``: see the upsampler;
-        ``memory``: the previous frame of the GOP, for a :attr:`temporal` model."""
+        ``memory``: the previous frame of the GOP, for a :attr:`temporal` model; ``ahead``:
+        the next frame's base, for one with ``model.temporal_ahead``."""
         extra = {} if memory is None or not self.temporal else {"memory": memory}
+        if ahead is not None and getattr(self.upsampler, "ahead", False):
+            extra["ahead"] = ahead
         if self.takes_level and level is not None:
             extra["level"] = torch.as_tensor(level, dtype=torch.float32, device=y_lr_hat.device)
         return self.upsampler(y_lr_hat, uv_lr_hat, *side, rows=rows, **extra)
 
     def upsample(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor,
                  w_hat: torch.Tensor | None, level: float | torch.Tensor | None = None,
-                 memory: Memory | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 memory: Memory | None = None, ahead: Ahead | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded base planes and decoded latents ``w_hat`` (``None``: all skipped) to
         ``(y_hat, uv_hat)`` at full size (not clamped), at quantiser ``level``, after the
-        frame of ``memory`` (a :attr:`temporal` model)."""
-        return self.upsample_with(y_lr_hat, uv_lr_hat, self.side_features(w_hat, y_lr_hat), level, memory=memory)
+        frame of ``memory`` (a :attr:`temporal` model), before the base of ``ahead``."""
+        return self.upsample_with(y_lr_hat, uv_lr_hat, self.side_features(w_hat, y_lr_hat), level, memory=memory,
+                                  ahead=ahead)
 
     def forward_clips(self, y: torch.Tensor, uv: torch.Tensor,
                       base_layer: Callable[[torch.Tensor, torch.Tensor], BaseLayerOutput], level: float) -> ForwardOutput:
@@ -244,7 +249,8 @@ class DualLayerModel(nn.Module):
         ``uv`` ``[B,T,2,H/2,W/2]`` (each clip one GOP, the base layer coding it as a short
         video): the frames are upsampled in order, each after the previous one's
         :class:`~dualcodec.nets.upsampler.Memory` (a :attr:`temporal` model; gradients
-        pass through it), the first with none. Outputs are ``[B T, ...]``, clip by clip."""
+        pass through it), the first with none, and (``model.temporal_ahead``) before the
+        next one's base, the last with none. Outputs are ``[B T, ...]``, clip by clip."""
         if self.has_side_stream:
             raise ValueError("forward_clips trains models without a side stream")
         b, t = y.shape[:2]
@@ -255,7 +261,8 @@ class DualLayerModel(nn.Module):
         for i in range(t):
             if memory is not None:
                 alignment.append(self.upsampler.alignment_error(y_lr_hat[:, i], uv_lr_hat[:, i], memory).mean())
-            y_i, uv_i = self.upsample(y_lr_hat[:, i], uv_lr_hat[:, i], None, level, memory)
+            ahead = Ahead(y_lr_hat[:, i + 1], uv_lr_hat[:, i + 1]) if i + 1 < t else None  # a model that reads it
+            y_i, uv_i = self.upsample(y_lr_hat[:, i], uv_lr_hat[:, i], None, level, memory, ahead)
             memory = Memory(y_lr_hat[:, i], uv_lr_hat[:, i], y_i, uv_i) if self.temporal else None
             y_hat.append(y_i)
             uv_hat.append(uv_i)
@@ -369,6 +376,16 @@ def resolve_model_path(name_or_path: str) -> Path:
         return path
     names = sorted(p.stem for p in BUILTIN_DIR.glob("*.pt"))
     raise DualcodecError(f"no model named or at {name_or_path!r} (built-in: {', '.join(names) or 'none'})")
+
+
+def undecodable(loaded: LoadedModel) -> str | None:
+    """Why the decoder cannot run ``loaded`` (``None``: it can): a model that reads the next
+    frame's base (``model.temporal_ahead``) is an experiment, which only
+    ``experiments/temporal_ahead.py`` runs."""
+    if loaded.config.temporal_ahead:
+        return (f"model {loaded.name!r} reads the next frame's base (model.temporal_ahead), which the decoder does "
+                "not run: it is an experiment, measured by experiments/temporal_ahead.py")
+    return None
 
 
 def load_model(name_or_path: str) -> LoadedModel:

@@ -286,7 +286,8 @@ def _start_from(model: DualLayerModel, exp: Experiment) -> None:
     loaded = load_model(exp.train.init)
     theirs = asdict(loaded.config)
     changed = sorted(k for k, v in asdict(exp.model).items() if theirs[k] != v)
-    per_frame_start = "temporal" in changed and set(changed) <= {"temporal", "temporal_width", "temporal_depth"}
+    per_frame_start = "temporal" in changed and set(changed) <= {"temporal", "temporal_width", "temporal_depth",
+                                                                  "temporal_ahead"}
     if theirs["temporal"] or changed and not per_frame_start:
         raise DualcodecError(f"train.init {exp.train.init!r} is a model of another configuration "
                              f"(model.{', model.'.join(changed)} differ); fine-tuning needs the same [model] "

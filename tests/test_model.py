@@ -822,6 +822,67 @@ def test_forward_clips_trains_the_temporal_part_through_the_memory(branch):
         assert model.upsampler.memory_branch[0].weight.grad is not None
 
 
+AHEAD = {"temporal_ahead": True}  # the two-sided experiment: the next frame's base too
+
+
+def test_an_untrained_ahead_branch_leaves_the_temporal_upsampler_as_it_was():
+    from dualcodec.nets.upsampler import Ahead
+
+    one_sided, _ = build_tiny_model(seed=0, **TEMPORAL)
+    two_sided = DualLayerModel(ModelConfig(**{**TINY_CONFIG, **TEMPORAL, **AHEAD}))
+    missing, unexpected = two_sided.load_state_dict(one_sided.state_dict(), strict=False)
+    assert not unexpected and missing and all(".memory_ahead_" in key for key in missing)
+    assert all(two_sided.is_temporal_parameter(key) for key in missing)  # trained with the temporal part
+    y_lr_hat, uv_lr_hat = _lr_planes(b=1)
+    ahead, memory = Ahead(*_lr_planes(b=1, seed=9)), _memory()
+    with torch.no_grad():
+        expected = one_sided.upsample(y_lr_hat, uv_lr_hat, None, memory=memory)
+        got = two_sided.upsample(y_lr_hat, uv_lr_hat, None, memory=memory, ahead=ahead)
+        assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
+        torch.nn.init.normal_(two_sided.upsampler.memory_ahead_in.weight, std=0.1)
+        told = two_sided.upsample(y_lr_hat, uv_lr_hat, None, memory=memory, ahead=ahead)
+        absent = two_sided.upsample(y_lr_hat, uv_lr_hat, None, memory=memory,
+                                    ahead=ahead._replace(present=torch.zeros(1)))
+    assert not torch.allclose(told[0], expected[0])  # the next frame now counts ...
+    assert torch.allclose(absent[0], expected[0], atol=1e-6)  # ... where it is present
+
+
+def test_forward_clips_gives_each_frame_the_next_ones_base_and_trains_through_it():
+    model, _ = build_tiny_model(seed=0, **TEMPORAL, **AHEAD)
+    torch.nn.init.normal_(model.upsampler.memory_ahead_in.weight, std=0.1)
+    b, t = 2, 3
+    y, uv = crops_to_planes(_images(b=b * t, h=32, w=32))
+    y, uv = y.unflatten(0, (b, t)), uv.unflatten(0, (b, t))
+    out = model(y, uv, fake_base, LEVEL, TRAINING_FORMAT)
+    with torch.no_grad():
+        from dualcodec.nets.upsampler import Ahead, Memory
+
+        base = [model.downsample(y[:, i], uv[:, i]) for i in range(t)]
+        memory = None
+        for i in range(t):
+            ahead = Ahead(*base[i + 1]) if i + 1 < t else None  # the clip's last frame has none
+            frame = model.upsample(*base[i], None, LEVEL, memory, ahead)
+            memory = Memory(*base[i], *frame)
+            assert torch.allclose(frame[0], out.y_hat.unflatten(0, (b, t))[:, i], atol=1e-6)
+    plane_distortion(out.y_hat, out.uv_hat, y.flatten(0, 1), uv.flatten(0, 1)).backward()
+    assert model.upsampler.memory_ahead_in.weight.grad.abs().sum() > 0
+
+
+def test_the_decoder_refuses_a_two_sided_model(tmp_path):
+    from dualcodec.codec import ModelLayers
+    from dualcodec.export import export_int8
+    from dualcodec.model import load_model, save_model
+
+    model, config = build_tiny_model(seed=0, **TEMPORAL, **AHEAD)
+    path = tmp_path / "ahead.pt"
+    save_model(model, config, "ahead", path, lmbda=0.0)
+    loaded = load_model(str(path))
+    with pytest.raises(DualcodecError, match="reads the next frame's base .* experiments/temporal_ahead.py"):
+        ModelLayers(loaded)
+    with pytest.raises(DualcodecError, match="the decoder does not run"):
+        export_int8(loaded, [tmp_path])
+
+
 def test_forward_clips_of_a_per_frame_model_is_its_forward_per_frame():
     model, _ = build_tiny_model(seed=0, up_form="folded", side_stream=False)
     y, uv = crops_to_planes(_images(b=4, h=32, w=32))
@@ -835,6 +896,7 @@ def test_forward_clips_of_a_per_frame_model_is_its_forward_per_frame():
     ({"temporal": True, "side_stream": False}, "temporal needs model.up_form = 'folded'"),
     ({"temporal": True, "up_form": "folded", "up_chroma": "own"}, "temporal works without a side stream"),
     ({"temporal_width": 16}, "temporal_width widens a temporal model's branch: set model.temporal"),
+    ({"temporal_ahead": True}, "temporal_ahead adds the next frame to a temporal model: set model.temporal"),
     ({**TEMPORAL, "up_chroma": "own", "temporal_width": -1}, "temporal_width must be at least 0"),
     ({**TEMPORAL, "up_chroma": "own", "temporal_width": 16, "temporal_depth": 0}, "temporal_depth at least 1"),
 ])

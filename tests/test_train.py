@@ -421,20 +421,26 @@ def test_a_temporal_model_fine_tunes_from_its_per_frame_model_on_clips_coded_as_
     assert [r["clip"] for r in records if "train" in r] == [3, 3]
     tuned = load_model(str(tmp_path / "smoke" / "model.pt"))
     assert tuned.config.temporal and tuned.model.temporal
-    # schedule.temporal_only trains the temporal part alone, here its wide form: the rest keeps the init's weights
-    alone = subprocess.run([*cmd, *(a for s in settings for a in ("--set", s)), "--set", "schedule.temporal_only=true",
-                            "--set", "model.temporal_width=8", "--set", "train.name='alone'"],
-                           capture_output=True, text=True, timeout=300, env=_env())
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    weights = load_model(str(tmp_path / "alone" / "model.pt")).model.state_dict()
-    assert all(torch.equal(weights[k], v) for k, v in start.state_dict().items())
+    def alone(name: str, *options: str) -> dict:
+        """schedule.temporal_only: the temporal part trained alone, the rest keeping the init's weights."""
+        done = subprocess.run([*cmd, *(a for s in settings for a in ("--set", s)), "--set", "schedule.temporal_only=true",
+                               *(a for o in options for a in ("--set", o)), "--set", f"train.name='{name}'"],
+                              capture_output=True, text=True, timeout=300, env=_env())
+        assert done.returncode == 0, done.stderr[-3000:]
+        weights = load_model(str(tmp_path / name / "model.pt")).model.state_dict()
+        assert all(torch.equal(weights[k], v) for k, v in start.state_dict().items())
+        return weights
+
+    weights = alone("alone", "model.temporal_width=8")  # here its wide form
     assert any(weights[k].abs().sum() > 0 for k in weights if k.endswith("memory_motion.6.weight"))
     assert any(k.endswith("memory_branch.0.weight") for k in weights)
+    # the two-sided experiment (model.temporal_ahead) starts from the same per-frame model
+    weights = alone("ahead", "model.temporal_ahead=true")
+    assert weights["upsampler.memory_ahead_in.weight"].abs().sum() > 0
     # another per-frame configuration is not a start for this temporal model
     other = subprocess.run([*cmd, *(a for s in settings for a in ("--set", s)), "--set", "model.up_width=12",
                             "--set", "train.name='other'"], capture_output=True, text=True, timeout=300, env=_env())
     assert other.returncode == 1 and "model.temporal, model.up_width differ" in other.stderr
-
 
 def _python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=_env())

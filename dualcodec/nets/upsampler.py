@@ -64,6 +64,18 @@ CHROMA_MODES = ("luma", "own")
 MOTION_WIDTH = 24  # the temporal upsampler's motion network: four 3x3 convolutions on the folded grid
 
 
+def _motion_network() -> nn.Sequential:
+    """A temporal upsampler's motion: four 3x3 convolutions of two frames' folded base
+    planes (normalised) to motion (x, y) on the folded grid; the last starts at zero."""
+    network = nn.Sequential(conv3x3(12, MOTION_WIDTH), nn.LeakyReLU(0.1),
+                            conv3x3(MOTION_WIDTH, MOTION_WIDTH), nn.LeakyReLU(0.1),
+                            conv3x3(MOTION_WIDTH, MOTION_WIDTH), nn.LeakyReLU(0.1),
+                            conv3x3(MOTION_WIDTH, 2))
+    nn.init.zeros_(network[-1].weight)
+    nn.init.zeros_(network[-1].bias)
+    return network
+
+
 def warp(plane: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``plane`` ``[B,C,H,W]`` warped by motion ``v`` ``[B,2,h,w]`` (x, y) given on a coarser
     grid of the same picture in units of half that grid's pixels (base luma pixels on the
@@ -89,6 +101,15 @@ class Memory(NamedTuple):
     uv_lr_hat: torch.Tensor  # [B,2,h/2,w/2]
     y_hat: torch.Tensor  # [B,1,sh,sw]
     uv_hat: torch.Tensor  # [B,2,sh/2,sw/2]
+    present: torch.Tensor | None = None
+
+
+class Ahead(NamedTuple):
+    """The next frame's decoded base planes (unit scale), for a temporal upsampler with
+    ``ahead`` (a decoder one frame behind); ``present`` as :class:`Memory`'s."""
+
+    y_lr_hat: torch.Tensor  # [B,1,h,w]
+    uv_lr_hat: torch.Tensor  # [B,2,h/2,w/2]
     present: torch.Tensor | None = None
 
 
@@ -402,7 +423,8 @@ class FoldedUpsampler(nn.Module):
 
     def __init__(self, scale: int, side_channels: int, width: int = 32, depth: int = 2,
                  num_filters: int = 4, taps: int = 5, residual: bool = True, level_input: bool = False,
-                 temporal: bool = False, temporal_width: int = 0, temporal_depth: int = 2) -> None:
+                 temporal: bool = False, temporal_width: int = 0, temporal_depth: int = 2,
+                 ahead: bool = False) -> None:
         super().__init__()
         self.scale = scale
         self.num_filters = num_filters
@@ -430,12 +452,7 @@ class FoldedUpsampler(nn.Module):
         self.memory_in = self.memory_gate = None
         if temporal:  # base change (4 + 2) and the previous output's phases, in; a blend weight per phase, out
             self.memory_normalize = Normalize(2 * scale, chroma_fold=scale)
-            self.memory_motion = nn.Sequential(conv3x3(12, MOTION_WIDTH), nn.LeakyReLU(0.1),
-                                               conv3x3(MOTION_WIDTH, MOTION_WIDTH), nn.LeakyReLU(0.1),
-                                               conv3x3(MOTION_WIDTH, MOTION_WIDTH), nn.LeakyReLU(0.1),
-                                               conv3x3(MOTION_WIDTH, 2))
-            nn.init.zeros_(self.memory_motion[-1].weight)
-            nn.init.zeros_(self.memory_motion[-1].bias)
+            self.memory_motion = _motion_network()
             memory_channels = 6 + self.detail_channels
             self.memory_branch = None
             if temporal_width:  # the wide form: 3x3 convolutions of [base, change, previous output] first
@@ -449,17 +466,29 @@ class FoldedUpsampler(nn.Module):
             for conv in (self.memory_in, self.memory_gate):
                 nn.init.zeros_(conv.weight)
                 nn.init.zeros_(conv.bias)
+        self.memory_ahead_motion = self.memory_ahead_in = None
+        if temporal and ahead:  # the next base frame, aligned by motion of its own, into the features
+            self.memory_ahead_motion = _motion_network()
+            self.memory_ahead_in = nn.Conv2d(12, width, 1)
+            nn.init.zeros_(self.memory_ahead_in.weight)
+            nn.init.zeros_(self.memory_ahead_in.bias)
 
     @property
     def temporal(self) -> bool:
         return self.memory_in is not None
 
-    def motion(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, memory: Memory) -> torch.Tensor:
+    @property
+    def ahead(self) -> bool:
+        """Whether the upsampler also reads the next frame's base (:class:`Ahead`)."""
+        return self.memory_ahead_in is not None
+
+    def motion(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, memory: Memory | Ahead,
+               network: nn.Module | None = None) -> torch.Tensor:
         """Motion ``[B,2,h/2,w/2]`` (x, y; in base luma pixels) on the folded grid from the
-        previous frame of ``memory`` to this one: where each folded pixel was."""
+        other frame (``memory``'s, or the next one's) to this one: where each folded pixel was."""
         now = self.normalize(torch.cat([F.pixel_unshuffle(y_lr_hat, 2), uv_lr_hat], dim=1))
-        before = self.normalize(torch.cat([F.pixel_unshuffle(memory.y_lr_hat, 2), memory.uv_lr_hat], dim=1))
-        return self.memory_motion(torch.cat([now, before], dim=1))
+        other = self.normalize(torch.cat([F.pixel_unshuffle(memory.y_lr_hat, 2), memory.uv_lr_hat], dim=1))
+        return (network or self.memory_motion)(torch.cat([now, other], dim=1))
 
     def alignment_error(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, memory: Memory) -> torch.Tensor:
         """Mean absolute error of the previous base luma warped by :meth:`motion` onto this
@@ -497,7 +526,7 @@ class FoldedUpsampler(nn.Module):
     def forward(self, y_lr_hat: torch.Tensor, uv_lr_hat: torch.Tensor, t: torch.Tensor | None = None,
                 r_y: torch.Tensor | None = None, r_uv: torch.Tensor | None = None,
                 rows: int | None = 16, level: torch.Tensor | None = None,
-                memory: Memory | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                memory: Memory | None = None, ahead: Ahead | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded base planes ``y_lr_hat`` ``[B,1,h,w]``, ``uv_lr_hat`` ``[B,2,h/2,w/2]`` (unit
         scale, ``h``, ``w`` even) and the :class:`SideInputs` of :meth:`side_inputs` -> 4:2:0
         planes ``y_hat`` ``[B,1,sh,sw]``, ``uv_hat`` ``[B,2,sh/2,sw/2]``; ``rows``: strips of
@@ -520,6 +549,12 @@ class FoldedUpsampler(nn.Module):
                 z_memory = self.memory_branch(torch.cat([x_folded, z_memory], dim=1))
             z_memory = self.memory_in(z_memory)
             z = z + (z_memory if memory.present is None else memory.present * z_memory)
+        if ahead is not None and self.ahead:
+            v_ahead = self.motion(y_lr_hat, uv_lr_hat, ahead, self.memory_ahead_motion)
+            aligned = self.normalize(torch.cat([F.pixel_unshuffle(warp(ahead.y_lr_hat, v_ahead), 2),
+                                                warp(ahead.uv_lr_hat, v_ahead)], dim=1))
+            z_ahead = self.memory_ahead_in(torch.cat([x_folded - aligned, aligned], dim=1))
+            z = z + (z_ahead if ahead.present is None else ahead.present * z_ahead)
         biases = None
         if self.level_bias is not None:
             if level is None:
