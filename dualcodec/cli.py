@@ -17,6 +17,8 @@ from pathlib import Path
 
 from dualcodec.errors import DualcodecError
 
+PIX_FMT_DEPTHS = {"yuv420p": 8, "yuv420p10le": 10}  # what encode and eval --pix-fmt code at
+
 EPILOG = """examples:
   dualcodec encode clip.y4m -o clip.mp4                 # the 2x model or the plain codec (--scale auto), H.264 QP 32
   dualcodec encode clip.mp4 -o cut.mp4 --start 250 --frames 100   # frames 250-349, their audio too
@@ -96,11 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("--audio", choices=["auto", "copy", "aac", "none"], default="auto",
                      help="the input's audio: auto (default) copies what MP4 players play and transcodes the "
                      "rest (PCM, Vorbis) to AAC; copy keeps every stream as it is; aac transcodes all; none drops it")
-    enc.add_argument("--pix-fmt", choices=["yuv420p", "yuv420p10le"],
-                     help="code at 8 or 10 bits, as ffmpeg's -pix_fmt (default: the source's depth, 10 bits for "
-                     "deeper ones): yuv420p makes a 10-bit source's H.264 base layer play everywhere (few browsers "
-                     "and TVs play High 10); yuv420p10le codes an 8-bit source at 10 bits (AV1's files about 2%% "
-                     "smaller, README). The decode, and --scale auto's judgement, are of the frames at that depth")
+    _pix_fmt_option(enc, "The decode, and --scale auto's judgement, are of the frames at that depth")
     enc.add_argument("--rate", type=_rate, metavar="R",
                      help="frame rate of a folder or numbered sequence of frames (default 25, as ffmpeg's "
                      "-framerate; 30000/1001 or 29.97 alike)")
@@ -168,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--start", type=int, default=0, metavar="N",
                     help="begin at frame N of each input (0-based), as encode --start does")
     ev.add_argument("--frames", type=int, metavar="N", help="use only N frames of each input")
+    _pix_fmt_option(ev, "Each input is measured at that depth, as encode codes it")
     ev.add_argument("--name", help="curve name in the results (default: the model or baseline and the codec)")
     _runtime_options(ev)
     _side_options(ev)
@@ -230,6 +229,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pix_fmt_option(parser, then: str) -> None:
+    parser.add_argument("--pix-fmt", choices=list(PIX_FMT_DEPTHS),
+                        help="code at 8 or 10 bits, as ffmpeg's -pix_fmt (default: the source's depth, 10 bits for "
+                        "deeper ones): yuv420p makes a 10-bit source's H.264 base layer play everywhere (few browsers "
+                        "and TVs play High 10); yuv420p10le codes an 8-bit source at 10 bits (AV1's files about 2%% "
+                        f"smaller, README). {then}")
+
+
 def _overwrite_option(parser, text: str = "overwrite an existing output file (as ffmpeg -y); never an input") -> None:
     parser.add_argument("-y", "--overwrite", action="store_true", help=text)
 
@@ -286,7 +293,7 @@ def _encode(args: argparse.Namespace) -> None:
     from dualcodec.basecodec import BaseCodecSettings
     from dualcodec.codec import make_codec
     from dualcodec.outputs import check_output_file
-    from dualcodec.video import PIX_FMTS, is_pattern
+    from dualcodec.video import is_pattern
 
     check_output_file(args.output, [args.input], [".mp4"], args.overwrite)
     _check_frames(args.frames)
@@ -299,7 +306,7 @@ def _encode(args: argparse.Namespace) -> None:
     if args.rate is not None and not (source.is_dir() or not source.exists() and is_pattern(str(source))):
         raise DualcodecError(f"--rate is for a folder or numbered sequence of frames: {args.input} keeps its own rate")
     report = codec.encode(args.input, args.output, progress=not args.quiet, max_frames=args.frames, start=args.start,
-                          tags=not args.no_tags, rate=args.rate, bit_depth={f: d for d, f in PIX_FMTS.items()}.get(args.pix_fmt))
+                          tags=not args.no_tags, rate=args.rate, bit_depth=PIX_FMT_DEPTHS.get(args.pix_fmt))
     if not args.quiet:
         pixels = report.frames * report.width * report.height
         converted = (f" (from {report.converted_from}, coded as 4:2:0 {report.bit_depth}-bit)"
@@ -511,6 +518,8 @@ def _eval(args: argparse.Namespace) -> None:
     _check_start(args.start)
     refuse_stdin(args.inputs, "eval reads each input twice (to code it, then to measure it)")
     depths = check_inputs(args.inputs)
+    bit_depth = PIX_FMT_DEPTHS.get(args.pix_fmt)
+    depths = depths if bit_depth is None else {bit_depth}
     lpips_backbone_path()  # fail before the sweep, not after it
     qps = sorted(set(args.qp))
     settings_at = {qp: BaseCodecSettings(codec=args.codec, qp=qp, preset=args.preset, gop=args.gop) for qp in qps}
@@ -544,7 +553,8 @@ def _eval(args: argparse.Namespace) -> None:
                 "side_weight": None if args.baseline else args.side_weight,
                 "side_new": None if args.baseline else args.side_new,
                 "side_rule": None if args.baseline else f"mse x{MSE_WEIGHT:g}",
-                **({"start": args.start} if args.start else {})}  # files of sweeps from frame 0 stay resumable
+                **({"start": args.start} if args.start else {}),  # files of sweeps from frame 0 stay resumable
+                **({"pix_fmt": args.pix_fmt} if args.pix_fmt else {})}
     done = resumable_points(args.output, settings) if args.resume and args.output.exists() else []
     description = f"dualcodec eval: real files, whole-file rate; {method}, {args.codec} base"
 
@@ -552,7 +562,8 @@ def _eval(args: argparse.Namespace) -> None:
         write_results(args.output, results_json(points, name, description, settings, sources, qps))
 
     points = sweep(args.inputs, codec_at, qps, args.frames, progress=not args.quiet, desc=name,
-                   done=done, on_point=save, runtime=args.runtime, threads=args.threads, start=args.start)
+                   done=done, on_point=save, runtime=args.runtime, threads=args.threads, start=args.start,
+                   bit_depth=bit_depth)
     data = results_json(points, name, description, settings, sources, qps)
     write_results(args.output, data)
     if not args.quiet:

@@ -95,14 +95,16 @@ def frame_quality(x: Planes, x_hat: Planes, fmt: YUVFormat) -> FrameQuality:
 
 
 def measure(codec, source: Path, qp: int, max_frames: int | None = None, runtime: str = "auto",
-            threads: int | None = None, start: int = 0) -> RDPoint:
-    """Encode ``source`` (from frame ``start`` on) to a temporary file, decode it (the
-    learned layers on ``runtime``), and measure size, quality and time. The file carries
-    none of the source's tags (a phone's creation time costs a dual file 72 bytes): the
-    rate is the coding's."""
+            threads: int | None = None, start: int = 0, bit_depth: int | None = None) -> RDPoint:
+    """Encode ``source`` (from frame ``start`` on, at ``bit_depth``: see
+    :class:`~dualcodec.video.VideoReader`) to a temporary file, decode it (the learned
+    layers on ``runtime``), and measure size, quality and time against the source at that
+    depth. The file carries none of the source's tags (a phone's creation time costs a
+    dual file 72 bytes): the rate is the coding's."""
     with tempfile.TemporaryDirectory() as tmp:
         encoded = Path(tmp) / "encoded.mp4"
-        report = codec.encode(source, encoded, max_frames=max_frames, start=start, tags=False)  # the coding alone
+        report = codec.encode(source, encoded, max_frames=max_frames, start=start, tags=False,  # the coding alone
+                              bit_depth=bit_depth)
         began = time.perf_counter()
         video = decode(encoded, str(codec.model_path) if codec.model_path else None, runtime=runtime, threads=threads)
         decoded = list(video.frames)
@@ -111,7 +113,7 @@ def measure(codec, source: Path, qp: int, max_frames: int | None = None, runtime
         raise DualcodecError(f"{source}: encoded {report.frames} frames but decoded {len(decoded)}")
     from dualcodec.metrics import vmaf
 
-    originals = list(itertools.islice(VideoReader(source).frames(start), len(decoded)))
+    originals = list(itertools.islice(VideoReader(source, bit_depth=bit_depth).frames(start), len(decoded)))
     scores = [frame_quality(x, x_hat, video.format) for x, x_hat in zip(originals, decoded)]
     mean = {k: float(np.mean([asdict(s)[k] for s in scores])) for k in asdict(scores[0])}
     return RDPoint(str(source), qp, report.frames, report.width, report.height, report.file_bytes,
@@ -132,13 +134,14 @@ def sweep(
     runtime: str = "auto",
     threads: int | None = None,
     start: int = 0,
+    bit_depth: int | None = None,
 ) -> list[RDPoint]:
     """Every source at every QP, QP by QP; ``make_codec`` builds the codec for one QP.
 
     ``done``: points of an earlier run of the same sweep, kept and not measured again.
     ``on_point(points)`` runs after each new point with every point so far, so a caller can
     save them as they come. A failing point raises :class:`DualcodecError` naming its source.
-    ``runtime``, ``threads`` and ``start``: see :func:`measure`.
+    ``runtime``, ``threads``, ``start`` and ``bit_depth``: see :func:`measure`.
     """
     from tqdm import tqdm
 
@@ -151,7 +154,7 @@ def sweep(
             if (qp, str(src)) in measured:
                 continue
             try:
-                points.append(measure(make_codec(qp), src, qp, max_frames, runtime, threads, start))
+                points.append(measure(make_codec(qp), src, qp, max_frames, runtime, threads, start, bit_depth))
             except DualcodecError as exc:
                 raise DualcodecError(f"{src} at QP {qp}: {exc}") from None
             bar.update()

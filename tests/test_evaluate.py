@@ -123,6 +123,28 @@ def test_eval_errors_are_one_line_and_leave_no_file(tmp_path, capsys, inputs, ar
     assert not list(tmp_path.glob("out.*"))
 
 
+def test_eval_measures_at_the_depth_asked_as_encode_codes_it(tmp_path, capsys):
+    deep = write_y4m(tmp_path / "deep.y4m", synthetic_frames(96, 64, 3, seed=6, noise=20.0, pix_fmt="yuv420p10le"))
+    code, err = _eval(capsys, deep, "--baseline", "none", "--qp", "30", "--pix-fmt", "yuv420p", "-q",
+                      "-o", tmp_path / "eight.json")
+    assert code == 0, err
+    data = json.loads((tmp_path / "eight.json").read_text())
+    assert data["settings"]["pix_fmt"] == "yuv420p"
+    (point,) = data["inputs"][0]["points"]
+    # the same coding by encode, decoded by PyAV and scored in numpy against the source rounded to 8 bits
+    code = main(["encode", str(deep), "-o", str(tmp_path / "eight.mp4"), "--baseline", "none", "--qp", "30",
+                 "--pix-fmt", "yuv420p", "-q"])
+    assert code == 0
+    assert point["file_bytes"] == (tmp_path / "eight.mp4").stat().st_size
+    decoded = read_yuv420(tmp_path / "eight.mp4")
+    source = read_yuv420(deep)
+    scores = []
+    for frame, original in zip(decoded, source, strict=True):
+        values = [psnr(np.minimum((o.astype(np.int64) + 2) >> 2, 255), d, 255.0) for o, d in zip(original, frame)]
+        scores.append((6 * values[0] + values[1] + values[2]) / 8)
+    assert point["psnr_yuv"] == pytest.approx(float(np.mean(scores)), abs=1e-6)
+
+
 def test_eval_from_a_start_frame_measures_what_a_cut_clip_gives(tmp_path, capsys):
     frames = synthetic_frames(96, 64, 5, seed=4)
     whole, cut = write_y4m(tmp_path / "whole.y4m", frames), write_y4m(tmp_path / "cut.y4m", frames[2:4])
