@@ -383,7 +383,8 @@ def _decode(args: argparse.Namespace) -> None:
     video = decode(args.input, args.model, strict=args.strict, runtime=args.runtime, threads=args.threads,
                    start=args.start)
     header = video.header
-    wanted = min(n for n in (video.length, args.frames) if n is not None) if video.length or args.frames else None
+    known = [n for n in (args.frames, video.length) if n is not None]
+    wanted = min(known) if known else None  # the frames this decode writes, where that is known
     if kind == "png" and (wanted is None or wanted > 1):
         count = f"{wanted or 'all the'} frames of {args.input}" + (f" from frame {args.start}" if args.start else "")
         raise DualcodecError(f"{destination} holds one picture, not {count}: add --frames 1 (--start N for frame "
@@ -399,8 +400,7 @@ def _decode(args: argparse.Namespace) -> None:
         with ThreadPoolExecutor(max_workers=1) as pool:
             try:
                 shown = itertools.islice(video.frames, args.frames)  # None: every frame
-                known = [n for n in (args.frames, video.length) if n is not None]
-                for planes in tqdm(shown, desc="decode", unit="frame", total=min(known) if known else None,
+                for planes in tqdm(shown, desc="decode", unit="frame", total=wanted,
                                    disable=args.quiet, leave=False):
                     frames += 1
                     pending.append(pool.submit(writer.write, planes))

@@ -162,6 +162,11 @@ class DualLayerModel(nn.Module):
         """Whether the upsampler takes the previous frame's :class:`~dualcodec.nets.upsampler.Memory`."""
         return getattr(self.upsampler, "temporal", False)
 
+    @property
+    def reads_ahead(self) -> bool:
+        """Whether the upsampler also takes the next frame's base (``model.temporal_ahead``)."""
+        return getattr(self.upsampler, "ahead", False)
+
     def is_temporal_parameter(self, name: str) -> bool:
         """Whether the parameter (or state entry) ``name`` belongs to the upsampler's temporal
         part, which a per-frame model lacks."""
@@ -228,7 +233,7 @@ class DualLayerModel(nn.Module):
         ``memory``: the previous frame of the GOP, for a :attr:`temporal` model; ``ahead``:
         the next frame's base, for one with ``model.temporal_ahead``."""
         extra = {} if memory is None or not self.temporal else {"memory": memory}
-        if ahead is not None and getattr(self.upsampler, "ahead", False):
+        if ahead is not None and self.reads_ahead:
             extra["ahead"] = ahead
         if self.takes_level and level is not None:
             extra["level"] = torch.as_tensor(level, dtype=torch.float32, device=y_lr_hat.device)

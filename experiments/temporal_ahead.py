@@ -49,7 +49,6 @@ def upsampled(loaded, frames, header):
     model = loaded.model
     scale = torch.tensor(unit_scale(header.yuv_format))
     level = header.level if model.takes_level else None
-    reads_ahead = getattr(model.upsampler, "ahead", False)
 
     def unit(planes):
         y = torch.from_numpy(planes.y.astype(np.float32))[None, None]
@@ -63,7 +62,7 @@ def upsampled(loaded, frames, header):
                 memory = None
             y_lr, uv_lr = unit(planes)
             after = frames[i + 1] if i + 1 < len(frames) else None
-            ahead = Ahead(*unit(after)) if reads_ahead and after is not None and not after.key_frame else None
+            ahead = Ahead(*unit(after)) if model.reads_ahead and after is not None and not after.key_frame else None
             y_hat, uv_hat = model.upsample(y_lr, uv_lr, None, level, memory if model.temporal else None, ahead)
             y_out, uv_out = (torch.round(p).clamp(0, scale[4]) for p in unit_to_codes(y_hat, uv_hat, scale))
             if model.temporal:  # what the decoder keeps: the base and the rounded output
